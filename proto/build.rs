@@ -1,0 +1,39 @@
+//! Compiles `proto/**/*.proto` with protox (a pure-Rust protobuf compiler, so a
+//! fresh machine needs no system `protoc`), then generates prost types, tonic
+//! clients and servers, and pbjson serde impls that write JSON the way Hubble
+//! does (original proto field names, enums as names).
+
+use std::{env, path::PathBuf};
+
+use prost::Message as _;
+
+const PROTOS: &[&str] = &[
+    "proto/flow/flow.proto",
+    "proto/relay/relay.proto",
+    "proto/peer/peer.proto",
+    "proto/observer/observer.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let descriptor_path = out_dir.join("webb_descriptor.bin");
+    std::fs::write(&descriptor_path, fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "crate::wkt")
+        .compile_fds(fds.clone())?;
+
+    let descriptors = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".flow", ".observer", ".peer", ".relay"])?;
+    Ok(())
+}

@@ -1,0 +1,761 @@
+//! The one flow filter engine, used by the agent, the relay, the CLI (for
+//! `--input-file`) and the TUI alike.
+//!
+//! Semantics follow Hubble's `GetFlowsRequest`: the whitelist is a list of
+//! [`FlowFilter`]s OR-ed together (an empty whitelist lets everything through),
+//! the blacklist likewise, and a flow passes when it matches some whitelist
+//! filter and no blacklist filter. Inside one `FlowFilter` the fields are
+//! AND-ed, and the values of one repeated field are OR-ed.
+//!
+//! Filters are compiled once ([`FlowFilters::compile`]): regular expressions,
+//! CIDRs and label selectors are parsed up front, so a bad filter is an error
+//! for the request, never a silent non-match.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use regex::Regex;
+
+use crate::flow::{
+    Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags, Workload,
+    layer4, layer7,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FilterError {
+    #[error("{field}: {value:?} is not an IP address or CIDR")]
+    BadIp { field: &'static str, value: String },
+    #[error("{field}: {value:?} is not a valid regular expression: {reason}")]
+    BadRegex {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{field}: {value:?} is not a port number (0-65535)")]
+    BadPort { field: &'static str, value: String },
+    #[error("http_status_code: {value:?} is not a status code or a prefix like \"5+\" or \"40+\"")]
+    BadStatus { value: String },
+    #[error("{field}: {value:?} is not a label selector: {reason}")]
+    BadSelector {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "protocol: {value:?} is not one of tcp, udp, sctp, icmp, icmpv4, icmpv6, vrrp, igmp, dns, http, kafka"
+    )]
+    BadProtocol { value: String },
+    #[error("experimental.cel_expression: CEL filters are not supported by webb")]
+    CelUnsupported,
+}
+
+/// A compiled whitelist/blacklist pair.
+#[derive(Debug, Default, Clone)]
+pub struct FlowFilters {
+    whitelist: Vec<CompiledFilter>,
+    blacklist: Vec<CompiledFilter>,
+}
+
+impl FlowFilters {
+    pub fn compile(
+        whitelist: &[FlowFilter],
+        blacklist: &[FlowFilter],
+    ) -> Result<Self, FilterError> {
+        Ok(Self {
+            whitelist: whitelist
+                .iter()
+                .map(CompiledFilter::new)
+                .collect::<Result<_, _>>()?,
+            blacklist: blacklist
+                .iter()
+                .map(CompiledFilter::new)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// True when no filter is set, so every flow passes.
+    pub fn is_empty(&self) -> bool {
+        self.whitelist.is_empty() && self.blacklist.is_empty()
+    }
+
+    pub fn matches(&self, flow: &Flow) -> bool {
+        (self.whitelist.is_empty() || self.whitelist.iter().any(|f| f.matches(flow)))
+            && !self.blacklist.iter().any(|f| f.matches(flow))
+    }
+}
+
+/// One `FlowFilter` with its patterns parsed. Every check is a list of
+/// alternatives; an empty list means the field is not constrained.
+#[derive(Debug, Clone, Default)]
+struct CompiledFilter {
+    uuid: Vec<String>,
+    source_ip: Vec<IpMatch>,
+    source_ip_xlated: Vec<IpMatch>,
+    destination_ip: Vec<IpMatch>,
+    source_pod: Vec<PodMatch>,
+    destination_pod: Vec<PodMatch>,
+    source_fqdn: Vec<Regex>,
+    destination_fqdn: Vec<Regex>,
+    source_label: Vec<Selector>,
+    destination_label: Vec<Selector>,
+    source_service: Vec<PodMatch>,
+    destination_service: Vec<PodMatch>,
+    source_workload: Vec<Workload>,
+    destination_workload: Vec<Workload>,
+    source_cluster_name: Vec<String>,
+    destination_cluster_name: Vec<String>,
+    traffic_direction: Vec<i32>,
+    verdict: Vec<i32>,
+    drop_reason_desc: Vec<i32>,
+    interface: Vec<NetworkInterface>,
+    event_type: Vec<EventTypeFilter>,
+    http_status_code: Vec<StatusMatch>,
+    protocol: Vec<Protocol>,
+    source_port: Vec<u16>,
+    destination_port: Vec<u16>,
+    reply: Vec<bool>,
+    dns_query: Vec<Regex>,
+    source_identity: Vec<u32>,
+    destination_identity: Vec<u32>,
+    http_method: Vec<String>,
+    http_path: Vec<Regex>,
+    http_url: Vec<Regex>,
+    http_header: Vec<HttpHeader>,
+    tcp_flags: Vec<TcpFlags>,
+    node_name: Vec<Regex>,
+    node_labels: Vec<Selector>,
+    ip_version: Vec<i32>,
+    trace_id: Vec<String>,
+    ip_trace_id: Vec<u64>,
+    encrypted: Vec<bool>,
+}
+
+/// Passes when the alternatives are empty or any of them matches.
+fn any_of<T>(alternatives: &[T], mut f: impl FnMut(&T) -> bool) -> bool {
+    alternatives.is_empty() || alternatives.iter().any(&mut f)
+}
+
+impl CompiledFilter {
+    fn new(f: &FlowFilter) -> Result<Self, FilterError> {
+        if f.experimental
+            .as_ref()
+            .is_some_and(|e| !e.cel_expression.is_empty())
+        {
+            return Err(FilterError::CelUnsupported);
+        }
+        Ok(Self {
+            uuid: f.uuid.clone(),
+            source_ip: ips("source_ip", &f.source_ip)?,
+            source_ip_xlated: ips("source_ip_xlated", &f.source_ip_xlated)?,
+            destination_ip: ips("destination_ip", &f.destination_ip)?,
+            source_pod: f.source_pod.iter().map(|p| PodMatch::new(p)).collect(),
+            destination_pod: f.destination_pod.iter().map(|p| PodMatch::new(p)).collect(),
+            source_fqdn: fqdns("source_fqdn", &f.source_fqdn)?,
+            destination_fqdn: fqdns("destination_fqdn", &f.destination_fqdn)?,
+            source_label: selectors("source_label", &f.source_label)?,
+            destination_label: selectors("destination_label", &f.destination_label)?,
+            source_service: f.source_service.iter().map(|p| PodMatch::new(p)).collect(),
+            destination_service: f
+                .destination_service
+                .iter()
+                .map(|p| PodMatch::new(p))
+                .collect(),
+            source_workload: f.source_workload.clone(),
+            destination_workload: f.destination_workload.clone(),
+            source_cluster_name: f.source_cluster_name.clone(),
+            destination_cluster_name: f.destination_cluster_name.clone(),
+            traffic_direction: f.traffic_direction.clone(),
+            verdict: f.verdict.clone(),
+            drop_reason_desc: f.drop_reason_desc.clone(),
+            interface: f.interface.clone(),
+            event_type: f.event_type.clone(),
+            http_status_code: f
+                .http_status_code
+                .iter()
+                .map(|s| StatusMatch::parse(s))
+                .collect::<Result<_, _>>()?,
+            protocol: f
+                .protocol
+                .iter()
+                .map(|p| Protocol::parse(p))
+                .collect::<Result<_, _>>()?,
+            source_port: ports("source_port", &f.source_port)?,
+            destination_port: ports("destination_port", &f.destination_port)?,
+            reply: f.reply.clone(),
+            dns_query: regexes("dns_query", &f.dns_query)?,
+            source_identity: f.source_identity.clone(),
+            destination_identity: f.destination_identity.clone(),
+            http_method: f.http_method.clone(),
+            http_path: regexes("http_path", &f.http_path)?,
+            http_url: regexes("http_url", &f.http_url)?,
+            http_header: f.http_header.clone(),
+            tcp_flags: f.tcp_flags.clone(),
+            node_name: f
+                .node_name
+                .iter()
+                .map(|n| glob("node_name", n))
+                .collect::<Result<_, _>>()?,
+            node_labels: selectors("node_labels", &f.node_labels)?,
+            ip_version: f.ip_version.clone(),
+            trace_id: f.trace_id.clone(),
+            ip_trace_id: f.ip_trace_id.clone(),
+            encrypted: f.encrypted.clone(),
+        })
+    }
+
+    fn matches(&self, flow: &Flow) -> bool {
+        let ip = flow.ip.as_ref();
+        let src = flow.source.as_ref();
+        let dst = flow.destination.as_ref();
+        let http = match flow.l7.as_ref().and_then(|l| l.record.as_ref()) {
+            Some(layer7::Record::Http(h)) => Some(h),
+            _ => None,
+        };
+        let dns = match flow.l7.as_ref().and_then(|l| l.record.as_ref()) {
+            Some(layer7::Record::Dns(d)) => Some(d),
+            _ => None,
+        };
+        let (sport, dport) = l4_ports(flow);
+
+        any_of(&self.uuid, |u| *u == flow.uuid)
+            && any_of(&self.source_ip, |m| {
+                ip.is_some_and(|ip| m.matches(&ip.source))
+            })
+            && any_of(&self.source_ip_xlated, |m| {
+                ip.is_some_and(|ip| m.matches(&ip.source_xlated))
+            })
+            && any_of(&self.destination_ip, |m| {
+                ip.is_some_and(|ip| m.matches(&ip.destination))
+            })
+            && any_of(&self.source_pod, |m| src.is_some_and(|e| m.matches_pod(e)))
+            && any_of(&self.destination_pod, |m| {
+                dst.is_some_and(|e| m.matches_pod(e))
+            })
+            && any_of(&self.source_fqdn, |r| {
+                flow.source_names.iter().any(|n| r.is_match(n))
+            })
+            && any_of(&self.destination_fqdn, |r| {
+                flow.destination_names.iter().any(|n| r.is_match(n))
+            })
+            && any_of(&self.source_label, |s| {
+                src.is_some_and(|e| s.matches(&e.labels))
+            })
+            && any_of(&self.destination_label, |s| {
+                dst.is_some_and(|e| s.matches(&e.labels))
+            })
+            && any_of(&self.source_service, |m| {
+                flow.source_service
+                    .as_ref()
+                    .is_some_and(|s| m.matches(&s.namespace, &s.name))
+            })
+            && any_of(&self.destination_service, |m| {
+                flow.destination_service
+                    .as_ref()
+                    .is_some_and(|s| m.matches(&s.namespace, &s.name))
+            })
+            && any_of(&self.source_workload, |w| {
+                src.is_some_and(|e| workload_matches(w, e))
+            })
+            && any_of(&self.destination_workload, |w| {
+                dst.is_some_and(|e| workload_matches(w, e))
+            })
+            && any_of(&self.source_cluster_name, |c| {
+                src.is_some_and(|e| e.cluster_name == *c)
+            })
+            && any_of(&self.destination_cluster_name, |c| {
+                dst.is_some_and(|e| e.cluster_name == *c)
+            })
+            && any_of(&self.traffic_direction, |d| *d == flow.traffic_direction)
+            && any_of(&self.verdict, |v| *v == flow.verdict)
+            && any_of(&self.drop_reason_desc, |r| *r == flow.drop_reason_desc)
+            && any_of(&self.interface, |i| {
+                flow.interface.as_ref().is_some_and(|fi| {
+                    (i.index == 0 || i.index == fi.index)
+                        && (i.name.is_empty() || i.name == fi.name)
+                })
+            })
+            && any_of(&self.event_type, |t| {
+                flow.event_type.as_ref().is_some_and(|et| {
+                    et.r#type == t.r#type && (!t.match_sub_type || et.sub_type == t.sub_type)
+                })
+            })
+            && any_of(&self.http_status_code, |s| {
+                http.is_some_and(|h| s.matches(h.code))
+            })
+            && any_of(&self.protocol, |p| p.matches(flow))
+            && any_of(&self.source_port, |p| sport == Some(*p))
+            && any_of(&self.destination_port, |p| dport == Some(*p))
+            && any_of(&self.reply, |r| {
+                flow.is_reply.is_some_and(|v| v.value == *r)
+            })
+            && any_of(&self.dns_query, |r| {
+                dns.is_some_and(|d| r.is_match(&d.query))
+            })
+            && any_of(&self.source_identity, |id| {
+                src.is_some_and(|e| e.identity == *id)
+            })
+            && any_of(&self.destination_identity, |id| {
+                dst.is_some_and(|e| e.identity == *id)
+            })
+            && any_of(&self.http_method, |m| {
+                http.is_some_and(|h| h.method.eq_ignore_ascii_case(m))
+            })
+            && any_of(&self.http_path, |r| {
+                http.is_some_and(|h| r.is_match(url_path(&h.url)))
+            })
+            && any_of(&self.http_url, |r| http.is_some_and(|h| r.is_match(&h.url)))
+            && any_of(&self.http_header, |want| {
+                http.is_some_and(|h| {
+                    h.headers.iter().any(|got| {
+                        got.key.eq_ignore_ascii_case(&want.key) && got.value == want.value
+                    })
+                })
+            })
+            && any_of(&self.tcp_flags, |want| {
+                tcp_flags(flow).is_some_and(|got| flags_contain(got, want))
+            })
+            && any_of(&self.node_name, |r| r.is_match(&flow.node_name))
+            && any_of(&self.node_labels, |s| s.matches(&flow.node_labels))
+            && any_of(&self.ip_version, |v| {
+                ip.is_some_and(|ip| ip.ip_version == *v)
+            })
+            && any_of(&self.trace_id, |t| {
+                flow.trace_context
+                    .as_ref()
+                    .and_then(|c| c.parent.as_ref())
+                    .is_some_and(|p| p.trace_id == *t)
+            })
+            && any_of(&self.ip_trace_id, |t| {
+                flow.ip_trace_id.as_ref().is_some_and(|i| i.trace_id == *t)
+            })
+            && any_of(&self.encrypted, |e| ip.is_some_and(|ip| ip.encrypted == *e))
+    }
+}
+
+fn ips(field: &'static str, values: &[String]) -> Result<Vec<IpMatch>, FilterError> {
+    values.iter().map(|v| IpMatch::parse(field, v)).collect()
+}
+
+fn ports(field: &'static str, values: &[String]) -> Result<Vec<u16>, FilterError> {
+    values
+        .iter()
+        .map(|v| {
+            v.trim().parse::<u16>().map_err(|_| FilterError::BadPort {
+                field,
+                value: v.clone(),
+            })
+        })
+        .collect()
+}
+
+fn regexes(field: &'static str, values: &[String]) -> Result<Vec<Regex>, FilterError> {
+    values
+        .iter()
+        .map(|v| {
+            Regex::new(v).map_err(|e| FilterError::BadRegex {
+                field,
+                value: v.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn selectors(field: &'static str, values: &[String]) -> Result<Vec<Selector>, FilterError> {
+    values.iter().map(|v| Selector::parse(field, v)).collect()
+}
+
+/// FQDN patterns: `*` stands for one DNS label or part of one (Cilium's
+/// matchPattern), matching is case-insensitive and ignores a trailing dot.
+fn fqdns(field: &'static str, values: &[String]) -> Result<Vec<Regex>, FilterError> {
+    values
+        .iter()
+        .map(|v| {
+            let pattern = v.trim().trim_end_matches('.').to_ascii_lowercase();
+            let body = pattern
+                .split('*')
+                .map(regex::escape)
+                .collect::<Vec<_>>()
+                .join("[-a-z0-9_]*");
+            Regex::new(&format!("(?i)^{body}\\.?$")).map_err(|e| FilterError::BadRegex {
+                field,
+                value: v.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Node name patterns: `*` matches any run of characters; a pattern without a
+/// cluster part (`cluster/`) matches the node name in any cluster.
+fn glob(field: &'static str, value: &str) -> Result<Regex, FilterError> {
+    let body = value
+        .split('*')
+        .map(regex::escape)
+        .collect::<Vec<_>>()
+        .join(".*");
+    let re = if value.contains('/') {
+        format!("^{body}$")
+    } else {
+        format!("^(?:[^/]*/)?{body}$")
+    };
+    Regex::new(&re).map_err(|e| FilterError::BadRegex {
+        field,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[derive(Debug, Clone)]
+enum IpMatch {
+    Exact(IpAddr),
+    Net(IpNet),
+}
+
+impl IpMatch {
+    fn parse(field: &'static str, value: &str) -> Result<Self, FilterError> {
+        let v = value.trim();
+        if let Ok(ip) = v.parse::<IpAddr>() {
+            return Ok(Self::Exact(ip));
+        }
+        v.parse::<IpNet>()
+            .map(|n| Self::Net(n.trunc()))
+            .map_err(|_| FilterError::BadIp {
+                field,
+                value: value.to_owned(),
+            })
+    }
+
+    fn matches(&self, ip: &str) -> bool {
+        let Ok(ip) = ip.parse::<IpAddr>() else {
+            return false;
+        };
+        match self {
+            Self::Exact(want) => *want == ip,
+            Self::Net(net) => net.contains(&ip),
+        }
+    }
+}
+
+/// `namespace/name-prefix`; `namespace/` means every pod of the namespace, and
+/// a value without `/` is a name prefix in any namespace.
+#[derive(Debug, Clone)]
+struct PodMatch {
+    namespace: Option<String>,
+    prefix: String,
+}
+
+impl PodMatch {
+    fn new(value: &str) -> Self {
+        match value.split_once('/') {
+            Some((ns, prefix)) => Self {
+                namespace: Some(ns.to_owned()),
+                prefix: prefix.to_owned(),
+            },
+            None => Self {
+                namespace: None,
+                prefix: value.to_owned(),
+            },
+        }
+    }
+
+    fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace) && name.starts_with(&self.prefix)
+    }
+
+    fn matches_pod(&self, e: &Endpoint) -> bool {
+        // A pod filter never matches endpoints without a pod (world, host).
+        !e.pod_name.is_empty() && self.matches(&e.namespace, &e.pod_name)
+    }
+}
+
+fn workload_matches(want: &Workload, e: &Endpoint) -> bool {
+    e.workloads.iter().any(|w| {
+        (want.name.is_empty() || want.name == w.name)
+            && (want.kind.is_empty() || want.kind.eq_ignore_ascii_case(&w.kind))
+    })
+}
+
+/// `200` (exact) or `5+` / `40+` (prefix of the decimal code).
+#[derive(Debug, Clone)]
+enum StatusMatch {
+    Exact(u32),
+    Prefix(String),
+}
+
+impl StatusMatch {
+    fn parse(value: &str) -> Result<Self, FilterError> {
+        let bad = || FilterError::BadStatus {
+            value: value.to_owned(),
+        };
+        let v = value.trim();
+        if let Some(prefix) = v.strip_suffix('+') {
+            if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(bad());
+            }
+            return Ok(Self::Prefix(prefix.to_owned()));
+        }
+        match v.parse::<u32>() {
+            Ok(code) if (100..=999).contains(&code) => Ok(Self::Exact(code)),
+            _ => Err(bad()),
+        }
+    }
+
+    fn matches(&self, code: u32) -> bool {
+        // Requests carry no status code; they never match a status filter.
+        if code == 0 {
+            return false;
+        }
+        match self {
+            Self::Exact(want) => *want == code,
+            Self::Prefix(p) => code.to_string().starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+    Icmp,
+    IcmpV4,
+    IcmpV6,
+    Vrrp,
+    Igmp,
+    Dns,
+    Http,
+    Kafka,
+}
+
+impl Protocol {
+    fn parse(value: &str) -> Result<Self, FilterError> {
+        Ok(match value.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Self::Tcp,
+            "udp" => Self::Udp,
+            "sctp" => Self::Sctp,
+            "icmp" => Self::Icmp,
+            "icmpv4" => Self::IcmpV4,
+            "icmpv6" => Self::IcmpV6,
+            "vrrp" => Self::Vrrp,
+            "igmp" => Self::Igmp,
+            "dns" => Self::Dns,
+            "http" => Self::Http,
+            "kafka" => Self::Kafka,
+            _ => {
+                return Err(FilterError::BadProtocol {
+                    value: value.to_owned(),
+                });
+            }
+        })
+    }
+
+    fn matches(self, flow: &Flow) -> bool {
+        let l4 = flow.l4.as_ref().and_then(|l| l.protocol.as_ref());
+        let l7 = flow.l7.as_ref().and_then(|l| l.record.as_ref());
+        match self {
+            Self::Tcp => matches!(l4, Some(layer4::Protocol::Tcp(_))),
+            Self::Udp => matches!(l4, Some(layer4::Protocol::Udp(_))),
+            Self::Sctp => matches!(l4, Some(layer4::Protocol::Sctp(_))),
+            Self::Icmp => matches!(
+                l4,
+                Some(layer4::Protocol::IcmPv4(_) | layer4::Protocol::IcmPv6(_))
+            ),
+            Self::IcmpV4 => matches!(l4, Some(layer4::Protocol::IcmPv4(_))),
+            Self::IcmpV6 => matches!(l4, Some(layer4::Protocol::IcmPv6(_))),
+            Self::Vrrp => matches!(l4, Some(layer4::Protocol::Vrrp(_))),
+            Self::Igmp => matches!(l4, Some(layer4::Protocol::Igmp(_))),
+            Self::Dns => matches!(l7, Some(layer7::Record::Dns(_))),
+            Self::Http => matches!(l7, Some(layer7::Record::Http(_))),
+            // Kafka records are deprecated in Hubble but still on the wire.
+            #[allow(deprecated)]
+            Self::Kafka => matches!(l7, Some(layer7::Record::Kafka(_))),
+        }
+    }
+}
+
+fn l4_ports(flow: &Flow) -> (Option<u16>, Option<u16>) {
+    let port = |p: u32| u16::try_from(p).ok();
+    match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(layer4::Protocol::Tcp(t)) => (port(t.source_port), port(t.destination_port)),
+        Some(layer4::Protocol::Udp(u)) => (port(u.source_port), port(u.destination_port)),
+        Some(layer4::Protocol::Sctp(s)) => (port(s.source_port), port(s.destination_port)),
+        _ => (None, None),
+    }
+}
+
+fn tcp_flags(flow: &Flow) -> Option<&TcpFlags> {
+    match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(layer4::Protocol::Tcp(t)) => t.flags.as_ref(),
+        _ => None,
+    }
+}
+
+/// Every flag set in `want` is set in `got`.
+fn flags_contain(got: &TcpFlags, want: &TcpFlags) -> bool {
+    let pairs = [
+        (want.fin, got.fin),
+        (want.syn, got.syn),
+        (want.rst, got.rst),
+        (want.psh, got.psh),
+        (want.ack, got.ack),
+        (want.urg, got.urg),
+        (want.ece, got.ece),
+        (want.cwr, got.cwr),
+        (want.ns, got.ns),
+    ];
+    pairs.iter().all(|&(w, g)| !w || g)
+}
+
+/// The path of an HTTP URL (`http://host:port/a/b?q` -> `/a/b`); a URL that is
+/// already a path is returned without its query.
+fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            after.find('/').map_or("/", |j| &after[j..])
+        }
+        None => url,
+    };
+    rest.split(['?', '#']).next().unwrap_or(rest)
+}
+
+/// A Kubernetes-style label selector over Cilium label strings
+/// (`source:key=value`, e.g. `k8s:app=frontend`): comma-separated requirements,
+/// each `key`, `!key`, `key=v`, `key==v`, `key!=v`, `key in (a,b)` or
+/// `key notin (a,b)`. A key without a source (`app`) matches any source.
+#[derive(Debug, Clone)]
+struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+#[derive(Debug, Clone)]
+struct Requirement {
+    source: Option<String>,
+    key: String,
+    op: Op,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Exists,
+    NotExists,
+    In(Vec<String>),
+    NotIn(Vec<String>),
+}
+
+impl Selector {
+    fn parse(field: &'static str, value: &str) -> Result<Self, FilterError> {
+        let err = |reason: &str| FilterError::BadSelector {
+            field,
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut requirements = Vec::new();
+        for part in split_requirements(value) {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err(err("empty requirement"));
+            }
+            let (key, op) = if let Some(k) = part.strip_prefix('!') {
+                (k.trim(), Op::NotExists)
+            } else if let Some((k, rest)) = split_set_op(part, " notin ") {
+                (
+                    k,
+                    Op::NotIn(parse_set(rest).ok_or_else(|| err("expected (a,b) after notin"))?),
+                )
+            } else if let Some((k, rest)) = split_set_op(part, " in ") {
+                (
+                    k,
+                    Op::In(parse_set(rest).ok_or_else(|| err("expected (a,b) after in"))?),
+                )
+            } else if let Some((k, v)) = part.split_once("!=") {
+                (k.trim(), Op::NotIn(vec![v.trim().to_owned()]))
+            } else if let Some((k, v)) = part.split_once("==") {
+                (k.trim(), Op::In(vec![v.trim().to_owned()]))
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k.trim(), Op::In(vec![v.trim().to_owned()]))
+            } else {
+                (part, Op::Exists)
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(err("bad key"));
+            }
+            let (source, key) = split_source(key);
+            requirements.push(Requirement {
+                source: source.map(str::to_owned),
+                key: key.to_owned(),
+                op,
+            });
+        }
+        Ok(Self { requirements })
+    }
+
+    fn matches(&self, labels: &[String]) -> bool {
+        self.requirements.iter().all(|r| {
+            let value = labels.iter().find_map(|l| {
+                let (kv, _) = (l.as_str(), ());
+                let (source, rest) = split_source(kv);
+                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+                let source_ok = match (&r.source, source) {
+                    (None, _) => true,
+                    (Some(want), Some(got)) => want == "any" || want == got,
+                    (Some(want), None) => want == "any",
+                };
+                (source_ok && k == r.key).then_some(v)
+            });
+            match &r.op {
+                Op::Exists => value.is_some(),
+                Op::NotExists => value.is_none(),
+                Op::In(set) => value.is_some_and(|v| set.iter().any(|s| s == v)),
+                Op::NotIn(set) => value.is_none_or(|v| !set.iter().any(|s| s == v)),
+            }
+        })
+    }
+}
+
+/// Splits `source:key` into its parts. Only the first colon separates a
+/// source, and only when what follows is not empty.
+fn split_source(s: &str) -> (Option<&str>, &str) {
+    match s.split_once(':') {
+        Some((src, rest)) if !src.is_empty() && !rest.is_empty() && !src.contains('=') => {
+            (Some(src), rest)
+        }
+        _ => (None, s),
+    }
+}
+
+/// Splits on commas that are not inside parentheses.
+fn split_requirements(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn split_set_op<'a>(part: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
+    part.find(op)
+        .map(|i| (part[..i].trim(), part[i + op.len()..].trim()))
+}
+
+fn parse_set(s: &str) -> Option<Vec<String>> {
+    let inner = s.strip_prefix('(')?.strip_suffix(')')?;
+    let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
+    (!values.iter().any(String::is_empty)).then_some(values)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,463 @@
+use super::*;
+use crate::flow::{
+    CiliumEventType, Dns, DropReason, Http, Ip, IpVersion, Layer4, Layer7, Tcp, TraceContext,
+    TraceParent, TrafficDirection, Udp, Verdict,
+};
+use crate::wkt::BoolValue;
+
+fn endpoint(ns: &str, pod: &str, labels: &[&str], id: u32) -> Endpoint {
+    Endpoint {
+        identity: id,
+        namespace: ns.into(),
+        pod_name: pod.into(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        workloads: vec![Workload {
+            name: pod.split('-').next().unwrap_or(pod).into(),
+            kind: "Deployment".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn tcp_flow() -> Flow {
+    Flow {
+        uuid: "u-tcp".into(),
+        verdict: Verdict::Forwarded as i32,
+        ip: Some(Ip {
+            source: "10.0.0.1".into(),
+            destination: "10.0.1.2".into(),
+            ip_version: IpVersion::IPv4 as i32,
+            ..Default::default()
+        }),
+        l4: Some(Layer4 {
+            protocol: Some(layer4::Protocol::Tcp(Tcp {
+                source_port: 43210,
+                destination_port: 80,
+                flags: Some(TcpFlags {
+                    syn: true,
+                    ack: true,
+                    ..Default::default()
+                }),
+            })),
+        }),
+        source: Some(endpoint(
+            "shop",
+            "frontend-abc",
+            &["k8s:app=frontend", "k8s:tier=web"],
+            1001,
+        )),
+        destination: Some(endpoint("shop", "cart-xyz", &["k8s:app=cart"], 1002)),
+        node_name: "lab/node-1".into(),
+        node_labels: vec!["k8s:zone=a".into()],
+        event_type: Some(CiliumEventType {
+            r#type: 4,
+            sub_type: 0,
+        }),
+        traffic_direction: TrafficDirection::Egress as i32,
+        is_reply: Some(BoolValue { value: false }),
+        interface: Some(NetworkInterface {
+            index: 7,
+            name: "lxc1".into(),
+        }),
+        destination_names: vec!["cart.shop.svc.cluster.local".into()],
+        trace_context: Some(TraceContext {
+            parent: Some(TraceParent {
+                trace_id: "t1".into(),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+fn drop_flow() -> Flow {
+    Flow {
+        uuid: "u-drop".into(),
+        verdict: Verdict::Dropped as i32,
+        drop_reason_desc: DropReason::PolicyDenied as i32,
+        ip: Some(Ip {
+            source: "fd00::1".into(),
+            destination: "fd00::2".into(),
+            ip_version: IpVersion::IPv6 as i32,
+            ..Default::default()
+        }),
+        l4: Some(Layer4 {
+            protocol: Some(layer4::Protocol::Udp(Udp {
+                source_port: 5353,
+                destination_port: 53,
+            })),
+        }),
+        source: Some(endpoint(
+            "shop",
+            "frontend-abc",
+            &["k8s:app=frontend"],
+            1001,
+        )),
+        destination: Some(Endpoint {
+            identity: 2,
+            labels: vec!["reserved:world".into()],
+            ..Default::default()
+        }),
+        event_type: Some(CiliumEventType {
+            r#type: 1,
+            sub_type: 133,
+        }),
+        traffic_direction: TrafficDirection::Ingress as i32,
+        is_reply: Some(BoolValue { value: true }),
+        ..Default::default()
+    }
+}
+
+fn http_flow() -> Flow {
+    Flow {
+        uuid: "u-http".into(),
+        verdict: Verdict::Forwarded as i32,
+        l7: Some(Layer7 {
+            r#type: 2,
+            latency_ns: 3_000_000,
+            record: Some(layer7::Record::Http(Http {
+                code: 503,
+                method: "GET".into(),
+                url: "http://cart:8080/items/42?x=1".into(),
+                protocol: "HTTP/1.1".into(),
+                headers: vec![HttpHeader {
+                    key: "Content-Type".into(),
+                    value: "text/plain".into(),
+                }],
+            })),
+        }),
+        event_type: Some(CiliumEventType {
+            r#type: 129,
+            sub_type: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn dns_flow() -> Flow {
+    Flow {
+        uuid: "u-dns".into(),
+        l7: Some(Layer7 {
+            r#type: 1,
+            record: Some(layer7::Record::Dns(Dns {
+                query: "api.example.com.".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Which of the four sample flows (tcp, drop, http, dns) a whitelist of one
+/// filter lets through.
+fn selected(f: FlowFilter) -> [bool; 4] {
+    let filters = FlowFilters::compile(&[f], &[]).expect("filter compiles");
+    [tcp_flow(), drop_flow(), http_flow(), dns_flow()].map(|fl| filters.matches(&fl))
+}
+
+macro_rules! ff {
+    ($($field:ident : $value:expr),* $(,)?) => {
+        FlowFilter { $($field: $value,)* ..Default::default() }
+    };
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn table() {
+    let cases: Vec<(&str, FlowFilter, [bool; 4])> = vec![
+        ("empty filter matches all", ff!(), [true, true, true, true]),
+        (
+            "exact source ip",
+            ff!(source_ip: s(&["10.0.0.1"])),
+            [true, false, false, false],
+        ),
+        (
+            "source cidr",
+            ff!(source_ip: s(&["10.0.0.0/8"])),
+            [true, false, false, false],
+        ),
+        (
+            "v6 cidr",
+            ff!(destination_ip: s(&["fd00::/64"])),
+            [false, true, false, false],
+        ),
+        (
+            "ip alternatives are OR-ed",
+            ff!(source_ip: s(&["10.0.0.1", "fd00::1"])),
+            [true, true, false, false],
+        ),
+        (
+            "pod namespace/prefix",
+            ff!(destination_pod: s(&["shop/cart"])),
+            [true, false, false, false],
+        ),
+        (
+            "pod namespace only",
+            ff!(source_pod: s(&["shop/"])),
+            [true, true, false, false],
+        ),
+        (
+            "pod wrong namespace",
+            ff!(source_pod: s(&["other/frontend"])),
+            [false, false, false, false],
+        ),
+        (
+            "pod prefix any namespace",
+            ff!(source_pod: s(&["front"])),
+            [true, true, false, false],
+        ),
+        (
+            "label k8s:app=cart",
+            ff!(destination_label: s(&["k8s:app=cart"])),
+            [true, false, false, false],
+        ),
+        (
+            "label without source",
+            ff!(source_label: s(&["app=frontend"])),
+            [true, true, false, false],
+        ),
+        (
+            "label in set",
+            ff!(source_label: s(&["app in (frontend, x)"])),
+            [true, true, false, false],
+        ),
+        (
+            "label AND within selector",
+            ff!(source_label: s(&["app=frontend,tier=web"])),
+            [true, false, false, false],
+        ),
+        (
+            "label notin",
+            ff!(source_label: s(&["k8s:app notin (frontend)"])),
+            [false, false, false, false],
+        ),
+        (
+            "label exists",
+            ff!(destination_label: s(&["reserved:world"])),
+            [false, true, false, false],
+        ),
+        (
+            "label not exists",
+            ff!(source_label: s(&["!tier"])),
+            [false, true, false, false],
+        ),
+        (
+            "verdict",
+            ff!(verdict: vec![Verdict::Dropped as i32]),
+            [false, true, false, false],
+        ),
+        (
+            "drop reason",
+            ff!(drop_reason_desc: vec![DropReason::PolicyDenied as i32]),
+            [false, true, false, false],
+        ),
+        (
+            "event type drop",
+            ff!(event_type: vec![EventTypeFilter { r#type: 1, ..Default::default() }]),
+            [false, true, false, false],
+        ),
+        (
+            "event type with sub type",
+            ff!(event_type: vec![EventTypeFilter { r#type: 1, match_sub_type: true, sub_type: 5 }]),
+            [false, false, false, false],
+        ),
+        (
+            "direction",
+            ff!(traffic_direction: vec![TrafficDirection::Egress as i32]),
+            [true, false, false, false],
+        ),
+        (
+            "protocol tcp",
+            ff!(protocol: s(&["TCP"])),
+            [true, false, false, false],
+        ),
+        (
+            "protocol udp",
+            ff!(protocol: s(&["udp"])),
+            [false, true, false, false],
+        ),
+        (
+            "protocol http",
+            ff!(protocol: s(&["http"])),
+            [false, false, true, false],
+        ),
+        (
+            "protocol dns",
+            ff!(protocol: s(&["dns"])),
+            [false, false, false, true],
+        ),
+        (
+            "destination port",
+            ff!(destination_port: s(&["53"])),
+            [false, true, false, false],
+        ),
+        (
+            "source port",
+            ff!(source_port: s(&["43210"])),
+            [true, false, false, false],
+        ),
+        (
+            "tcp flags subset",
+            ff!(tcp_flags: vec![TcpFlags { syn: true, ..Default::default() }]),
+            [true, false, false, false],
+        ),
+        (
+            "tcp flags missing",
+            ff!(tcp_flags: vec![TcpFlags { fin: true, ..Default::default() }]),
+            [false, false, false, false],
+        ),
+        (
+            "node name glob",
+            ff!(node_name: s(&["node-*"])),
+            [true, false, false, false],
+        ),
+        (
+            "node name with cluster",
+            ff!(node_name: s(&["lab/node-1"])),
+            [true, false, false, false],
+        ),
+        (
+            "node labels",
+            ff!(node_labels: s(&["zone=a"])),
+            [true, false, false, false],
+        ),
+        (
+            "fqdn wildcard",
+            ff!(destination_fqdn: s(&["*.shop.svc.cluster.local"])),
+            [true, false, false, false],
+        ),
+        (
+            "fqdn star is one label",
+            ff!(destination_fqdn: s(&["*.svc.cluster.local"])),
+            [false, false, false, false],
+        ),
+        (
+            "http status prefix",
+            ff!(http_status_code: s(&["5+"])),
+            [false, false, true, false],
+        ),
+        (
+            "http status exact",
+            ff!(http_status_code: s(&["503"])),
+            [false, false, true, false],
+        ),
+        (
+            "http status other",
+            ff!(http_status_code: s(&["4+"])),
+            [false, false, false, false],
+        ),
+        (
+            "http method",
+            ff!(http_method: s(&["get"])),
+            [false, false, true, false],
+        ),
+        (
+            "http path regex",
+            ff!(http_path: s(&["^/items/[0-9]+$"])),
+            [false, false, true, false],
+        ),
+        (
+            "http url regex",
+            ff!(http_url: s(&["cart:8080"])),
+            [false, false, true, false],
+        ),
+        (
+            "http header",
+            ff!(http_header: vec![HttpHeader { key: "content-type".into(), value: "text/plain".into() }]),
+            [false, false, true, false],
+        ),
+        (
+            "dns query regex",
+            ff!(dns_query: s(&["example\\.com"])),
+            [false, false, false, true],
+        ),
+        (
+            "identity",
+            ff!(destination_identity: vec![1002]),
+            [true, false, false, false],
+        ),
+        ("reply", ff!(reply: vec![true]), [false, true, false, false]),
+        (
+            "ip version",
+            ff!(ip_version: vec![IpVersion::IPv6 as i32]),
+            [false, true, false, false],
+        ),
+        (
+            "interface by name",
+            ff!(interface: vec![NetworkInterface { index: 0, name: "lxc1".into() }]),
+            [true, false, false, false],
+        ),
+        (
+            "uuid",
+            ff!(uuid: s(&["u-http"])),
+            [false, false, true, false],
+        ),
+        (
+            "workload",
+            ff!(source_workload: vec![Workload { name: "frontend".into(), kind: String::new() }]),
+            [true, true, false, false],
+        ),
+        (
+            "trace id",
+            ff!(trace_id: s(&["t1"])),
+            [true, false, false, false],
+        ),
+        (
+            "fields are AND-ed",
+            ff!(source_pod: s(&["shop/"]), verdict: vec![Verdict::Dropped as i32]),
+            [false, true, false, false],
+        ),
+    ];
+    for (name, filter, want) in cases {
+        assert_eq!(selected(filter), want, "case {name:?}");
+    }
+}
+
+#[test]
+fn whitelist_or_blacklist_and() {
+    let wl = vec![
+        ff!(verdict: vec![Verdict::Dropped as i32]),
+        ff!(protocol: s(&["http"])),
+    ];
+    let bl = vec![ff!(ip_version: vec![IpVersion::IPv6 as i32])];
+    let f = FlowFilters::compile(&wl, &bl).unwrap();
+    let got = [tcp_flow(), drop_flow(), http_flow(), dns_flow()].map(|fl| f.matches(&fl));
+    assert_eq!(got, [false, false, true, false]);
+
+    let only_bl = FlowFilters::compile(&[], &bl).unwrap();
+    let got = [tcp_flow(), drop_flow(), http_flow(), dns_flow()].map(|fl| only_bl.matches(&fl));
+    assert_eq!(got, [true, false, true, true]);
+}
+
+#[test]
+fn bad_filters_are_errors() {
+    let bad: Vec<(FlowFilter, &str)> = vec![
+        (ff!(source_ip: s(&["10.0.0.300"])), "source_ip"),
+        (ff!(destination_port: s(&["http"])), "destination_port"),
+        (ff!(http_status_code: s(&["5xx"])), "http_status_code"),
+        (ff!(http_path: s(&["("])), "http_path"),
+        (ff!(protocol: s(&["quic"])), "protocol"),
+        (ff!(source_label: s(&["app in (a"])), "source_label"),
+        (
+            ff!(experimental: Some(crate::flow::flow_filter::Experimental { cel_expression: s(&["true"]) })),
+            "CEL",
+        ),
+    ];
+    for (f, needle) in bad {
+        let err = FlowFilters::compile(&[f], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains(needle),
+            "{err} should mention {needle}"
+        );
+    }
+}
+
+#[test]
+fn url_path_extraction() {
+    assert_eq!(url_path("http://a:80/x/y?z=1"), "/x/y");
+    assert_eq!(url_path("http://a"), "/");
+    assert_eq!(url_path("/p#frag"), "/p");
+}

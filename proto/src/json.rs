@@ -1,0 +1,64 @@
+//! Hubble's JSON form of the API: one `GetFlowsResponse` per line (NDJSON),
+//! proto field names, enums as names, 64-bit integers as strings, RFC 3339 UTC
+//! times. The serde impls come from pbjson (see build.rs); this module adds the
+//! line framing and errors that name the line.
+
+use std::io::{self, BufRead, Write};
+
+use crate::observer::GetFlowsResponse;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("line {line}: not a Hubble GetFlowsResponse: {source}")]
+    Parse {
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("reading line {line}: {source}")]
+    Io {
+        line: usize,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Writes one response as a JSON line, exactly as `hubble observe -o json` does.
+pub fn write_line<W: Write>(out: &mut W, response: &GetFlowsResponse) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, response).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// The JSON line of one response, without the newline.
+pub fn to_line(response: &GetFlowsResponse) -> String {
+    // Serialising generated types into a String cannot fail: every field is a
+    // plain value, string or nested message with infallible impls.
+    serde_json::to_string(response).unwrap_or_default()
+}
+
+/// Parses one JSON line written by `hubble observe -o json` (or by webb).
+/// Unknown fields are ignored; both proto and lowerCamelCase names are read.
+pub fn parse_line(line: &str) -> Result<GetFlowsResponse, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+/// Reads NDJSON responses, skipping blank lines; each item says which line
+/// failed so a bad capture can be fixed.
+pub fn read_lines<R: BufRead>(
+    reader: R,
+) -> impl Iterator<Item = Result<GetFlowsResponse, JsonError>> {
+    reader.lines().enumerate().filter_map(|(i, line)| {
+        let line_no = i + 1;
+        match line {
+            Err(source) => Some(Err(JsonError::Io {
+                line: line_no,
+                source,
+            })),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(parse_line(&l).map_err(|source| JsonError::Parse {
+                line: line_no,
+                source,
+            })),
+        }
+    })
+}

@@ -1,0 +1,45 @@
+//! The Hubble-compatible Observer API.
+//!
+//! The modules `flow`, `observer`, `peer` and `relay` are generated from the
+//! `.proto` files in `proto/`; hand-written helpers live beside them:
+//! [`json`] (Hubble's NDJSON form), [`filter`] (the one flow filter engine),
+//! and [`names`] (enum names and event type numbers as Hubble spells them).
+//!
+//! Architecture invariant: only this crate knows the wire format.
+
+pub mod filter;
+pub mod json;
+pub mod names;
+pub mod wkt;
+
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod flow {
+    include!(concat!(env!("OUT_DIR"), "/flow.rs"));
+    include!(concat!(env!("OUT_DIR"), "/flow.serde.rs"));
+}
+
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod relay {
+    include!(concat!(env!("OUT_DIR"), "/relay.rs"));
+    include!(concat!(env!("OUT_DIR"), "/relay.serde.rs"));
+}
+
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/peer.rs"));
+    include!(concat!(env!("OUT_DIR"), "/peer.serde.rs"));
+}
+
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod observer {
+    include!(concat!(env!("OUT_DIR"), "/observer.rs"));
+    include!(concat!(env!("OUT_DIR"), "/observer.serde.rs"));
+}
+
+/// The gRPC service name that `hubble status` asks the health service about.
+pub const OBSERVER_HEALTH_SERVICE: &str = "hubble.server.Observer";
+
+/// Hubble's per-node (agent) port.
+pub const DEFAULT_AGENT_PORT: u16 = 4244;
+/// Hubble's relay port, and the CLI's default `--server`.
+pub const DEFAULT_RELAY_PORT: u16 = 4245;
