@@ -1,1 +1,443 @@
+//! Types shared by webb's kernel programs and the userspace agent, and the
+//! packet parser both use.
+//!
+//! Every struct here is `#[repr(C)]`, `Copy`, with explicit padding fields so
+//! its layout is the same for the BPF target and the host. The parser is
+//! generic over [`Packet`], so `cargo test` (and the fuzzers) run the very code
+//! the kernel runs, on byte slices.
+//!
+//! Architecture invariant: a change to any struct here changes the kernel
+//! object too; node-agent's build.rs rebuilds the object when this file
+//! changes, so the two can never disagree silently.
 #![no_std]
+
+/// Where in the datapath a packet was seen. Part of the flow key, so the same
+/// 5-tuple seen at two points is two flows, as in Hubble.
+pub mod point {
+    /// TC ingress on a watched interface: the host side of a pod's veth, so
+    /// the packet is leaving the pod (Hubble's FROM_ENDPOINT, pod egress).
+    pub const TC_INGRESS: u8 = 1;
+    /// TC egress on a watched interface: the packet is entering the pod
+    /// (Hubble's TO_ENDPOINT, pod ingress).
+    pub const TC_EGRESS: u8 = 2;
+    /// cgroup_skb egress: a socket of the watched cgroup sends (TO_STACK).
+    pub const CGROUP_EGRESS: u8 = 3;
+    /// cgroup_skb ingress: a socket of the watched cgroup receives (FROM_STACK).
+    pub const CGROUP_INGRESS: u8 = 4;
+    /// skb:kfree_skb: the kernel freed the packet as a drop.
+    pub const KFREE_SKB: u8 = 5;
+}
+
+/// What the datapath decided about the packet that produced an event.
+pub mod kind {
+    pub const TRACE: u8 = 1;
+    /// Dropped by webb's policy map.
+    pub const POLICY_DROP: u8 = 2;
+    /// Would have been dropped by policy; let through because of audit mode.
+    pub const POLICY_AUDIT: u8 = 3;
+    /// Dropped by the kernel itself, seen at skb:kfree_skb.
+    pub const KERNEL_DROP: u8 = 4;
+}
+
+/// Why the datapath sent an event for a flow it already tracks.
+pub mod emit {
+    pub const NEW: u8 = 1;
+    pub const TCP_FLAGS: u8 = 2;
+    pub const FLUSH: u8 = 3;
+    pub const DROP: u8 = 4;
+}
+
+/// Bits of [`FlowEvent::flags`].
+pub mod flags {
+    /// The packet belongs to the reverse direction of a tracked flow.
+    pub const REPLY: u8 = 1;
+    /// The event carries Ethernet addresses.
+    pub const HAS_ETH: u8 = 2;
+}
+
+/// TCP flag bits as in the TCP header's 13th byte (plus NS from the 12th).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+}
+
+/// Indexes of the per-CPU counters array.
+pub mod counter {
+    /// Events the ring buffer had no room for (Hubble's lost events at the
+    /// perf/ring buffer).
+    pub const RING_FULL: u32 = 0;
+    /// Packets whose headers could not be parsed (truncated or malformed).
+    pub const MALFORMED: u32 = 1;
+    /// Packets that were not IPv4/IPv6 (ARP, LLDP, garbage ethertypes).
+    pub const NOT_IP: u32 = 2;
+    /// Packets seen by the TC and cgroup programs.
+    pub const PACKETS: u32 = 3;
+    /// Packets dropped by policy.
+    pub const POLICY_DROPS: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Policy directions, relative to the subject endpoint.
+pub mod dir {
+    pub const INGRESS: u8 = 1;
+    pub const EGRESS: u8 = 2;
+}
+
+/// Bits of [`EndpointInfo::flags`].
+pub mod endpoint_flags {
+    /// A NetworkPolicy selects this endpoint for ingress: what no rule allows
+    /// is denied.
+    pub const INGRESS_ISOLATED: u32 = 1;
+    pub const EGRESS_ISOLATED: u32 = 2;
+}
+
+/// Reserved identities, as Cilium numbers them.
+pub mod identity {
+    /// Any peer: the wildcard in policy keys.
+    pub const ANY: u32 = 0;
+    pub const HOST: u32 = 1;
+    pub const WORLD: u32 = 2;
+}
+
+/// An address in IPv6 form; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
+pub type Addr = [u8; 16];
+
+/// A flow: 5-tuple plus the observation point. For ICMP echo both ports hold
+/// the echo identifier, so a request and its reply are each other's reverse.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub point: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The key the other direction of this flow has at the opposite point of
+    /// the same interface or cgroup.
+    #[inline(always)]
+    pub fn reverse(&self) -> Self {
+        let point = match self.point {
+            point::TC_INGRESS => point::TC_EGRESS,
+            point::TC_EGRESS => point::TC_INGRESS,
+            point::CGROUP_EGRESS => point::CGROUP_INGRESS,
+            point::CGROUP_INGRESS => point::CGROUP_EGRESS,
+            p => p,
+        };
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            point,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Per-flow state in the kernel's LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowState {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_emit_ns: u64,
+    /// One of [`kind`]: the verdict given to the flow's first packet.
+    pub kind: u8,
+    /// [`flags::REPLY`] when the flow is the reverse of an earlier one.
+    pub flags: u8,
+    /// Union of the TCP flags seen, to report each flag change once.
+    pub tcp_seen: u8,
+    pub _pad: [u8; 5],
+}
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); userspace adds the boot offset.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    /// Packets and bytes counted for this key since the datapath first saw it.
+    pub packets: u64,
+    pub bytes: u64,
+    pub key: FlowKey,
+    pub ifindex: u32,
+    /// For kernel drops, the `enum skb_drop_reason` value.
+    pub drop_reason: u32,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// One of [`emit`].
+    pub emit: u8,
+    /// TCP flags of the packet that produced the event.
+    pub tcp_flags: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    pub _pad: u8,
+    /// Length of the packet that produced the event.
+    pub pkt_len: u32,
+}
+
+/// Key of the policy map: may `subject` talk to/hear from `peer` on `port`
+/// with `proto` in direction `dir`? Zero in `peer`, `port` or `proto` is a
+/// wildcard entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
+    pub subject: u32,
+    pub peer: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub dir: u8,
+}
+
+/// Value of the endpoint map, keyed by [`Addr`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub identity: u32,
+    /// Bits of [`endpoint_flags`].
+    pub flags: u32,
+}
+
+/// Runtime configuration, element 0 of the config array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Report a tracked flow again after this long with traffic (0: never).
+    pub flush_ns: u64,
+    /// Non-zero when a policy is loaded and enforced.
+    pub policy_enabled: u32,
+    /// Non-zero: policy denials pass with verdict AUDIT.
+    pub policy_audit: u32,
+    /// Offsets in `struct sk_buff` (from BTF) for the kfree_skb program.
+    pub skb_head_off: u32,
+    pub skb_network_header_off: u32,
+    pub skb_transport_header_off: u32,
+    /// Offsets in the skb:kfree_skb tracepoint record (from its format file).
+    pub tp_skbaddr_off: u32,
+    pub tp_protocol_off: u32,
+    pub tp_reason_off: u32,
+    /// Non-zero when the offsets above are valid.
+    pub kfree_enabled: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and have no implicit padding, so
+    // every byte pattern is a valid value.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::PolicyKey {}
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+/// Byte access to a packet: bounds-checked loads at an offset.
+pub trait Packet {
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl Packet for &[u8] {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let bytes = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Some(out)
+    }
+}
+
+/// Why a packet could not be turned into a flow key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not IPv4 or IPv6: counted, not an error.
+    NotIp,
+    /// Shorter than its headers claim, or headers with impossible values.
+    Malformed,
+}
+
+/// What the parser extracts from one packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub ip_version: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub has_eth: bool,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Maps an IPv4 address into [`Addr`] form.
+#[inline(always)]
+pub fn v4_mapped(a: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// Parses a packet. With `with_eth` it starts at an Ethernet header (TC),
+/// otherwise at the IP header (cgroup_skb, where `l3_proto` gives the family).
+#[inline(always)]
+pub fn parse_packet<P: Packet>(
+    p: &P,
+    with_eth: bool,
+    l3_proto: u16,
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
+    let mut off = 0usize;
+    let mut ethertype = l3_proto;
+    if with_eth {
+        let eth: [u8; 14] = p.load(0).ok_or(ParseError::Malformed)?;
+        out.has_eth = true;
+        out.eth_dst.copy_from_slice(&eth[0..6]);
+        out.eth_src.copy_from_slice(&eth[6..12]);
+        ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+        off = 14;
+        // Up to two VLAN tags (QinQ).
+        let mut i = 0;
+        while i < 2 && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
+            let tag: [u8; 4] = p.load(off).ok_or(ParseError::Malformed)?;
+            ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+            off += 4;
+            i += 1;
+        }
+    }
+    let l4_off;
+    let mut proto;
+    let mut first_fragment = true;
+    match ethertype {
+        ETH_P_IP => {
+            let ip: [u8; 20] = p.load(off).ok_or(ParseError::Malformed)?;
+            if ip[0] >> 4 != 4 {
+                return Err(ParseError::Malformed);
+            }
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return Err(ParseError::Malformed);
+            }
+            out.ip_version = 4;
+            proto = ip[9];
+            out.src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+            out.dst = v4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+            let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            first_fragment = frag_off == 0;
+            l4_off = off + ihl;
+        }
+        ETH_P_IPV6 => {
+            // Loaded in parts to keep the BPF stack small.
+            let ip: [u8; 8] = p.load(off).ok_or(ParseError::Malformed)?;
+            if ip[0] >> 4 != 6 {
+                return Err(ParseError::Malformed);
+            }
+            out.ip_version = 6;
+            proto = ip[6];
+            out.src = p.load(off + 8).ok_or(ParseError::Malformed)?;
+            out.dst = p.load(off + 24).ok_or(ParseError::Malformed)?;
+            let mut next_off = off + 40;
+            // Skip up to four extension headers; what lies beyond is reported
+            // with the last next-header value and no ports.
+            let mut i = 0;
+            while i < 4 {
+                match proto {
+                    0 | 43 | 60 => {
+                        let h: [u8; 2] = p.load(next_off).ok_or(ParseError::Malformed)?;
+                        proto = h[0];
+                        next_off += (h[1] as usize + 1) * 8;
+                    }
+                    51 => {
+                        let h: [u8; 2] = p.load(next_off).ok_or(ParseError::Malformed)?;
+                        proto = h[0];
+                        next_off += (h[1] as usize + 2) * 4;
+                    }
+                    44 => {
+                        let h: [u8; 4] = p.load(next_off).ok_or(ParseError::Malformed)?;
+                        proto = h[0];
+                        first_fragment = (u16::from_be_bytes([h[2], h[3]]) >> 3) == 0;
+                        next_off += 8;
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+            l4_off = next_off;
+        }
+        _ => return Err(ParseError::NotIp),
+    }
+    out.proto = proto;
+    if !first_fragment {
+        // Later fragments carry no L4 header.
+        return Ok(());
+    }
+    match proto {
+        IPPROTO_TCP => {
+            let t: [u8; 14] = p.load(l4_off).ok_or(ParseError::Malformed)?;
+            out.sport = u16::from_be_bytes([t[0], t[1]]);
+            out.dport = u16::from_be_bytes([t[2], t[3]]);
+            out.tcp_flags = t[13];
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            let u: [u8; 4] = p.load(l4_off).ok_or(ParseError::Malformed)?;
+            out.sport = u16::from_be_bytes([u[0], u[1]]);
+            out.dport = u16::from_be_bytes([u[2], u[3]]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let c: [u8; 8] = p.load(l4_off).ok_or(ParseError::Malformed)?;
+            out.icmp_type = c[0];
+            out.icmp_code = c[1];
+            // Echo request/reply (v4: 8/0, v6: 128/129): key on the identifier
+            // in both ports so the reply is the request's reverse.
+            let echo = matches!(
+                (proto, c[0]),
+                (IPPROTO_ICMP, 0 | 8) | (IPPROTO_ICMPV6, 128 | 129)
+            );
+            if echo {
+                let id = u16::from_be_bytes([c[4], c[5]]);
+                out.sport = id;
+                out.dport = id;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

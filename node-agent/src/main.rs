@@ -1,1 +1,25 @@
-fn main() {}
+//! The `webb-agent` binary: parses options, sets up logging, runs the agent.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use webb_agent::args::Args;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEBB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match webb_agent::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webb-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Maps and the per-packet flow logic shared by the TC and cgroup programs.
+
+mod cgroup;
+mod kfree_skb;
+mod tc;
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use node_agent_ebpf::{
+    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, Packet, ParseError, Parsed,
+    PolicyKey, counter, dir, emit, endpoint_flags, flags, identity, kind, parse_packet, point, tcp,
+};
+
+/// Do not wake the consumer per record: userspace drains the ring in batches
+/// on a short timer (a wakeup per record caps throughput, see
+/// shared/ebpf-toolchain.md).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Tracked flows. Userspace resizes it with `--flow-map-size` at load time.
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Known endpoint (and host) addresses: identity and isolation flags.
+#[map]
+static ENDPOINTS: HashMap<Addr, EndpointInfo> = HashMap::with_max_entries(65536, 0);
+
+/// CIDR identities for NetworkPolicy ipBlocks (longest prefix wins).
+#[map]
+static CIDRS: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+/// Allowed (subject, peer, port, proto, dir) tuples; see PolicyKey.
+#[map]
+static POLICY: HashMap<PolicyKey, u32> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the per-CPU slot belongs to this CPU while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Reads a hash map value by copy.
+#[inline(always)]
+pub(crate) fn lookup<K, V: Copy>(map: &HashMap<K, V>, key: &K) -> Option<V> {
+    // SAFETY: the value is copied out at once; userspace may update entries
+    // concurrently, and a torn read of these small values only delays a
+    // policy change by one packet.
+    unsafe { map.get(key).copied() }
+}
+
+#[inline(always)]
+pub(crate) fn flow_kind(key: &FlowKey) -> Option<u8> {
+    // SAFETY: as in `lookup`.
+    unsafe { FLOWS.get(key).map(|s| s.kind) }
+}
+
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// What the caller knows about the packet beyond its bytes.
+pub(crate) struct Meta {
+    pub point: u8,
+    pub len: u32,
+    pub ifindex: u32,
+    pub cgroup_id: u64,
+    /// TC programs enforce policy; cgroup programs only observe.
+    pub enforce: bool,
+}
+
+/// Tracks the packet's flow, emits an event when the flow is new, changes TCP
+/// state, is due for a flush, or is dropped. Returns false to drop the packet.
+#[inline(always)]
+pub(crate) fn handle_packet<P: Packet>(
+    pkt: &P,
+    with_eth: bool,
+    l3_proto: u16,
+    meta: &Meta,
+) -> bool {
+    count(counter::PACKETS);
+    let mut parsed = Parsed::default();
+    match parse_packet(pkt, with_eth, l3_proto, &mut parsed) {
+        Ok(()) => {}
+        Err(ParseError::NotIp) => {
+            count(counter::NOT_IP);
+            return true;
+        }
+        Err(ParseError::Malformed) => {
+            count(counter::MALFORMED);
+            return true;
+        }
+    }
+    let key = FlowKey {
+        src: parsed.src,
+        dst: parsed.dst,
+        sport: parsed.sport,
+        dport: parsed.dport,
+        proto: parsed.proto,
+        point: meta.point,
+        _pad: [0; 2],
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flush_ns = config().map_or(0, |c| c.flush_ns);
+
+    if let Some(state) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: map values stay valid while the program runs. The counters
+        // are plain adds: the BPF target offers no atomic fetch_add here, and
+        // two CPUs updating one flow at the same instant may lose a count,
+        // which the per-flow counters document as approximate.
+        let st = unsafe { &mut *state };
+        st.packets += 1;
+        st.bytes += u64::from(meta.len);
+        if st.kind == kind::POLICY_DROP {
+            count(counter::POLICY_DROPS);
+            send(&key, st, &parsed, meta, emit::DROP, now, 0);
+            return false;
+        }
+        let changes = parsed.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) & !st.tcp_seen;
+        if changes != 0 {
+            st.tcp_seen |= changes;
+            st.last_emit_ns = now;
+            send(&key, st, &parsed, meta, emit::TCP_FLAGS, now, 0);
+        } else if flush_ns != 0 && now.saturating_sub(st.last_emit_ns) >= flush_ns {
+            st.last_emit_ns = now;
+            send(&key, st, &parsed, meta, emit::FLUSH, now, 0);
+        }
+        return true;
+    }
+
+    // SAFETY: as in `lookup`.
+    let reply = match unsafe { FLOWS.get(&key.reverse()).copied() } {
+        Some(r) => r.kind != kind::POLICY_DROP && r.flags & flags::REPLY == 0,
+        None => false,
+    };
+    let mut verdict = kind::TRACE;
+    if meta.enforce && !reply && !policy_allows(&key) {
+        let audit = config().is_some_and(|c| c.policy_audit != 0);
+        verdict = if audit {
+            kind::POLICY_AUDIT
+        } else {
+            kind::POLICY_DROP
+        };
+    }
+    let st = FlowState {
+        packets: 1,
+        bytes: u64::from(meta.len),
+        first_ns: now,
+        last_emit_ns: now,
+        kind: verdict,
+        flags: if reply { flags::REPLY } else { 0 },
+        tcp_seen: parsed.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST),
+        _pad: [0; 5],
+    };
+    // A full LRU map evicts its oldest entry; insert only fails on memory
+    // pressure, and the event below still reports the packet.
+    let _ = FLOWS.insert(&key, &st, 0);
+    let reason = if verdict == kind::POLICY_DROP {
+        count(counter::POLICY_DROPS);
+        emit::DROP
+    } else {
+        emit::NEW
+    };
+    send(&key, &st, &parsed, meta, reason, now, 0);
+    verdict != kind::POLICY_DROP
+}
+
+/// Evaluates the policy map for a packet seen at a TC point.
+#[inline(always)]
+fn policy_allows(key: &FlowKey) -> bool {
+    if !config().is_some_and(|c| c.policy_enabled != 0) {
+        return true;
+    }
+    let (subject_addr, peer_addr, direction, isolated_bit) = match key.point {
+        point::TC_INGRESS => (
+            &key.src,
+            &key.dst,
+            dir::EGRESS,
+            endpoint_flags::EGRESS_ISOLATED,
+        ),
+        point::TC_EGRESS => (
+            &key.dst,
+            &key.src,
+            dir::INGRESS,
+            endpoint_flags::INGRESS_ISOLATED,
+        ),
+        _ => return true,
+    };
+    let Some(subject) = lookup(&ENDPOINTS, subject_addr) else {
+        return true;
+    };
+    if subject.flags & isolated_bit == 0 {
+        return true;
+    }
+    let subject = subject.identity;
+    let peer = match lookup(&ENDPOINTS, peer_addr) {
+        Some(p) => p.identity,
+        None => match CIDRS.get(&Key::new(128, *peer_addr)) {
+            Some(id) => *id,
+            None => identity::WORLD,
+        },
+    };
+    let peers = [peer, identity::ANY];
+    let ports = [(key.dport, key.proto), (0, key.proto), (0, 0)];
+    let mut i = 0;
+    while i < 2 {
+        let mut j = 0;
+        while j < 3 {
+            let k = PolicyKey {
+                subject,
+                peer: peers[i],
+                port: ports[j].0,
+                proto: ports[j].1,
+                dir: direction,
+            };
+            if lookup(&POLICY, &k).is_some() {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn send(
+    key: &FlowKey,
+    st: &FlowState,
+    parsed: &Parsed,
+    meta: &Meta,
+    reason: u8,
+    now: u64,
+    drop_reason: u32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        count(counter::RING_FULL);
+        return;
+    };
+    let mut f = st.flags & flags::REPLY;
+    if parsed.has_eth {
+        f |= flags::HAS_ETH;
+    }
+    // Written field by field into the reserved slot: building the event on
+    // the stack first would exceed the 512-byte BPF stack.
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring slot of the
+    // right size and alignment; every field is written before submit.
+    unsafe {
+        (*ev).ts_ns = now;
+        (*ev).cgroup_id = meta.cgroup_id;
+        (*ev).packets = st.packets;
+        (*ev).bytes = st.bytes;
+        (*ev).key = *key;
+        (*ev).ifindex = meta.ifindex;
+        (*ev).drop_reason = drop_reason;
+        (*ev).kind = st.kind;
+        (*ev).emit = reason;
+        (*ev).tcp_flags = parsed.tcp_flags;
+        (*ev).flags = f;
+        (*ev).eth_src = parsed.eth_src;
+        (*ev).eth_dst = parsed.eth_dst;
+        (*ev).icmp_type = parsed.icmp_type;
+        (*ev).icmp_code = parsed.icmp_code;
+        (*ev).ip_version = parsed.ip_version;
+        (*ev)._pad = 0;
+        (*ev).pkt_len = meta.len;
+    }
+    entry.submit(BPF_RB_NO_WAKEUP);
+}

@@ -1,0 +1,54 @@
+//! cgroup_skb ingress and egress on a cgroup v2 path: observes the packets of
+//! the sockets in that cgroup, with the cgroup id for per-container
+//! attribution. Packets here start at the IP header.
+
+use aya_ebpf::{helpers::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext};
+use node_agent_ebpf::{Packet, point};
+
+use super::{Meta, handle_packet};
+
+const ALLOW: i32 = 1;
+
+struct SkbPacket<'a>(&'a SkBuffContext);
+
+impl Packet for SkbPacket<'_> {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
+    }
+}
+
+#[cgroup_skb]
+pub fn webb_cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    cgroup(&ctx, point::CGROUP_INGRESS)
+}
+
+#[cgroup_skb]
+pub fn webb_cgroup_egress(ctx: SkBuffContext) -> i32 {
+    cgroup(&ctx, point::CGROUP_EGRESS)
+}
+
+#[inline(always)]
+fn cgroup(ctx: &SkBuffContext, point: u8) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's skb pointer is valid for the program's run, and
+    // bpf_skb_cgroup_id is allowed for cgroup_skb programs.
+    let (len, ifindex, protocol, cgroup_id) = unsafe {
+        (
+            (*skb).len,
+            (*skb).ifindex,
+            u16::from_be((*skb).protocol as u16),
+            bpf_skb_cgroup_id(skb),
+        )
+    };
+    let meta = Meta {
+        point,
+        len,
+        ifindex,
+        cgroup_id,
+        enforce: false,
+    };
+    handle_packet(&SkbPacket(ctx), false, protocol, &meta);
+    // cgroup programs only observe; policy is enforced at TC.
+    ALLOW
+}

@@ -1,0 +1,155 @@
+extern crate std;
+use std::vec::Vec;
+
+use super::*;
+
+fn eth(ethertype: u16) -> Vec<u8> {
+    let mut f = std::vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth(ETH_P_IP);
+    let total = (20 + l4.len()) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0; 8]);
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+fn parse(frame: &[u8], with_eth: bool, l3: u16) -> Result<Parsed, ParseError> {
+    let mut p = Parsed::default();
+    parse_packet(&frame, with_eth, l3, &mut p).map(|()| p)
+}
+
+#[test]
+fn tcp_over_ipv4() {
+    let p = parse(&ipv4(IPPROTO_TCP, &tcp(43210, 80, tcp::SYN)), true, 0).unwrap();
+    assert_eq!(p.src, v4_mapped([10, 0, 0, 1]));
+    assert_eq!(p.dst, v4_mapped([10, 0, 0, 2]));
+    assert_eq!(
+        (p.sport, p.dport, p.proto, p.tcp_flags),
+        (43210, 80, 6, tcp::SYN)
+    );
+    assert_eq!(p.eth_src, [2, 0, 0, 0, 0, 1]);
+    assert_eq!(p.ip_version, 4);
+}
+
+#[test]
+fn cgroup_packets_start_at_ip() {
+    let frame = ipv4(IPPROTO_UDP, &[0x14, 0xe9, 0, 53, 0, 8, 0, 0]);
+    let p = parse(&frame[14..], false, ETH_P_IP).unwrap();
+    assert_eq!(
+        (p.sport, p.dport, p.proto, p.has_eth),
+        (5353, 53, 17, false)
+    );
+}
+
+#[test]
+fn vlan_tag_is_skipped() {
+    let inner = ipv4(IPPROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
+    let mut f = eth(0x8100);
+    f.extend_from_slice(&[0, 5, 0x08, 0x00]);
+    f.extend_from_slice(&inner[14..]);
+    assert_eq!(parse(&f, true, 0).unwrap().dport, 2);
+}
+
+#[test]
+fn ipv6_with_extension_header_and_icmp_echo() {
+    let mut f = eth(ETH_P_IPV6);
+    // Version 6, next header hop-by-hop (0).
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 16, 0, 64]);
+    let mut src = [0u8; 16];
+    src[0] = 0xfd;
+    src[15] = 1;
+    let mut dst = src;
+    dst[15] = 2;
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    // Hop-by-hop: next = ICMPv6, length 0 (8 bytes).
+    f.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]);
+    // Echo request, id 0x1234.
+    f.extend_from_slice(&[128, 0, 0, 0, 0x12, 0x34, 0, 1]);
+    let p = parse(&f, true, 0).unwrap();
+    assert_eq!(
+        (p.proto, p.icmp_type, p.sport, p.dport),
+        (58, 128, 0x1234, 0x1234)
+    );
+    assert_eq!((p.src, p.dst, p.ip_version), (src, dst, 6));
+}
+
+#[test]
+fn later_fragments_have_no_ports() {
+    let mut f = ipv4(IPPROTO_UDP, &[0, 1, 0, 2]);
+    f[14 + 6] = 0x00;
+    f[14 + 7] = 0x10;
+    let p = parse(&f, true, 0).unwrap();
+    assert_eq!((p.sport, p.dport, p.proto), (0, 0, 17));
+}
+
+#[test]
+fn garbage_is_reported_not_parsed() {
+    assert_eq!(parse(&[1, 2, 3], true, 0), Err(ParseError::Malformed));
+    assert_eq!(parse(&eth(0x88cc), true, 0), Err(ParseError::NotIp));
+    // IPv4 ethertype with an IPv6 version nibble.
+    let mut bad = ipv4(IPPROTO_TCP, &tcp(1, 2, 0));
+    bad[14] = 0x65;
+    assert_eq!(parse(&bad, true, 0), Err(ParseError::Malformed));
+    // IHL below 5.
+    bad[14] = 0x44;
+    assert_eq!(parse(&bad, true, 0), Err(ParseError::Malformed));
+    // TCP header cut short.
+    let cut = ipv4(IPPROTO_TCP, &[0, 1, 0]);
+    assert_eq!(parse(&cut, true, 0), Err(ParseError::Malformed));
+}
+
+#[test]
+fn reverse_key_swaps_ends_and_points() {
+    let k = FlowKey {
+        src: [1; 16],
+        dst: [2; 16],
+        sport: 1000,
+        dport: 80,
+        proto: 6,
+        point: point::TC_INGRESS,
+        _pad: [0; 2],
+    };
+    let r = k.reverse();
+    assert_eq!(
+        (r.src, r.dst, r.sport, r.dport, r.point),
+        ([2; 16], [1; 16], 80, 1000, point::TC_EGRESS)
+    );
+    assert_eq!(r.reverse(), k);
+}
+
+#[test]
+fn layouts_have_no_implicit_padding() {
+    assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+    assert_eq!(core::mem::size_of::<FlowState>(), 40);
+    assert_eq!(core::mem::size_of::<FlowEvent>(), 104);
+    assert_eq!(core::mem::size_of::<PolicyKey>(), 12);
+    assert_eq!(core::mem::size_of::<Config>(), 48);
+}

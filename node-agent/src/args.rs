@@ -1,0 +1,154 @@
+//! Command-line options of `webb-agent`.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// webb-agent: observes a node's pod traffic with eBPF and serves it as
+/// Hubble-compatible flows (the Observer API) on port 4244.
+///
+/// Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and CAP_SYS_ADMIN only to
+/// mount tracefs when it is not mounted).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "webb-agent", version, about, long_about)]
+pub struct Args {
+    /// Address to serve the Observer API on. Use 0.0.0.0:4244 so a relay on
+    /// another host can connect.
+    #[arg(long, default_value = "127.0.0.1:4244", env = "WEBB_AGENT_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Address peers and relays should dial, if not the listen address.
+    #[arg(long)]
+    pub advertise_address: Option<String>,
+
+    /// This node's name in flows (default: the host name).
+    #[arg(long, env = "WEBB_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Network interface to watch with TC ingress and egress programs,
+    /// typically the host side of a pod's veth. Repeatable. Interfaces named
+    /// in the endpoints file are watched too.
+    #[arg(long = "interface", short = 'i', value_name = "IFACE")]
+    pub interface: Vec<String>,
+
+    /// cgroup v2 directory to watch with cgroup_skb programs (covers its
+    /// sub-cgroups); flows carry the socket's cgroup id.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// YAML file naming the node's endpoints (pods); reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub endpoints: Option<PathBuf>,
+
+    /// YAML file of Kubernetes NetworkPolicies to enforce; reloaded when it
+    /// changes.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// enforce: drop what policy denies. audit: let it pass with verdict AUDIT.
+    #[arg(long, value_enum, default_value_t = PolicyMode::Enforce)]
+    pub policy_mode: PolicyMode,
+
+    /// Number of recent flows kept for queries (Hubble's default is 4095).
+    #[arg(long, default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
+    pub ring_capacity: u32,
+
+    /// Maximum number of flows the kernel tracks at once (LRU).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub flow_map_size: u32,
+
+    /// Report a busy flow again after this long (e.g. 10s, 500ms; 0 disables).
+    #[arg(long, default_value = "10s")]
+    pub flush_interval: HumanDuration,
+
+    /// Do not attach to skb:kfree_skb (no kernel drop reasons).
+    #[arg(long)]
+    pub no_kernel_drops: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyMode {
+    Enforce,
+    Audit,
+}
+
+impl Args {
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".to_owned())
+        })
+    }
+}
+
+/// A duration written as `10s`, `500ms`, `2m`, `1h` or `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Self {
+        d.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 10s, 500ms, 2m or 1h"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        };
+        Ok(Self(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_name() {
+        for (argv, needle) in [
+            (vec!["webb-agent", "--listen", "nope"], "--listen"),
+            (
+                vec!["webb-agent", "--ring-capacity", "0"],
+                "--ring-capacity",
+            ),
+            (
+                vec!["webb-agent", "--flush-interval", "10parsecs"],
+                "--flush-interval",
+            ),
+            (
+                vec!["webb-agent", "--policy-mode", "maybe"],
+                "--policy-mode",
+            ),
+        ] {
+            let err = Args::try_parse_from(&argv).unwrap_err().to_string();
+            assert!(err.contains(needle), "{argv:?}: {err}");
+        }
+        let a = Args::try_parse_from(["webb-agent", "--flush-interval", "500ms"]).unwrap();
+        assert_eq!(Duration::from(a.flush_interval), Duration::from_millis(500));
+        assert_eq!(a.ring_capacity, 4095);
+    }
+}

@@ -1,0 +1,431 @@
+//! Loads webb's kernel programs, attaches them, keeps the endpoint and policy
+//! maps in step with the files, and drains the event ring.
+//!
+//! Architecture invariant: only this module touches the kernel. Dropping a
+//! [`Datapath`] detaches everything it attached: TC programs are TCX links
+//! and cgroup/tracepoint programs are bpf links, all owned by the `Ebpf`
+//! object, so closing it leaves no program, link, qdisc or pin behind.
+
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    fs::File,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint,
+    },
+};
+use node_agent_ebpf::{
+    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, PolicyKey, counter, kind,
+};
+use webb_proto::flow::LostEventSource;
+
+use crate::{
+    decode::{Context, Decoder},
+    kernel::{self, Tracefs},
+    observer::Hub,
+    policy::CompiledPolicy,
+};
+
+/// The kernel object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/webb-datapath"));
+
+pub struct Options {
+    pub interfaces: Vec<String>,
+    pub cgroup: Option<PathBuf>,
+    pub flow_map_size: u32,
+    pub flush: Duration,
+    pub kfree_skb: bool,
+    pub policy_audit: bool,
+}
+
+/// The attached programs and the maps userspace writes.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub attached: Vec<String>,
+    _tracefs: Option<Tracefs>,
+}
+
+pub struct KernelMaps {
+    endpoints: HashMap<MapData, Addr, EndpointInfo>,
+    cidrs: LpmTrie<MapData, Addr, u32>,
+    policy: HashMap<MapData, PolicyKey, u32>,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    config: Array<MapData, Config>,
+    counters: PerCpuArray<MapData, u64>,
+    config_value: Config,
+}
+
+fn addr(ip: &IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => node_agent_ebpf::v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+impl Datapath {
+    /// Loads and attaches everything; the maps userspace writes are returned
+    /// beside the datapath so they can move to the reload task.
+    pub fn load(opts: &Options) -> anyhow::Result<(Self, KernelMaps)> {
+        if OBJECT.is_empty() {
+            bail!(
+                "this webb-agent was built with AYA_BUILD_SKIP=1 and has no kernel programs; rebuild without it"
+            );
+        }
+        for iface in &opts.interfaces {
+            if !interface_exists(iface) {
+                bail!("--interface {iface}: no such network interface (see `ip link`)");
+            }
+        }
+        if let Some(cg) = &opts.cgroup
+            && !cg.join("cgroup.procs").exists()
+        {
+            bail!(
+                "--cgroup {}: not a cgroup v2 directory (is cgroup2 mounted there?)",
+                cg.display()
+            );
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", opts.flow_map_size)
+            .load(OBJECT)
+            .context("loading the kernel programs (needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")?;
+
+        let mut config_value = Config {
+            flush_ns: opts.flush.as_nanos() as u64,
+            policy_enabled: 0,
+            policy_audit: u32::from(opts.policy_audit),
+            ..Config::default()
+        };
+        let mut tracefs = None;
+        if opts.kfree_skb {
+            match kfree_skb_setup(&mut config_value) {
+                Ok(t) => tracefs = Some(t),
+                Err(e) => tracing::warn!("kernel drop reasons disabled: {e:#}"),
+            }
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("kernel object has no map {name}"))
+        };
+        let mut maps = KernelMaps {
+            endpoints: HashMap::try_from(take(&mut ebpf, "ENDPOINTS")?)?,
+            cidrs: LpmTrie::try_from(take(&mut ebpf, "CIDRS")?)?,
+            policy: HashMap::try_from(take(&mut ebpf, "POLICY")?)?,
+            flows: HashMap::try_from(take(&mut ebpf, "FLOWS")?)?,
+            config: Array::try_from(take(&mut ebpf, "CONFIG")?)?,
+            counters: PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?,
+            config_value,
+        };
+        maps.write_config()?;
+
+        let mut attached = Vec::new();
+        for (prog, attach) in [
+            ("webb_tc_ingress", TcAttachType::Ingress),
+            ("webb_tc_egress", TcAttachType::Egress),
+        ] {
+            let p: &mut SchedClassifier = program(&mut ebpf, prog)?.try_into()?;
+            p.load().with_context(|| format!("verifying {prog}"))?;
+            for iface in &opts.interfaces {
+                p.attach(iface, attach)
+                    .with_context(|| format!("attaching {prog} to {iface}"))?;
+                attached.push(format!("tc/{attach:?}/{iface}").to_lowercase());
+            }
+        }
+        if let Some(cg) = &opts.cgroup {
+            for (prog, attach) in [
+                ("webb_cgroup_ingress", CgroupSkbAttachType::Ingress),
+                ("webb_cgroup_egress", CgroupSkbAttachType::Egress),
+            ] {
+                let p: &mut CgroupSkb = program(&mut ebpf, prog)?.try_into()?;
+                p.load().with_context(|| format!("verifying {prog}"))?;
+                let f =
+                    File::open(cg).with_context(|| format!("opening cgroup {}", cg.display()))?;
+                p.attach(f, attach, CgroupAttachMode::AllowMultiple)
+                    .with_context(|| format!("attaching {prog} to {}", cg.display()))?;
+                attached.push(format!("cgroup_skb/{attach:?}/{}", cg.display()).to_lowercase());
+            }
+        }
+        if tracefs.is_some() {
+            let p: &mut TracePoint = program(&mut ebpf, "webb_kfree_skb")?.try_into()?;
+            p.load().context("verifying webb_kfree_skb")?;
+            p.attach("skb", "kfree_skb")
+                .context("attaching to skb:kfree_skb")?;
+            attached.push("tracepoint/skb/kfree_skb".to_owned());
+        }
+        Ok((
+            Self {
+                ebpf,
+                attached,
+                _tracefs: tracefs,
+            },
+            maps,
+        ))
+    }
+
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("kernel object has no map EVENTS (already taken?)"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("kernel object has no program {name}"))
+}
+
+fn kfree_skb_setup(cfg: &mut Config) -> anyhow::Result<Tracefs> {
+    let (skb, _) = kernel::read_btf(Path::new(kernel::VMLINUX_BTF))?;
+    let tracefs = Tracefs::ensure()?;
+    let tp = tracefs.kfree_skb_offsets()?;
+    cfg.skb_head_off = skb.head;
+    cfg.skb_network_header_off = skb.network_header;
+    cfg.skb_transport_header_off = skb.transport_header;
+    cfg.tp_skbaddr_off = tp.skbaddr;
+    cfg.tp_protocol_off = tp.protocol;
+    cfg.tp_reason_off = tp.reason;
+    cfg.kfree_enabled = 1;
+    Ok(tracefs)
+}
+
+/// Per-CPU counters summed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DatapathCounters {
+    pub ring_full: u64,
+    pub malformed: u64,
+    pub not_ip: u64,
+    pub packets: u64,
+    pub policy_drops: u64,
+}
+
+impl KernelMaps {
+    fn write_config(&mut self) -> anyhow::Result<()> {
+        self.config
+            .set(0, self.config_value, 0)
+            .context("writing the datapath config map")
+    }
+
+    pub fn counters(&self) -> DatapathCounters {
+        let sum = |i: u32| -> u64 {
+            self.counters
+                .get(&i, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        DatapathCounters {
+            ring_full: sum(counter::RING_FULL),
+            malformed: sum(counter::MALFORMED),
+            not_ip: sum(counter::NOT_IP),
+            packets: sum(counter::PACKETS),
+            policy_drops: sum(counter::POLICY_DROPS),
+        }
+    }
+
+    /// Makes the endpoint, CIDR and policy maps equal to what the endpoint
+    /// table and compiled policy say. Denied flows are forgotten so that a
+    /// policy change takes effect on their next packet.
+    pub fn sync(&mut self, ctx: &Context, policy_loaded: bool) -> anyhow::Result<()> {
+        let table = &ctx.endpoints;
+        let compiled: &CompiledPolicy = &ctx.policy;
+
+        let mut want_endpoints: StdHashMap<Addr, EndpointInfo> = StdHashMap::new();
+        for ip in &table.host_ips {
+            want_endpoints.insert(
+                addr(ip),
+                EndpointInfo {
+                    identity: node_agent_ebpf::identity::HOST,
+                    flags: 0,
+                },
+            );
+        }
+        for e in &table.endpoints {
+            let flags = compiled.isolation.get(&e.identity).copied().unwrap_or(0);
+            for ip in &e.ips {
+                want_endpoints.insert(
+                    addr(ip),
+                    EndpointInfo {
+                        identity: e.identity,
+                        flags,
+                    },
+                );
+            }
+        }
+        let stale: Vec<Addr> = self
+            .endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want_endpoints.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.endpoints.remove(&k);
+        }
+        for (k, v) in &want_endpoints {
+            self.endpoints
+                .insert(k, v, 0)
+                .context("updating the endpoint map")?;
+        }
+
+        let want_cidrs: StdHashMap<(u32, Addr), u32> = compiled
+            .cidrs
+            .iter()
+            .map(|(net, id)| {
+                let (len, a) = match net {
+                    ipnet::IpNet::V4(n) => (
+                        u32::from(n.prefix_len()) + 96,
+                        node_agent_ebpf::v4_mapped(n.network().octets()),
+                    ),
+                    ipnet::IpNet::V6(n) => (u32::from(n.prefix_len()), n.network().octets()),
+                };
+                ((len, a), *id)
+            })
+            .collect();
+        let stale: Vec<Key<Addr>> = self
+            .cidrs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want_cidrs.contains_key(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale {
+            let _ = self.cidrs.remove(&k);
+        }
+        for ((len, a), id) in &want_cidrs {
+            self.cidrs
+                .insert(&Key::new(*len, *a), id, 0)
+                .context("updating the CIDR map")?;
+        }
+
+        let want_keys: HashSet<PolicyKey> =
+            compiled.keys.iter().map(|k| PolicyKey::from(*k)).collect();
+        let stale: Vec<PolicyKey> = self
+            .policy
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want_keys.contains(k))
+            .collect();
+        for k in stale {
+            let _ = self.policy.remove(&k);
+        }
+        for k in &want_keys {
+            self.policy
+                .insert(k, 1, 0)
+                .context("updating the policy map")?;
+        }
+
+        let denied: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, st)| st.kind == kind::POLICY_DROP || st.kind == kind::POLICY_AUDIT)
+            .map(|(k, _)| k)
+            .collect();
+        for k in denied {
+            let _ = self.flows.remove(&k);
+        }
+
+        self.config_value.policy_enabled = u32::from(policy_loaded);
+        self.write_config()
+    }
+}
+
+/// The ingest loop: drains the ring in batches (the kernel submits without
+/// wakeups), decodes, publishes, and turns counter increases into lost
+/// events. Runs on its own thread until `stop` is set.
+pub struct Ingest {
+    pub ring: RingBuf<MapData>,
+    pub hub: Arc<Hub>,
+    pub context: Arc<RwLock<Context>>,
+    pub maps: Arc<std::sync::Mutex<KernelMaps>>,
+    pub stop: Arc<AtomicBool>,
+    pub poll_interval: Duration,
+}
+
+/// Records drained per publish; bounds the time the hub's lock is held.
+const BATCH: usize = 4096;
+
+impl Ingest {
+    pub fn run(mut self) {
+        let ctx = self
+            .context
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let mut decoder = Decoder::new(ctx);
+        let mut last_counters = DatapathCounters::default();
+        let mut last_check = Instant::now();
+        let mut undecodable = 0u64;
+        let size = std::mem::size_of::<FlowEvent>();
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut batch = Vec::with_capacity(256);
+            while let Some(item) = self.ring.next() {
+                if item.len() < size {
+                    undecodable += 1;
+                    continue;
+                }
+                // SAFETY: the record is at least one FlowEvent long, and
+                // FlowEvent is Pod; read_unaligned tolerates any alignment.
+                let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                drop(item);
+                batch.push(decoder.decode(&ev));
+                if batch.len() >= BATCH {
+                    break;
+                }
+            }
+            let drained = batch.len();
+            self.hub.publish(batch, &decoder.ctx.node_name);
+
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                decoder.refresh_clock();
+                if let Ok(c) = self.context.read() {
+                    decoder.ctx = c.clone();
+                }
+                let now = self.maps.lock().map(|m| m.counters()).unwrap_or_default();
+                let lost = now.ring_full.saturating_sub(last_counters.ring_full)
+                    + std::mem::take(&mut undecodable);
+                if lost > 0 {
+                    tracing::warn!(lost, "kernel event ring was full; reporting lost events");
+                    self.hub.publish_lost(
+                        LostEventSource::PerfEventRingBuffer,
+                        lost,
+                        &decoder.ctx.node_name,
+                    );
+                }
+                let malformed = now.malformed.saturating_sub(last_counters.malformed);
+                if malformed > 0 {
+                    tracing::info!(
+                        malformed,
+                        "packets with malformed headers were counted and passed"
+                    );
+                }
+                let c = &self.hub.counters;
+                c.malformed_packets.store(now.malformed, Ordering::Relaxed);
+                c.non_ip_packets.store(now.not_ip, Ordering::Relaxed);
+                c.packets.store(now.packets, Ordering::Relaxed);
+                c.policy_drops.store(now.policy_drops, Ordering::Relaxed);
+                last_counters = now;
+            }
+            if drained == 0 {
+                std::thread::sleep(self.poll_interval);
+            }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Turns kernel [`FlowEvent`]s into Hubble [`Flow`]s: addresses to endpoints,
+//! kernel drop reasons to names, observation points to Hubble's, and a Summary
+//! in Hubble's words.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use node_agent_ebpf::{FlowEvent, dir, emit, flags, kind, point, tcp};
+use webb_proto::{
+    flow::{
+        CiliumEventType, DropReason, Emitter, Ethernet, Flow, FlowType, IcmPv4, IcmPv6, Ip,
+        IpVersion, Layer4, NetworkInterface, Sctp, Tcp, TcpFlags, TraceObservationPoint,
+        TraceReason, TrafficDirection, Udp, Verdict, layer4,
+    },
+    names,
+    wkt::{BoolValue, Timestamp},
+};
+
+use crate::{
+    endpoints::EndpointTable,
+    kernel::{DropReasons, hubble_drop_reason},
+    policy::CompiledPolicy,
+};
+
+/// Cilium's trace notification sub types (the observation point), which
+/// Hubble's printers turn into `to-endpoint`, `from-endpoint`, ...
+mod trace_subtype {
+    pub const TO_ENDPOINT: i32 = 0;
+    pub const TO_STACK: i32 = 3;
+    pub const FROM_ENDPOINT: i32 = 5;
+    pub const FROM_STACK: i32 = 8;
+}
+
+/// Everything the decoder needs to know about the node; replaced as a whole
+/// when the endpoints or policy file changes.
+#[derive(Clone)]
+pub struct Context {
+    pub node_name: String,
+    pub endpoints: Arc<EndpointTable>,
+    pub policy: Arc<CompiledPolicy>,
+    pub drop_reasons: Arc<DropReasons>,
+}
+
+pub struct Decoder {
+    pub ctx: Context,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, to date kernel timestamps.
+    boot_offset_ns: i128,
+    interfaces: HashMap<u32, String>,
+    emitter: Emitter,
+}
+
+impl Decoder {
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            ctx,
+            boot_offset_ns: boot_offset_ns(),
+            interfaces: HashMap::new(),
+            emitter: Emitter {
+                name: "webb".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        }
+    }
+
+    /// Re-reads the clock offset (it drifts when NTP slews the wall clock).
+    pub fn refresh_clock(&mut self) {
+        self.boot_offset_ns = boot_offset_ns();
+    }
+
+    fn interface_name(&mut self, ifindex: u32) -> String {
+        if ifindex == 0 {
+            return String::new();
+        }
+        self.interfaces
+            .entry(ifindex)
+            .or_insert_with(|| interface_name(ifindex).unwrap_or_default())
+            .clone()
+    }
+
+    pub fn decode(&mut self, ev: &FlowEvent) -> Flow {
+        let key = &ev.key;
+        let src = to_ip(&key.src, ev.ip_version);
+        let dst = to_ip(&key.dst, ev.ip_version);
+        let reply = ev.flags & flags::REPLY != 0;
+        let table = &self.ctx.endpoints;
+
+        let (verdict, drop_reason, kernel_reason) = match ev.kind {
+            kind::POLICY_DROP => (
+                Verdict::Dropped,
+                DropReason::PolicyDenied as i32,
+                String::new(),
+            ),
+            kind::POLICY_AUDIT => (
+                Verdict::Audit,
+                DropReason::PolicyDenied as i32,
+                String::new(),
+            ),
+            kind::KERNEL_DROP => {
+                let name = self.ctx.drop_reasons.name(ev.drop_reason);
+                (Verdict::Dropped, hubble_drop_reason(&name), name)
+            }
+            _ => (Verdict::Forwarded, 0, String::new()),
+        };
+        let is_drop = verdict == Verdict::Dropped;
+
+        // The hook's direction from the pod's point of view; Hubble reports
+        // the direction of the connection, so replies flip it.
+        let hook_dir = match key.point {
+            point::TC_INGRESS | point::CGROUP_EGRESS => Some(dir::EGRESS),
+            point::TC_EGRESS | point::CGROUP_INGRESS => Some(dir::INGRESS),
+            _ => {
+                if table.by_ip(&dst).is_some() {
+                    Some(dir::INGRESS)
+                } else if table.by_ip(&src).is_some() {
+                    Some(dir::EGRESS)
+                } else {
+                    None
+                }
+            }
+        };
+        let direction = match (hook_dir, reply) {
+            (Some(dir::INGRESS), false) | (Some(dir::EGRESS), true) => TrafficDirection::Ingress,
+            (Some(dir::EGRESS), false) | (Some(dir::INGRESS), true) => TrafficDirection::Egress,
+            _ => TrafficDirection::Unknown,
+        };
+        let (obs_point, subtype) = match key.point {
+            point::TC_INGRESS => (
+                TraceObservationPoint::FromEndpoint,
+                trace_subtype::FROM_ENDPOINT,
+            ),
+            point::TC_EGRESS => (
+                TraceObservationPoint::ToEndpoint,
+                trace_subtype::TO_ENDPOINT,
+            ),
+            point::CGROUP_EGRESS => (TraceObservationPoint::ToStack, trace_subtype::TO_STACK),
+            point::CGROUP_INGRESS => (TraceObservationPoint::FromStack, trace_subtype::FROM_STACK),
+            _ => (TraceObservationPoint::UnknownPoint, 0),
+        };
+        let event_type = if is_drop {
+            CiliumEventType {
+                r#type: names::EVENT_DROP,
+                sub_type: drop_reason,
+            }
+        } else {
+            CiliumEventType {
+                r#type: names::EVENT_TRACE,
+                sub_type: subtype,
+            }
+        };
+
+        let (l4, summary) = layer4(ev);
+        let source = table.endpoint_for(&src).clone();
+        let destination = table.endpoint_for(&dst).clone();
+
+        let (mut ingress_denied_by, mut egress_denied_by) = (Vec::new(), Vec::new());
+        if ev.kind == kind::POLICY_DROP || ev.kind == kind::POLICY_AUDIT {
+            match key.point {
+                point::TC_EGRESS => {
+                    ingress_denied_by = self
+                        .ctx
+                        .policy
+                        .denied_by(destination.identity, dir::INGRESS)
+                        .to_vec();
+                }
+                point::TC_INGRESS => {
+                    egress_denied_by = self
+                        .ctx
+                        .policy
+                        .denied_by(source.identity, dir::EGRESS)
+                        .to_vec();
+                }
+                _ => {}
+            }
+        }
+
+        let interface = if ev.ifindex != 0 {
+            Some(NetworkInterface {
+                index: ev.ifindex,
+                name: self.interface_name(ev.ifindex),
+            })
+        } else {
+            None
+        };
+        let time = Timestamp::from_nanos(self.boot_offset_ns + i128::from(ev.ts_ns));
+
+        #[allow(deprecated)]
+        Flow {
+            time: Some(time),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            emitter: Some(self.emitter.clone()),
+            verdict: verdict as i32,
+            drop_reason: drop_reason as u32,
+            ethernet: (ev.flags & flags::HAS_ETH != 0).then(|| Ethernet {
+                source: mac(&ev.eth_src),
+                destination: mac(&ev.eth_dst),
+            }),
+            ip: Some(Ip {
+                source: src.to_string(),
+                destination: dst.to_string(),
+                ip_version: if ev.ip_version == 6 {
+                    IpVersion::IPv6
+                } else {
+                    IpVersion::IPv4
+                } as i32,
+                ..Default::default()
+            }),
+            l4,
+            source: Some(source),
+            destination: Some(destination),
+            r#type: FlowType::L3L4 as i32,
+            node_name: self.ctx.node_name.clone(),
+            event_type: Some(event_type),
+            traffic_direction: direction as i32,
+            trace_observation_point: obs_point as i32,
+            trace_reason: if is_drop {
+                TraceReason::Unknown
+            } else if reply {
+                TraceReason::Reply
+            } else if ev.emit == emit::NEW {
+                TraceReason::New
+            } else {
+                TraceReason::Established
+            } as i32,
+            drop_reason_desc: drop_reason,
+            is_reply: (key.point != point::KFREE_SKB).then_some(BoolValue { value: reply }),
+            reply,
+            interface,
+            cgroup_id: ev.cgroup_id,
+            summary,
+            ingress_denied_by,
+            egress_denied_by,
+            webb_kernel_drop_reason: kernel_reason,
+            webb_packets: ev.packets,
+            webb_bytes: ev.bytes,
+            webb_emit_reason: emit_name(ev.emit).to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+fn emit_name(e: u8) -> &'static str {
+    match e {
+        emit::NEW => "new",
+        emit::TCP_FLAGS => "tcp-flags",
+        emit::FLUSH => "flush",
+        emit::DROP => "drop",
+        _ => "",
+    }
+}
+
+fn to_ip(a: &[u8; 16], version: u8) -> IpAddr {
+    if version == 4 {
+        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// The L4 section and Hubble's Summary text for it.
+fn layer4(ev: &FlowEvent) -> (Option<Layer4>, String) {
+    let k = &ev.key;
+    let (proto, summary) = match k.proto {
+        node_agent_ebpf::IPPROTO_TCP => {
+            let f = ev.tcp_flags;
+            let flags = TcpFlags {
+                fin: f & tcp::FIN != 0,
+                syn: f & tcp::SYN != 0,
+                rst: f & tcp::RST != 0,
+                psh: f & tcp::PSH != 0,
+                ack: f & tcp::ACK != 0,
+                urg: f & tcp::URG != 0,
+                ece: f & tcp::ECE != 0,
+                cwr: f & tcp::CWR != 0,
+                ns: false,
+            };
+            let summary = format!("TCP Flags: {}", tcp_flags_text(&flags));
+            (
+                layer4::Protocol::Tcp(Tcp {
+                    source_port: k.sport.into(),
+                    destination_port: k.dport.into(),
+                    flags: Some(flags),
+                }),
+                summary,
+            )
+        }
+        node_agent_ebpf::IPPROTO_UDP => (
+            layer4::Protocol::Udp(Udp {
+                source_port: k.sport.into(),
+                destination_port: k.dport.into(),
+            }),
+            "UDP".to_owned(),
+        ),
+        node_agent_ebpf::IPPROTO_SCTP => (
+            layer4::Protocol::Sctp(Sctp {
+                source_port: k.sport.into(),
+                destination_port: k.dport.into(),
+            }),
+            "SCTP".to_owned(),
+        ),
+        node_agent_ebpf::IPPROTO_ICMP => (
+            layer4::Protocol::IcmPv4(IcmPv4 {
+                r#type: ev.icmp_type.into(),
+                code: ev.icmp_code.into(),
+            }),
+            format!("ICMPv4 {}", icmpv4_text(ev.icmp_type, ev.icmp_code)),
+        ),
+        node_agent_ebpf::IPPROTO_ICMPV6 => (
+            layer4::Protocol::IcmPv6(IcmPv6 {
+                r#type: ev.icmp_type.into(),
+                code: ev.icmp_code.into(),
+            }),
+            format!("ICMPv6 {}", icmpv6_text(ev.icmp_type, ev.icmp_code)),
+        ),
+        other => return (None, format!("IP protocol {other}")),
+    };
+    (
+        Some(Layer4 {
+            protocol: Some(proto),
+        }),
+        summary,
+    )
+}
+
+/// Flag names in Hubble's order: SYN, ACK, RST, FIN, PSH, URG, ECE, CWR, NS.
+pub fn tcp_flags_text(f: &TcpFlags) -> String {
+    let all = [
+        (f.syn, "SYN"),
+        (f.ack, "ACK"),
+        (f.rst, "RST"),
+        (f.fin, "FIN"),
+        (f.psh, "PSH"),
+        (f.urg, "URG"),
+        (f.ece, "ECE"),
+        (f.cwr, "CWR"),
+        (f.ns, "NS"),
+    ];
+    all.iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// ICMPv4 type/code names as gopacket (and so Hubble) prints them.
+fn icmpv4_text(t: u8, c: u8) -> String {
+    let name = match t {
+        0 => "EchoReply",
+        3 => {
+            let code = match c {
+                0 => "Net",
+                1 => "Host",
+                2 => "Protocol",
+                3 => "Port",
+                4 => "FragmentationNeeded",
+                13 => "CommAdminProhibited",
+                _ => return format!("DestinationUnreachable(Code: {c})"),
+            };
+            return format!("DestinationUnreachable({code})");
+        }
+        5 => "Redirect",
+        8 => "EchoRequest",
+        11 => "TimeExceeded",
+        12 => "ParameterProblem",
+        _ => return format!("Type{t}(Code: {c})"),
+    };
+    name.to_owned()
+}
+
+fn icmpv6_text(t: u8, c: u8) -> String {
+    let name = match t {
+        1 => "DestinationUnreachable",
+        2 => "PacketTooBig",
+        3 => "TimeExceeded",
+        4 => "ParameterProblem",
+        128 => "EchoRequest",
+        129 => "EchoReply",
+        133 => "RouterSolicitation",
+        134 => "RouterAdvertisement",
+        135 => "NeighborSolicitation",
+        136 => "NeighborAdvertisement",
+        _ => return format!("Type{t}(Code: {c})"),
+    };
+    name.to_owned()
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+fn boot_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests;

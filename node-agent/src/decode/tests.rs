@@ -1,0 +1,160 @@
+#![allow(deprecated)] // Summary is deprecated in Hubble but still what its printers show.
+
+use node_agent_ebpf::{FlowKey, v4_mapped};
+use webb_proto::flow::layer4::Protocol;
+
+use super::*;
+use crate::policy;
+
+const ENDPOINTS: &str = "
+host_ips: [10.99.0.1]
+endpoints:
+  - {namespace: shop, pod: frontend-1, labels: {app: frontend}, ips: [10.99.0.10]}
+  - {namespace: shop, pod: db-0, labels: {app: db}, ips: [10.99.0.12]}
+";
+const POLICY: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress: []
+";
+
+fn decoder() -> Decoder {
+    let table = EndpointTable::parse(ENDPOINTS).unwrap();
+    let compiled = policy::compile(&policy::parse(POLICY).unwrap(), &table);
+    Decoder::new(Context {
+        node_name: "lab/node-1".into(),
+        endpoints: Arc::new(table),
+        policy: Arc::new(compiled),
+        drop_reasons: Arc::new(DropReasons::from_names([
+            (2, "NOT_SPECIFIED".into()),
+            (3, "NO_SOCKET".into()),
+        ])),
+    })
+}
+
+fn event(src: [u8; 4], dst: [u8; 4], proto: u8, point: u8) -> FlowEvent {
+    FlowEvent {
+        ts_ns: 1_000,
+        packets: 3,
+        bytes: 180,
+        key: FlowKey {
+            src: v4_mapped(src),
+            dst: v4_mapped(dst),
+            sport: 43210,
+            dport: 5432,
+            proto,
+            point,
+            _pad: [0; 2],
+        },
+        kind: kind::TRACE,
+        emit: emit::NEW,
+        tcp_flags: tcp::SYN,
+        ip_version: 4,
+        flags: flags::HAS_ETH,
+        eth_src: [2, 0, 0, 0, 0, 1],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn forwarded_tcp_syn() {
+    let mut d = decoder();
+    let f = d.decode(&event(
+        [10, 99, 0, 10],
+        [10, 99, 0, 12],
+        6,
+        point::TC_INGRESS,
+    ));
+    assert_eq!(f.verdict, Verdict::Forwarded as i32);
+    assert_eq!(f.summary, "TCP Flags: SYN");
+    assert_eq!(f.source.as_ref().unwrap().pod_name, "frontend-1");
+    assert_eq!(f.destination.as_ref().unwrap().pod_name, "db-0");
+    assert_eq!(f.traffic_direction, TrafficDirection::Egress as i32);
+    assert_eq!(
+        f.trace_observation_point,
+        TraceObservationPoint::FromEndpoint as i32
+    );
+    assert_eq!(f.event_type.unwrap().r#type, names::EVENT_TRACE);
+    assert_eq!(f.is_reply, Some(BoolValue { value: false }));
+    assert_eq!(f.ethernet.unwrap().source, "02:00:00:00:00:01");
+    assert_eq!(f.ip.as_ref().unwrap().source, "10.99.0.10");
+    assert_eq!((f.webb_packets, f.webb_bytes), (3, 180));
+    match f.l4.unwrap().protocol.unwrap() {
+        Protocol::Tcp(t) => assert_eq!(
+            (t.source_port, t.destination_port, t.flags.unwrap().syn),
+            (43210, 5432, true)
+        ),
+        other => panic!("not TCP: {other:?}"),
+    }
+    assert!(
+        f.time.unwrap().seconds > 1_600_000_000,
+        "dated by the wall clock"
+    );
+    assert_eq!(f.uuid.len(), 36);
+}
+
+#[test]
+fn reply_flips_direction() {
+    let mut d = decoder();
+    let mut ev = event([10, 99, 0, 12], [10, 99, 0, 10], 6, point::TC_INGRESS);
+    ev.flags |= flags::REPLY;
+    ev.tcp_flags = tcp::SYN | tcp::ACK;
+    let f = d.decode(&ev);
+    assert_eq!(f.traffic_direction, TrafficDirection::Ingress as i32);
+    assert_eq!(f.trace_reason, TraceReason::Reply as i32);
+    assert_eq!(f.summary, "TCP Flags: SYN, ACK");
+}
+
+#[test]
+fn policy_drop_names_the_policy() {
+    let mut d = decoder();
+    let mut ev = event([10, 99, 0, 10], [10, 99, 0, 12], 6, point::TC_EGRESS);
+    ev.kind = kind::POLICY_DROP;
+    ev.emit = emit::DROP;
+    let f = d.decode(&ev);
+    assert_eq!(f.verdict, Verdict::Dropped as i32);
+    assert_eq!(f.drop_reason_desc, DropReason::PolicyDenied as i32);
+    assert_eq!(
+        f.event_type.unwrap(),
+        CiliumEventType {
+            r#type: 1,
+            sub_type: 133
+        }
+    );
+    assert_eq!(f.ingress_denied_by.len(), 1);
+    assert_eq!(f.ingress_denied_by[0].name, "db-ingress");
+    assert!(f.egress_denied_by.is_empty());
+}
+
+#[test]
+fn kernel_drop_carries_reason_name() {
+    let mut d = decoder();
+    let mut ev = event([8, 8, 8, 8], [10, 99, 0, 12], 17, point::KFREE_SKB);
+    ev.kind = kind::KERNEL_DROP;
+    ev.drop_reason = 3;
+    ev.flags = 0;
+    let f = d.decode(&ev);
+    assert_eq!(f.webb_kernel_drop_reason, "NO_SOCKET");
+    assert_eq!(f.drop_reason_desc, DropReason::SocketLookupFailed as i32);
+    assert_eq!(f.source.as_ref().unwrap().labels, vec!["reserved:world"]);
+    assert_eq!(f.traffic_direction, TrafficDirection::Ingress as i32);
+    assert!(f.is_reply.is_none() && f.ethernet.is_none());
+    ev.drop_reason = 77;
+    assert_eq!(d.decode(&ev).webb_kernel_drop_reason, "UNKNOWN_77");
+}
+
+#[test]
+fn icmp_summaries() {
+    let mut d = decoder();
+    let mut ev = event([10, 99, 0, 1], [10, 99, 0, 10], 1, point::TC_EGRESS);
+    ev.icmp_type = 8;
+    let f = d.decode(&ev);
+    assert_eq!(f.summary, "ICMPv4 EchoRequest");
+    assert_eq!(f.source.unwrap().labels, vec!["reserved:host"]);
+    ev.icmp_type = 3;
+    ev.icmp_code = 3;
+    assert_eq!(d.decode(&ev).summary, "ICMPv4 DestinationUnreachable(Port)");
+}

@@ -1,0 +1,364 @@
+//! The endpoints file: which addresses, interfaces and cgroups belong to which
+//! pod, and the numeric identities derived from their labels.
+//!
+//! ```yaml
+//! host_ips: [10.99.0.1]          # the node's own addresses (identity "host")
+//! namespaces:                    # optional namespace labels, for policy
+//!   shop: {team: payments}
+//! endpoints:
+//!   - namespace: shop
+//!     pod: frontend-7d9c
+//!     labels: {app: frontend}
+//!     workload: {kind: Deployment, name: frontend}
+//!     ips: [10.99.0.10]
+//!     interface: lxc-frontend    # optional: host side of the pod's veth
+//!     cgroup: /sys/fs/cgroup/unified/webb/frontend   # optional
+//! ```
+//!
+//! Identities are a hash of the endpoint's label set (including its namespace
+//! label), so they are stable across restarts and equal for pods with equal
+//! labels, as Cilium's are.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use webb_proto::flow::{Endpoint, Workload};
+
+pub use node_agent_ebpf::identity::{HOST as HOST_IDENTITY, WORLD as WORLD_IDENTITY};
+
+/// The namespace label every pod carries, as in Cilium.
+pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// The label Kubernetes puts on every namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Identities below this are reserved (host, world, ...).
+const FIRST_IDENTITY: u32 = 256;
+const IDENTITY_SPACE: u32 = 1 << 24;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsFile {
+    #[serde(default)]
+    pub host_ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub namespace: String,
+    pub pod: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workload: Option<WorkloadSpec>,
+    pub ips: Vec<IpAddr>,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub cgroup: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub kind: String,
+    pub name: String,
+}
+
+/// One resolved endpoint, with its wire form prebuilt so flows only clone it.
+#[derive(Debug)]
+pub struct EndpointInfo {
+    pub namespace: String,
+    pub pod: String,
+    /// `k8s:key=value` labels, sorted, including the namespace label.
+    pub labels: Vec<String>,
+    /// Plain `key=value` labels for selector matching.
+    pub label_map: BTreeMap<String, String>,
+    pub identity: u32,
+    pub ips: Vec<IpAddr>,
+    pub interface: Option<String>,
+    pub cgroup: Option<std::path::PathBuf>,
+    pub proto: Endpoint,
+}
+
+/// Every endpoint, indexed for the per-event lookups.
+#[derive(Debug, Default)]
+pub struct EndpointTable {
+    pub endpoints: Vec<Arc<EndpointInfo>>,
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub host_ips: HashSet<IpAddr>,
+    by_ip: HashMap<IpAddr, Arc<EndpointInfo>>,
+    by_interface: HashMap<String, Arc<EndpointInfo>>,
+    by_cgroup_path: HashMap<std::path::PathBuf, Arc<EndpointInfo>>,
+    host: Endpoint,
+    world: Endpoint,
+}
+
+/// What an address is, from the node's point of view.
+pub enum Peer<'a> {
+    Endpoint(&'a Arc<EndpointInfo>),
+    Host,
+    World,
+}
+
+impl EndpointTable {
+    /// Reads and resolves an endpoints file; errors name the file, line and field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read endpoints file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("endpoints file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: EndpointsFile = if text.trim().is_empty() {
+            EndpointsFile::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        Self::resolve(file)
+    }
+
+    pub fn resolve(file: EndpointsFile) -> anyhow::Result<Self> {
+        let mut table = Self {
+            namespace_labels: file.namespaces,
+            host_ips: file.host_ips.into_iter().collect(),
+            host: reserved_endpoint(HOST_IDENTITY, "reserved:host"),
+            world: reserved_endpoint(WORLD_IDENTITY, "reserved:world"),
+            ..Self::default()
+        };
+        let mut taken: HashMap<u32, Vec<String>> = HashMap::new();
+        for (i, spec) in file.endpoints.into_iter().enumerate() {
+            if spec.namespace.is_empty() || spec.pod.is_empty() {
+                anyhow::bail!("endpoints[{i}]: namespace and pod must not be empty");
+            }
+            if spec.ips.is_empty() {
+                anyhow::bail!(
+                    "endpoints[{i}] ({}/{}): ips: at least one address",
+                    spec.namespace,
+                    spec.pod
+                );
+            }
+            let mut label_map = spec.labels.clone();
+            label_map.insert(NAMESPACE_LABEL.to_owned(), spec.namespace.clone());
+            let labels: Vec<String> = label_map
+                .iter()
+                .map(|(k, v)| format!("k8s:{k}={v}"))
+                .collect();
+            let identity = identity_for(&labels, &mut taken);
+            let workloads = spec
+                .workload
+                .iter()
+                .map(|w| Workload {
+                    name: w.name.clone(),
+                    kind: w.kind.clone(),
+                })
+                .collect();
+            let proto = Endpoint {
+                id: endpoint_id(&spec.namespace, &spec.pod),
+                identity,
+                namespace: spec.namespace.clone(),
+                labels: labels.clone(),
+                pod_name: spec.pod.clone(),
+                workloads,
+                ..Default::default()
+            };
+            let info = Arc::new(EndpointInfo {
+                namespace: spec.namespace,
+                pod: spec.pod,
+                labels,
+                label_map,
+                identity,
+                ips: spec.ips,
+                interface: spec.interface,
+                cgroup: spec.cgroup,
+                proto,
+            });
+            for ip in &info.ips {
+                if let Some(other) = table.by_ip.insert(*ip, info.clone()) {
+                    anyhow::bail!(
+                        "endpoints[{i}] ({}/{}): address {ip} already belongs to {}/{}",
+                        info.namespace,
+                        info.pod,
+                        other.namespace,
+                        other.pod
+                    );
+                }
+            }
+            if let Some(iface) = &info.interface {
+                table.by_interface.insert(iface.clone(), info.clone());
+            }
+            if let Some(cg) = &info.cgroup {
+                table.by_cgroup_path.insert(cg.clone(), info.clone());
+            }
+            table.endpoints.push(info);
+        }
+        Ok(table)
+    }
+
+    pub fn classify(&self, ip: &IpAddr) -> Peer<'_> {
+        if let Some(e) = self.by_ip.get(ip) {
+            Peer::Endpoint(e)
+        } else if self.host_ips.contains(ip) {
+            Peer::Host
+        } else {
+            Peer::World
+        }
+    }
+
+    /// The wire endpoint for an address: a pod, the host, or the world.
+    pub fn endpoint_for(&self, ip: &IpAddr) -> &Endpoint {
+        match self.classify(ip) {
+            Peer::Endpoint(e) => &e.proto,
+            Peer::Host => &self.host,
+            Peer::World => &self.world,
+        }
+    }
+
+    pub fn by_interface(&self, name: &str) -> Option<&Arc<EndpointInfo>> {
+        self.by_interface.get(name)
+    }
+
+    pub fn by_ip(&self, ip: &IpAddr) -> Option<&Arc<EndpointInfo>> {
+        self.by_ip.get(ip)
+    }
+
+    pub fn cgroups(&self) -> impl Iterator<Item = (&std::path::PathBuf, &Arc<EndpointInfo>)> {
+        self.by_cgroup_path.iter()
+    }
+
+    /// The labels of a namespace, including the one Kubernetes always sets.
+    pub fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
+        let mut labels = self.namespace_labels.get(ns).cloned().unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), ns.to_owned());
+        labels
+    }
+
+    /// Namespaces with at least one endpoint.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut ns: Vec<String> = self.endpoints.iter().map(|e| e.namespace.clone()).collect();
+        ns.sort();
+        ns.dedup();
+        ns
+    }
+}
+
+fn reserved_endpoint(identity: u32, label: &str) -> Endpoint {
+    Endpoint {
+        identity,
+        labels: vec![label.to_owned()],
+        ..Default::default()
+    }
+}
+
+/// FNV-1a: small, stable across Rust versions and platforms (std's hasher is
+/// not), which keeps identities stable across restarts and upgrades.
+fn fnv1a(bytes: &[u8], seed: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5 ^ seed;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The identity of a label set. A collision with a different label set is
+/// resolved by rehashing with a salt, which depends only on the label sets.
+fn identity_for(labels: &[String], taken: &mut HashMap<u32, Vec<String>>) -> u32 {
+    let joined = labels.join(";");
+    for salt in 0u32.. {
+        let id =
+            FIRST_IDENTITY + fnv1a(joined.as_bytes(), salt) % (IDENTITY_SPACE - FIRST_IDENTITY);
+        match taken.get(&id) {
+            Some(existing) if existing.as_slice() != labels => continue,
+            _ => {
+                taken.insert(id, labels.to_vec());
+                return id;
+            }
+        }
+    }
+    unreachable!("the identity space is far larger than any endpoint count")
+}
+
+/// A stable endpoint ID (Cilium's per-node endpoint number) from the pod name.
+fn endpoint_id(namespace: &str, pod: &str) -> u32 {
+    1 + fnv1a(format!("{namespace}/{pod}").as_bytes(), 0) % 65534
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "
+host_ips: [10.99.0.1]
+endpoints:
+  - namespace: shop
+    pod: frontend-1
+    labels: {app: frontend}
+    workload: {kind: Deployment, name: frontend}
+    ips: [10.99.0.10, 'fd00::10']
+  - namespace: shop
+    pod: frontend-2
+    labels: {app: frontend}
+    ips: [10.99.0.11]
+  - namespace: shop
+    pod: db-0
+    labels: {app: db}
+    ips: [10.99.0.20]
+";
+
+    #[test]
+    fn identities_follow_labels() {
+        let t = EndpointTable::parse(FILE).unwrap();
+        let id = |ip: &str| t.endpoint_for(&ip.parse().unwrap()).identity;
+        assert_eq!(id("10.99.0.10"), id("10.99.0.11"));
+        assert_eq!(id("10.99.0.10"), id("fd00::10"));
+        assert_ne!(id("10.99.0.10"), id("10.99.0.20"));
+        assert_eq!(id("10.99.0.1"), HOST_IDENTITY);
+        assert_eq!(id("8.8.8.8"), WORLD_IDENTITY);
+        // Stable across loads.
+        assert_eq!(
+            EndpointTable::parse(FILE).unwrap().endpoints[2].identity,
+            t.endpoints[2].identity
+        );
+        let fe = t.endpoint_for(&"10.99.0.10".parse().unwrap());
+        assert_eq!(
+            fe.labels,
+            vec!["k8s:app=frontend", "k8s:io.kubernetes.pod.namespace=shop"]
+        );
+        assert_eq!(fe.workloads[0].kind, "Deployment");
+        assert!(id("10.99.0.10") >= FIRST_IDENTITY);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let bad = "endpoints:\n  - namespace: shop\n    pod: a\n    ips: [10.0.0.300]\n";
+        let err = format!("{:#}", EndpointTable::parse(bad).unwrap_err());
+        assert!(err.contains("line 4"), "{err}");
+        let unknown = "endpoints:\n  - namespace: shop\n    pood: a\n    ips: []\n";
+        let err = format!("{:#}", EndpointTable::parse(unknown).unwrap_err());
+        assert!(err.contains("pood") && err.contains("line 3"), "{err}");
+        let dup = "endpoints:\n  - {namespace: a, pod: x, ips: [10.0.0.1]}\n  - {namespace: a, pod: y, ips: [10.0.0.1]}\n";
+        let err = format!("{:#}", EndpointTable::parse(dup).unwrap_err());
+        assert!(err.contains("already belongs"), "{err}");
+    }
+
+    #[test]
+    fn identity_collisions_are_resolved() {
+        let mut taken = HashMap::new();
+        let a = identity_for(&["k8s:a=1".into()], &mut taken);
+        // Pretend another label set already holds the same number.
+        let mut taken2 = HashMap::new();
+        taken2.insert(a, vec!["k8s:other=1".to_owned()]);
+        let b = identity_for(&["k8s:a=1".into()], &mut taken2);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,394 @@
+//! The flow ring and its subscribers.
+//!
+//! One [`Hub`] owns the ring of recent flows and the list of `follow`
+//! subscribers. The ingest thread publishes batches under one lock; queries
+//! snapshot the ring under the same lock, so a `follow` query registers its
+//! subscription atomically with its history and misses nothing in between.
+//!
+//! Nothing is lost silently: a subscriber whose queue is full is never waited
+//! on; its misses are counted and delivered as one `lost_events` response
+//! (source HUBBLE_RING_BUFFER) as soon as it has room again. Flows the ring
+//! overwrote before a query could read them are reported the same way.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use tokio::sync::mpsc;
+use webb_proto::{
+    filter::FlowFilters,
+    flow::{Flow, LostEvent, LostEventSource},
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+    wkt::Timestamp,
+};
+
+pub type Item = Arc<GetFlowsResponse>;
+
+/// Default ring size, as Hubble's.
+pub const DEFAULT_RING_CAPACITY: usize = 4095;
+/// Per-subscriber queue length.
+pub const SUBSCRIBER_QUEUE: usize = 8192;
+/// How long evictions are remembered for lost-event accounting.
+const EVICTION_MEMORY_SECS: usize = 3600;
+
+/// Counters reported by ServerStatus.
+#[derive(Default)]
+pub struct Counters {
+    pub lost_events: AtomicU64,
+    pub malformed_packets: AtomicU64,
+    pub non_ip_packets: AtomicU64,
+    pub packets: AtomicU64,
+    pub policy_drops: AtomicU64,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    pub counters: Counters,
+    pub started: Instant,
+}
+
+struct State {
+    ring: VecDeque<Item>,
+    capacity: usize,
+    seen: u64,
+    /// Evicted flows per second of their timestamp, oldest first.
+    evicted: VecDeque<(i64, u64)>,
+    subscribers: Vec<Subscriber>,
+    next_id: u64,
+    /// Flows per wall-clock second, for the flow rate.
+    rate: VecDeque<(u64, u64)>,
+}
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Item>,
+    filters: FlowFilters,
+    lost: u64,
+    first_lost: Option<Timestamp>,
+    last_lost: Option<Timestamp>,
+}
+
+/// The result of registering a query.
+pub struct Snapshot {
+    pub history: Vec<Item>,
+    /// Flows the query wanted that the ring had already overwritten.
+    pub overwritten: u64,
+    pub live: Option<mpsc::Receiver<Item>>,
+    pub subscriber_id: Option<u64>,
+}
+
+/// What a GetFlows query asks of the ring.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub filters: FlowFilters,
+    /// 0: every flow in range.
+    pub number: u64,
+    pub first: bool,
+    pub follow: bool,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+fn flow_time(item: &GetFlowsResponse) -> Option<Timestamp> {
+    item.time
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                ring: VecDeque::with_capacity(capacity.min(1 << 20)),
+                capacity: capacity.max(1),
+                seen: 0,
+                evicted: VecDeque::new(),
+                subscribers: Vec::new(),
+                next_id: 1,
+                rate: VecDeque::new(),
+            }),
+            counters: Counters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores flows in the ring and hands each to the subscribers it matches.
+    pub fn publish(&self, flows: Vec<Flow>, node_name: &str) {
+        if flows.is_empty() {
+            return;
+        }
+        let now_sec = unix_secs();
+        let mut st = self.lock();
+        let n = flows.len() as u64;
+        for flow in flows {
+            let item = Arc::new(GetFlowsResponse {
+                time: flow.time,
+                node_name: node_name.to_owned(),
+                response_types: Some(ResponseTypes::Flow(flow)),
+            });
+            st.push(item);
+        }
+        st.seen += n;
+        match st.rate.back_mut() {
+            Some((sec, count)) if *sec == now_sec => *count += n,
+            _ => {
+                st.rate.push_back((now_sec, n));
+                while st.rate.len() > 61 {
+                    st.rate.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Reports events lost before they became flows (e.g. a full kernel ring)
+    /// to every subscriber, and stores the report in the ring.
+    pub fn publish_lost(&self, source: LostEventSource, count: u64, node_name: &str) {
+        if count == 0 {
+            return;
+        }
+        self.counters
+            .lost_events
+            .fetch_add(count, Ordering::Relaxed);
+        let now = Timestamp::from(std::time::SystemTime::now());
+        let item = Arc::new(GetFlowsResponse {
+            time: Some(now),
+            node_name: node_name.to_owned(),
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                source: source as i32,
+                num_events_lost: count,
+                cpu: None,
+                first: Some(now),
+                last: Some(now),
+            })),
+        });
+        self.lock().push(item);
+    }
+
+    /// Registers a query: the matching history now, and (with follow) a queue
+    /// of live flows from this instant on.
+    pub fn query(&self, q: &Query) -> Snapshot {
+        let mut st = self.lock();
+        let in_range = |item: &Item| {
+            let t = flow_time(item);
+            let after = q.since.is_none_or(|s| t.is_some_and(|t| t >= s));
+            let before = q.until.is_none_or(|u| t.is_some_and(|t| t <= u));
+            after && before && matches_item(&q.filters, item)
+        };
+        let limit = if q.number == 0 {
+            usize::MAX
+        } else {
+            q.number.min(usize::MAX as u64) as usize
+        };
+        let history: Vec<Item> = if q.first {
+            st.ring
+                .iter()
+                .filter(|i| in_range(i))
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            let mut h: Vec<Item> = st
+                .ring
+                .iter()
+                .rev()
+                .filter(|i| in_range(i))
+                .take(limit)
+                .cloned()
+                .collect();
+            h.reverse();
+            h
+        };
+        // What the query wanted from before the oldest retained flow.
+        let overwritten = match (q.since, q.first) {
+            (Some(since), _) => st
+                .evicted
+                .iter()
+                .filter(|(sec, _)| *sec >= since.seconds)
+                .map(|(_, n)| n)
+                .sum(),
+            (None, true) => st.evicted.iter().map(|(_, n)| n).sum(),
+            (None, false) if history.len() < limit && limit != usize::MAX => {
+                let total: u64 = st.evicted.iter().map(|(_, n)| n).sum();
+                total.min((limit - history.len()) as u64)
+            }
+            _ => 0,
+        };
+        let (live, subscriber_id) = if q.follow {
+            let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+            let id = st.next_id;
+            st.next_id += 1;
+            st.subscribers.push(Subscriber {
+                id,
+                tx,
+                filters: q.filters.clone(),
+                lost: 0,
+                first_lost: None,
+                last_lost: None,
+            });
+            (Some(rx), Some(id))
+        } else {
+            (None, None)
+        };
+        Snapshot {
+            history,
+            overwritten,
+            live,
+            subscriber_id,
+        }
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        self.lock().subscribers.retain(|s| s.id != id);
+    }
+
+    pub fn status(&self) -> RingStatus {
+        let st = self.lock();
+        let now = unix_secs();
+        // Flows per second over the last complete minute (or less at start).
+        let window: Vec<&(u64, u64)> = st
+            .rate
+            .iter()
+            .filter(|(s, _)| *s < now && now - *s <= 60)
+            .collect();
+        let secs = window.len().max(1) as f64;
+        RingStatus {
+            num_flows: st.ring.len() as u64,
+            max_flows: st.capacity as u64,
+            seen_flows: st.seen,
+            flows_rate: window.iter().map(|(_, n)| *n as f64).sum::<f64>() / secs,
+            namespaces: namespaces(&st.ring),
+        }
+    }
+}
+
+pub struct RingStatus {
+    pub num_flows: u64,
+    pub max_flows: u64,
+    pub seen_flows: u64,
+    pub flows_rate: f64,
+    pub namespaces: Vec<String>,
+}
+
+fn namespaces(ring: &VecDeque<Item>) -> Vec<String> {
+    let mut set = std::collections::BTreeSet::new();
+    for item in ring {
+        if let Some(ResponseTypes::Flow(f)) = &item.response_types {
+            for e in [&f.source, &f.destination].into_iter().flatten() {
+                if !e.namespace.is_empty() && !set.contains(&e.namespace) {
+                    set.insert(e.namespace.clone());
+                }
+            }
+        }
+    }
+    set.into_iter().collect()
+}
+
+/// Lost-event reports and node status pass every filter: a client must
+/// always learn that it missed something.
+fn matches_item(filters: &FlowFilters, item: &GetFlowsResponse) -> bool {
+    match &item.response_types {
+        Some(ResponseTypes::Flow(f)) => filters.matches(f),
+        _ => true,
+    }
+}
+
+impl State {
+    fn push(&mut self, item: Item) {
+        if self.ring.len() >= self.capacity
+            && let Some(old) = self.ring.pop_front()
+        {
+            let sec = flow_time(&old).map_or(0, |t| t.seconds);
+            match self.evicted.back_mut() {
+                Some((s, n)) if *s == sec => *n += 1,
+                _ => {
+                    self.evicted.push_back((sec, 1));
+                    while self.evicted.len() > EVICTION_MEMORY_SECS {
+                        self.evicted.pop_front();
+                    }
+                }
+            }
+        }
+        self.fan_out(&item);
+        self.ring.push_back(item);
+    }
+
+    fn fan_out(&mut self, item: &Item) {
+        let mut closed = false;
+        for sub in &mut self.subscribers {
+            if !matches_item(&sub.filters, item) {
+                continue;
+            }
+            if sub.lost > 0 {
+                // Tell the subscriber what it missed before anything new.
+                let report = Arc::new(GetFlowsResponse {
+                    time: sub.last_lost,
+                    node_name: item.node_name.clone(),
+                    response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                        source: LostEventSource::HubbleRingBuffer as i32,
+                        num_events_lost: sub.lost,
+                        cpu: None,
+                        first: sub.first_lost,
+                        last: sub.last_lost,
+                    })),
+                });
+                match sub.tx.try_send(report) {
+                    Ok(()) => {
+                        sub.lost = 0;
+                        sub.first_lost = None;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        closed = true;
+                        continue;
+                    }
+                }
+            }
+            if sub.lost > 0 {
+                sub.lost += 1;
+                sub.last_lost = item.time;
+                continue;
+            }
+            match sub.tx.try_send(item.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.lost = 1;
+                    sub.first_lost = item.time;
+                    sub.last_lost = item.time;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+            }
+        }
+        if closed {
+            self.subscribers.retain(|s| !s.tx.is_closed());
+        }
+    }
+}
+
+/// Counts a subscriber's losses in the hub's lost-events counter. Called by
+/// the server when it forwards a lost-events report to its client.
+pub fn count_lost(hub: &Hub, item: &GetFlowsResponse) {
+    if let Some(ResponseTypes::LostEvents(l)) = &item.response_types
+        && l.source == LostEventSource::HubbleRingBuffer as i32
+    {
+        hub.counters
+            .lost_events
+            .fetch_add(l.num_events_lost, Ordering::Relaxed);
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! The agent's gRPC API: Hubble's Observer and Peer services and the standard
+//! health service, over the [`Hub`]. Handlers only query or subscribe; they
+//! never wait on the ingest path.
+
+use std::{pin::Pin, sync::Arc, sync::atomic::Ordering};
+
+use futures::{Stream, StreamExt as _, stream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use webb_proto::{
+    filter::FlowFilters,
+    flow::{LostEvent, LostEventSource},
+    observer::{
+        self, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node,
+        ServerStatusRequest, ServerStatusResponse, get_flows_response::ResponseTypes,
+        observer_server::Observer,
+    },
+    peer::{ChangeNotification, ChangeNotificationType, NotifyRequest, peer_server::Peer},
+    relay::NodeState,
+    wkt::{FieldMask, Timestamp},
+};
+
+use crate::observer::{Hub, Item, Query, count_lost};
+
+type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
+
+/// Shared by the Observer and Peer services.
+#[derive(Clone)]
+pub struct Service {
+    pub hub: Arc<Hub>,
+    pub node_name: String,
+    /// The address peers and relays should dial (`--listen`, or
+    /// `--advertise-address`).
+    pub address: String,
+}
+
+/// Top-level Flow field names a field mask may name (proto names).
+const FLOW_FIELDS: &[&str] = &[
+    "time",
+    "uuid",
+    "emitter",
+    "verdict",
+    "drop_reason",
+    "auth_type",
+    "ethernet",
+    "IP",
+    "l4",
+    "tunnel",
+    "source",
+    "destination",
+    "Type",
+    "node_name",
+    "node_labels",
+    "source_names",
+    "destination_names",
+    "l7",
+    "reply",
+    "event_type",
+    "source_service",
+    "destination_service",
+    "traffic_direction",
+    "policy_match_type",
+    "trace_observation_point",
+    "trace_reason",
+    "file",
+    "ip_trace_id",
+    "drop_reason_desc",
+    "is_reply",
+    "debug_capture_point",
+    "interface",
+    "proxy_port",
+    "trace_context",
+    "sock_xlate_point",
+    "socket_cookie",
+    "cgroup_id",
+    "Summary",
+    "extensions",
+    "egress_allowed_by",
+    "ingress_allowed_by",
+    "egress_denied_by",
+    "ingress_denied_by",
+    "policy_log",
+    "aggregate",
+];
+
+/// Accepts a field mask in either place Hubble CLIs send it. webb returns
+/// whole flows (a superset of any mask), but a mask naming no Flow field is
+/// the client's mistake and is reported as one.
+fn check_field_mask(req: &GetFlowsRequest) -> Result<(), Status> {
+    let masks: [Option<&FieldMask>; 2] = [
+        req.field_mask.as_ref(),
+        req.experimental
+            .as_ref()
+            .and_then(|e| e.field_mask.as_ref()),
+    ];
+    for mask in masks.into_iter().flatten() {
+        for path in &mask.paths {
+            let top = path.split('.').next().unwrap_or("");
+            let top = top.strip_prefix("flow.").unwrap_or(top);
+            if !FLOW_FIELDS.contains(&top)
+                && !FLOW_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(top))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "field_mask: {path:?} names no field of flow.Flow"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lost_report(node_name: &str, count: u64) -> GetFlowsResponse {
+    let now = Timestamp::from(std::time::SystemTime::now());
+    GetFlowsResponse {
+        time: Some(now),
+        node_name: node_name.to_owned(),
+        response_types: Some(ResponseTypes::LostEvents(LostEvent {
+            source: LostEventSource::HubbleRingBuffer as i32,
+            num_events_lost: count,
+            cpu: None,
+            first: None,
+            last: None,
+        })),
+    }
+}
+
+/// Removes the subscription when the client's stream is dropped.
+struct Unsubscribe {
+    hub: Arc<Hub>,
+    id: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for Service {
+    type GetFlowsStream = FlowStream;
+
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        let req = request.into_inner();
+        check_field_mask(&req)?;
+        let filters = FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let (Some(s), Some(u)) = (req.since, req.until)
+            && s > u
+        {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        let query = Query {
+            filters,
+            number: req.number,
+            first: req.first,
+            follow: req.follow,
+            since: req.since,
+            until: req.until,
+        };
+        let mut snap = self.hub.query(&query);
+        let mut head: Vec<Item> = Vec::with_capacity(snap.history.len() + 1);
+        if snap.overwritten > 0 {
+            let report = lost_report(&self.node_name, snap.overwritten);
+            count_lost(&self.hub, &report);
+            head.push(Arc::new(report));
+        }
+        head.append(&mut snap.history);
+        let history = stream::iter(head);
+
+        let hub = self.hub.clone();
+        let until = req.until;
+        let out: FlowStream = match (snap.live.take(), snap.subscriber_id) {
+            (Some(rx), Some(id)) => {
+                let guard = Unsubscribe {
+                    hub: hub.clone(),
+                    id,
+                };
+                let live = ReceiverStream::new(rx).inspect(move |item| {
+                    let _keep = &guard;
+                    count_lost(&hub, item);
+                });
+                Box::pin(
+                    history
+                        .chain(live)
+                        .take_while(move |item| {
+                            let within = until.is_none_or(|u| item.time.is_none_or(|t| t <= u));
+                            std::future::ready(within)
+                        })
+                        .map(|item| Ok(Arc::unwrap_or_clone(item))),
+                )
+            }
+            _ => Box::pin(history.map(|item| Ok(Arc::unwrap_or_clone(item)))),
+        };
+        Ok(Response::new(out))
+    }
+
+    type GetAgentEventsStream =
+        Pin<Box<dyn Stream<Item = Result<GetAgentEventsResponse, Status>> + Send>>;
+
+    async fn get_agent_events(
+        &self,
+        _: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetAgentEvents is Cilium-agent specific; webb has no agent events",
+        ))
+    }
+
+    type GetDebugEventsStream =
+        Pin<Box<dyn Stream<Item = Result<GetDebugEventsResponse, Status>> + Send>>;
+
+    async fn get_debug_events(
+        &self,
+        _: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetDebugEvents is Cilium-agent specific; webb has no debug events",
+        ))
+    }
+
+    async fn get_nodes(
+        &self,
+        _: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        let st = self.hub.status();
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: self.node_name.clone(),
+                version: version(),
+                address: self.address.clone(),
+                state: NodeState::NodeConnected as i32,
+                tls: Some(observer::Tls {
+                    enabled: false,
+                    server_name: String::new(),
+                }),
+                uptime_ns: self.hub.started.elapsed().as_nanos() as u64,
+                num_flows: st.num_flows,
+                max_flows: st.max_flows,
+                seen_flows: st.seen_flows,
+            }],
+        }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        let st = self.hub.status();
+        Ok(Response::new(GetNamespacesResponse {
+            namespaces: st
+                .namespaces
+                .into_iter()
+                .map(|namespace| Namespace {
+                    cluster: String::new(),
+                    namespace,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        let st = self.hub.status();
+        let c = &self.hub.counters;
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: st.num_flows,
+            max_flows: st.max_flows,
+            seen_flows: st.seen_flows,
+            uptime_ns: self.hub.started.elapsed().as_nanos() as u64,
+            num_connected_nodes: None,
+            num_unavailable_nodes: None,
+            unavailable_nodes: Vec::new(),
+            version: version(),
+            flows_rate: st.flows_rate,
+            webb_lost_events: c.lost_events.load(Ordering::Relaxed),
+            webb_malformed_packets: c.malformed_packets.load(Ordering::Relaxed),
+            webb_non_ip_packets: c.non_ip_packets.load(Ordering::Relaxed),
+            webb_packets: c.packets.load(Ordering::Relaxed),
+            webb_policy_drops: c.policy_drops.load(Ordering::Relaxed),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for Service {
+    type NotifyStream = Pin<Box<dyn Stream<Item = Result<ChangeNotification, Status>> + Send>>;
+
+    /// A node agent knows one peer: itself. The stream stays open, as a
+    /// Cilium agent's does, so relays can treat its end as the node leaving.
+    async fn notify(
+        &self,
+        _: Request<NotifyRequest>,
+    ) -> Result<Response<Self::NotifyStream>, Status> {
+        let me = ChangeNotification {
+            name: self.node_name.clone(),
+            address: self.address.clone(),
+            r#type: ChangeNotificationType::PeerAdded as i32,
+            tls: None,
+        };
+        Ok(Response::new(Box::pin(
+            stream::iter([Ok(me)]).chain(stream::pending()),
+        )))
+    }
+}
+
+pub fn version() -> String {
+    format!("webb {}", env!("CARGO_PKG_VERSION"))
+}
