@@ -358,6 +358,19 @@ pub struct Ingest {
     pub poll_interval: Duration,
 }
 
+/// Root's `ping` reads echo replies through a raw socket, which receives a
+/// clone; the kernel then frees the original as NO_SOCKET because no ICMP
+/// datagram socket wanted it. That is not a lost packet, so it is not shown.
+fn is_raw_socket_echo_reply(ev: &FlowEvent, decoder: &Decoder) -> bool {
+    let echo_reply = matches!(
+        (ev.key.proto, ev.icmp_type),
+        (node_agent_ebpf::IPPROTO_ICMP, 0) | (node_agent_ebpf::IPPROTO_ICMPV6, 129)
+    );
+    ev.kind == kind::KERNEL_DROP
+        && echo_reply
+        && decoder.ctx.drop_reasons.name(ev.drop_reason) == "NO_SOCKET"
+}
+
 /// Records drained per publish; bounds the time the hub's lock is held.
 const BATCH: usize = 4096;
 
@@ -384,6 +397,9 @@ impl Ingest {
                 // FlowEvent is Pod; read_unaligned tolerates any alignment.
                 let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                 drop(item);
+                if is_raw_socket_echo_reply(&ev, &decoder) {
+                    continue;
+                }
                 batch.push(decoder.decode(&ev));
                 if batch.len() >= BATCH {
                     break;

@@ -23,17 +23,48 @@ pub enum JsonError {
     },
 }
 
-/// Writes one response as a JSON line, exactly as `hubble observe -o json` does.
+/// Writes one response as a JSON line, exactly as `hubble observe -o json`
+/// does: the oneof member (`flow`, `node_status` or `lost_events`) first, then
+/// `node_name` and `time`, in the order Go's protojson writes them.
 pub fn write_line<W: Write>(out: &mut W, response: &GetFlowsResponse) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, response).map_err(io::Error::other)?;
-    out.write_all(b"\n")
+    let mut line = to_line(response).into_bytes();
+    line.push(b'\n');
+    out.write_all(&line)
 }
 
 /// The JSON line of one response, without the newline.
 pub fn to_line(response: &GetFlowsResponse) -> String {
-    // Serialising generated types into a String cannot fail: every field is a
-    // plain value, string or nested message with infallible impls.
-    serde_json::to_string(response).unwrap_or_default()
+    use crate::observer::get_flows_response::ResponseTypes;
+    // Serialising generated types cannot fail: every field is a plain value,
+    // string or nested message with infallible impls.
+    let json = |v: &dyn erased::Json| v.to_json();
+    let mut parts: Vec<String> = Vec::with_capacity(3);
+    match &response.response_types {
+        Some(ResponseTypes::Flow(f)) => parts.push(format!("\"flow\":{}", json(f))),
+        Some(ResponseTypes::NodeStatus(n)) => parts.push(format!("\"node_status\":{}", json(n))),
+        Some(ResponseTypes::LostEvents(l)) => parts.push(format!("\"lost_events\":{}", json(l))),
+        None => {}
+    }
+    if !response.node_name.is_empty() {
+        parts.push(format!("\"node_name\":{}", json(&response.node_name)));
+    }
+    if let Some(t) = &response.time {
+        parts.push(format!("\"time\":{}", json(t)));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+mod erased {
+    /// Object-safe "serialise to a JSON string".
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
 }
 
 /// Parses one JSON line written by `hubble observe -o json` (or by webb).
