@@ -157,7 +157,9 @@ impl Datapath {
                 p.load().with_context(|| format!("verifying {prog}"))?;
                 let f =
                     File::open(cg).with_context(|| format!("opening cgroup {}", cg.display()))?;
-                p.attach(f, attach, CgroupAttachMode::AllowMultiple)
+                // bpf_link attachments always coexist with other programs;
+                // the kernel rejects an explicit ALLOW_MULTI flag on them.
+                p.attach(f, attach, CgroupAttachMode::default())
                     .with_context(|| format!("attaching {prog} to {}", cg.display()))?;
                 attached.push(format!("cgroup_skb/{attach:?}/{}", cg.display()).to_lowercase());
             }

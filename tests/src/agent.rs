@@ -1,0 +1,150 @@
+//! Starting and stopping the real `webb-agent` binary.
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::lab::Lab;
+
+/// A workspace binary (`webb-agent`, `webb`), found next to the test
+/// executable's target directory, or in `WEBB_BIN_DIR`.
+pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEBB_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join(name))
+        .collect::<Vec<_>>();
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found near {} (looked in {candidates:?}); run `cargo build --workspace` first \
+                 or set WEBB_BIN_DIR",
+                exe.display()
+            )
+        })
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+pub struct AgentProcess {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts an agent watching every pod of the lab and waits until its
+    /// health service says SERVING.
+    pub fn start(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = lab.dir.join(format!("agent-{node_name}.log"));
+        let mut cmd = Command::new(binary("webb-agent"));
+        cmd.args(["--listen", &addr, "--node-name", node_name])
+            .arg("--endpoints")
+            .arg(lab.endpoints_path())
+            .args(extra)
+            .env("WEBB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).expect("agent log"))
+            .stderr(File::create(&log).expect("agent log"));
+        if let Some(cg) = &lab.cgroup_parent {
+            cmd.arg("--cgroup").arg(cg);
+        }
+        let child = cmd.spawn().expect("starting webb-agent");
+        let mut agent = Self {
+            child: Some(child),
+            addr,
+            log,
+        };
+        agent.wait_ready(Duration::from_secs(20));
+        agent
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "webb-agent exited early with {status}:\n{}",
+                    self.log_text()
+                );
+            }
+            if rt.block_on(crate::client::is_serving(&self.addr)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "webb-agent not serving after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!(
+                    "webb-agent did not exit within 15 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: as in `stop`.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

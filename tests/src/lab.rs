@@ -1,0 +1,315 @@
+//! A lab "node": network namespaces as pods on a Linux bridge, each with a
+//! veth whose host side the agent watches, a cgroup v2 directory, and an
+//! endpoints file describing them. Dropping a [`Lab`] removes everything it
+//! made, in reverse order.
+//!
+//! Traffic only ever goes to addresses inside these namespaces.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// cgroup v2 mount on these machines (see shared/ebpf-toolchain.md).
+pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup/unified";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// One pod of a lab.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub workload: Option<(String, String)>,
+    /// The network namespace (`ip netns`) name.
+    pub netns: String,
+    /// Host side of the veth.
+    pub host_if: String,
+    pub ip: Ipv4Addr,
+    pub cgroup: Option<PathBuf>,
+}
+
+/// What a pod should be.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub workload: Option<(String, String)>,
+}
+
+impl PodSpec {
+    pub fn new(namespace: &str, name: &str, app: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            labels: vec![("app".to_owned(), app.to_owned())],
+            workload: Some(("Deployment".to_owned(), app.to_owned())),
+        }
+    }
+}
+
+pub struct Lab {
+    pub id: u32,
+    pub bridge: String,
+    pub host_ip: Ipv4Addr,
+    pub pods: Vec<Pod>,
+    pub dir: PathBuf,
+    pub cgroup_parent: Option<PathBuf>,
+    made_netns: Vec<String>,
+    made_links: Vec<String>,
+}
+
+/// Runs a command, panicking with its output when it fails: lab setup has no
+/// meaningful way to continue half-built.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Why privileged tests cannot run here, if they cannot.
+pub fn privileged_skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and eBPF)".to_owned());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF (/sys/kernel/btf/vmlinux)".to_owned());
+    }
+    for tool in ["ip", "ping", "socat"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} is not installed; run scripts/setup.sh"));
+        }
+    }
+    None
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(tool))
+            .find(|f| f.exists())
+    })
+}
+
+impl Lab {
+    /// Builds a lab with the given pods on one bridge. The subnet is
+    /// 10.213.N.0/24 with N unique per lab in this process.
+    pub fn new(pods: &[PodSpec]) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Unique across concurrently running test binaries too.
+        let id = (std::process::id() % 200) * 50 + n % 50;
+        let subnet = (id % 250) as u8 + 1;
+        let bridge = format!("wbr{id}");
+        let host_ip = Ipv4Addr::new(10, 213, subnet, 1);
+        let dir = std::env::temp_dir().join(format!("webb-lab-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("lab directory");
+        let cgroup_parent = Path::new(CGROUP2_ROOT)
+            .join("cgroup.procs")
+            .exists()
+            .then(|| Path::new(CGROUP2_ROOT).join(format!("webb-lab-{id}")));
+        if let Some(cg) = &cgroup_parent {
+            let _ = std::fs::create_dir(cg);
+        }
+        let mut lab = Self {
+            id,
+            bridge: bridge.clone(),
+            host_ip,
+            pods: Vec::new(),
+            dir,
+            cgroup_parent,
+            made_netns: Vec::new(),
+            made_links: Vec::new(),
+        };
+        // A stale lab from a killed run with the same id goes first.
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        lab.made_links.push(bridge.clone());
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &bridge,
+        ]);
+        sh(&["ip", "link", "set", &bridge, "up"]);
+        for (i, spec) in pods.iter().enumerate() {
+            lab.add_pod(spec, i as u8 + 10);
+        }
+        lab.write_endpoints(&lab.endpoints_yaml());
+        lab
+    }
+
+    fn add_pod(&mut self, spec: &PodSpec, host_octet: u8) {
+        let k = self.pods.len();
+        let netns = format!("webb{}-{}", self.id, spec.name);
+        let host_if = format!("wl{}p{k}", self.id);
+        let o = self.host_ip.octets();
+        let ip = Ipv4Addr::new(o[0], o[1], o[2], host_octet);
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        sh(&["ip", "netns", "add", &netns]);
+        self.made_netns.push(netns.clone());
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        self.made_links.push(host_if.clone());
+        sh(&["ip", "link", "set", &host_if, "master", &self.bridge, "up"]);
+        sh(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &netns, "link", "set", "eth0", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.host_ip.to_string(),
+        ]);
+        let cgroup = self.cgroup_parent.as_ref().map(|p| {
+            let c = p.join(&spec.name);
+            let _ = std::fs::create_dir(&c);
+            c
+        });
+        self.pods.push(Pod {
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            workload: spec.workload.clone(),
+            netns,
+            host_if,
+            ip,
+            cgroup,
+        });
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no pod {name} in the lab"))
+    }
+
+    pub fn endpoints_path(&self) -> PathBuf {
+        self.dir.join("endpoints.yaml")
+    }
+
+    /// The endpoints file the agent reads for this lab.
+    pub fn endpoints_yaml(&self) -> String {
+        let mut y = format!("host_ips: [{}]\nendpoints:\n", self.host_ip);
+        for p in &self.pods {
+            let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(y, "  - namespace: {}\n    pod: {}", p.namespace, p.name);
+            let _ = writeln!(y, "    labels: {{{}}}", labels.join(", "));
+            if let Some((kind, name)) = &p.workload {
+                let _ = writeln!(y, "    workload: {{kind: {kind}, name: {name}}}");
+            }
+            let _ = writeln!(y, "    ips: [{}]\n    interface: {}", p.ip, p.host_if);
+            if let Some(c) = &p.cgroup {
+                let _ = writeln!(y, "    cgroup: {}", c.display());
+            }
+        }
+        y
+    }
+
+    pub fn write_endpoints(&self, yaml: &str) {
+        std::fs::write(self.endpoints_path(), yaml).expect("writing endpoints file");
+    }
+
+    pub fn write_policy(&self, yaml: &str) -> PathBuf {
+        let p = self.dir.join("policy.yaml");
+        std::fs::write(&p, yaml).expect("writing policy file");
+        p
+    }
+
+    /// The host sides of every pod's veth.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.pods.iter().map(|p| p.host_if.clone()).collect()
+    }
+}
+
+impl Pod {
+    /// A command run inside the pod's network namespace (and, when the lab
+    /// has cgroups, inside the pod's cgroup).
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c;
+        match &self.cgroup {
+            Some(cg) => {
+                // Join the cgroup from the host's mount namespace first
+                // (`ip netns exec` remounts /sys, hiding the cgroup tree),
+                // then enter the network namespace; children inherit both.
+                let script = format!(
+                    "echo $$ > {}/cgroup.procs && exec ip netns exec {} \"$@\"",
+                    cg.display(),
+                    self.netns
+                );
+                c = Command::new("sh");
+                c.args(["-c", &script, "sh", program]);
+            }
+            None => {
+                c = Command::new("ip");
+                c.args(["netns", "exec", &self.netns, program]);
+            }
+        }
+        c.args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command in the pod and returns its output (never panics: the
+    /// caller asserts on what it expects).
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.cmd(program, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.made_netns.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+        for link in self.made_links.drain(..).rev() {
+            let _ = Command::new("ip").args(["link", "del", &link]).output();
+        }
+        if let Some(parent) = &self.cgroup_parent {
+            for p in &self.pods {
+                if let Some(c) = &p.cgroup {
+                    // Processes that joined have exited with their netns exec.
+                    let _ = std::fs::remove_dir(c);
+                }
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
