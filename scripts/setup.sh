@@ -11,8 +11,8 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 # Debian packages the end-to-end tests and the demo use.
 need_pkgs=()
-for pair in ip:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
-            curl:curl bpftool:bpftool tmux:tmux; do
+for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
+            curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
@@ -24,19 +24,22 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # bpftool lives in 'bpftool' on Debian 12+; fall back to linux-tools if absent.
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-# The nightly toolchain with rust-src builds the eBPF crate (-Z build-std=core).
+# The nightly toolchain with rust-src builds the eBPF crate (-Z build-std=core);
+# its clippy lints that crate for the BPF target.
 if ! rustup toolchain list | grep -q '^nightly'; then
   say "installing the nightly toolchain"
-  rustup toolchain install nightly --profile minimal --component rust-src
+  rustup toolchain install nightly --profile minimal --component rust-src --component clippy
 fi
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-  say "adding rust-src to nightly"
-  rustup component add rust-src --toolchain nightly
-fi
+for component in rust-src clippy; do
+  if ! rustup component list --toolchain nightly --installed | grep -q "^$component"; then
+    say "adding $component to nightly"
+    rustup component add "$component" --toolchain nightly
+  fi
+done
 
 # bpf-linker, linked against the nightly toolchain's own libLLVM (no system LLVM
 # of the right major version exists in Debian). The LLVM major is read from the

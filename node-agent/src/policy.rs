@@ -407,6 +407,9 @@ impl CompiledPolicy {
     }
 }
 
+/// One rule's peers and ports, whichever direction it is for.
+type Rule<'a> = (Option<&'a Vec<PolicyPeer>>, Option<&'a Vec<PolicyPort>>);
+
 /// A peer of a rule, resolved to identities.
 enum PeerSet {
     Any,
@@ -469,7 +472,7 @@ pub fn compile(policies: &[NetworkPolicy], table: &EndpointTable) -> CompiledPol
                     insert_all(&mut out, s, identity::HOST, 0, 0, direction);
                 }
             }
-            let rules: Vec<(Option<&Vec<PolicyPeer>>, Option<&Vec<PolicyPort>>)> = match t {
+            let rules: Vec<Rule<'_>> = match t {
                 PolicyType::Ingress => p
                     .spec
                     .ingress

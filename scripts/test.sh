@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (host crates and the eBPF crate for
+# the BPF target), a build, then every test, including the end-to-end tests
+# on real network namespaces and real eBPF (they need root; as another user
+# they print why they skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Install what is missing (idempotent) and put the cached bpf-linker on PATH.
+bin_dir="$(bash scripts/setup.sh)"
+export PATH="$bin_dir:$PATH"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy (host crates)"
+AYA_BUILD_SKIP=1 cargo clippy --workspace --all-targets -- -D warnings
+
+step "clippy (eBPF crate, BPF target)"
+cargo +nightly clippy -p node-agent-ebpf --bin webb-datapath --target bpfel-unknown-none \
+  -Z build-std=core --target-dir target/bpf-clippy -- -D warnings
+
+step "build"
+cargo build --workspace --bins
+
+step "tests"
+cargo test --workspace
