@@ -829,3 +829,79 @@ fn bad_configuration_is_a_clear_error() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--ring-capacity"), "{err}");
 }
+
+#[test]
+fn nodes_namespaces_peers_and_status_describe_the_agent() {
+    let Some(_g) = privileged() else { return };
+    let lab = two_pods();
+    let agent = AgentProcess::start(&lab, "lab-node-7", &[]);
+    let (c, s) = (lab.pod("client"), lab.pod("server"));
+    assert!(ping(c, &s.ip.to_string(), 1));
+    block_on(async {
+        client::wait_for(
+            &agent.addr,
+            vec![pod_filter(c)],
+            Duration::from_secs(5),
+            |f| !f.is_empty(),
+        )
+        .await;
+        let mut obs = client::connect(&agent.addr).await;
+        let nodes = obs
+            .get_nodes(webb_proto::observer::GetNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name, "lab-node-7");
+        assert_eq!(nodes[0].address, agent.addr);
+        assert_eq!(
+            nodes[0].state,
+            webb_proto::relay::NodeState::NodeConnected as i32
+        );
+        assert!(nodes[0].num_flows > 0 && nodes[0].max_flows == 4095);
+
+        let ns = obs
+            .get_namespaces(webb_proto::observer::GetNamespacesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            ns.namespaces.iter().any(|n| n.namespace == "shop"),
+            "{ns:?}"
+        );
+
+        let st = client::status(&agent.addr).await;
+        assert!(st.version.starts_with("webb "), "{}", st.version);
+        assert!(st.seen_flows >= st.num_flows && st.uptime_ns > 0);
+        assert!(st.num_connected_nodes.is_none(), "an agent is not a relay");
+
+        let err = obs
+            .get_agent_events(webb_proto::observer::GetAgentEventsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut peers = webb_proto::peer::peer_client::PeerClient::new(ch)
+            .notify(webb_proto::peer::NotifyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let me = tokio::time::timeout(Duration::from_secs(2), peers.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(me.name, "lab-node-7");
+        assert_eq!(
+            me.r#type,
+            webb_proto::peer::ChangeNotificationType::PeerAdded as i32
+        );
+        assert!(me.tls.is_none(), "plaintext peers carry no tls field");
+    });
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Datapath overhead: iperf3 between two lab pods with webb-agent detached and
+# attached, in interleaved pairs within one run (ABBA order), TCP throughput
+# and UDP 64-byte packets/s; then ns per packet of the TC programs from
+# bpf_stats (enabled only for that last step, and restored).
+#
+# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)]
+# Traffic stays inside the lab's namespaces; every run ends by itself.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+pairs="${1:-5}"
+secs="${2:-5}"
+[ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
+bin_dir="$(bash scripts/setup.sh)"; export PATH="$bin_dir:$PATH"
+cargo build --release --bins --quiet
+bin=target/release
+
+state="$(mktemp -d /tmp/webb-bench.XXXXXX)"
+cleanup() {
+  [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "${CART_NETNS:-}" ] && ip netns pids "$CART_NETNS" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  [ -n "${lab_pid:-}" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null || true
+  [ -n "${stats_before:-}" ] && sysctl -qw kernel.bpf_stats_enabled="$stats_before" || true
+  rm -rf "$state"
+}
+trap cleanup EXIT INT TERM
+
+"$bin/webb-lab" up "$state" >/dev/null &
+lab_pid=$!
+for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
+# shellcheck disable=SC1091
+source "$state/lab.env"
+ip netns exec "$CART_NETNS" iperf3 -s -D -1 >/dev/null 2>&1 || true
+ip netns exec "$CART_NETNS" iperf3 -s -D >/dev/null
+sleep 0.5
+
+start_agent() {
+  local cg=()
+  [ -n "${LAB_CGROUP:-}" ] && cg=(--cgroup "$LAB_CGROUP")
+  "$bin/webb-agent" --listen 127.0.0.1:0 --node-name bench --endpoints "$state/endpoints.yaml" "${cg[@]}" 2>"$state/agent.log" &
+  agent_pid=$!
+  for _ in $(seq 100); do grep -q "datapath attached" "$state/agent.log" && return 0; sleep 0.1; done
+  cat "$state/agent.log" >&2; exit 1
+}
+stop_agent() { kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=; }
+
+tcp_run() {
+  ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -t "$secs" -J \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'
+}
+udp_run() {
+  ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["seconds"])'
+}
+
+declare -a tcp_off tcp_on udp_off udp_on
+for i in $(seq "$pairs"); do
+  # ABBA: even pairs measure attached first, so drift hits both sides alike.
+  for mode in $( [ $((i % 2)) -eq 0 ] && echo "on off" || echo "off on"); do
+    [ "$mode" = on ] && start_agent
+    t=$(tcp_run); u=$(udp_run)
+    [ "$mode" = on ] && stop_agent
+    if [ "$mode" = on ]; then tcp_on+=("$t"); udp_on+=("$u"); else tcp_off+=("$t"); udp_off+=("$u"); fi
+    printf 'pair %d %-8s tcp %6.2f Gbit/s  udp %8.0f pkt/s\n' "$i" "$mode" "$(python3 -c "print($t/1e9)")" "$u"
+  done
+done
+
+python3 - "${tcp_off[*]}" "${tcp_on[*]}" "${udp_off[*]}" "${udp_on[*]}" <<'PY'
+import statistics as st, sys
+to, tn, uo, un = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+print(f"TCP throughput: detached median {st.median(to)/1e9:.2f} Gbit/s, attached {st.median(tn)/1e9:.2f} Gbit/s, ratio {st.median(tn)/st.median(to):.3f}")
+print(f"UDP 64-byte:    detached median {st.median(uo):.0f} pkt/s, attached {st.median(un):.0f} pkt/s, ratio {st.median(un)/st.median(uo):.3f}")
+PY
+
+# ns per packet from the kernel's own accounting.
+stats_before="$(sysctl -n kernel.bpf_stats_enabled)"
+sysctl -qw kernel.bpf_stats_enabled=1
+start_agent
+tcp_run >/dev/null; udp_run >/dev/null
+bpftool -j prog show | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    n = p.get("name", "")
+    if n.startswith("webb_") and p.get("run_cnt"):
+        print(f"bpf_stats {n}: {p[\"run_cnt\"]} runs, {p[\"run_time_ns\"]/p[\"run_cnt\"]:.0f} ns per packet")
+'
+stop_agent
+sysctl -qw kernel.bpf_stats_enabled="$stats_before"; stats_before=
