@@ -35,6 +35,10 @@ use webb_proto::{
     },
 };
 
+/// The same allocator as the webb-agent binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENDPOINTS: &str = "
 host_ips: [10.99.0.1]
 endpoints:
@@ -93,6 +97,7 @@ fn event(i: u64) -> FlowEvent {
     }
 }
 
+#[allow(dead_code)]
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -112,20 +117,24 @@ fn rss_kib() -> u64 {
 fn bench_ingest(n: u64) -> f64 {
     let hub = Hub::new(65_535);
     let mut d = decoder();
-    let events: Vec<FlowEvent> = (0..n).map(event).collect();
+    // Records are made as they are consumed, like a ring buffer's.
     let start = Instant::now();
-    for chunk in events.chunks(4096) {
-        let batch: Vec<Flow> = chunk.iter().map(|e| d.decode(e)).collect();
-        hub.publish(batch, "bench-node");
+    let mut batch = Vec::with_capacity(4096);
+    let mut i = 0;
+    while i < n {
+        let end = (i + 4096).min(n);
+        batch.extend((i..end).map(|k| d.decode(&event(k))));
+        hub.publish(&mut batch, "bench-node");
+        i = end;
     }
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(hub.status().seen_flows, n);
     n as f64 / secs
 }
 
-/// Flows/s delivered to one follow subscriber over loopback, with the number
-/// of events it lost.
-async fn bench_follow(n: u64) -> (f64, u64, u64) {
+/// Flows/s delivered to one follow subscriber over loopback when flows are
+/// published at `rate` per second, with the number of events it lost.
+async fn bench_follow(n: u64, rate: u64) -> (f64, u64, u64) {
     let hub = Arc::new(Hub::new(65_535));
     let svc = Service {
         hub: hub.clone(),
@@ -158,13 +167,19 @@ async fn bench_follow(n: u64) -> (f64, u64, u64) {
     let publisher = {
         let hub = hub.clone();
         std::thread::spawn(move || {
-            // Publish at full speed, yielding briefly between batches the way
-            // the ingest loop does between ring polls.
+            // Publish in 2 ms batches, as the ingest loop does, at `rate`.
+            let per_batch = (rate / 500).max(1) as usize;
+            let start = Instant::now();
             let mut it = flows.into_iter().peekable();
+            let mut k = 0u32;
             while it.peek().is_some() {
-                let batch: Vec<Flow> = it.by_ref().take(1024).collect();
-                hub.publish(batch, "bench-node");
-                std::thread::sleep(Duration::from_micros(200));
+                let mut batch: Vec<Flow> = it.by_ref().take(per_batch).collect();
+                hub.publish(&mut batch, "bench-node");
+                k += 1;
+                let due = start + Duration::from_millis(2) * k;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
             }
         })
     };
@@ -186,13 +201,12 @@ async fn bench_follow(n: u64) -> (f64, u64, u64) {
 }
 
 /// Median time of a 1%-selective query over a full 65,535-flow ring.
-fn bench_query() -> (Duration, usize, u64) {
-    let before = rss_kib();
+fn bench_query() -> (Duration, usize) {
     let hub = Hub::new(65_535);
     let mut d = decoder();
     let flows: Vec<Flow> = (0..65_535).map(|i| d.decode(&event(i))).collect();
-    hub.publish(flows, "bench-node");
-    let ring_kib = rss_kib().saturating_sub(before);
+    let mut flows = flows;
+    hub.publish(&mut flows, "bench-node");
     // Source ports 30000..30299 of 30000 distinct: 1% of the flows.
     let ports: Vec<String> = (30_000..30_300).map(|p| p.to_string()).collect();
     let filters = FlowFilters::compile(
@@ -215,32 +229,42 @@ fn bench_query() -> (Duration, usize, u64) {
         matched = snap.history.len();
     }
     times.sort();
-    (times[times.len() / 2], matched, ring_kib)
+    (times[times.len() / 2], matched)
 }
 
 fn main() {
     let n = 2_000_000;
     let rate = bench_ingest(n);
+    println!("ingest: {n} events decoded and stored in {rate:.0} events/s");
     println!(
-        "ingest: {n} events decoded and stored in {:.0} events/s",
-        rate
+        "sizes: Flow {} bytes, GetFlowsResponse {} bytes",
+        std::mem::size_of::<Flow>(),
+        std::mem::size_of::<webb_proto::observer::GetFlowsResponse>()
     );
-    let (q, matched, ring_kib) = bench_query();
+    let (q, matched) = bench_query();
     println!(
         "query: 1%-selective filter over 65535 flows -> {matched} flows, median {:.2} ms",
         q.as_secs_f64() * 1e3
-    );
-    println!(
-        "memory: 65535-flow ring adds {:.1} MiB RSS in-process",
-        ring_kib as f64 / 1024.0
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let (fps, got, lost) = rt.block_on(bench_follow(1_000_000));
-    println!(
-        "follow: {got} flows to one subscriber over loopback at {fps:.0} flows/s, {lost} lost"
-    );
+    let rates: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rates = if rates.is_empty() {
+        vec![200_000, 250_000, 300_000]
+    } else {
+        rates
+    };
+    for rate in rates {
+        let n = rate * 4;
+        let (fps, got, lost) = rt.block_on(bench_follow(n, rate));
+        println!(
+            "follow: published {n} at {rate}/s; {got} delivered to one subscriber over loopback at {fps:.0} flows/s, {lost} lost"
+        );
+    }
 }

@@ -388,8 +388,9 @@ impl Ingest {
         let mut last_check = Instant::now();
         let mut undecodable = 0u64;
         let size = std::mem::size_of::<FlowEvent>();
+        // Reused across polls (see Hub::publish).
+        let mut batch = Vec::with_capacity(BATCH);
         while !self.stop.load(Ordering::Relaxed) {
-            let mut batch = Vec::with_capacity(256);
             while let Some(item) = self.ring.next() {
                 if item.len() < size {
                     undecodable += 1;
@@ -408,7 +409,7 @@ impl Ingest {
                 }
             }
             let drained = batch.len();
-            self.hub.publish(batch, &decoder.ctx.node_name);
+            self.hub.publish(&mut batch, &decoder.ctx.node_name);
 
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();

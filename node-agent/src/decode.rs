@@ -13,7 +13,7 @@ use webb_proto::{
     flow::{
         CiliumEventType, DropReason, Emitter, Ethernet, Flow, FlowType, IcmPv4, IcmPv6, Ip,
         IpVersion, Layer4, NetworkInterface, Sctp, Tcp, TcpFlags, TraceObservationPoint,
-        TraceReason, TrafficDirection, Udp, Verdict, layer4,
+        TraceReason, TrafficDirection, Udp, Verdict, WebbEmitReason, layer4,
     },
     names,
     wkt::{BoolValue, Timestamp},
@@ -235,19 +235,19 @@ impl Decoder {
             webb_kernel_drop_reason: kernel_reason,
             webb_packets: ev.packets,
             webb_bytes: ev.bytes,
-            webb_emit_reason: emit_name(ev.emit).to_owned(),
+            webb_emit_reason: emit_reason(ev.emit) as i32,
             ..Default::default()
         }
     }
 }
 
-fn emit_name(e: u8) -> &'static str {
+fn emit_reason(e: u8) -> WebbEmitReason {
     match e {
-        emit::NEW => "new",
-        emit::TCP_FLAGS => "tcp-flags",
-        emit::FLUSH => "flush",
-        emit::DROP => "drop",
-        _ => "",
+        emit::NEW => WebbEmitReason::WebbEmitNew,
+        emit::TCP_FLAGS => WebbEmitReason::WebbEmitTcpFlags,
+        emit::FLUSH => WebbEmitReason::WebbEmitFlush,
+        emit::DROP => WebbEmitReason::WebbEmitDrop,
+        _ => WebbEmitReason::Unknown,
     }
 }
 

@@ -13,6 +13,11 @@ fn flow(sec: i64, verdict: Verdict) -> Flow {
     }
 }
 
+fn publish(hub: &Hub, mut flows: Vec<Flow>) {
+    hub.publish(&mut flows, "n1");
+    assert!(flows.is_empty(), "the batch is drained");
+}
+
 fn secs(items: &[Item]) -> Vec<i64> {
     items.iter().map(|i| i.time.unwrap().seconds).collect()
 }
@@ -28,7 +33,7 @@ fn dropped_only() -> FlowFilters {
 #[test]
 fn last_first_since_until() {
     let hub = Hub::new(10);
-    hub.publish((1..=5).map(|s| flow(s, Verdict::Forwarded)).collect(), "n1");
+    publish(&hub, (1..=5).map(|s| flow(s, Verdict::Forwarded)).collect());
     let q = |number, first, since: Option<i64>, until: Option<i64>| {
         secs(
             &hub.query(&Query {
@@ -59,7 +64,7 @@ fn last_first_since_until() {
 #[test]
 fn overwritten_flows_are_reported() {
     let hub = Hub::new(3);
-    hub.publish((1..=5).map(|s| flow(s, Verdict::Forwarded)).collect(), "n1");
+    publish(&hub, (1..=5).map(|s| flow(s, Verdict::Forwarded)).collect());
     let snap = hub.query(&Query {
         since: Some(Timestamp {
             seconds: 2,
@@ -90,18 +95,18 @@ fn follow_filters_and_reports_slow_subscribers() {
         ..Default::default()
     });
     let mut rx = snap.live.take().unwrap();
-    hub.publish(
+    publish(
+        &hub,
         vec![flow(1, Verdict::Forwarded), flow(2, Verdict::Dropped)],
-        "n1",
     );
     assert_eq!(rx.try_recv().unwrap().time.unwrap().seconds, 2);
     assert!(rx.try_recv().is_err(), "the forwarded flow is filtered out");
 
     // Overflow the queue without reading.
     let n = SUBSCRIBER_QUEUE as i64 + 100;
-    hub.publish(
+    publish(
+        &hub,
         (0..n).map(|s| flow(10 + s, Verdict::Dropped)).collect(),
-        "n1",
     );
     let mut got = 0;
     while rx.try_recv().is_ok() {
@@ -109,7 +114,7 @@ fn follow_filters_and_reports_slow_subscribers() {
     }
     assert_eq!(got, SUBSCRIBER_QUEUE);
     // The next matching flow first delivers the loss report.
-    hub.publish(vec![flow(99_999, Verdict::Dropped)], "n1");
+    publish(&hub, vec![flow(99_999, Verdict::Dropped)]);
     let report = rx.try_recv().unwrap();
     match &report.response_types {
         Some(ResponseTypes::LostEvents(l)) => {
@@ -121,7 +126,7 @@ fn follow_filters_and_reports_slow_subscribers() {
     assert_eq!(rx.try_recv().unwrap().time.unwrap().seconds, 99_999);
 
     drop(rx);
-    hub.publish(vec![flow(100_000, Verdict::Dropped)], "n1");
+    publish(&hub, vec![flow(100_000, Verdict::Dropped)]);
     assert!(
         hub.lock().subscribers.is_empty(),
         "closed subscribers are removed"
