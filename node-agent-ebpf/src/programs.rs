@@ -14,10 +14,14 @@ use node_agent_ebpf::{
     PolicyKey, counter, dir, emit, endpoint_flags, flags, identity, kind, parse_packet, point, tcp,
 };
 
-/// Do not wake the consumer per record: userspace drains the ring in batches
-/// on a short timer (a wakeup per record caps throughput, see
-/// shared/ebpf-toolchain.md).
+/// Do not wake the consumer per record (a wakeup per record caps throughput
+/// and, on a busy node, perturbs scheduling; see BENCHMARKS.md): userspace
+/// drains the ring on a timer, and is woken early only once the ring holds
+/// more than WAKEUP_BYTES, so a burst never waits for the timer.
 const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const WAKEUP_BYTES: u64 = 1 << 20;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Tracked flows. Userspace resizes it with `--flow-map-size` at load time.
@@ -66,6 +70,30 @@ pub(crate) fn lookup<K, V: Copy>(map: &HashMap<K, V>, key: &K) -> Option<V> {
 pub(crate) fn flow_kind(key: &FlowKey) -> Option<u8> {
     // SAFETY: as in `lookup`.
     unsafe { FLOWS.get(key).map(|s| s.kind) }
+}
+
+/// Reads `N` bytes at `offset` straight from linear packet data when they are
+/// there (no helper call), else through `bpf_skb_load_bytes`, which also
+/// reaches paged data. Offsets are capped so the verifier can bound the
+/// pointer arithmetic.
+#[inline(always)]
+pub(crate) fn load_direct<const N: usize>(
+    data: usize,
+    data_end: usize,
+    offset: usize,
+    slow: impl FnOnce() -> Option<[u8; N]>,
+) -> Option<[u8; N]> {
+    const MAX_HEADER_OFFSET: usize = 512;
+    if offset > MAX_HEADER_OFFSET {
+        return slow();
+    }
+    let p = data + offset;
+    if p + N > data_end {
+        return slow();
+    }
+    // SAFETY: [p, p + N) lies inside the packet's linear data, as checked
+    // against data_end above (and by the verifier).
+    Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
 }
 
 #[inline(always)]
@@ -281,5 +309,10 @@ fn send(
         (*ev)._pad = 0;
         (*ev).pkt_len = meta.len;
     }
-    entry.submit(BPF_RB_NO_WAKEUP);
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake);
 }

@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub flush_interval: HumanDuration,
 
+    /// How long the agent waits for kernel events before draining the ring
+    /// anyway. The kernel never wakes the agent per event, only when the ring
+    /// holds over 1 MiB; this bounds `follow` latency on a quiet node.
+    #[arg(long, default_value = "50ms")]
+    pub ring_poll_interval: HumanDuration,
+
     /// Do not attach to skb:kfree_skb (no kernel drop reasons).
     #[arg(long)]
     pub no_kernel_drops: bool,

@@ -360,6 +360,22 @@ pub struct Ingest {
     pub poll_interval: Duration,
 }
 
+impl Ingest {
+    /// Sleeps until the kernel signals a filling ring or the poll interval
+    /// passes, whichever is first.
+    fn wait_for_events(&self) {
+        use std::os::fd::AsRawFd as _;
+        let mut pfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = self.poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the ring buffer's fd, which we own.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+}
+
 /// Root's `ping` reads echo replies through a raw socket, which receives a
 /// clone; the kernel then frees the original as NO_SOCKET because no ICMP
 /// datagram socket wanted it. That is not a lost packet, so it is not shown.
@@ -443,7 +459,7 @@ impl Ingest {
                 last_counters = now;
             }
             if drained == 0 {
-                std::thread::sleep(self.poll_interval);
+                self.wait_for_events();
             }
         }
     }

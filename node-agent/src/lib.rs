@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         context: context.clone(),
         maps: maps.clone(),
         stop: stop.clone(),
-        poll_interval: Duration::from_millis(2),
+        poll_interval: args.ring_poll_interval.into(),
     };
     let ingest_thread = std::thread::Builder::new()
         .name("webb-ingest".into())

@@ -30,7 +30,6 @@ lab_pid=$!
 for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$state/lab.env"
-ip netns exec "$CART_NETNS" iperf3 -s -D -1 >/dev/null 2>&1 || true
 ip netns exec "$CART_NETNS" iperf3 -s -D >/dev/null
 sleep 0.5
 
@@ -50,7 +49,7 @@ tcp_run() {
 }
 udp_run() {
   ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
-    | python3 -c 'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["seconds"])'
+    | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; s=e.get("sum_received", e["sum"]); print((s["packets"]-s["lost_packets"])/s["seconds"])'
 }
 
 declare -a tcp_off tcp_on udp_off udp_on
@@ -82,7 +81,8 @@ import json, sys
 for p in json.load(sys.stdin):
     n = p.get("name", "")
     if n.startswith("webb_") and p.get("run_cnt"):
-        print(f"bpf_stats {n}: {p[\"run_cnt\"]} runs, {p[\"run_time_ns\"]/p[\"run_cnt\"]:.0f} ns per packet")
+        runs, ns = p["run_cnt"], p["run_time_ns"]
+        print("bpf_stats %s: %d runs, %.0f ns per run" % (n, runs, ns / runs))
 '
 stop_agent
 sysctl -qw kernel.bpf_stats_enabled="$stats_before"; stats_before=

@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext};
 use node_agent_ebpf::{Packet, point};
 
-use super::{Meta, handle_packet};
+use super::{Meta, handle_packet, load_direct};
 
 const ALLOW: i32 = 1;
 
@@ -14,7 +14,15 @@ struct SkbPacket<'a>(&'a SkBuffContext);
 impl Packet for SkbPacket<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.0.load::<[u8; N]>(offset).ok()
+        // SAFETY: the context's skb pointer is valid for the program's run;
+        // cgroup_skb programs may read data and data_end (kernel >= 5.2).
+        let (data, end) = unsafe {
+            (
+                (*self.0.skb.skb).data as usize,
+                (*self.0.skb.skb).data_end as usize,
+            )
+        };
+        load_direct(data, end, offset, || self.0.load::<[u8; N]>(offset).ok())
     }
 }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use node_agent_ebpf::{Packet, point};
 
-use super::{Meta, handle_packet};
+use super::{Meta, handle_packet, load_direct};
 
 /// Let the next TC program (or the stack) decide: webb only observes, unless
 /// policy denies.
@@ -16,7 +16,9 @@ struct TcPacket<'a>(&'a TcContext);
 impl Packet for TcPacket<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.0.load::<[u8; N]>(offset).ok()
+        load_direct(self.0.data(), self.0.data_end(), offset, || {
+            self.0.load::<[u8; N]>(offset).ok()
+        })
     }
 }
 
