@@ -26,6 +26,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_well_known_types(true)
+        // A Flow lives in the agent's ring tens of thousands of times; its
+        // rarely-set nested messages are boxed so that, absent, they cost a
+        // pointer instead of their full size inline.
+        .boxed(".flow.Flow.tunnel")
+        .boxed(".flow.Flow.l7")
+        .boxed(".flow.Flow.file")
+        .boxed(".flow.Flow.trace_context")
+        .boxed(".flow.Flow.ip_trace_id")
+        .boxed(".flow.Flow.source_service")
+        .boxed(".flow.Flow.destination_service")
+        .boxed(".flow.Flow.aggregate")
+        .boxed(".flow.Flow.extensions")
+        // Responses are mostly flows; boxing the member keeps the ring entry
+        // small and puts the Flow in its own 1 KiB allocation.
+        .boxed(".observer.GetFlowsResponse.response_types.flow")
         .extern_path(".google.protobuf", "crate::wkt")
         .compile_fds(fds.clone())?;
 

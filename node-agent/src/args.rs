@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub flush_interval: HumanDuration,
 
+    /// Size of the kernel's event ring in MiB (a power of two). The agent is
+    /// woken early once 1 MiB is waiting, so a few MiB absorb long bursts.
+    #[arg(long, default_value_t = 4, value_parser = ring_mib)]
+    pub event_ring_mib: u32,
+
     /// How long the agent waits for kernel events before draining the ring
     /// anyway. The kernel never wakes the agent per event, only when the ring
     /// holds over 1 MiB; this bounds `follow` latency on a quiet node.
@@ -70,6 +75,16 @@ pub struct Args {
     /// Do not attach to skb:kfree_skb (no kernel drop reasons).
     #[arg(long)]
     pub no_kernel_drops: bool,
+}
+
+fn ring_mib(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    if !(2..=256).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} must be a power of two from 2 to 256"));
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

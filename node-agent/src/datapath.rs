@@ -43,6 +43,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/we
 
 pub struct Options {
     pub interfaces: Vec<String>,
+    pub event_ring_bytes: u32,
+    /// sk_buff offsets from BTF; without them there are no kernel drops.
+    pub skb_offsets: Option<kernel::SkbOffsets>,
     pub cgroup: Option<PathBuf>,
     pub flow_map_size: u32,
     pub flush: Duration,
@@ -103,6 +106,7 @@ impl Datapath {
 
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", opts.flow_map_size)
+            .map_max_entries("EVENTS", opts.event_ring_bytes)
             .load(OBJECT)
             .context("loading the kernel programs (needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)")?;
 
@@ -113,11 +117,15 @@ impl Datapath {
             ..Config::default()
         };
         let mut tracefs = None;
-        if opts.kfree_skb {
-            match kfree_skb_setup(&mut config_value) {
+        match (opts.kfree_skb, opts.skb_offsets) {
+            (true, Some(skb)) => match kfree_skb_setup(&mut config_value, skb) {
                 Ok(t) => tracefs = Some(t),
-                Err(e) => tracing::warn!("kernel drop reasons disabled: {e:#}"),
+                Err(e) => tracing::warn!("kernel drops disabled: {e:#}"),
+            },
+            (true, None) => {
+                tracing::warn!("kernel drops disabled: no sk_buff layout (BTF unreadable)")
             }
+            (false, _) => {}
         }
 
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -195,8 +203,7 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::pr
         .ok_or_else(|| anyhow!("kernel object has no program {name}"))
 }
 
-fn kfree_skb_setup(cfg: &mut Config) -> anyhow::Result<Tracefs> {
-    let (skb, _) = kernel::read_btf(Path::new(kernel::VMLINUX_BTF))?;
+fn kfree_skb_setup(cfg: &mut Config, skb: kernel::SkbOffsets) -> anyhow::Result<Tracefs> {
     let tracefs = Tracefs::ensure()?;
     let tp = tracefs.kfree_skb_offsets()?;
     cfg.skb_head_off = skb.head;

@@ -75,19 +75,25 @@ fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs the agent until SIGINT/SIGTERM. `after_startup` runs once the
+/// datapath is attached and serving starts (the binary uses it to hand the
+/// memory of start-up work, such as parsing BTF, back to the system).
+pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()> {
     let node_name = args.node_name();
     let inputs = Inputs {
         endpoints: args.endpoints.clone(),
         policy: args.policy.clone(),
     };
-    let drop_reasons = Arc::new(match kernel::read_btf(Path::new(kernel::VMLINUX_BTF)) {
-        Ok((_, reasons)) => reasons,
+    // BTF is parsed once: sk_buff offsets for the kfree_skb program, drop
+    // reason names for the decoder.
+    let (skb_offsets, drop_reasons) = match kernel::read_btf(Path::new(kernel::VMLINUX_BTF)) {
+        Ok((offsets, reasons)) => (Some(offsets), reasons),
         Err(e) => {
-            tracing::warn!("cannot name kernel drop reasons: {e:#}");
-            DropReasons::default()
+            tracing::warn!("cannot read kernel BTF: {e:#}");
+            (None, DropReasons::default())
         }
-    });
+    };
+    let drop_reasons = Arc::new(drop_reasons);
     let ctx = inputs.load(&node_name, drop_reasons.clone())?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -106,6 +112,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (mut dp, mut kernel_maps) = Datapath::load(&Options {
         interfaces,
+        event_ring_bytes: args.event_ring_mib << 20,
+        skb_offsets,
         cgroup: args.cgroup.clone(),
         flow_map_size: args.flow_map_size,
         flush: args.flush_interval.into(),
@@ -164,6 +172,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
+    after_startup();
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ObserverServer::new(service.clone()))

@@ -21,7 +21,11 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match webb_agent::run(args).await {
+    // Start-up (BTF parsing above all) frees tens of MiB that mimalloc would
+    // otherwise keep; give them back once.
+    // SAFETY: mi_collect has no preconditions.
+    let collect = || unsafe { libmimalloc_sys::mi_collect(true) };
+    match webb_agent::run(args, collect).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("webb-agent: {e:#}");

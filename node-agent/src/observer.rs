@@ -134,7 +134,7 @@ impl Hub {
             let item = Arc::new(GetFlowsResponse {
                 time: flow.time,
                 node_name: node_name.to_owned(),
-                response_types: Some(ResponseTypes::Flow(flow)),
+                response_types: Some(ResponseTypes::Flow(Box::new(flow))),
             });
             st.push(item);
         }

@@ -54,7 +54,7 @@ pub async fn responses(addr: &str, req: GetFlowsRequest) -> Vec<GetFlowsResponse
 pub fn only_flows(rs: Vec<GetFlowsResponse>) -> Vec<Flow> {
     rs.into_iter()
         .filter_map(|r| match r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some(f),
+            Some(ResponseTypes::Flow(f)) => Some(*f),
             _ => None,
         })
         .collect()

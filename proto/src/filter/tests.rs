@@ -60,11 +60,11 @@ fn tcp_flow() -> Flow {
             name: "lxc1".into(),
         }),
         destination_names: vec!["cart.shop.svc.cluster.local".into()],
-        trace_context: Some(TraceContext {
+        trace_context: Some(Box::new(TraceContext {
             parent: Some(TraceParent {
                 trace_id: "t1".into(),
             }),
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -111,7 +111,7 @@ fn http_flow() -> Flow {
     Flow {
         uuid: "u-http".into(),
         verdict: Verdict::Forwarded as i32,
-        l7: Some(Layer7 {
+        l7: Some(Box::new(Layer7 {
             r#type: 2,
             latency_ns: 3_000_000,
             record: Some(layer7::Record::Http(Http {
@@ -124,7 +124,7 @@ fn http_flow() -> Flow {
                     value: "text/plain".into(),
                 }],
             })),
-        }),
+        })),
         event_type: Some(CiliumEventType {
             r#type: 129,
             sub_type: 0,
@@ -136,14 +136,14 @@ fn http_flow() -> Flow {
 fn dns_flow() -> Flow {
     Flow {
         uuid: "u-dns".into(),
-        l7: Some(Layer7 {
+        l7: Some(Box::new(Layer7 {
             r#type: 1,
             record: Some(layer7::Record::Dns(Dns {
                 query: "api.example.com.".into(),
                 ..Default::default()
             })),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
