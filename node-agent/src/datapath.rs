@@ -7,7 +7,7 @@
 //! object, so closing it leaves no program, link, qdisc or pin behind.
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::HashMap as StdHashMap,
     fs::File,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -53,10 +53,20 @@ pub struct Options {
     pub policy_audit: bool,
 }
 
+/// The TC programs and where each attaches.
+const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("webb_tc_ingress", TcAttachType::Ingress),
+    ("webb_tc_egress", TcAttachType::Egress),
+];
+
 /// The attached programs and the maps userspace writes.
 pub struct Datapath {
     ebpf: Ebpf,
     pub attached: Vec<String>,
+    /// Watched interfaces by name, with the ifindex they had when attached: a
+    /// veth deleted and created again under the same name (a restarted pod)
+    /// has a new index and is attached again.
+    interfaces: StdHashMap<String, u32>,
     _tracefs: Option<Tracefs>,
 }
 
@@ -78,7 +88,13 @@ fn addr(ip: &IpAddr) -> Addr {
 }
 
 fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+    ifindex(name).is_some()
+}
+
+fn ifindex(name: &str) -> Option<u32> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 impl Datapath {
@@ -144,17 +160,9 @@ impl Datapath {
         maps.write_config()?;
 
         let mut attached = Vec::new();
-        for (prog, attach) in [
-            ("webb_tc_ingress", TcAttachType::Ingress),
-            ("webb_tc_egress", TcAttachType::Egress),
-        ] {
+        for (prog, _) in TC_PROGRAMS {
             let p: &mut SchedClassifier = program(&mut ebpf, prog)?.try_into()?;
             p.load().with_context(|| format!("verifying {prog}"))?;
-            for iface in &opts.interfaces {
-                p.attach(iface, attach)
-                    .with_context(|| format!("attaching {prog} to {iface}"))?;
-                attached.push(format!("tc/{attach:?}/{iface}").to_lowercase());
-            }
         }
         if let Some(cg) = &opts.cgroup {
             for (prog, attach) in [
@@ -179,14 +187,36 @@ impl Datapath {
                 .context("attaching to skb:kfree_skb")?;
             attached.push("tracepoint/skb/kfree_skb".to_owned());
         }
-        Ok((
-            Self {
-                ebpf,
-                attached,
-                _tracefs: tracefs,
-            },
-            maps,
-        ))
+        let mut dp = Self {
+            ebpf,
+            attached,
+            interfaces: StdHashMap::new(),
+            _tracefs: tracefs,
+        };
+        for iface in &opts.interfaces {
+            dp.watch_interface(iface)?;
+        }
+        Ok((dp, maps))
+    }
+
+    /// Attaches the TC programs to an interface, unless they are attached to
+    /// it already. Returns whether it attached anything.
+    pub fn watch_interface(&mut self, iface: &str) -> anyhow::Result<bool> {
+        let index = ifindex(iface).ok_or_else(|| {
+            anyhow!("interface {iface}: no such network interface (see `ip link`)")
+        })?;
+        if self.interfaces.get(iface) == Some(&index) {
+            return Ok(false);
+        }
+        for (prog, attach) in TC_PROGRAMS {
+            let p: &mut SchedClassifier = program(&mut self.ebpf, prog)?.try_into()?;
+            p.attach(iface, attach)
+                .with_context(|| format!("attaching {prog} to {iface}"))?;
+            self.attached
+                .push(format!("tc/{attach:?}/{iface}").to_lowercase());
+        }
+        self.interfaces.insert(iface.to_owned(), index);
+        Ok(true)
     }
 
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
@@ -278,20 +308,7 @@ impl KernelMaps {
                 );
             }
         }
-        let stale: Vec<Addr> = self
-            .endpoints
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want_endpoints.contains_key(k))
-            .collect();
-        for k in stale {
-            let _ = self.endpoints.remove(&k);
-        }
-        for (k, v) in &want_endpoints {
-            self.endpoints
-                .insert(k, v, 0)
-                .context("updating the endpoint map")?;
-        }
+        sync_hash_map(&mut self.endpoints, &want_endpoints).context("updating the endpoint map")?;
 
         let want_cidrs: StdHashMap<(u32, Addr), u32> = compiled
             .cidrs
@@ -322,22 +339,12 @@ impl KernelMaps {
                 .context("updating the CIDR map")?;
         }
 
-        let want_keys: HashSet<PolicyKey> =
-            compiled.keys.iter().map(|k| PolicyKey::from(*k)).collect();
-        let stale: Vec<PolicyKey> = self
-            .policy
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want_keys.contains(k))
+        let want_keys: StdHashMap<PolicyKey, u32> = compiled
+            .keys
+            .iter()
+            .map(|k| (PolicyKey::from(*k), 1))
             .collect();
-        for k in stale {
-            let _ = self.policy.remove(&k);
-        }
-        for k in &want_keys {
-            self.policy
-                .insert(k, 1, 0)
-                .context("updating the policy map")?;
-        }
+        sync_hash_map(&mut self.policy, &want_keys).context("updating the policy map")?;
 
         let denied: Vec<FlowKey> = self
             .flows
@@ -353,6 +360,30 @@ impl KernelMaps {
         self.config_value.policy_enabled = u32::from(policy_loaded);
         self.write_config()
     }
+}
+
+/// Makes a kernel hash map hold exactly `want`: stale keys go first, so the
+/// map never needs room for old and new at once.
+fn sync_hash_map<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    want: &StdHashMap<K, V>,
+) -> Result<(), aya::maps::MapError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    for k in stale {
+        let _ = map.remove(&k);
+    }
+    for (k, v) in want {
+        map.insert(k, v, 0)?;
+    }
+    Ok(())
 }
 
 /// The ingest loop: drains the ring in batches (the kernel submits without

@@ -101,17 +101,10 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
     let local = listener.local_addr()?;
 
-    // Interfaces named in the endpoints file are watched too.
-    let mut interfaces = args.interface.clone();
-    for e in &ctx.endpoints.endpoints {
-        if let Some(i) = &e.interface
-            && !interfaces.contains(i)
-        {
-            interfaces.push(i.clone());
-        }
-    }
+    // `--interface` must exist now; interfaces named in the endpoints file
+    // are attached below and whenever they appear later.
     let (mut dp, mut kernel_maps) = Datapath::load(&Options {
-        interfaces,
+        interfaces: args.interface.clone(),
         event_ring_bytes: args.event_ring_mib << 20,
         skb_offsets,
         cgroup: args.cgroup.clone(),
@@ -122,9 +115,12 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     })?;
     let policy_loaded = inputs.policy.is_some();
     kernel_maps.sync(&ctx, policy_loaded)?;
+    watch_endpoint_interfaces(&mut dp, &ctx.endpoints);
     tracing::info!(attached = ?dp.attached, node = %node_name, listen = %local, "datapath attached");
 
     let ring = dp.take_ring()?;
+    // Shared with the watcher, which attaches to new pod interfaces.
+    let dp = Arc::new(Mutex::new(dp));
     let hub = Arc::new(Hub::new(args.ring_capacity as usize));
     let context = Arc::new(RwLock::new(ctx));
     // The maps are shared with the reload task; the Ebpf object (and with it
@@ -148,6 +144,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         inputs,
         context.clone(),
         maps.clone(),
+        dp.clone(),
         drop_reasons,
         node_name.clone(),
         policy_loaded,
@@ -181,7 +178,10 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .await;
 
     tracing::info!("shutting down: detaching the datapath");
+    // The watcher holds the datapath too: wait until it is gone, so that
+    // dropping our handle below is what detaches everything.
     reload.abort();
+    let _ = reload.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ingest_thread.join();
     drop(maps);
@@ -190,10 +190,26 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     served.context("gRPC server failed")
 }
 
+/// Attaches the TC programs to every endpoint's interface that exists and is
+/// not watched yet; a missing one is retried on the next check.
+fn watch_endpoint_interfaces(dp: &mut Datapath, table: &EndpointTable) {
+    for e in &table.endpoints {
+        let Some(iface) = &e.interface else { continue };
+        match dp.watch_interface(iface) {
+            Ok(true) => {
+                tracing::info!(interface = %iface, pod = %format!("{}/{}", e.namespace, e.pod), "watching")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::debug!("not watching yet: {err:#}"),
+        }
+    }
+}
+
 async fn watch_inputs(
     inputs: Inputs,
     context: Arc<RwLock<Context>>,
     maps: Arc<Mutex<KernelMaps>>,
+    dp: Arc<Mutex<Datapath>>,
     drop_reasons: Arc<DropReasons>,
     node_name: String,
     policy_loaded: bool,
@@ -202,6 +218,11 @@ async fn watch_inputs(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        // Pods' veths come and go: attach to those that appeared.
+        let table = context.read().map(|c| c.endpoints.clone()).ok();
+        if let (Some(table), Ok(mut dp)) = (table, dp.lock()) {
+            watch_endpoint_interfaces(&mut dp, &table);
+        }
         let now = inputs.stamps();
         if now == stamps {
             continue;

@@ -905,3 +905,43 @@ fn nodes_namespaces_peers_and_status_describe_the_agent() {
         assert!(me.tls.is_none(), "plaintext peers carry no tls field");
     });
 }
+
+#[test]
+fn pods_that_appear_later_are_watched() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "client", "client"),
+        PodSpec::new("shop", "server", "server"),
+        PodSpec::new("shop", "late", "late"),
+    ]);
+    // Start with only the first two pods in the endpoints file.
+    let full = lab.endpoints_yaml();
+    let first_two: String = full
+        .split("  - namespace:")
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("  - namespace:");
+    lab.write_endpoints(&first_two);
+    let agent = AgentProcess::start(&lab, "lab-node-1", &[]);
+    let (late, s) = (lab.pod("late"), lab.pod("server"));
+    std::thread::sleep(Duration::from_millis(1100));
+    lab.write_endpoints(&full);
+    block_on(async {
+        let start = Instant::now();
+        loop {
+            assert!(ping(late, &s.ip.to_string(), 1));
+            let got = client::flows(&agent.addr, vec![pod_filter(late)]).await;
+            if got
+                .iter()
+                .any(|f| point(f) == TraceObservationPoint::FromEndpoint)
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(8),
+                "late pod not watched:\n{}",
+                agent.log_text()
+            );
+        }
+    });
+}
