@@ -236,6 +236,9 @@ fn main() {
     let n = 2_000_000;
     let rate = bench_ingest(n);
     println!("ingest: {n} events decoded and stored in {rate:.0} events/s");
+    if std::env::args().any(|a| a == "--ingest-only") {
+        return;
+    }
     println!(
         "sizes: Flow {} bytes, GetFlowsResponse {} bytes",
         std::mem::size_of::<Flow>(),

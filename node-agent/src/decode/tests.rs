@@ -3,6 +3,8 @@
 use node_agent_ebpf::{FlowKey, v4_mapped};
 use webb_proto::flow::layer4::Protocol;
 
+use std::net::Ipv4Addr;
+
 use super::*;
 use crate::policy;
 
@@ -157,4 +159,30 @@ fn icmp_summaries() {
     ev.icmp_type = 3;
     ev.icmp_code = 3;
     assert_eq!(d.decode(&ev).summary, "ICMPv4 DestinationUnreachable(Port)");
+}
+
+#[test]
+fn hand_written_formatters_match_std() {
+    for a in [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255] {
+        for b in [0u8, 7, 64, 255] {
+            let ip = IpAddr::V4(Ipv4Addr::new(a, b, b.wrapping_add(a), 255 - a));
+            assert_eq!(ip_string(&ip), ip.to_string());
+        }
+    }
+    let v6: IpAddr = "fd00::1:2".parse().unwrap();
+    assert_eq!(ip_string(&v6), "fd00::1:2");
+    let u = uuid_string();
+    assert_eq!(
+        uuid::Uuid::parse_str(&u).unwrap().hyphenated().to_string(),
+        u
+    );
+    assert_eq!(u.len(), 36);
+    let f = TcpFlags {
+        syn: true,
+        ack: true,
+        fin: true,
+        ..Default::default()
+    };
+    assert_eq!(tcp_flags_text(&f), "SYN, ACK, FIN");
+    assert_eq!(tcp_flags_text(&TcpFlags::default()), "");
 }
