@@ -231,14 +231,13 @@ pub struct Config {
     /// Offsets in `struct sk_buff` (from BTF) for the kfree_skb program.
     pub skb_head_off: u32,
     pub skb_network_header_off: u32,
-    pub skb_transport_header_off: u32,
     /// Offsets in the skb:kfree_skb tracepoint record (from its format file).
     pub tp_skbaddr_off: u32,
     pub tp_protocol_off: u32,
     pub tp_reason_off: u32,
     /// Non-zero when the offsets above are valid.
     pub kfree_enabled: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 #[cfg(feature = "user")]

@@ -97,22 +97,6 @@ fn event(i: u64) -> FlowEvent {
     }
 }
 
-#[allow(dead_code)]
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0)
-            })
-        })
-        .unwrap_or(0)
-}
-
 /// Decode + publish into a 65,535-flow ring, in batches like the ingest loop.
 fn bench_ingest(n: u64) -> f64 {
     let hub = Hub::new(65_535);

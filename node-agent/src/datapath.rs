@@ -238,7 +238,6 @@ fn kfree_skb_setup(cfg: &mut Config, skb: kernel::SkbOffsets) -> anyhow::Result<
     let tp = tracefs.kfree_skb_offsets()?;
     cfg.skb_head_off = skb.head;
     cfg.skb_network_header_off = skb.network_header;
-    cfg.skb_transport_header_off = skb.transport_header;
     cfg.tp_skbaddr_off = tp.skbaddr;
     cfg.tp_protocol_off = tp.protocol;
     cfg.tp_reason_off = tp.reason;
