@@ -10,6 +10,7 @@
 pub mod filter;
 pub mod json;
 pub mod names;
+pub mod transport;
 pub mod wkt;
 
 #[allow(clippy::all, missing_docs, deprecated)]

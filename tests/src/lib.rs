@@ -9,3 +9,26 @@
 pub mod agent;
 pub mod client;
 pub mod lab;
+pub mod traffic;
+
+use std::sync::{Mutex, MutexGuard};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises privileged tests, or returns None (after saying why) when this
+/// machine cannot run them.
+pub fn privileged() -> Option<MutexGuard<'static, ()>> {
+    if let Some(reason) = lab::privileged_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

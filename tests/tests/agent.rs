@@ -7,8 +7,7 @@
 
 use std::{
     os::unix::fs::MetadataExt as _,
-    process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -23,104 +22,17 @@ use webb_proto::{
 };
 use webb_tests::{
     agent::{AgentProcess, binary},
-    client,
-    lab::{Lab, Pod, PodSpec, privileged_skip_reason},
+    block_on, client,
+    lab::{Lab, Pod, PodSpec},
+    privileged,
+    traffic::{Background, listen_tcp, ping, tcp_send, udp_send},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serialises privileged tests, or returns None (after saying why) when this
-/// machine cannot run them.
-fn privileged() -> Option<MutexGuard<'static, ()>> {
-    if let Some(reason) = privileged_skip_reason() {
-        eprintln!("skipped: {reason}");
-        return None;
-    }
-    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
 
 fn two_pods() -> Lab {
     Lab::new(&[
         PodSpec::new("shop", "client", "client"),
         PodSpec::new("shop", "server", "server"),
     ])
-}
-
-/// A background process in a pod, killed when dropped.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listen_tcp(pod: &Pod, port: u16) -> Background {
-    let child = pod
-        .cmd(
-            "socat",
-            &[
-                "-u",
-                &format!("TCP-LISTEN:{port},reuseaddr,fork"),
-                "OPEN:/dev/null",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat listener");
-    // Let the listener bind.
-    std::thread::sleep(Duration::from_millis(300));
-    Background(child)
-}
-
-fn tcp_send(pod: &Pod, ip: &str, port: u16, timeout_s: u32) -> bool {
-    let out = pod.run(
-        "socat",
-        // Not SYSTEM: its child's SIGCHLD would interrupt a pending connect.
-        &[
-            "-u",
-            "OPEN:/dev/null",
-            &format!("TCP:{ip}:{port},connect-timeout={timeout_s}"),
-        ],
-    );
-    if !out.status.success() {
-        eprintln!(
-            "tcp send to {ip}:{port} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out.status.success()
-}
-
-fn udp_send(pod: &Pod, ip: &str, port: u16) {
-    let out = pod.run(
-        "socat",
-        &["-u", "SYSTEM:echo hi", &format!("UDP:{ip}:{port}")],
-    );
-    assert!(
-        out.status.success(),
-        "udp send: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn ping(pod: &Pod, ip: &str, count: u32) -> bool {
-    pod.run(
-        "ping",
-        &["-c", &count.to_string(), "-i", "0.2", "-W", "1", ip],
-    )
-    .status
-    .success()
 }
 
 fn pod_filter(pod: &Pod) -> FlowFilter {

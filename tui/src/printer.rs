@@ -1,125 +1,560 @@
-//! Hubble's compact one-line flow format.
+//! Hubble's output formats: compact (one line per flow), dict (`KEY: value`
+//! blocks), table (tab-aligned columns), json/jsonpb (one `GetFlowsResponse`
+//! per line). Line for line what `hubble observe` prints, so eyes and scripts
+//! carry over; where webb knows more (the kernel's own drop reason, an L7
+//! latency) it is added after Hubble's text.
 
 use std::io::{self, Write};
 
+use chrono::{DateTime, Utc};
+use tabwriter::TabWriter;
 use webb_proto::{
-    flow::{Endpoint, Flow, Verdict, layer4},
+    flow::{DebugCapturePoint, Flow, LostEvent, LostEventSource, Verdict, layer4, layer7},
     names,
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+    relay::{NodeState, NodeStatusEvent},
+    wkt::Timestamp,
 };
 
-/// Cilium's trace observation point names by trace sub type.
-fn trace_point(sub_type: i32) -> &'static str {
-    match sub_type {
-        0 => "to-endpoint",
-        1 => "to-proxy",
-        2 => "to-host",
-        3 => "to-stack",
-        4 => "to-overlay",
-        5 => "from-endpoint",
-        6 => "from-proxy",
-        7 => "from-host",
-        8 => "from-stack",
-        9 => "from-overlay",
-        10 => "from-network",
-        11 => "to-network",
-        _ => "unknown",
-    }
+use crate::time::TimeFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    /// One line per flow.
+    #[default]
+    Compact,
+    /// KEY: value blocks separated by `------------`.
+    Dict,
+    /// One GetFlowsResponse per line, in JSON (Hubble's -o json).
+    Json,
+    /// The same as json (Hubble's -o jsonpb).
+    Jsonpb,
+    /// Tab-aligned columns with a header.
+    Table,
 }
 
-fn ports(f: &Flow) -> (Option<u32>, Option<u32>) {
-    match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
-        Some(layer4::Protocol::Tcp(t)) => (Some(t.source_port), Some(t.destination_port)),
-        Some(layer4::Protocol::Udp(u)) => (Some(u.source_port), Some(u.destination_port)),
-        Some(layer4::Protocol::Sctp(s)) => (Some(s.source_port), Some(s.destination_port)),
-        _ => (None, None),
-    }
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub format: Format,
+    pub time_format: TimeFormat,
+    pub color: bool,
+    pub node_name: bool,
+    /// Show pod names instead of IPs (off with `--numeric` or
+    /// `--ip-translation=false`).
+    pub ip_translation: bool,
+    /// Identities as numbers, even reserved ones.
+    pub numeric: bool,
 }
 
-fn host_port(ip: &str, e: Option<&Endpoint>, port: Option<u32>) -> String {
-    let name = match e {
-        Some(e) if !e.pod_name.is_empty() => format!("{}/{}", e.namespace, e.pod_name),
-        _ => ip.to_owned(),
-    };
-    let with_port = match port {
-        Some(p) => format!("{name}:{p}"),
-        None => name,
-    };
-    let id = match e {
-        Some(e) if e.labels.iter().any(|l| l == "reserved:world") => "(world)".to_owned(),
-        Some(e) if e.labels.iter().any(|l| l == "reserved:host") => "(host)".to_owned(),
-        Some(e) if e.identity != 0 => format!("(ID:{})", e.identity),
-        _ => String::new(),
-    };
-    if id.is_empty() {
-        with_port
-    } else {
-        format!("{with_port} {id}")
-    }
-}
-
-fn time(f: &GetFlowsResponse) -> String {
-    f.time
-        .and_then(|t| t.to_datetime())
-        .map(|t| t.format("%b %e %H:%M:%S%.3f").to_string())
-        .unwrap_or_else(|| "N/A".to_owned())
-}
-
-#[allow(deprecated)] // Summary is deprecated but is what Hubble prints.
-pub fn compact<W: Write>(out: &mut W, resp: &GetFlowsResponse) -> io::Result<()> {
-    match &resp.response_types {
-        Some(ResponseTypes::Flow(f)) => {
-            let ip = f.ip.clone().unwrap_or_default();
-            let (sp, dp) = ports(f);
-            let mut src = host_port(&ip.source, f.source.as_ref(), sp);
-            let mut dst = host_port(&ip.destination, f.destination.as_ref(), dp);
-            let arrow = match f.is_reply {
-                Some(r) if r.value => {
-                    std::mem::swap(&mut src, &mut dst);
-                    "<-"
-                }
-                Some(_) => "->",
-                None => "<>",
-            };
-            let et = f.event_type.unwrap_or_default();
-            let kind = match et.r#type {
-                names::EVENT_TRACE => trace_point(et.sub_type).to_owned(),
-                names::EVENT_DROP => {
-                    let desc = webb_proto::flow::DropReason::try_from(f.drop_reason_desc)
-                        .map(|d| d.as_str_name().to_owned())
-                        .unwrap_or_default();
-                    if f.webb_kernel_drop_reason.is_empty() {
-                        desc
-                    } else {
-                        format!("{desc} (kernel: {})", f.webb_kernel_drop_reason)
-                    }
-                }
-                other => names::event_type_name(other)
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            };
-            let verdict = Verdict::try_from(f.verdict)
-                .map(|v| v.as_str_name())
-                .unwrap_or("UNKNOWN");
-            writeln!(
-                out,
-                "{}: {src} {arrow} {dst} {kind} {verdict} ({})",
-                time(resp),
-                f.summary
-            )
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            format: Format::Compact,
+            time_format: TimeFormat::StampMilli,
+            color: false,
+            node_name: false,
+            ip_translation: true,
+            numeric: false,
         }
-        Some(ResponseTypes::LostEvents(l)) => writeln!(
+    }
+}
+
+/// ANSI colours as Hubble uses them.
+mod ansi {
+    pub const RESET: &str = "\x1b[0m";
+    pub const RED: &str = "\x1b[31m";
+    pub const GREEN: &str = "\x1b[32m";
+    pub const YELLOW: &str = "\x1b[33m";
+    pub const MAGENTA: &str = "\x1b[35m";
+    pub const CYAN: &str = "\x1b[36m";
+}
+
+enum Sink<W: Write> {
+    Plain(W),
+    Table(TabWriter<W>),
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Table(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.write_all(buf),
+            Self::Table(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Table(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes responses in one format. Node status events go to `err` in the
+/// human formats (Hubble prints them on stderr) and inline in JSON.
+pub struct Printer<W: Write, E: Write> {
+    opts: Options,
+    out: Sink<W>,
+    err: E,
+    /// Records written so far (for the dict separator and table header).
+    records: u64,
+    line: String,
+}
+
+impl<W: Write, E: Write> Printer<W, E> {
+    pub fn new(opts: Options, out: W, err: E) -> Self {
+        let out = match opts.format {
+            // Hubble's tabwriter: min width 2, padding 3, spaces.
+            Format::Table => Sink::Table(TabWriter::new(out).minwidth(2).padding(3)),
+            _ => Sink::Plain(out),
+        };
+        Self {
+            opts,
             out,
-            "EVENTS LOST: {} {}",
-            webb_proto::flow::LostEventSource::try_from(l.source)
-                .map(|s| s.as_str_name())
-                .unwrap_or("UNKNOWN"),
-            l.num_events_lost
-        ),
-        Some(ResponseTypes::NodeStatus(n)) => {
-            eprintln!("{}: {:?} {}", time(resp), n.node_names, n.message);
-            Ok(())
+            err,
+            records: 0,
+            line: String::with_capacity(256),
         }
-        None => Ok(()),
+    }
+
+    pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
+        if matches!(self.opts.format, Format::Json | Format::Jsonpb) {
+            return webb_proto::json::write_line(&mut self.out, resp);
+        }
+        self.line.clear();
+        match &resp.response_types {
+            Some(ResponseTypes::Flow(f)) => self.flow(f),
+            Some(ResponseTypes::LostEvents(l)) => self.lost(l, resp.time.as_ref()),
+            Some(ResponseTypes::NodeStatus(n)) => {
+                let text = node_status_line(n, resp.time.as_ref(), self.opts.time_format);
+                if let Some(text) = text {
+                    self.err.write_all(text.as_bytes())?;
+                }
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+        self.records += 1;
+        self.out.write_all(self.line.as_bytes())
+    }
+
+    /// Flushes; in table format this also aligns and writes the block of rows
+    /// buffered so far (in `--follow` mode the caller calls it when idle).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.err.flush()
+    }
+
+    fn paint(&mut self, color: &str, text: &str) {
+        if self.opts.color {
+            self.line.push_str(color);
+            self.line.push_str(text);
+            self.line.push_str(ansi::RESET);
+        } else {
+            self.line.push_str(text);
+        }
+    }
+
+    fn time(&self, t: Option<&Timestamp>) -> String {
+        t.and_then(Timestamp::to_datetime)
+            .map(|t: DateTime<Utc>| self.opts.time_format.format(t))
+            .unwrap_or_else(|| "N/A".to_owned())
+    }
+
+    fn flow(&mut self, f: &Flow) {
+        let (mut src, mut dst) = host_names(f, self.opts.ip_translation);
+        let ts = self.time(f.time.as_ref());
+        let ty = flow_type(f);
+        let verdict = verdict_text(f);
+        let verdict_color = verdict_color(f.verdict);
+        let summary = summary(f);
+        let extra = webb_extra(f);
+        match self.opts.format {
+            Format::Compact => {
+                let (mut src_id, mut dst_id) = (
+                    self.identity(f.source.as_ref().map_or(0, |e| e.identity)),
+                    self.identity(f.destination.as_ref().map_or(0, |e| e.identity)),
+                );
+                let arrow = match f.is_reply {
+                    None => "<>",
+                    Some(r) if r.value => {
+                        std::mem::swap(&mut src, &mut dst);
+                        std::mem::swap(&mut src_id, &mut dst_id);
+                        "<-"
+                    }
+                    Some(_) => "->",
+                };
+                self.line.push_str(&ts);
+                if self.opts.node_name {
+                    self.line.push_str(" [");
+                    self.line.push_str(&f.node_name);
+                    self.line.push(']');
+                }
+                self.line.push_str(": ");
+                self.paint(ansi::CYAN, &src);
+                self.line.push(' ');
+                self.paint(ansi::MAGENTA, &src_id);
+                self.line.push(' ');
+                self.line.push_str(arrow);
+                self.line.push(' ');
+                self.paint(ansi::CYAN, &dst);
+                self.line.push(' ');
+                self.paint(ansi::MAGENTA, &dst_id);
+                self.line.push(' ');
+                self.line.push_str(&ty);
+                self.line.push(' ');
+                self.paint(verdict_color, verdict);
+                self.line.push_str(" (");
+                self.line.push_str(&summary);
+                self.line.push(')');
+                for (k, v) in &extra {
+                    self.line.push(' ');
+                    self.line.push_str(k);
+                    self.line.push('=');
+                    self.line.push_str(v);
+                }
+                self.line.push('\n');
+            }
+            Format::Dict => {
+                if self.records > 0 {
+                    self.line.push_str("------------\n");
+                }
+                let mut kv = |k: &str, v: &str| {
+                    self.line.push_str(&format!("{k:>11}: {v}\n"));
+                };
+                kv("TIMESTAMP", &ts);
+                if self.opts.node_name {
+                    kv("NODE", &f.node_name);
+                }
+                kv("SOURCE", &src);
+                kv("DESTINATION", &dst);
+                kv("TYPE", &ty);
+                kv("VERDICT", verdict);
+                kv("SUMMARY", &summary);
+                for (k, v) in &extra {
+                    let key = match *k {
+                        "kernel-drop-reason" => "KERNEL DROP",
+                        _ => "LATENCY",
+                    };
+                    kv(key, v);
+                }
+            }
+            Format::Table => {
+                if self.records == 0 {
+                    self.table_header();
+                }
+                self.line.push_str(&ts);
+                self.line.push('\t');
+                if self.opts.node_name {
+                    self.line.push_str(&f.node_name);
+                    self.line.push('\t');
+                }
+                for col in [src.as_str(), dst.as_str(), ty.as_str(), verdict] {
+                    self.line.push_str(col);
+                    self.line.push('\t');
+                }
+                self.line.push_str(&summary);
+                self.line.push('\n');
+            }
+            Format::Json | Format::Jsonpb => unreachable!("handled in write"),
+        }
+    }
+
+    fn table_header(&mut self) {
+        self.line.push_str("TIMESTAMP\t");
+        if self.opts.node_name {
+            self.line.push_str("NODE\t");
+        }
+        self.line
+            .push_str("SOURCE\tDESTINATION\tTYPE\tVERDICT\tSUMMARY\n");
+    }
+
+    fn identity(&self, id: u32) -> String {
+        match names::reserved_identity_name(id) {
+            Some(name) if !self.opts.numeric => format!("({name})"),
+            _ => format!("(ID:{id})"),
+        }
+    }
+
+    fn lost(&mut self, l: &LostEvent, time: Option<&Timestamp>) {
+        let source = LostEventSource::try_from(l.source)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN_LOST_EVENT_SOURCE");
+        let cpu = l.cpu.map_or(0, |c| c.value);
+        let n = l.num_events_lost;
+        let ts = self.time(time);
+        match self.opts.format {
+            Format::Compact => {
+                self.line
+                    .push_str(&format!("EVENTS LOST: {source} CPU({cpu}) {n}\n"));
+            }
+            Format::Dict => {
+                if self.records > 0 {
+                    self.line.push_str("------------\n");
+                }
+                self.line.push_str(&format!(
+                    "  TIMESTAMP: {ts}\n     SOURCE: {source}\n       TYPE: EVENTS LOST\n    VERDICT: \n    SUMMARY: CPU({cpu}) - {n}\n"
+                ));
+            }
+            Format::Table => {
+                if self.records == 0 {
+                    self.table_header();
+                }
+                let node = if self.opts.node_name { "\t" } else { "" };
+                self.line.push_str(&format!(
+                    "{ts}\t{node}{source}\t\tEVENTS LOST\t\tCPU({cpu}) - {n}\n"
+                ));
+            }
+            Format::Json | Format::Jsonpb => unreachable!("handled in write"),
+        }
+    }
+}
+
+/// What the human formats print on stderr for a relay's node status event:
+/// nothing for nodes connecting, a warning for nodes becoming unavailable or
+/// failing.
+fn node_status_line(
+    n: &NodeStatusEvent,
+    time: Option<&Timestamp>,
+    tf: TimeFormat,
+) -> Option<String> {
+    let state = NodeState::try_from(n.state_change).unwrap_or(NodeState::UnknownNodeState);
+    let what = match state {
+        // Hubble stays quiet about nodes that (re)connect.
+        NodeState::NodeConnected => return None,
+        NodeState::NodeUnavailable => "unavailable",
+        NodeState::NodeGone => "gone",
+        NodeState::NodeError => "error",
+        NodeState::UnknownNodeState => "unknown state",
+    };
+    let ts = time
+        .and_then(Timestamp::to_datetime)
+        .map(|t| tf.format(t))
+        .unwrap_or_else(|| "N/A".to_owned());
+    let message = if n.message.is_empty() {
+        "<no message>".to_owned()
+    } else {
+        format!("{:?}", n.message)
+    };
+    Some(format!(
+        "{ts} [{}]: node {what}: {message}\n",
+        n.node_names.join(", ")
+    ))
+}
+
+/// Source and destination as Hubble names them: `ns/pod:port` when the
+/// endpoint is a pod (and translation is on), else `ns/service`, else the DNS
+/// names, else the IP; IPv6 addresses with a port are bracketed.
+pub fn host_names(f: &Flow, translate: bool) -> (String, String) {
+    let Some(ip) = f.ip.as_ref() else {
+        return match &f.ethernet {
+            Some(e) => (e.source.clone(), e.destination.clone()),
+            None => (String::new(), String::new()),
+        };
+    };
+    let (sp, dp) = ports(f);
+    let src = host(
+        &ip.source,
+        sp,
+        translate,
+        f.source
+            .as_ref()
+            .map(|e| (e.namespace.as_str(), e.pod_name.as_str())),
+        f.source_service
+            .as_ref()
+            .map(|s| (s.namespace.as_str(), s.name.as_str())),
+        &f.source_names,
+    );
+    let dst = host(
+        &ip.destination,
+        dp,
+        translate,
+        f.destination
+            .as_ref()
+            .map(|e| (e.namespace.as_str(), e.pod_name.as_str())),
+        f.destination_service
+            .as_ref()
+            .map(|s| (s.namespace.as_str(), s.name.as_str())),
+        &f.destination_names,
+    );
+    (src, dst)
+}
+
+fn join_ns(ns: &str, name: &str) -> String {
+    if ns.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{ns}/{name}")
+    }
+}
+
+fn host(
+    ip: &str,
+    port: u32,
+    translate: bool,
+    pod: Option<(&str, &str)>,
+    service: Option<(&str, &str)>,
+    names: &[String],
+) -> String {
+    let mut h = ip.to_owned();
+    if translate {
+        if let Some((ns, p)) = pod.filter(|(_, p)| !p.is_empty()) {
+            h = join_ns(ns, p);
+        } else if let Some((ns, s)) = service.filter(|(_, s)| !s.is_empty()) {
+            h = join_ns(ns, s);
+        } else if !names.is_empty() {
+            h = names.join(",");
+        }
+    }
+    if port == 0 {
+        h
+    } else if h.contains(':') {
+        format!("[{h}]:{port}")
+    } else {
+        format!("{h}:{port}")
+    }
+}
+
+fn ports(f: &Flow) -> (u32, u32) {
+    match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(layer4::Protocol::Tcp(t)) => (t.source_port, t.destination_port),
+        Some(layer4::Protocol::Udp(u)) => (u.source_port, u.destination_port),
+        Some(layer4::Protocol::Sctp(s)) => (s.source_port, s.destination_port),
+        _ => (0, 0),
+    }
+}
+
+/// Hubble's TYPE column: `to-endpoint`, `Policy denied`, `http-request`,
+/// `policy-verdict:L3-L4 INGRESS`, ...
+#[allow(deprecated)] // Kafka records are deprecated but still named.
+pub fn flow_type(f: &Flow) -> String {
+    if let Some(l7) = &f.l7 {
+        let proto = match &l7.record {
+            Some(layer7::Record::Http(_)) => "http",
+            Some(layer7::Record::Dns(_)) => "dns",
+            Some(layer7::Record::Kafka(_)) => "kafka",
+            None => "l7",
+        };
+        let ty = webb_proto::flow::L7FlowType::try_from(l7.r#type)
+            .map(|t| t.as_str_name().to_ascii_lowercase())
+            .unwrap_or_else(|_| "unknown_l7_type".to_owned());
+        return format!("{proto}-{ty}");
+    }
+    let et = f.event_type.unwrap_or_default();
+    match et.r#type {
+        names::EVENT_TRACE => names::trace_point_name(et.sub_type)
+            .unwrap_or("unknown")
+            .to_owned(),
+        names::EVENT_DROP => names::drop_reason_text(et.sub_type as u32)
+            .map(str::to_owned)
+            .unwrap_or_else(|| et.sub_type.to_string()),
+        names::EVENT_POLICY_VERDICT => {
+            let m = match f.policy_match_type {
+                0 => "none",
+                1 => "L3-Only",
+                2 => "L3-L4",
+                3 => "L4-Only",
+                4 => "all",
+                _ => "unknown",
+            };
+            let dir = webb_proto::flow::TrafficDirection::try_from(f.traffic_direction)
+                .map(|d| d.as_str_name())
+                .unwrap_or("TRAFFIC_DIRECTION_UNKNOWN");
+            format!("policy-verdict:{m} {dir}")
+        }
+        names::EVENT_CAPTURE => DebugCapturePoint::try_from(f.debug_capture_point)
+            .map(|p| p.as_str_name().to_owned())
+            .unwrap_or_else(|_| "UNKNOWN".to_owned()),
+        names::EVENT_TRACE_SOCK => "trace-sock".to_owned(),
+        _ => "UNKNOWN".to_owned(),
+    }
+}
+
+/// The verdict as Hubble prints it; policy verdict events say ALLOWED /
+/// DENIED / AUDITED.
+pub fn verdict_text(f: &Flow) -> &'static str {
+    let v = Verdict::try_from(f.verdict).unwrap_or(Verdict::Unknown);
+    if f.event_type
+        .is_some_and(|t| t.r#type == names::EVENT_POLICY_VERDICT)
+    {
+        match v {
+            Verdict::Forwarded | Verdict::Redirected => return "ALLOWED",
+            Verdict::Dropped => return "DENIED",
+            Verdict::Audit => return "AUDITED",
+            _ => {}
+        }
+    }
+    v.as_str_name()
+}
+
+fn verdict_color(v: i32) -> &'static str {
+    match Verdict::try_from(v).unwrap_or(Verdict::Unknown) {
+        Verdict::Forwarded | Verdict::Redirected => ansi::GREEN,
+        Verdict::Dropped | Verdict::Error => ansi::RED,
+        _ => ansi::YELLOW,
+    }
+}
+
+/// The flow's Summary, or one built from its layers when the server sent
+/// none (a field-masked or hand-written flow).
+#[allow(deprecated)] // Summary is deprecated in the API but is what Hubble prints.
+pub fn summary(f: &Flow) -> String {
+    if !f.summary.is_empty() {
+        return f.summary.clone();
+    }
+    match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(layer4::Protocol::Tcp(t)) => {
+            let flags = t.flags.unwrap_or_default();
+            let names: Vec<&str> = [
+                (flags.syn, "SYN"),
+                (flags.ack, "ACK"),
+                (flags.psh, "PSH"),
+                (flags.fin, "FIN"),
+                (flags.rst, "RST"),
+                (flags.urg, "URG"),
+                (flags.ece, "ECE"),
+                (flags.cwr, "CWR"),
+                (flags.ns, "NS"),
+            ]
+            .into_iter()
+            .filter_map(|(set, n)| set.then_some(n))
+            .collect();
+            format!("TCP Flags: {}", names.join(", "))
+        }
+        Some(layer4::Protocol::Udp(_)) => "UDP".to_owned(),
+        Some(layer4::Protocol::Sctp(_)) => "SCTP".to_owned(),
+        Some(layer4::Protocol::IcmPv4(i)) => format!("ICMPv4 type {} code {}", i.r#type, i.code),
+        Some(layer4::Protocol::IcmPv6(i)) => format!("ICMPv6 type {} code {}", i.r#type, i.code),
+        _ => String::new(),
+    }
+}
+
+/// What webb knows beyond Hubble's text, as `key=value` pairs: the kernel's
+/// drop reason and the L7 latency.
+fn webb_extra(f: &Flow) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if !f.webb_kernel_drop_reason.is_empty() {
+        out.push(("kernel-drop-reason", f.webb_kernel_drop_reason.clone()));
+    }
+    if let Some(l7) = &f.l7
+        && l7.latency_ns > 0
+    {
+        out.push(("latency", format_latency(l7.latency_ns)));
+    }
+    out
+}
+
+fn format_latency(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.2}s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.2}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}us", ns as f64 / 1e3)
     }
 }

@@ -1,0 +1,231 @@
+//! End-to-end tests of the `webb` command line against a real agent on a lab
+//! node: server-side filters, JSON through jq, captures read back with
+//! `--input-file`, `status` and `list`.
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use webb_tests::{
+    agent::{AgentProcess, binary},
+    lab::{Lab, PodSpec},
+    privileged,
+    traffic::{listen_tcp, ping, tcp_send},
+};
+
+const DENY_FRONTEND: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-allow-cart, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        - podSelector: {matchLabels: {app: cart}}
+";
+
+fn webb(server: &str, args: &[&str]) -> Output {
+    Command::new(binary("webb"))
+        .args(args)
+        .args(["--server", server])
+        .env("WEBB_CONFIG", "/dev/null")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running webb")
+}
+
+fn stdout_ok(server: &str, args: &[&str]) -> String {
+    let out = webb(server, args);
+    assert!(
+        out.status.success(),
+        "webb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn observe_status_and_list_against_a_live_agent() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "frontend", "frontend"),
+        PodSpec::new("shop", "cart", "cart"),
+        PodSpec::new("shop", "db", "db"),
+    ]);
+    let policy = lab.write_policy(DENY_FRONTEND);
+    let agent = AgentProcess::start(&lab, "lab-node-1", &["--policy", policy.to_str().unwrap()]);
+    let (fe, cart, db) = (lab.pod("frontend"), lab.pod("cart"), lab.pod("db"));
+    let _db = listen_tcp(db, 5432);
+    let _cart = listen_tcp(cart, 8080);
+
+    // Allowed, denied, and a ping.
+    assert!(tcp_send(fe, &cart.ip.to_string(), 8080, 2));
+    assert!(tcp_send(cart, &db.ip.to_string(), 5432, 2));
+    assert!(
+        !tcp_send(fe, &db.ip.to_string(), 5432, 1),
+        "the policy denies frontend -> db"
+    );
+    assert!(ping(fe, &cart.ip.to_string(), 1));
+    // Let the agent publish what it saw (ring poll interval + flush).
+    let server = agent.addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all = loop {
+        let all = stdout_ok(&server, &["observe", "--all", "-o", "json"]);
+        let dropped = all
+            .lines()
+            .filter(|l| l.contains("\"verdict\":\"DROPPED\""))
+            .count();
+        if dropped >= 1 || Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let all = json_lines(&all);
+    assert!(all.len() >= 4, "{} flows", all.len());
+
+    // --verdict DROPPED is applied by the server and returns exactly the
+    // dropped flows of the full listing, all of them frontend -> db.
+    let dropped = json_lines(&stdout_ok(
+        &server,
+        &["observe", "--all", "--verdict", "DROPPED", "-o", "json"],
+    ));
+    assert!(!dropped.is_empty());
+    let uuids = |v: &[serde_json::Value], pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut u: Vec<String> = v
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r["flow"]["uuid"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        u.sort();
+        u
+    };
+    assert_eq!(
+        uuids(&dropped, &|_| true),
+        uuids(&all, &|r| r["flow"]["verdict"] == "DROPPED"),
+        "the server's filter and the full listing agree"
+    );
+    for r in &dropped {
+        assert_eq!(r["flow"]["source"]["pod_name"], "frontend");
+        assert_eq!(r["flow"]["destination"]["pod_name"], "db");
+        assert_eq!(r["flow"]["drop_reason_desc"], "POLICY_DENIED");
+    }
+    // The compact printer says the same, Hubble-style.
+    let compact = stdout_ok(&server, &["observe", "--all", "--verdict", "DROPPED"]);
+    assert_eq!(compact.lines().count(), dropped.len());
+    for line in compact.lines() {
+        assert!(line.contains("shop/frontend"), "{line}");
+        assert!(
+            line.contains(":5432 (ID:") && line.contains("Policy denied DROPPED (TCP Flags: SYN)"),
+            "{line}"
+        );
+    }
+
+    // Pipes into jq, as users' scripts do.
+    let jq = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} observe --server {server} --all -o json --from-pod shop/cart | jq -r '.flow.source.pod_name' | sort -u",
+            binary("webb").display()
+        ))
+        .env("WEBB_CONFIG", "/dev/null")
+        .output()
+        .expect("sh");
+    assert!(
+        jq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&jq.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&jq.stdout), "cart\n");
+
+    // A capture read back gives the same lines as the live query.
+    let capture = lab.dir.join("capture.jsonl");
+    let full = stdout_ok(&server, &["observe", "--all", "-o", "json"]);
+    std::fs::write(&capture, &full).unwrap();
+    for args in [
+        &["--verdict", "DROPPED"][..],
+        &["--to-pod", "shop/cart", "--protocol", "tcp"][..],
+        &["--not", "--verdict", "DROPPED", "-o", "dict"][..],
+    ] {
+        let mut live_args = vec!["observe", "--all"];
+        live_args.extend_from_slice(args);
+        let live = stdout_ok(&server, &live_args);
+        let mut file_args = vec!["observe", "--input-file", capture.to_str().unwrap()];
+        file_args.extend_from_slice(args);
+        let from_file = stdout_ok(&server, &file_args);
+        // The live ring may have grown since the capture: compare the
+        // capture's share of it.
+        assert!(!from_file.is_empty(), "{args:?}");
+        assert!(
+            live.starts_with(&from_file),
+            "{args:?}:\nlive:\n{live}\nfile:\n{from_file}"
+        );
+    }
+
+    // status and list nodes describe the agent.
+    let status = stdout_ok(&server, &["status"]);
+    assert!(
+        status.starts_with(&format!("Healthcheck (via {server}): Ok\n")),
+        "{status}"
+    );
+    assert!(status.contains("Current/Max Flows: "), "{status}");
+    assert!(status.contains("Seen flows: "), "{status}");
+    let nodes = stdout_ok(&server, &["list", "nodes"]);
+    let mut lines = nodes.lines();
+    assert!(lines.next().unwrap().starts_with("NAME"), "{nodes}");
+    assert!(
+        lines.next().unwrap().starts_with("lab-node-1   Connected"),
+        "{nodes}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout_ok(&server, &["list", "nodes", "-o", "json"])).unwrap();
+    assert_eq!(json[0]["name"], "lab-node-1");
+    let namespaces = stdout_ok(&server, &["list", "namespaces"]);
+    assert!(
+        namespaces.lines().any(|l| l.trim() == "shop"),
+        "{namespaces}"
+    );
+
+    // --follow prints a new flow at once and Ctrl-C ends it cleanly.
+    let follow = Command::new(binary("webb"))
+        .args([
+            "observe",
+            "--server",
+            &server,
+            "-f",
+            "--to-port",
+            "8080",
+            "-o",
+            "json",
+        ])
+        .env("WEBB_CONFIG", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(tcp_send(fe, &cart.ip.to_string(), 8080, 2));
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(follow.id() as i32, libc::SIGINT) };
+    let out = follow.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let followed = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !followed.is_empty(),
+        "the new connection shows up while following"
+    );
+    drop(agent);
+}

@@ -1,0 +1,254 @@
+//! Where the server is and how to reach it: Hubble's server flags, the
+//! `WEBB_SERVER` variable and the config file, in that order of precedence.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tonic::transport::Channel;
+use webb_proto::transport::{self, Address, ClientTls};
+
+/// The hint printed when nothing answers.
+pub const PORT_FORWARD_HINT: &str = "is a webb relay or agent listening there? In Kubernetes: kubectl -n kube-system port-forward svc/webb-relay 4245:80";
+
+/// A bad value found after parsing (in the config file or `--server`):
+/// reported like clap's usage errors, with exit code 2, before connecting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Address of a webb or Hubble relay or agent; tls:// means TLS
+    /// [default: localhost:4245, or `server` in the config file]
+    #[arg(
+        long,
+        env = "WEBB_SERVER",
+        hide_env_values = true,
+        help_heading = "Server"
+    )]
+    pub server: Option<String>,
+    /// How long to wait for the connection [default: 5s]
+    #[arg(long, value_parser = parse_go_duration, help_heading = "Server")]
+    pub timeout: Option<Duration>,
+    /// How long to wait for a (non-streaming) request [default: 12s]
+    #[arg(long, value_parser = parse_go_duration, help_heading = "Server")]
+    pub request_timeout: Option<Duration>,
+    /// Use TLS to the server
+    #[arg(long, help_heading = "Server")]
+    pub tls: bool,
+    /// Do not verify the server's certificate (testing only)
+    #[arg(long, help_heading = "Server")]
+    pub tls_allow_insecure: bool,
+    /// PEM files of CAs to trust instead of the system's (comma-separated)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FILES",
+        help_heading = "Server"
+    )]
+    pub tls_ca_cert_files: Vec<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS
+    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS
+    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// Name to verify the server's certificate against [default: the host]
+    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    pub tls_server_name: Option<String>,
+}
+
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    crate::time::parse_duration(s)
+        .and_then(|d| d.to_std().ok())
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 500ms, 5s, 1m)"))
+}
+
+/// `~/.config/webb/config.toml`: defaults for the server flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub server: Option<String>,
+    pub timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub tls_allow_insecure: bool,
+    #[serde(default)]
+    pub tls_ca_cert_files: Vec<PathBuf>,
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
+}
+
+pub fn default_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("webb/config.toml"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/webb/config.toml"))
+}
+
+/// Loads the config file: an explicit path must exist; the default one may
+/// be missing.
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_owned(), true),
+        None => match default_config_path() {
+            Some(p) => (p, false),
+            None => return Ok(ConfigFile::default()),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ConfigFile::default());
+        }
+        Err(e) => anyhow::bail!("config file {}: {e}", path.display()),
+    };
+    toml::from_str(&text).map_err(|e| Usage(format!("config file {}: {e}", path.display())).into())
+}
+
+/// The server options after flags, environment and config file are merged.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub address: Address,
+    pub tls: Option<ClientTls>,
+    pub timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Server {
+    pub fn resolve(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<Self> {
+        let raw = args
+            .server
+            .clone()
+            .or_else(|| config.server.clone())
+            .unwrap_or_else(|| format!("localhost:{}", webb_proto::DEFAULT_RELAY_PORT));
+        let address = Address::parse(&raw, webb_proto::DEFAULT_RELAY_PORT)
+            .map_err(|e| Usage(format!("--server: {e}")))?;
+        let dur =
+            |flag: Option<Duration>, conf: &Option<String>, name: &str, default| match (flag, conf)
+            {
+                (Some(d), _) => Ok(d),
+                (None, Some(s)) => {
+                    parse_go_duration(s).map_err(|e| Usage(format!("config file: {name}: {e}")))
+                }
+                (None, None) => Ok(default),
+            };
+        let timeout = dur(
+            args.timeout,
+            &config.timeout,
+            "timeout",
+            Duration::from_secs(5),
+        )?;
+        let request_timeout = dur(
+            args.request_timeout,
+            &config.request_timeout,
+            "request-timeout",
+            Duration::from_secs(12),
+        )?;
+        let wants_tls = args.tls
+            || config.tls
+            || address.tls
+            || args.tls_allow_insecure
+            || !args.tls_ca_cert_files.is_empty()
+            || args.tls_client_cert_file.is_some()
+            || args.tls_server_name.is_some();
+        let tls = wants_tls.then(|| ClientTls {
+            ca_files: if args.tls_ca_cert_files.is_empty() {
+                config.tls_ca_cert_files.clone()
+            } else {
+                args.tls_ca_cert_files.clone()
+            },
+            client_cert: args
+                .tls_client_cert_file
+                .clone()
+                .or_else(|| config.tls_client_cert_file.clone()),
+            client_key: args
+                .tls_client_key_file
+                .clone()
+                .or_else(|| config.tls_client_key_file.clone()),
+            server_name: args
+                .tls_server_name
+                .clone()
+                .or_else(|| config.tls_server_name.clone()),
+            insecure: args.tls_allow_insecure || config.tls_allow_insecure,
+        });
+        Ok(Self {
+            address,
+            tls,
+            timeout,
+            request_timeout,
+        })
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        transport::connect(&self.address, self.tls.as_ref(), self.timeout)
+            .await
+            .map_err(|e| match e {
+                transport::ConnectError::Unreachable { .. } => {
+                    anyhow::anyhow!("{e}\n  {PORT_FORWARD_HINT}")
+                }
+                other => anyhow::anyhow!(other),
+            })
+    }
+
+    /// Describes a failed call: the method, the address, the gRPC status.
+    pub fn call_error(&self, method: &str, s: &tonic::Status) -> anyhow::Error {
+        let hint = if s.code() == tonic::Code::Unavailable {
+            format!("\n  {PORT_FORWARD_HINT}")
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!(
+            "{method} on {}: rpc error: code = {:?} desc = {}{hint}",
+            self.address,
+            s.code(),
+            s.message()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flag_over_config_over_default() {
+        let conf: ConfigFile = toml::from_str(
+            "server = \"relay:80\"\ntimeout = \"2s\"\ntls = true\ntls-server-name = \"relay.webb\"\n",
+        )
+        .unwrap();
+        let s = Server::resolve(&ServerArgs::default(), &conf).unwrap();
+        assert_eq!(s.address.authority(), "relay:80");
+        assert_eq!(s.timeout, Duration::from_secs(2));
+        assert_eq!(s.request_timeout, Duration::from_secs(12));
+        assert_eq!(s.tls.unwrap().server_name.as_deref(), Some("relay.webb"));
+
+        let args = ServerArgs {
+            server: Some("localhost:4244".into()),
+            timeout: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let s = Server::resolve(&args, &ConfigFile::default()).unwrap();
+        assert_eq!(s.address.authority(), "localhost:4244");
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert!(s.tls.is_none());
+
+        let s = Server::resolve(&ServerArgs::default(), &ConfigFile::default()).unwrap();
+        assert_eq!(s.address.authority(), "localhost:4245");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = toml::from_str::<ConfigFile>("sever = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("sever"), "{e}");
+        let conf: ConfigFile = toml::from_str("timeout = \"soon\"\n").unwrap();
+        let e = Server::resolve(&ServerArgs::default(), &conf).unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{e}");
+    }
+}

@@ -1,0 +1,304 @@
+//! `webb observe`: flows from a server or a file, filtered, printed.
+
+use std::{
+    collections::VecDeque,
+    io::{self, BufRead, BufReader, BufWriter, IsTerminal as _, Write},
+    path::PathBuf,
+};
+
+use chrono::{DateTime, Utc};
+use futures::{FutureExt as _, StreamExt as _};
+use webb_proto::{
+    filter::FlowFilters,
+    observer::{
+        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+        observer_client::ObserverClient,
+    },
+    wkt::{FieldMask, Timestamp},
+};
+
+use crate::{
+    conn::{ConfigFile, Server, ServerArgs},
+    filters::{self, FilterArgs},
+    printer::{self, Format, Printer},
+    time::{self, TimeFormat},
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObserveArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub selectors: Selectors,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Read flows from this file (`hubble observe -o json` or webb output)
+    /// instead of a server; '-' reads stdin
+    #[arg(long, value_name = "FILE", help_heading = "Other")]
+    pub input_file: Option<PathBuf>,
+    /// Print the request's allowlist and denylist and exit
+    #[arg(long, help_heading = "Other")]
+    pub print_raw_filters: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Selectors {
+    /// The last N flows of the server's buffer (N per node through a relay);
+    /// 20 when nothing else selects
+    #[arg(long, value_name = "N", conflicts_with_all = ["first", "all"], help_heading = "Selectors")]
+    pub last: Option<u64>,
+    /// The first N flows of the server's buffer (N per node through a relay)
+    #[arg(long, value_name = "N", conflicts_with_all = ["all", "follow"], help_heading = "Selectors")]
+    pub first: Option<u64>,
+    /// Every flow in the server's buffer
+    #[arg(long, help_heading = "Selectors")]
+    pub all: bool,
+    /// Keep streaming new flows
+    #[arg(short, long, help_heading = "Selectors")]
+    pub follow: bool,
+    /// Flows since this time: a duration before now (3s, 4m, 1h43m) or a
+    /// time (RFC 3339, 2024-01-02T03:04, 2024-01-02, Unix seconds)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selectors")]
+    pub since: Option<DateTime<Utc>>,
+    /// Flows until this time (same forms as --since)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selectors")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    time::parse_time(s, Utc::now())
+        .ok_or_else(|| format!("{s:?} is not a time; use {}", time::FORMATS_HELP))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = Format::Compact, help_heading = "Output")]
+    pub output: Format,
+    /// Time format
+    #[arg(long, value_enum, default_value_t = TimeFormat::StampMilli, help_heading = "Output")]
+    pub time_format: TimeFormat,
+    /// Colour the output (auto: when stdout is a terminal and NO_COLOR is unset)
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, help_heading = "Output")]
+    pub color: ColorWhen,
+    /// Print the node name of each flow
+    #[arg(long, help_heading = "Output")]
+    pub print_node_name: bool,
+    /// Print numbers: IPs instead of names, identities as numbers
+    #[arg(long, help_heading = "Output")]
+    pub numeric: bool,
+    /// Show pod and service names instead of IPs (--ip-translation=false to turn off)
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, help_heading = "Output")]
+    pub ip_translation: bool,
+    /// Ask the server for only these fields (comma-separated paths, e.g.
+    /// time,source.pod_name,verdict)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PATHS",
+        help_heading = "Output"
+    )]
+    pub field_mask: Vec<String>,
+}
+
+impl OutputArgs {
+    pub fn printer_options(&self) -> printer::Options {
+        let color = match self.color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && io::stdout().is_terminal()
+            }
+        };
+        printer::Options {
+            format: self.output,
+            time_format: self.time_format,
+            color,
+            node_name: self.print_node_name,
+            ip_translation: self.ip_translation && !self.numeric,
+            numeric: self.numeric,
+        }
+    }
+}
+
+/// The GetFlows request these arguments ask for.
+pub fn request(args: &ObserveArgs) -> GetFlowsRequest {
+    let s = &args.selectors;
+    let mut req = GetFlowsRequest {
+        follow: s.follow,
+        whitelist: args.filters.allowlist.clone(),
+        blacklist: args.filters.denylist.clone(),
+        since: s.since.map(Timestamp::from),
+        until: s.until.map(Timestamp::from),
+        ..Default::default()
+    };
+    if s.all {
+        req.number = u64::MAX;
+    } else if let Some(n) = s.first {
+        req.number = n;
+        req.first = true;
+    } else if let Some(n) = s.last {
+        req.number = n;
+    } else if !s.follow && s.since.is_none() && s.until.is_none() {
+        req.number = 20;
+    }
+    if !args.output.field_mask.is_empty() {
+        req.field_mask = Some(FieldMask {
+            paths: args.output.field_mask.clone(),
+        });
+    }
+    req
+}
+
+/// What ended the output early: the reader went away (`| head`).
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
+    if args.print_raw_filters {
+        print!("{}", filters::raw_listing(&args.filters));
+        return Ok(());
+    }
+    let opts = args.output.printer_options();
+    let out = BufWriter::with_capacity(64 * 1024, io::stdout());
+    let mut printer = Printer::new(opts, out, io::stderr());
+    let result = match &args.input_file {
+        Some(path) => from_file(&args, path, &mut printer),
+        None => from_server(&args, config, &mut printer).await,
+    };
+    let flushed = printer.flush();
+    match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_broken_pipe) => Ok(()),
+        other => other,
+    }
+}
+
+async fn from_server<W: Write, E: Write>(
+    args: &ObserveArgs,
+    config: &ConfigFile,
+    printer: &mut Printer<W, E>,
+) -> anyhow::Result<()> {
+    let server = Server::resolve(&args.server, config)?;
+    let channel = server.connect().await?;
+    let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let req = request(args);
+    let mut stream = client
+        .get_flows(req)
+        .await
+        .map_err(|s| server.call_error("GetFlows", &s))?
+        .into_inner();
+    loop {
+        // Flush whenever the stream has nothing ready, so `--follow` shows
+        // flows at once while a burst is written in big blocks.
+        let next = match stream.next().now_or_never() {
+            Some(item) => item,
+            None => {
+                printer.flush()?;
+                stream.next().await
+            }
+        };
+        let Some(item) = next else { break };
+        let resp = item.map_err(|s| server.call_error("GetFlows stream", &s))?;
+        printer.write(&resp)?;
+    }
+    Ok(())
+}
+
+/// Reads a capture, applying the same filters, time window and selectors a
+/// server would: everything by default, `--first N` / `--last N` when asked.
+fn from_file<W: Write, E: Write>(
+    args: &ObserveArgs,
+    path: &std::path::Path,
+    printer: &mut Printer<W, E>,
+) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::with_capacity(256 * 1024, io::stdin()))
+    } else {
+        let f = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("--input-file {}: {e}", path.display()))?;
+        Box::new(BufReader::with_capacity(256 * 1024, f))
+    };
+    let filters = args.filters.compile()?;
+    let s = &args.selectors;
+    let window = Window {
+        since: s.since,
+        until: s.until,
+        filters: &filters,
+    };
+    let first = if s.all { None } else { s.first };
+    let last = if s.all { None } else { s.last };
+    // `--first`/`--last` count flows, as a server does; lost events and node
+    // status records inside the window come along.
+    let is_flow = |r: &GetFlowsResponse| matches!(r.response_types, Some(ResponseTypes::Flow(_)));
+    let mut tail: VecDeque<GetFlowsResponse> = VecDeque::new();
+    let mut tail_flows = 0u64;
+    let mut printed_flows = 0u64;
+    for item in webb_proto::json::read_lines(reader) {
+        let resp = item.map_err(|e| anyhow::anyhow!("--input-file {}: {e}", path.display()))?;
+        if !window.keeps(&resp) {
+            continue;
+        }
+        let flow = is_flow(&resp);
+        if let Some(n) = last {
+            tail_flows += u64::from(flow);
+            tail.push_back(resp);
+            while tail_flows > n {
+                if tail.pop_front().is_some_and(|r| is_flow(&r)) {
+                    tail_flows -= 1;
+                }
+            }
+            continue;
+        }
+        printer.write(&resp)?;
+        printed_flows += u64::from(flow);
+        if first.is_some_and(|n| printed_flows >= n) {
+            break;
+        }
+    }
+    for resp in &tail {
+        printer.write(resp)?;
+    }
+    Ok(())
+}
+
+struct Window<'a> {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    filters: &'a FlowFilters,
+}
+
+impl Window<'_> {
+    fn keeps(&self, resp: &GetFlowsResponse) -> bool {
+        if self.since.is_some() || self.until.is_some() {
+            let t = resp
+                .time
+                .as_ref()
+                .or(match &resp.response_types {
+                    Some(ResponseTypes::Flow(f)) => f.time.as_ref(),
+                    _ => None,
+                })
+                .and_then(Timestamp::to_datetime);
+            if let Some(t) = t
+                && (self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u))
+            {
+                return false;
+            }
+        }
+        match &resp.response_types {
+            Some(ResponseTypes::Flow(f)) => self.filters.matches(f),
+            _ => true,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `webb status`, `webb list nodes`, `webb list namespaces`.
+
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
+
+use tabwriter::TabWriter;
+use tonic::transport::Channel;
+use webb_proto::{
+    observer::{
+        GetNamespacesRequest, GetNodesRequest, Node, ServerStatusRequest, ServerStatusResponse,
+        observer_client::ObserverClient,
+    },
+    relay::NodeState,
+};
+
+use crate::conn::{ConfigFile, Server, ServerArgs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Wide,
+    Json,
+}
+
+/// `1234567` -> `1,234,567`, as Hubble prints counts.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn percent(num: u64, max: u64) -> f64 {
+    if max == 0 {
+        0.0
+    } else {
+        100.0 * num as f64 / max as f64
+    }
+}
+
+async fn with_timeout<T>(
+    server: &Server,
+    method: &str,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(server.request_timeout, fut).await {
+        Ok(r) => r
+            .map(tonic::Response::into_inner)
+            .map_err(|s| server.call_error(method, &s)),
+        Err(_) => anyhow::bail!(
+            "{method} on {}: no answer within {:?} (--request-timeout)",
+            server.address,
+            server.request_timeout
+        ),
+    }
+}
+
+/// The text `webb status` prints for a server status.
+pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Healthcheck (via {via}): {}\n",
+        if healthy { "Ok" } else { "Not serving" }
+    ));
+    out.push_str(&format!(
+        "Current/Max Flows: {}/{} ({:.2}%)\n",
+        thousands(s.num_flows),
+        thousands(s.max_flows),
+        percent(s.num_flows, s.max_flows)
+    ));
+    out.push_str(&format!("Flows/s: {:.2}\n", s.flows_rate));
+    out.push_str(&format!("Seen flows: {}\n", thousands(s.seen_flows)));
+    if let Some(c) = s.num_connected_nodes {
+        let unavailable = s.num_unavailable_nodes.map_or(0, |u| u.value);
+        out.push_str(&format!(
+            "Connected Nodes: {}/{}\n",
+            c.value,
+            c.value + unavailable
+        ));
+        if unavailable > 0 {
+            out.push_str(&format!("Unavailable Nodes: {unavailable}\n"));
+            for n in &s.unavailable_nodes {
+                out.push_str(&format!("  - {n}\n"));
+            }
+        }
+    }
+    if s.webb_packets > 0 || s.webb_lost_events > 0 {
+        out.push_str(&format!(
+            "Packets: {} (malformed {}, non-IP {}, policy drops {})\nLost events: {}\n",
+            thousands(s.webb_packets),
+            thousands(s.webb_malformed_packets),
+            thousands(s.webb_non_ip_packets),
+            thousands(s.webb_policy_drops),
+            thousands(s.webb_lost_events)
+        ));
+    }
+    if !s.version.is_empty() {
+        out.push_str(&format!("Version: {}\n", s.version));
+    }
+    out
+}
+
+pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()> {
+    let server = Server::resolve(args, config)?;
+    let channel = server.connect().await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let h = with_timeout(
+        &server,
+        "Health check",
+        health.check(tonic_health::pb::HealthCheckRequest {
+            service: webb_proto::OBSERVER_HEALTH_SERVICE.to_owned(),
+        }),
+    )
+    .await?;
+    let healthy =
+        h.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let s = with_timeout(
+        &server,
+        "ServerStatus",
+        client(channel).server_status(ServerStatusRequest {}),
+    )
+    .await?;
+    print!("{}", status_text(&server.address.to_string(), healthy, &s));
+    if !healthy {
+        anyhow::bail!("{} is not serving", server.address);
+    }
+    Ok(())
+}
+
+fn client(channel: Channel) -> ObserverClient<Channel> {
+    ObserverClient::new(channel)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match NodeState::try_from(state).unwrap_or(NodeState::UnknownNodeState) {
+        NodeState::NodeConnected => "Connected",
+        NodeState::NodeUnavailable => "Unavailable",
+        NodeState::NodeGone => "Gone",
+        NodeState::NodeError => "Error",
+        NodeState::UnknownNodeState => "Unknown",
+    }
+}
+
+/// The `list nodes` table: `NAME STATUS AGE FLOWS/S CURRENT/MAX-FLOWS`,
+/// plus `VERSION ADDRESS TLS` when wide.
+pub fn nodes_table(nodes: &[Node], wide: bool) -> String {
+    let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
+    let mut text = String::from("NAME\tSTATUS\tAGE\tFLOWS/S\tCURRENT/MAX-FLOWS");
+    if wide {
+        text.push_str("\tVERSION\tADDRESS\tTLS");
+    }
+    text.push('\n');
+    for n in nodes {
+        let connected = n.state == NodeState::NodeConnected as i32;
+        let uptime = Duration::from_nanos(n.uptime_ns);
+        let (age, rate, flows) = if connected {
+            let rate = if n.uptime_ns > 0 {
+                n.seen_flows as f64 / uptime.as_secs_f64()
+            } else {
+                0.0
+            };
+            (
+                crate::time::age(uptime),
+                format!("{rate:.2}"),
+                format!(
+                    "{}/{} ({:.2}%)",
+                    n.num_flows,
+                    n.max_flows,
+                    percent(n.num_flows, n.max_flows)
+                ),
+            )
+        } else {
+            ("N/A".into(), "N/A".into(), "N/A".into())
+        };
+        text.push_str(&format!(
+            "{}\t{}\t{age}\t{rate}\t{flows}",
+            n.name,
+            state_name(n.state)
+        ));
+        if wide {
+            let tls = match &n.tls {
+                Some(t) if t.enabled => "Enabled",
+                _ => "Disabled",
+            };
+            text.push_str(&format!("\t{}\t{}\t{tls}", n.version, n.address));
+        }
+        text.push('\n');
+    }
+    let _ = tw.write_all(text.as_bytes());
+    let bytes = tw.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn json_array<T: serde::Serialize>(items: &[T]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(items)? + "\n")
+}
+
+pub async fn list_nodes(
+    args: &ServerArgs,
+    config: &ConfigFile,
+    format: ListFormat,
+) -> anyhow::Result<()> {
+    let server = Server::resolve(args, config)?;
+    let channel = server.connect().await?;
+    let mut r = with_timeout(
+        &server,
+        "GetNodes",
+        client(channel).get_nodes(GetNodesRequest {}),
+    )
+    .await?;
+    r.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let text = match format {
+        ListFormat::Json => json_array(&r.nodes)?,
+        ListFormat::Table => nodes_table(&r.nodes, false),
+        ListFormat::Wide => nodes_table(&r.nodes, true),
+    };
+    write_out(&text)
+}
+
+pub async fn list_namespaces(
+    args: &ServerArgs,
+    config: &ConfigFile,
+    format: ListFormat,
+) -> anyhow::Result<()> {
+    let server = Server::resolve(args, config)?;
+    let channel = server.connect().await?;
+    let mut r = with_timeout(
+        &server,
+        "GetNamespaces",
+        client(channel).get_namespaces(GetNamespacesRequest {}),
+    )
+    .await?;
+    r.namespaces
+        .sort_by(|a, b| (&a.cluster, &a.namespace).cmp(&(&b.cluster, &b.namespace)));
+    let text = match format {
+        ListFormat::Json => json_array(&r.namespaces)?,
+        ListFormat::Table | ListFormat::Wide => {
+            let with_cluster = r.namespaces.iter().any(|n| !n.cluster.is_empty());
+            let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
+            let mut text = if with_cluster {
+                String::from("CLUSTER\tNAMESPACE\n")
+            } else {
+                String::from("NAMESPACE\n")
+            };
+            for n in &r.namespaces {
+                if with_cluster {
+                    text.push_str(&format!("{}\t{}\n", n.cluster, n.namespace));
+                } else {
+                    text.push_str(&format!("{}\n", n.namespace));
+                }
+            }
+            tw.write_all(text.as_bytes())?;
+            String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
+        }
+    };
+    write_out(&text)
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use webb_proto::observer::Tls;
+
+    use super::*;
+
+    #[test]
+    fn counts_have_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(16380), "16,380");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn node_table_is_aligned() {
+        let nodes = vec![
+            Node {
+                name: "lab-node-1".into(),
+                version: "webb 0.1.0".into(),
+                address: "10.0.0.1:4244".into(),
+                state: NodeState::NodeConnected as i32,
+                tls: Some(Tls {
+                    enabled: true,
+                    server_name: "n1".into(),
+                }),
+                uptime_ns: 8_223_000_000_000,
+                num_flows: 4095,
+                max_flows: 4095,
+                seen_flows: 61_750,
+            },
+            Node {
+                name: "n2".into(),
+                state: NodeState::NodeUnavailable as i32,
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            nodes_table(&nodes, false),
+            "NAME         STATUS        AGE       FLOWS/S   CURRENT/MAX-FLOWS\n\
+             lab-node-1   Connected     2h17m3s   7.51      4095/4095 (100.00%)\n\
+             n2           Unavailable   N/A       N/A       N/A\n"
+        );
+        assert!(
+            nodes_table(&nodes, true)
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("VERSION      ADDRESS         TLS")
+        );
+    }
+}

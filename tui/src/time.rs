@@ -1,0 +1,206 @@
+//! Times as `--since` and `--until` take them, and as the printers show them.
+//!
+//! Accepted, like Hubble: a relative duration in Go's syntax (`3s`, `4m`,
+//! `1h43m`, `1.5h`, `250ms`), meaning that long before now; RFC 3339 with any
+//! fraction and offset (`2024-01-02T03:04:05.123Z`, `...+02:00`); and the
+//! shorter forms `2024-01-02T03:04:05`, `2024-01-02T03:04`, `2024-01-02`,
+//! `2024-01-02 03:04:05` (UTC when no offset is given); and a Unix time in
+//! seconds (`1704164645` or `1704164645.5`).
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+
+pub const FORMATS_HELP: &str = "a duration before now (3s, 4m, 1h43m) or a time (RFC 3339 like 2024-01-02T03:04:05Z, 2024-01-02T03:04, 2024-01-02, or Unix seconds)";
+
+/// Parses a Go duration (`1h43m`, `-3s`, `1.5h`, `250ms`, `10us`).
+pub fn parse_duration(s: &str) -> Option<TimeDelta> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(TimeDelta::zero());
+    }
+    let mut total_ns: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total_ns += n * unit;
+    }
+    if !total_ns.is_finite() || total_ns > i64::MAX as f64 {
+        return None;
+    }
+    let d = TimeDelta::nanoseconds(total_ns.round() as i64);
+    Some(if neg { -d } else { d })
+}
+
+/// Parses a `--since`/`--until` value relative to `now`.
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Some(d) = parse_duration(s) {
+        return now.checked_sub_signed(d.abs());
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for layout in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, layout) {
+            return Some(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        let whole = secs.trunc() as i64;
+        let nanos = ((secs - secs.trunc()) * 1e9).round() as u32;
+        return DateTime::from_timestamp(whole, nanos);
+    }
+    None
+}
+
+/// `--time-format` choices, with Go's layout names as Hubble spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum TimeFormat {
+    #[value(name = "Stamp")]
+    Stamp,
+    #[default]
+    #[value(name = "StampMilli")]
+    StampMilli,
+    #[value(name = "StampMicro")]
+    StampMicro,
+    #[value(name = "StampNano")]
+    StampNano,
+    #[value(name = "RFC3339")]
+    Rfc3339,
+    #[value(name = "RFC3339Milli")]
+    Rfc3339Milli,
+    #[value(name = "RFC3339Micro")]
+    Rfc3339Micro,
+    #[value(name = "RFC3339Nano")]
+    Rfc3339Nano,
+    #[value(name = "RFC1123Z")]
+    Rfc1123z,
+}
+
+impl TimeFormat {
+    pub fn format(self, t: DateTime<Utc>) -> String {
+        let layout = match self {
+            Self::Stamp => "%b %e %H:%M:%S",
+            Self::StampMilli => "%b %e %H:%M:%S%.3f",
+            Self::StampMicro => "%b %e %H:%M:%S%.6f",
+            Self::StampNano => "%b %e %H:%M:%S%.9f",
+            Self::Rfc3339 => "%Y-%m-%dT%H:%M:%SZ",
+            Self::Rfc3339Milli => "%Y-%m-%dT%H:%M:%S%.3fZ",
+            Self::Rfc3339Micro => "%Y-%m-%dT%H:%M:%S%.6fZ",
+            Self::Rfc3339Nano => "%Y-%m-%dT%H:%M:%S%.9fZ",
+            Self::Rfc1123z => "%a, %d %b %Y %H:%M:%S +0000",
+        };
+        t.format(layout).to_string()
+    }
+}
+
+/// Go's `time.Duration.String()` shape, truncated to seconds, as `hubble
+/// list nodes` shows ages: `45s`, `3m7s`, `2h17m3s`.
+pub fn age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m}m{sec}s")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3s"), Some(TimeDelta::seconds(3)));
+        assert_eq!(parse_duration("1h43m"), Some(TimeDelta::minutes(103)));
+        assert_eq!(parse_duration("1.5h"), Some(TimeDelta::minutes(90)));
+        assert_eq!(parse_duration("250ms"), Some(TimeDelta::milliseconds(250)));
+        assert_eq!(parse_duration("-4m"), Some(TimeDelta::minutes(-4)));
+        for bad in ["", "3", "h", "3x", "1h-2m", "--3s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        let t = |s| parse_time(s, now()).map(|t| t.to_rfc3339());
+        assert_eq!(t("4m").as_deref(), Some("2024-01-02T03:00:05+00:00"));
+        assert_eq!(
+            t("2024-01-01T00:00:00.5+01:00").as_deref(),
+            Some("2023-12-31T23:00:00.500+00:00")
+        );
+        assert_eq!(
+            t("2024-01-01T10:11").as_deref(),
+            Some("2024-01-01T10:11:00+00:00")
+        );
+        assert_eq!(
+            t("2024-01-01 10:11:12").as_deref(),
+            Some("2024-01-01T10:11:12+00:00")
+        );
+        assert_eq!(
+            t("2024-01-01").as_deref(),
+            Some("2024-01-01T00:00:00+00:00")
+        );
+        assert_eq!(
+            t("1704164645").as_deref(),
+            Some("2024-01-02T03:04:05+00:00")
+        );
+        assert_eq!(t("yesterday"), None);
+        assert_eq!(t("2024-13-01"), None);
+    }
+
+    #[test]
+    fn formats_and_ages() {
+        assert_eq!(TimeFormat::StampMilli.format(now()), "Jan  2 03:04:05.000");
+        assert_eq!(
+            TimeFormat::Rfc3339Nano.format(now()),
+            "2024-01-02T03:04:05.000000000Z"
+        );
+        assert_eq!(age(std::time::Duration::from_secs(8223)), "2h17m3s");
+        assert_eq!(age(std::time::Duration::from_secs(45)), "45s");
+    }
+}

@@ -1,0 +1,333 @@
+//! The `webb` binary as users run it: every output format on a fixed set of
+//! flows (L3/L4, policy and kernel drops, DNS, HTTP, lost events, IPv6,
+//! world/host, a relay's node status), `--help`, errors and exit codes.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Command, Output, Stdio},
+};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flows.jsonl");
+
+fn webb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webb"))
+        .args(args)
+        .env_remove("WEBB_SERVER")
+        .env("WEBB_CONFIG", "/dev/null")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run webb")
+}
+
+fn observe_file(extra: &[&str]) -> (String, String) {
+    let mut args = vec!["observe", "--input-file", FIXTURE, "--color", "never"];
+    args.extend_from_slice(extra);
+    let out = webb(&args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn compact() {
+    let (out, err) = observe_file(&[]);
+    insta::assert_snapshot!("compact", out);
+    insta::assert_snapshot!("node_status_stderr", err);
+}
+
+#[test]
+fn compact_with_node_names_and_numbers() {
+    let (out, _) = observe_file(&[
+        "--print-node-name",
+        "--numeric",
+        "--time-format",
+        "RFC3339Nano",
+    ]);
+    insta::assert_snapshot!("compact_numeric", out);
+}
+
+#[test]
+fn dict() {
+    insta::assert_snapshot!("dict", observe_file(&["-o", "dict"]).0);
+}
+
+#[test]
+fn table() {
+    insta::assert_snapshot!("table", observe_file(&["-o", "table"]).0);
+}
+
+#[test]
+fn json_and_jsonpb_are_the_capture_itself() {
+    let fixture = std::fs::read_to_string(FIXTURE).unwrap();
+    for format in ["json", "jsonpb"] {
+        let (out, err) = observe_file(&["-o", format]);
+        assert_eq!(out, fixture, "-o {format}");
+        assert!(err.is_empty(), "{err}");
+    }
+}
+
+#[test]
+fn jq_paths_users_have_work() {
+    let (out, _) = observe_file(&["-o", "json", "--verdict", "DROPPED"]);
+    let pods: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("{\"flow\""))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {} {}",
+                v["flow"]["source"]["pod_name"].as_str().unwrap(),
+                v["flow"]["verdict"].as_str().unwrap(),
+                v["flow"]["drop_reason_desc"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            "frontend-7d9c DROPPED POLICY_DENIED",
+            "cart-5f6b DROPPED SOCKET_LOOKUP_FAILED",
+            "frontend-7d9c DROPPED POLICY_DENIED"
+        ]
+    );
+}
+
+#[test]
+fn filters_apply_to_files() {
+    let count = |extra: &[&str]| observe_file(extra).0.lines().count();
+    // 12 flows and one lost-events record (never filtered away).
+    assert_eq!(count(&[]), 12);
+    assert_eq!(count(&["--verdict", "DROPPED"]), 3 + 1);
+    assert_eq!(count(&["--not", "--verdict", "FORWARDED"]), 3 + 1);
+    assert_eq!(count(&["--protocol", "http"]), 2 + 1);
+    assert_eq!(count(&["--http-status", "5+"]), 1 + 1);
+    assert_eq!(count(&["--type", "l7"]), 4 + 1);
+    assert_eq!(count(&["--type", "trace:to-network"]), 1 + 1);
+    assert_eq!(count(&["--to-pod", "shop/db"]), 2 + 1);
+    assert_eq!(count(&["--pod", "kube-system/coredns"]), 2 + 1);
+    assert_eq!(count(&["-6"]), 1 + 1);
+    assert_eq!(count(&["--ip", "10.42.0.0/24", "--to-port", "53"]), 1 + 1);
+    assert_eq!(count(&["--dns-query", "cart\\.shop"]), 2 + 1);
+    assert_eq!(
+        count(&[
+            "--since",
+            "2024-01-02T03:04:08Z",
+            "--until",
+            "2024-01-02T03:04:10Z"
+        ]),
+        4
+    );
+    assert_eq!(count(&["--first", "2"]), 2);
+    let (last, err) = observe_file(&["--last", "2"]);
+    assert!(
+        last.lines().last().unwrap().contains("policy-verdict"),
+        "{last}"
+    );
+    assert_eq!(last.lines().count(), 2);
+    assert!(
+        err.contains("lab-node-2"),
+        "the node status after the last flow comes along: {err}"
+    );
+}
+
+#[test]
+fn color_is_used_when_asked_and_never_under_no_color() {
+    let out = webb(&[
+        "observe",
+        "--input-file",
+        FIXTURE,
+        "--color",
+        "always",
+        "--first",
+        "1",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\x1b[32mFORWARDED\x1b[0m"));
+    let out = Command::new(env!("CARGO_BIN_EXE_webb"))
+        .args(["observe", "--input-file", FIXTURE, "--first", "1"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
+
+#[test]
+fn print_raw_filters() {
+    let out = webb(&[
+        "observe",
+        "--print-raw-filters",
+        "--from-pod",
+        "shop/frontend",
+        "--not",
+        "--verdict",
+        "FORWARDED",
+    ]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("raw_filters", String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn reads_stdin_and_stops_quietly_when_the_reader_goes_away() {
+    // A big capture through stdin into a reader that takes one line.
+    let fixture = std::fs::read_to_string(FIXTURE).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webb"))
+        .args(["observe", "--input-file", "-", "--color", "never"])
+        .env("WEBB_CONFIG", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if stdin.write_all(fixture.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("to-stack FORWARDED"), "{line}");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("Broken pipe") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_are_usage_errors_before_any_connection() {
+    for (args, want) in [
+        (
+            &["observe", "--verdict", "FOO"][..],
+            "--verdict: \"FOO\" is not a verdict; valid: FORWARDED, DROPPED",
+        ),
+        (
+            &["observe", "--to-ip", "10.0.0.0/33"][..],
+            "--to-ip: \"10.0.0.0/33\" is not an IP address or CIDR",
+        ),
+        (
+            &["observe", "--since", "yesterday"][..],
+            "\"yesterday\" is not a time",
+        ),
+        (
+            &["observe", "-o", "xml"][..],
+            "invalid value 'xml' for '--output <OUTPUT>'",
+        ),
+        (
+            &["observe", "--first", "1", "--follow"][..],
+            "cannot be used with",
+        ),
+        (
+            &["observe", "--server", "relay:http"][..],
+            "--server: \"relay:http\" is not an address",
+        ),
+        (
+            &["observe", "--timeout", "soon"][..],
+            "\"soon\" is not a duration",
+        ),
+    ] {
+        let out = webb(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn unreachable_server_says_where_and_what_to_do() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    for cmd in [&["observe"][..], &["status"][..], &["list", "nodes"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--server", &server]);
+        let out = webb(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("cannot connect to {server}")),
+            "{err}"
+        );
+        assert!(
+            err.contains("kubectl -n kube-system port-forward svc/webb-relay 4245:80"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn missing_input_file_names_it() {
+    let out = webb(&["observe", "--input-file", "/nonexistent/flows.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/flows.json"));
+}
+
+#[test]
+fn bad_capture_lines_name_the_line() {
+    let dir = std::env::temp_dir().join(format!("webb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.jsonl");
+    let first = std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&path, format!("{first}\n{{\"flow\": 3}}\n")).unwrap();
+    let out = webb(&[
+        "observe",
+        "--input-file",
+        path.to_str().unwrap(),
+        "--color",
+        "never",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn help() {
+    for cmd in [
+        &["--help"][..],
+        &["observe", "--help"][..],
+        &["status", "--help"][..],
+        &["list", "nodes", "--help"][..],
+    ] {
+        let out = webb(cmd);
+        assert!(out.status.success());
+        insta::assert_snapshot!(
+            format!("help_{}", cmd[..cmd.len() - 1].join("_"))
+                .trim_end_matches('_')
+                .to_owned()
+                + "",
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
+}
