@@ -27,44 +27,46 @@ pub enum JsonError {
 /// does: the oneof member (`flow`, `node_status` or `lost_events`) first, then
 /// `node_name` and `time`, in the order Go's protojson writes them.
 pub fn write_line<W: Write>(out: &mut W, response: &GetFlowsResponse) -> io::Result<()> {
-    let mut line = to_line(response).into_bytes();
+    let mut line = Vec::with_capacity(1024);
+    append_line(&mut line, response);
     line.push(b'\n');
     out.write_all(&line)
 }
 
 /// The JSON line of one response, without the newline.
 pub fn to_line(response: &GetFlowsResponse) -> String {
+    let mut line = Vec::with_capacity(1024);
+    append_line(&mut line, response);
+    // serde_json writes UTF-8 only.
+    String::from_utf8(line).unwrap_or_default()
+}
+
+fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
     use crate::observer::get_flows_response::ResponseTypes;
-    // Serialising generated types cannot fail: every field is a plain value,
-    // string or nested message with infallible impls.
-    let json = |v: &dyn erased::Json| v.to_json();
-    let mut parts: Vec<String> = Vec::with_capacity(3);
+    // Serialising generated types into memory cannot fail: every field is a
+    // plain value, string or nested message with infallible impls.
+    fn field<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, first: &mut bool, name: &str, v: &T) {
+        buf.extend_from_slice(if *first { b"\"" } else { b",\"" });
+        *first = false;
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *buf, v);
+    }
+    let mut first = true;
+    buf.push(b'{');
     match &response.response_types {
-        Some(ResponseTypes::Flow(f)) => parts.push(format!("\"flow\":{}", json(f))),
-        Some(ResponseTypes::NodeStatus(n)) => parts.push(format!("\"node_status\":{}", json(n))),
-        Some(ResponseTypes::LostEvents(l)) => parts.push(format!("\"lost_events\":{}", json(l))),
+        Some(ResponseTypes::Flow(f)) => field(buf, &mut first, "flow", f),
+        Some(ResponseTypes::NodeStatus(n)) => field(buf, &mut first, "node_status", n),
+        Some(ResponseTypes::LostEvents(l)) => field(buf, &mut first, "lost_events", l),
         None => {}
     }
     if !response.node_name.is_empty() {
-        parts.push(format!("\"node_name\":{}", json(&response.node_name)));
+        field(buf, &mut first, "node_name", &response.node_name);
     }
     if let Some(t) = &response.time {
-        parts.push(format!("\"time\":{}", json(t)));
+        field(buf, &mut first, "time", t);
     }
-    format!("{{{}}}", parts.join(","))
-}
-
-mod erased {
-    /// Object-safe "serialise to a JSON string".
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
+    buf.push(b'}');
 }
 
 /// Parses one JSON line written by `hubble observe -o json` (or by webb).

@@ -166,6 +166,8 @@ fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
+mod parallel;
+
 pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     if args.print_raw_filters {
         print!("{}", filters::raw_listing(&args.filters));
@@ -176,7 +178,11 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     let mut printer = Printer::new(opts, out, io::stderr());
     let result = match &args.input_file {
         Some(path) => from_file(&args, path, &mut printer),
-        None => from_server(&args, config, &mut printer).await,
+        None => {
+            let (p, r) = from_server(&args, config, printer).await;
+            printer = p;
+            r
+        }
     };
     let flushed = printer.flush();
     match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
@@ -185,35 +191,84 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     }
 }
 
-async fn from_server<W: Write, E: Write>(
+/// Streams from a server. Formatting runs on its own thread, fed batches of
+/// responses, so decoding (here) and printing (there) use two cores and the
+/// CLI keeps up with the server.
+async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
     args: &ObserveArgs,
     config: &ConfigFile,
-    printer: &mut Printer<W, E>,
-) -> anyhow::Result<()> {
-    let server = Server::resolve(&args.server, config)?;
-    let channel = server.connect().await?;
+    printer: Printer<W, E>,
+) -> (Printer<W, E>, anyhow::Result<()>) {
+    let connected = async {
+        let server = Server::resolve(&args.server, config)?;
+        let channel = server.connect().await?;
+        anyhow::Ok((server, channel))
+    };
+    let (server, channel) = match connected.await {
+        Ok(c) => c,
+        Err(e) => return (printer, Err(e)),
+    };
     let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let req = request(args);
-    let mut stream = client
-        .get_flows(req)
-        .await
-        .map_err(|s| server.call_error("GetFlows", &s))?
-        .into_inner();
-    loop {
-        // Flush whenever the stream has nothing ready, so `--follow` shows
-        // flows at once while a burst is written in big blocks.
-        let next = match stream.next().now_or_never() {
-            Some(item) => item,
-            None => {
-                printer.flush()?;
-                stream.next().await
+    let mut stream = match client.get_flows(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return (printer, Err(server.call_error("GetFlows", &s))),
+    };
+
+    // The printer moves to the formatting thread and comes back at the end.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<GetFlowsResponse>>(8);
+    let mut owned = printer;
+    let formatter = std::thread::spawn(move || -> (Printer<W, E>, io::Result<()>) {
+        let result = (|| {
+            for batch in rx {
+                for resp in &batch {
+                    owned.write(resp)?;
+                }
+                // A batch ends where the stream had nothing more ready:
+                // show it now (this is what makes --follow immediate).
+                owned.flush()?;
             }
+            Ok(())
+        })();
+        (owned, result)
+    });
+
+    const BATCH: usize = 512;
+    let mut failure = None;
+    'stream: loop {
+        let Some(first) = stream.next().await else {
+            break;
         };
-        let Some(item) = next else { break };
-        let resp = item.map_err(|s| server.call_error("GetFlows stream", &s))?;
-        printer.write(&resp)?;
+        let mut batch = Vec::with_capacity(16);
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                Ok(resp) => batch.push(resp),
+                Err(s) => {
+                    failure = Some(server.call_error("GetFlows stream", &s));
+                    break;
+                }
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            item = stream.next().now_or_never().flatten();
+        }
+        let stop = failure.is_some();
+        if tx.send(batch).is_err() || stop {
+            break 'stream;
+        }
     }
-    Ok(())
+    drop(tx);
+    // The formatter never panics on input (printing is total); a panic there
+    // is a bug worth crashing on.
+    let (printer, printed) = formatter.join().expect("output thread");
+    let result = match (printed, failure) {
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) => Ok(()),
+    };
+    (printer, result)
 }
 
 /// Reads a capture, applying the same filters, time window and selectors a
@@ -223,7 +278,7 @@ fn from_file<W: Write, E: Write>(
     path: &std::path::Path,
     printer: &mut Printer<W, E>,
 ) -> anyhow::Result<()> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+    let reader: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(256 * 1024, io::stdin()))
     } else {
         let f = std::fs::File::open(path)
@@ -231,14 +286,19 @@ fn from_file<W: Write, E: Write>(
         Box::new(BufReader::with_capacity(256 * 1024, f))
     };
     let filters = args.filters.compile()?;
+    let opts = args.output.printer_options();
     let s = &args.selectors;
     let window = Window {
         since: s.since,
         until: s.until,
         filters: &filters,
+        opts,
     };
     let first = if s.all { None } else { s.first };
     let last = if s.all { None } else { s.last };
+    if first.is_none() && last.is_none() {
+        return parallel::run(reader, path, &window, printer);
+    }
     // `--first`/`--last` count flows, as a server does; lost events and node
     // status records inside the window come along.
     let is_flow = |r: &GetFlowsResponse| matches!(r.response_types, Some(ResponseTypes::Flow(_)));
@@ -273,14 +333,15 @@ fn from_file<W: Write, E: Write>(
     Ok(())
 }
 
-struct Window<'a> {
+pub(crate) struct Window<'a> {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     filters: &'a FlowFilters,
+    opts: printer::Options,
 }
 
 impl Window<'_> {
-    fn keeps(&self, resp: &GetFlowsResponse) -> bool {
+    pub(crate) fn keeps(&self, resp: &GetFlowsResponse) -> bool {
         if self.since.is_some() || self.until.is_some() {
             let t = resp
                 .time

@@ -59,6 +59,8 @@ impl Default for Options {
     }
 }
 
+const DICT_SEPARATOR: &str = "------------\n";
+
 /// ANSI colours as Hubble uses them.
 mod ansi {
     pub const RESET: &str = "\x1b[0m";
@@ -107,6 +109,19 @@ pub struct Printer<W: Write, E: Write> {
 }
 
 impl<W: Write, E: Write> Printer<W, E> {
+    /// The chunk printer's buffers, to hand to [`Printer::write_chunk`].
+    pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>)
+    where
+        W: Into<Vec<u8>>,
+        E: Into<Vec<u8>>,
+    {
+        let out = match self.out {
+            Sink::Plain(w) => w.into(),
+            Sink::Table(t) => t.into_inner().map(Into::into).unwrap_or_default(),
+        };
+        (out, self.err.into())
+    }
+
     pub fn new(opts: Options, out: W, err: E) -> Self {
         let out = match opts.format {
             // Hubble's tabwriter: min width 2, padding 3, spaces.
@@ -120,6 +135,43 @@ impl<W: Write, E: Write> Printer<W, E> {
             records: 0,
             line: String::with_capacity(256),
         }
+    }
+
+    /// A printer for one chunk of a parallel run: it writes to memory, and as
+    /// if records came before it (every dict record gets its separator, no
+    /// table header, no tab alignment); [`Printer::write_chunk`] stitches
+    /// chunks back together.
+    pub fn for_chunk(opts: Options) -> Printer<Vec<u8>, Vec<u8>> {
+        Printer {
+            opts,
+            out: Sink::Plain(Vec::with_capacity(512 * 1024)),
+            err: Vec::new(),
+            records: 1,
+            line: String::with_capacity(256),
+        }
+    }
+
+    /// Writes the output of a [`Printer::for_chunk`] printer, in order.
+    pub fn write_chunk(&mut self, out: &[u8], err: &[u8]) -> io::Result<()> {
+        let mut out = out;
+        if !out.is_empty() {
+            if self.records == 0 {
+                match self.opts.format {
+                    Format::Dict => {
+                        out = out.strip_prefix(DICT_SEPARATOR.as_bytes()).unwrap_or(out)
+                    }
+                    Format::Table => {
+                        self.line.clear();
+                        self.table_header();
+                        self.out.write_all(self.line.as_bytes())?;
+                    }
+                    _ => {}
+                }
+            }
+            self.records += 1;
+            self.out.write_all(out)?;
+        }
+        self.err.write_all(err)
     }
 
     pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
@@ -222,7 +274,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             }
             Format::Dict => {
                 if self.records > 0 {
-                    self.line.push_str("------------\n");
+                    self.line.push_str(DICT_SEPARATOR);
                 }
                 let mut kv = |k: &str, v: &str| {
                     self.line.push_str(&format!("{k:>11}: {v}\n"));
@@ -295,7 +347,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             }
             Format::Dict => {
                 if self.records > 0 {
-                    self.line.push_str("------------\n");
+                    self.line.push_str(DICT_SEPARATOR);
                 }
                 self.line.push_str(&format!(
                     "  TIMESTAMP: {ts}\n     SOURCE: {source}\n       TYPE: EVENTS LOST\n    VERDICT: \n    SUMMARY: CPU({cpu}) - {n}\n"

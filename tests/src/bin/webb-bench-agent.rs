@@ -118,6 +118,47 @@ fn main() -> anyhow::Result<()> {
             times[times.len() / 2].as_secs_f64() * 1e3,
             times[times.len() - 1].as_secs_f64() * 1e3
         );
+        // The CLI next to the server: drain the whole ring with a bare gRPC
+        // client (the server's rate), then with `webb observe --all` into
+        // /dev/null in each output format.
+        let mut raw = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let rs = client::responses(
+                &agent.addr,
+                GetFlowsRequest {
+                    number: u64::MAX,
+                    ..Default::default()
+                },
+            )
+            .await;
+            raw.push((rs.len(), t.elapsed()));
+        }
+        let (n, best) = raw.iter().min_by_key(|(_, d)| *d).copied().unwrap_or_default();
+        println!(
+            "server: GetFlows --all drains {n} flows in {:.0} ms = {:.0} flows/s (bare gRPC client, best of 3)",
+            best.as_secs_f64() * 1e3,
+            n as f64 / best.as_secs_f64()
+        );
+        for format in ["json", "compact", "table"] {
+            let mut best = Duration::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let st = std::process::Command::new(webb_tests::agent::binary("webb"))
+                    .args(["observe", "--all", "-o", format, "--color", "never", "--server", &agent.addr])
+                    .env("WEBB_CONFIG", "/dev/null")
+                    .stdout(std::process::Stdio::null())
+                    .status()?;
+                anyhow::ensure!(st.success(), "webb observe failed");
+                best = best.min(t.elapsed());
+            }
+            println!(
+                "cli: webb observe --all -o {format} > /dev/null: {:.0} ms = {:.0} flows/s ({:.2}x the bare client's time)",
+                best.as_secs_f64() * 1e3,
+                n as f64 / best.as_secs_f64(),
+                best.as_secs_f64() / raw.iter().map(|(_, d)| *d).min().unwrap_or_default().as_secs_f64()
+            );
+        }
         anyhow::Ok(())
     })?;
     Ok(())

@@ -1,0 +1,129 @@
+//! Reading a capture on every core: a reader thread cuts the input into
+//! chunks of whole lines, workers parse, filter and format each chunk into
+//! memory, and the caller's thread writes the chunks back in input order.
+//! JSON parsing dominates the cost of `--input-file`, and it is independent
+//! per line.
+
+use std::{
+    io::{BufRead, Write},
+    path::Path,
+    sync::mpsc::{Receiver, SyncSender, sync_channel},
+};
+
+use super::Window;
+use crate::printer::Printer;
+
+/// Bytes of input per chunk: big enough to amortise the hand-offs, small
+/// enough that the first lines of a pipe show up at once.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks in flight per worker.
+const DEPTH: usize = 2;
+
+struct Chunk {
+    first_line: usize,
+    text: String,
+}
+
+struct Done {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    failure: Option<anyhow::Error>,
+}
+
+pub(super) fn run<W: Write, E: Write>(
+    mut reader: Box<dyn BufRead + Send>,
+    path: &Path,
+    window: &Window<'_>,
+    printer: &mut Printer<W, E>,
+) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    let name = path.display().to_string();
+    std::thread::scope(|scope| {
+        let mut inputs: Vec<SyncSender<Chunk>> = Vec::with_capacity(workers);
+        let mut outputs: Vec<Receiver<Done>> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (in_tx, in_rx) = sync_channel::<Chunk>(DEPTH);
+            let (out_tx, out_rx) = sync_channel::<Done>(DEPTH);
+            inputs.push(in_tx);
+            outputs.push(out_rx);
+            let name = name.clone();
+            scope.spawn(move || {
+                for chunk in in_rx {
+                    if out_tx.send(work(&chunk, window, &name)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        // The reader deals chunks round-robin; the writer collects them in
+        // the same order, which keeps the output in input order.
+        let reader_thread = scope.spawn(move || -> std::io::Result<()> {
+            let mut line_no = 1usize;
+            for i in 0.. {
+                let mut text = String::with_capacity(CHUNK_BYTES + 4096);
+                let first_line = line_no;
+                while text.len() < CHUNK_BYTES {
+                    let n = reader.read_line(&mut text)?;
+                    if n == 0 {
+                        break;
+                    }
+                    line_no += 1;
+                }
+                if text.is_empty() {
+                    return Ok(());
+                }
+                if inputs[i % workers]
+                    .send(Chunk { first_line, text })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        let written = (|| -> anyhow::Result<()> {
+            for i in 0.. {
+                let Ok(done) = outputs[i % workers].recv() else {
+                    return Ok(());
+                };
+                printer.write_chunk(&done.out, &done.err)?;
+                if let Some(e) = done.failure {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })();
+        // Hanging up stops the workers and then the reader.
+        drop(outputs);
+        let read = reader_thread.join().unwrap_or(Ok(()));
+        written?;
+        read.map_err(|e| anyhow::anyhow!("--input-file {name}: {e}"))
+    })
+}
+
+fn work(chunk: &Chunk, window: &Window<'_>, name: &str) -> Done {
+    let mut p = Printer::<Vec<u8>, Vec<u8>>::for_chunk(window.opts);
+    let mut failure = None;
+    for (i, line) in chunk.text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match webb_proto::json::parse_line(line) {
+            Ok(resp) => {
+                if window.keeps(&resp) {
+                    // Writing to memory cannot fail.
+                    let _ = p.write(&resp);
+                }
+            }
+            Err(e) => {
+                failure = Some(anyhow::anyhow!(
+                    "--input-file {name}: line {}: not a Hubble GetFlowsResponse: {e}",
+                    chunk.first_line + i
+                ));
+                break;
+            }
+        }
+    }
+    let (out, err) = p.into_buffers();
+    Done { out, err, failure }
+}
