@@ -444,6 +444,9 @@ impl Ingest {
         // Reused across polls (see Hub::publish).
         let mut batch = Vec::with_capacity(BATCH);
         while !self.stop.load(Ordering::Relaxed) {
+            // Everything the kernel committed before this instant is drained
+            // below; the kernel timestamps of those events are earlier still.
+            let drain_began = std::time::SystemTime::now();
             while let Some(item) = self.ring.next() {
                 if item.len() < size {
                     undecodable += 1;
@@ -463,6 +466,10 @@ impl Ingest {
             }
             let drained = batch.len();
             self.hub.publish(&mut batch, &decoder.ctx.node_name);
+            if drained < BATCH {
+                // The ring was emptied: the watermark may move.
+                self.hub.advance_watermark(drain_began);
+            }
 
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();

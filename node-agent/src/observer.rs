@@ -14,7 +14,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -50,6 +50,9 @@ pub struct Hub {
     state: Mutex<State>,
     pub counters: Counters,
     pub started: Instant,
+    /// Unix nanoseconds up to which every flow has been published: the
+    /// ingest thread sets it after each drain to the time the drain began.
+    watermark_ns: AtomicI64,
 }
 
 struct State {
@@ -112,6 +115,7 @@ impl Hub {
             }),
             counters: Counters::default(),
             started: Instant::now(),
+            watermark_ns: AtomicI64::new(0),
         }
     }
 
@@ -245,6 +249,21 @@ impl Hub {
             live,
             subscriber_id,
         }
+    }
+
+    /// Records that every flow up to `t` has been published.
+    pub fn advance_watermark(&self, t: std::time::SystemTime) {
+        let ns = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.watermark_ns.fetch_max(ns, Ordering::Release);
+    }
+
+    /// The time up to which every flow has been published, if the ingest
+    /// thread has drained at least once.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        let ns = self.watermark_ns.load(Ordering::Acquire);
+        (ns > 0).then(|| Timestamp::from_nanos(i128::from(ns)))
     }
 
     pub fn unsubscribe(&self, id: u64) {

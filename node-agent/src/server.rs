@@ -181,10 +181,36 @@ impl Observer for Service {
                     hub: hub.clone(),
                     id,
                 };
+                let counting = hub.clone();
                 let live = ReceiverStream::new(rx).inspect(move |item| {
                     let _keep = &guard;
-                    count_lost(&hub, item);
+                    count_lost(&counting, item);
                 });
+                // Heartbeats (webb relays ask for them) go out only when no
+                // flow is waiting, so a heartbeat never overtakes a flow
+                // published before its watermark.
+                let live: Pin<Box<dyn Stream<Item = Item> + Send>> = if req.webb_heartbeat_ms > 0 {
+                    let every =
+                        std::time::Duration::from_millis(u64::from(req.webb_heartbeat_ms.max(10)));
+                    let node_name = self.node_name.clone();
+                    let beats =
+                        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(every))
+                            .filter_map(move |_| {
+                                let beat = hub.watermark().map(|time| {
+                                    Arc::new(GetFlowsResponse {
+                                        time: Some(time),
+                                        node_name: node_name.clone(),
+                                        response_types: None,
+                                    })
+                                });
+                                std::future::ready(beat)
+                            });
+                    Box::pin(stream::select_with_strategy(live, beats, |_: &mut ()| {
+                        stream::PollNext::Left
+                    }))
+                } else {
+                    Box::pin(live)
+                };
                 Box::pin(
                     history
                         .chain(live)

@@ -1,16 +1,214 @@
-//! webb-relay: merges the flow streams of every node agent into one
-//! cluster-wide Observer API on port 4245.
+//! webb-relay: one Observer API for a whole cluster, merged in time order
+//! from every node agent.
 //!
-//! The relay is built by the relay issue; this binary exists so the workspace
-//! and its packaging are complete, and says plainly that it cannot serve yet.
+//! - [`pool`]: which nodes exist (static, Peer service, DNS) and whether
+//!   they answer;
+//! - [`merge`]: one client's fan-out and time-ordered merge;
+//! - [`server`]: the Observer, Peer and health services.
 
-use std::process::ExitCode;
+mod merge;
+mod pool;
+mod server;
 
-fn main() -> ExitCode {
-    eprintln!(
-        "webb-relay: not built yet (see the relay issue). Point clients at a node agent \
-         directly instead: webb-agent serves the same Observer API on port {}.",
-        webb_proto::DEFAULT_AGENT_PORT
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_stream::wrappers::TcpListenerStream;
+use webb_proto::{
+    observer::observer_server::ObserverServer,
+    peer::peer_server::PeerServer,
+    transport::{Address, ClientTls},
+};
+
+/// webb-relay: serves the Observer API for every node agent at once.
+#[derive(Debug, Parser)]
+#[command(name = "webb-relay", version)]
+struct Args {
+    /// Address to serve on
+    #[arg(long, default_value = "0.0.0.0:4245")]
+    listen: SocketAddr,
+    /// A node agent (HOST:PORT; an IP alone means port 4244); repeatable
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// Learn the nodes from this agent's (or relay's) Peer service
+    #[arg(long, value_name = "HOST:PORT")]
+    peer_service: Option<String>,
+    /// Learn the nodes by resolving this name periodically (a Kubernetes
+    /// headless service), e.g. webb-agent.kube-system.svc:4244
+    #[arg(long, value_name = "NAME:PORT")]
+    peer_dns: Option<String>,
+    /// How often --peer-dns is resolved again
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    peer_dns_interval: Duration,
+    /// The longest a merged flow waits for a silent node before it is sent
+    #[arg(long, default_value = "200ms", value_parser = duration)]
+    sort_delay: Duration,
+    /// How long to wait when dialing a node
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    dial_timeout: Duration,
+    /// Serve TLS with this certificate (PEM; needs --tls-key-file)
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (mutual TLS)
+    #[arg(
+        long,
+        value_name = "FILES",
+        value_delimiter = ',',
+        requires = "tls_cert_file"
+    )]
+    tls_client_ca_files: Vec<PathBuf>,
+    /// Dial the nodes with TLS
+    #[arg(long)]
+    peer_tls: bool,
+    /// CAs to trust for the nodes' certificates (default: the system's)
+    #[arg(long, value_name = "FILES", value_delimiter = ',')]
+    peer_tls_ca_cert_files: Vec<PathBuf>,
+    /// Client certificate for mutual TLS to the nodes
+    #[arg(long, value_name = "FILE")]
+    peer_tls_client_cert_file: Option<PathBuf>,
+    /// Client key for mutual TLS to the nodes
+    #[arg(long, value_name = "FILE")]
+    peer_tls_client_key_file: Option<PathBuf>,
+    /// Name to verify the nodes' certificates against
+    #[arg(long, value_name = "NAME")]
+    peer_tls_server_name: Option<String>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime_like(s).ok_or_else(|| format!("{s:?} is not a duration (e.g. 200ms, 5s, 1m)"))
+}
+
+/// `200ms`, `5s`, `1m`, `1h`.
+fn humantime_like(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Server-side TLS: a certificate, and client CAs for mutual TLS.
+pub fn server_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_cas: &[PathBuf],
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
     );
-    ExitCode::from(2)
+    if !client_cas.is_empty() {
+        let mut pem = Vec::new();
+        for f in client_cas {
+            pem.extend(read(f)?);
+        }
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+    }
+    Ok(tls)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.peers.is_empty() && args.peer_service.is_none() && args.peer_dns.is_none() {
+        anyhow::bail!(
+            "no nodes to relay: give --peer HOST:PORT (repeatable), --peer-service HOST:PORT or --peer-dns NAME:PORT"
+        );
+    }
+    let peer_tls = (args.peer_tls
+        || !args.peer_tls_ca_cert_files.is_empty()
+        || args.peer_tls_client_cert_file.is_some())
+    .then(|| ClientTls {
+        ca_files: args.peer_tls_ca_cert_files.clone(),
+        client_cert: args.peer_tls_client_cert_file.clone(),
+        client_key: args.peer_tls_client_key_file.clone(),
+        server_name: args.peer_tls_server_name.clone(),
+        insecure: false,
+    });
+    let pool = pool::Pool::new(peer_tls.clone(), args.dial_timeout);
+    for p in &args.peers {
+        pool.add(p, None, None)?;
+    }
+    if let Some(ps) = &args.peer_service {
+        let addr = Address::parse(ps, webb_proto::DEFAULT_AGENT_PORT)
+            .map_err(|e| anyhow::anyhow!("--peer-service: {e}"))?;
+        tokio::spawn(pool.clone().follow_peer_service(addr));
+    }
+    if let Some(dns) = &args.peer_dns {
+        let (name, port) = dns
+            .rsplit_once(':')
+            .and_then(|(n, p)| Some((n.to_owned(), p.parse::<u16>().ok()?)))
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--peer-dns: {dns:?} is not NAME:PORT"))?;
+        tokio::spawn(pool.clone().follow_dns(name, port, args.peer_dns_interval));
+    }
+    let relay = server::Relay {
+        pool: Arc::clone(&pool),
+        merge: merge::Options {
+            delay: args.sort_delay,
+            node_name: "webb-relay",
+        },
+        started: std::time::Instant::now(),
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in [webb_proto::OBSERVER_HEALTH_SERVICE, ""] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, tls = args.tls_cert_file.is_some(), "serving");
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        builder = builder
+            .tls_config(server_tls(cert, key, &args.tls_client_ca_files)?)
+            .context("TLS configuration")?;
+    }
+    builder
+        .add_service(health_service)
+        .add_service(ObserverServer::new(relay.clone()).max_decoding_message_size(64 << 20))
+        .add_service(PeerServer::new(relay))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await
+        .context("gRPC server failed")?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEBB_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("webb-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

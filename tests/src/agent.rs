@@ -53,7 +53,12 @@ impl AgentProcess {
     /// Starts an agent watching every pod of the lab and waits until its
     /// health service says SERVING.
     pub fn start(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(lab, node_name, free_port(), extra)
+    }
+
+    /// Like [`AgentProcess::start`], on a given loopback port (to restart an
+    /// agent where its relay expects it).
+    pub fn start_on(lab: &Lab, node_name: &str, port: u16, extra: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let log = lab.dir.join(format!("agent-{node_name}.log"));
         let mut cmd = Command::new(binary("webb-agent"));

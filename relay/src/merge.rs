@@ -1,0 +1,442 @@
+//! One client's GetFlows: fan out to every node, merge in time order.
+//!
+//! Each node's stream is ordered by time (nearly: an agent publishes in the
+//! order it drains its kernel ring). The merger keeps a queue per node and
+//! releases the oldest queued flow once no live node can still send an
+//! older one:
+//! - the node has a flow queued (its front is no older, since we release
+//!   the oldest), or
+//! - the node's watermark has passed the flow's time (webb agents send an
+//!   idle heartbeat carrying it when asked), or
+//! - the node has been silent for the bounded delay (default 200 ms; the
+//!   only rule for Hubble agents, which send no heartbeats), or
+//! - the node's stream has ended.
+//!
+//! Memory is bounded: node queues are bounded channels and a bounded queue
+//! per node, and a client that reads too slowly loses flows, counted and
+//! reported as `lost_events`, instead of holding up anyone else.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tonic::Status;
+use webb_proto::{
+    flow::{LostEvent, LostEventSource},
+    observer::{
+        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+        observer_client::ObserverClient,
+    },
+    relay::{NodeState, NodeStatusEvent},
+    wkt::Timestamp,
+};
+
+use crate::pool::{NodeInfo, Pool};
+
+/// Heartbeat period asked of webb agents.
+const HEARTBEAT_MS: u32 = 50;
+/// Items queued per node before the node's reader waits (backpressure to
+/// the node, whose own queue then reports its losses).
+const NODE_QUEUE: usize = 4096;
+/// The client's queue.
+pub const CLIENT_QUEUE: usize = 4096;
+/// Flows queued per node in the merger; past it the merger stops reading
+/// until the silent node's bound releases them.
+const MERGE_QUEUE: usize = 16_384;
+/// A historical (non-follow) query waits this long for a silent node.
+const HISTORY_SILENCE: Duration = Duration::from_secs(5);
+/// A live node whose stream broke is re-subscribed after this long.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub delay: Duration,
+    /// The relay's name in its own lost-event reports.
+    pub node_name: &'static str,
+}
+
+enum NodeMsg {
+    Item(String, GetFlowsResponse),
+    End(String, Option<Status>),
+}
+
+struct NodeQ {
+    name: String,
+    queue: VecDeque<GetFlowsResponse>,
+    watermark: Option<Timestamp>,
+    last_heard: Instant,
+    done: bool,
+    ended_at: Option<Instant>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn time_of(r: &GetFlowsResponse) -> Option<Timestamp> {
+    r.time.or(match &r.response_types {
+        Some(ResponseTypes::Flow(f)) => f.time,
+        _ => None,
+    })
+}
+
+fn status_event(names: Vec<String>, state: NodeState, message: String) -> GetFlowsResponse {
+    GetFlowsResponse {
+        time: Some(Timestamp::from(std::time::SystemTime::now())),
+        node_name: String::new(),
+        response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
+            state_change: state as i32,
+            node_names: names,
+            message,
+        })),
+    }
+}
+
+/// Starts the merge for one request; the receiver is the client's stream.
+pub fn start(
+    pool: Arc<Pool>,
+    req: GetFlowsRequest,
+    opts: Options,
+) -> mpsc::Receiver<Result<GetFlowsResponse, Status>> {
+    let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
+    tokio::spawn(async move {
+        Merger::new(pool, req, opts, out_tx).run().await;
+    });
+    out_rx
+}
+
+struct Merger {
+    pool: Arc<Pool>,
+    req: GetFlowsRequest,
+    opts: Options,
+    out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    nodes: BTreeMap<String, NodeQ>,
+    tx: mpsc::Sender<NodeMsg>,
+    rx: Option<mpsc::Receiver<NodeMsg>>,
+    /// Flows this client missed because it read too slowly.
+    lost: u64,
+    closed: bool,
+}
+
+impl Merger {
+    fn new(
+        pool: Arc<Pool>,
+        req: GetFlowsRequest,
+        opts: Options,
+        out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
+        Self {
+            pool,
+            req,
+            opts,
+            out,
+            nodes: BTreeMap::new(),
+            tx,
+            rx: Some(rx),
+            lost: 0,
+            closed: false,
+        }
+    }
+
+    fn subscribe(&mut self, node: &NodeInfo, resume: bool) {
+        let mut req = self.req.clone();
+        if req.follow {
+            req.webb_heartbeat_ms = HEARTBEAT_MS;
+        }
+        if resume {
+            // After a reconnect: only what is new.
+            req.number = 0;
+            req.first = false;
+            req.since = None;
+        }
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+        let key = node.address.clone();
+        let tx = self.tx.clone();
+        let mut client =
+            ObserverClient::new(node.channel.clone()).max_decoding_message_size(64 << 20);
+        tokio::spawn(async move {
+            let mut stream = match client.get_flows(req).await {
+                Ok(s) => s.into_inner(),
+                Err(s) => {
+                    let _ = tx.send(NodeMsg::End(key, Some(s))).await;
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    item = stream.next() => match item {
+                        Some(Ok(r)) => {
+                            if tx.send(NodeMsg::Item(key.clone(), r)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(s)) => {
+                            let _ = tx.send(NodeMsg::End(key, Some(s))).await;
+                            return;
+                        }
+                        None => {
+                            let _ = tx.send(NodeMsg::End(key, None)).await;
+                            return;
+                        }
+                    },
+                    _ = &mut stop_rx => return,
+                }
+            }
+        });
+        self.nodes.insert(
+            node.address.clone(),
+            NodeQ {
+                name: node.name.clone(),
+                queue: VecDeque::new(),
+                watermark: None,
+                last_heard: Instant::now(),
+                done: false,
+                ended_at: None,
+                stop: Some(stop_tx),
+            },
+        );
+    }
+
+    async fn run(mut self) {
+        let mut events = self.pool.subscribe();
+        let all = self.pool.nodes();
+        let unavailable: Vec<String> = all
+            .iter()
+            .filter(|n| n.state != NodeState::NodeConnected)
+            .map(|n| n.name.clone())
+            .collect();
+        if !unavailable.is_empty() {
+            let msg = all
+                .iter()
+                .filter(|n| n.state != NodeState::NodeConnected)
+                .map(|n| n.last_error.clone())
+                .find(|m| !m.is_empty())
+                .unwrap_or_default();
+            self.emit(status_event(unavailable, NodeState::NodeUnavailable, msg));
+        }
+        for n in all.iter().filter(|n| n.state == NodeState::NodeConnected) {
+            self.subscribe(n, false);
+        }
+        let follow = self.req.follow;
+        let silence = if follow {
+            self.opts.delay
+        } else {
+            HISTORY_SILENCE
+        };
+        let out = self.out.clone();
+        let Some(mut rx) = self.rx.take() else { return };
+        let mut tick = tokio::time::interval((self.opts.delay / 4).max(Duration::from_millis(5)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.closed || self.out.is_closed() {
+                break;
+            }
+            if !follow && self.nodes.values().all(|n| n.done && n.queue.is_empty()) {
+                break;
+            }
+            // A historical query waits for a slow client (nothing is lost);
+            // a live one never does (see `emit`). Either way the merger's
+            // own queues stay bounded.
+            let client_full = !follow && self.out.capacity() == 0;
+            let receiving =
+                !client_full && self.nodes.values().all(|n| n.queue.len() < MERGE_QUEUE);
+            tokio::select! {
+                permit = out.reserve(), if client_full => {
+                    drop(permit);
+                }
+                msg = rx.recv(), if receiving => match msg {
+                    Some(NodeMsg::Item(key, r)) => self.on_item(&key, r),
+                    Some(NodeMsg::End(key, err)) => self.on_end(&key, err),
+                    None => break,
+                },
+                ev = events.recv(), if follow => {
+                    if let Ok(ev) = ev {
+                        self.on_node_event(ev);
+                    }
+                }
+                _ = tick.tick() => {
+                    if follow {
+                        self.resubscribe();
+                    }
+                }
+                _ = out.closed() => break,
+            }
+            self.release(silence);
+        }
+        for n in self.nodes.values_mut() {
+            if let Some(stop) = n.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+
+    fn on_item(&mut self, key: &str, r: GetFlowsResponse) {
+        let Some(n) = self.nodes.get_mut(key) else {
+            return;
+        };
+        n.last_heard = Instant::now();
+        match &r.response_types {
+            // A heartbeat: the node's watermark.
+            None => {
+                if let Some(t) = r.time {
+                    n.watermark = Some(n.watermark.map_or(t, |w| w.max(t)));
+                }
+            }
+            Some(ResponseTypes::Flow(_)) => {
+                n.queue.push_back(r);
+            }
+            // The node's own lost events and statuses pass straight through.
+            Some(_) => self.emit(r),
+        }
+    }
+
+    fn on_end(&mut self, key: &str, err: Option<Status>) {
+        let Some(n) = self.nodes.get_mut(key) else {
+            return;
+        };
+        n.done = true;
+        n.ended_at = Some(Instant::now());
+        if let Some(s) = err
+            && !self.closed
+        {
+            let name = n.name.clone();
+            tracing::warn!(node = %name, "stream ended: {}", s.message());
+            if s.code() == tonic::Code::InvalidArgument {
+                // The request itself is bad (every node would say so).
+                let _ = self.out.try_send(Err(s));
+                self.closed = true;
+                return;
+            }
+            self.emit(status_event(
+                vec![name],
+                NodeState::NodeUnavailable,
+                format!("{}: {}", crate::pool::code_name(s.code()), s.message()),
+            ));
+        }
+    }
+
+    fn on_node_event(&mut self, ev: crate::pool::NodeEvent) {
+        match ev.state {
+            NodeState::NodeConnected => {
+                self.emit(status_event(
+                    vec![ev.name.clone()],
+                    NodeState::NodeConnected,
+                    String::new(),
+                ));
+                let streaming = self.nodes.get(&ev.address).is_some_and(|n| !n.done);
+                if !streaming
+                    && let Some(info) = self
+                        .pool
+                        .nodes()
+                        .into_iter()
+                        .find(|n| n.address == ev.address)
+                {
+                    self.subscribe(&info, true);
+                }
+            }
+            state => {
+                if let Some(n) = self.nodes.get_mut(&ev.address) {
+                    n.done = true;
+                    n.ended_at.get_or_insert_with(Instant::now);
+                    if let Some(stop) = n.stop.take() {
+                        let _ = stop.send(());
+                    }
+                }
+                self.emit(status_event(vec![ev.name], state, ev.message));
+            }
+        }
+    }
+
+    /// Live nodes whose stream broke without the pool noticing a state change
+    /// are subscribed again.
+    fn resubscribe(&mut self) {
+        let due: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.done
+                    && n.queue.is_empty()
+                    && n.ended_at.is_some_and(|t| t.elapsed() >= RESUBSCRIBE_AFTER)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for info in self.pool.connected() {
+            if due.contains(&info.address) {
+                self.subscribe(&info, true);
+            }
+        }
+    }
+
+    /// Releases every flow no live node can still precede.
+    fn release(&mut self, silence: Duration) {
+        loop {
+            if !self.req.follow && self.out.capacity() == 0 {
+                return;
+            }
+            let Some((key, t)) = self
+                .nodes
+                .iter()
+                .filter_map(|(k, n)| n.queue.front().map(|r| (k, time_of(r))))
+                .min_by_key(|(_, t)| *t)
+                .map(|(k, t)| (k.clone(), t))
+            else {
+                return;
+            };
+            let ready = self.nodes.iter().all(|(k, n)| {
+                *k == key
+                    || n.done
+                    || !n.queue.is_empty()
+                    || t.is_none()
+                    || n.watermark.is_some_and(|w| Some(w) >= t)
+                    || n.last_heard.elapsed() >= silence
+            });
+            if !ready {
+                return;
+            }
+            let r = self.nodes.get_mut(&key).and_then(|n| n.queue.pop_front());
+            if let Some(r) = r {
+                self.emit(r);
+            }
+        }
+    }
+
+    /// Sends to the client without waiting: a full queue counts the flow as
+    /// lost, and the count goes out as one lost_events as soon as there is
+    /// room.
+    fn emit(&mut self, r: GetFlowsResponse) {
+        if self.lost > 0 {
+            let report = GetFlowsResponse {
+                time: Some(Timestamp::from(std::time::SystemTime::now())),
+                node_name: self.opts.node_name.to_owned(),
+                response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                    source: LostEventSource::ObserverEventsQueue as i32,
+                    num_events_lost: self.lost,
+                    cpu: None,
+                    first: None,
+                    last: None,
+                })),
+            };
+            match self.out.try_send(Ok(report)) {
+                Ok(()) => self.lost = 0,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.lost += 1;
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+        match self.out.try_send(Ok(r)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.lost += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => self.closed = true,
+        }
+    }
+}

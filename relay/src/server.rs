@@ -1,0 +1,217 @@
+//! The relay's API: the same Observer service as an agent, for the whole
+//! cluster, plus Peer (re-served from the pool) and health.
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use futures::{Stream, StreamExt as _, stream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use webb_proto::{
+    filter::FlowFilters,
+    observer::{
+        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node,
+        ServerStatusRequest, ServerStatusResponse, Tls, observer_client::ObserverClient,
+        observer_server::Observer,
+    },
+    peer::{ChangeNotification, ChangeNotificationType, NotifyRequest, peer_server::Peer},
+    relay::NodeState,
+    wkt::UInt32Value,
+};
+
+use crate::{merge, pool::Pool};
+
+#[derive(Clone)]
+pub struct Relay {
+    pub pool: Arc<Pool>,
+    pub merge: merge::Options,
+    pub started: Instant,
+}
+
+pub const VERSION: &str = concat!("webb-relay ", env!("CARGO_PKG_VERSION"));
+
+/// What `ServerStatus` answers: the nodes' counts summed, and which nodes
+/// could not be reached.
+pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> ServerStatusResponse {
+    let mut s = ServerStatusResponse {
+        version: VERSION.to_owned(),
+        uptime_ns,
+        ..Default::default()
+    };
+    let (mut connected, mut unavailable) = (0u32, 0u32);
+    for n in nodes {
+        if n.state == NodeState::NodeConnected {
+            connected += 1;
+            if let Some(st) = &n.status {
+                s.num_flows += st.num_flows;
+                s.max_flows += st.max_flows;
+                s.seen_flows += st.seen_flows;
+                s.flows_rate += st.flows_rate;
+                s.webb_lost_events += st.webb_lost_events;
+                s.webb_packets += st.webb_packets;
+                s.webb_malformed_packets += st.webb_malformed_packets;
+                s.webb_non_ip_packets += st.webb_non_ip_packets;
+                s.webb_policy_drops += st.webb_policy_drops;
+            }
+        } else {
+            unavailable += 1;
+            s.unavailable_nodes.push(n.name.clone());
+        }
+    }
+    s.num_connected_nodes = Some(UInt32Value { value: connected });
+    s.num_unavailable_nodes = Some(UInt32Value { value: unavailable });
+    s
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Observer for Relay {
+    type GetFlowsStream = BoxStream<GetFlowsResponse>;
+
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        let req = request.into_inner();
+        // Reject a bad filter here, once, rather than from every node.
+        FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let (Some(s), Some(u)) = (req.since, req.until)
+            && s > u
+        {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        let rx = merge::start(self.pool.clone(), req, self.merge);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
+
+    async fn get_agent_events(
+        &self,
+        _: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetAgentEvents is specific to the Cilium agent",
+        ))
+    }
+
+    type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;
+
+    async fn get_debug_events(
+        &self,
+        _: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetDebugEvents is specific to the Cilium agent",
+        ))
+    }
+
+    async fn get_nodes(
+        &self,
+        _: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        let nodes = self
+            .pool
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let st = n.status.clone().unwrap_or_default();
+                let connected = n.state == NodeState::NodeConnected;
+                Node {
+                    name: n.name,
+                    version: st.version.clone(),
+                    address: n.address,
+                    state: n.state as i32,
+                    tls: Some(Tls {
+                        enabled: n.tls,
+                        server_name: n.server_name,
+                    }),
+                    uptime_ns: if connected { st.uptime_ns } else { 0 },
+                    num_flows: if connected { st.num_flows } else { 0 },
+                    max_flows: if connected { st.max_flows } else { 0 },
+                    seen_flows: if connected { st.seen_flows } else { 0 },
+                }
+            })
+            .collect();
+        Ok(Response::new(GetNodesResponse { nodes }))
+    }
+
+    async fn get_namespaces(
+        &self,
+        _: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        let calls = self.pool.connected().into_iter().map(|n| async move {
+            let mut c = ObserverClient::new(n.channel);
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                c.get_namespaces(GetNamespacesRequest {}),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|r| r.into_inner().namespaces)
+            .unwrap_or_default()
+        });
+        let mut all: Vec<Namespace> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| (&a.cluster, &a.namespace).cmp(&(&b.cluster, &b.namespace)));
+        all.dedup();
+        Ok(Response::new(GetNamespacesResponse { namespaces: all }))
+    }
+
+    async fn server_status(
+        &self,
+        _: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        let uptime = self.started.elapsed().as_nanos() as u64;
+        Ok(Response::new(aggregate_status(&self.pool.nodes(), uptime)))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for Relay {
+    type NotifyStream = BoxStream<ChangeNotification>;
+
+    /// Every known node as PEER_ADDED, then additions and removals.
+    async fn notify(
+        &self,
+        _: Request<NotifyRequest>,
+    ) -> Result<Response<Self::NotifyStream>, Status> {
+        let events = self.pool.subscribe();
+        let known: Vec<_> = self
+            .pool
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                Ok(ChangeNotification {
+                    name: n.name,
+                    address: n.address,
+                    r#type: ChangeNotificationType::PeerAdded as i32,
+                    tls: None,
+                })
+            })
+            .collect();
+        let changes =
+            tokio_stream::wrappers::BroadcastStream::new(events).filter_map(|ev| async move {
+                let ev = ev.ok()?;
+                let kind = match ev.state {
+                    NodeState::NodeGone => ChangeNotificationType::PeerDeleted,
+                    NodeState::NodeConnected => ChangeNotificationType::PeerUpdated,
+                    _ => return None,
+                };
+                Some(Ok(ChangeNotification {
+                    name: ev.name,
+                    address: ev.address,
+                    r#type: kind as i32,
+                    tls: None,
+                }))
+            });
+        Ok(Response::new(Box::pin(stream::iter(known).chain(changes))))
+    }
+}

@@ -1,0 +1,270 @@
+//! End-to-end tests of webb-relay: three lab "nodes" (each its own bridge,
+//! pods and real `webb-agent`), the real relay binary, real clients.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use webb_proto::{
+    flow::FlowFilter,
+    observer::{
+        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+        observer_client::ObserverClient,
+    },
+    relay::NodeState,
+};
+use webb_tests::{
+    agent::{AgentProcess, binary, free_port},
+    block_on, client,
+    lab::{Lab, PodSpec},
+    privileged,
+    traffic::ping,
+};
+
+struct Relay {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(peers: &[&str], log: &std::path::Path) -> Relay {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(binary("webb-relay"));
+    cmd.args(["--listen", &addr]);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    let child = cmd
+        .env("WEBB_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("starting webb-relay");
+    let relay = Relay { child, addr };
+    let start = Instant::now();
+    while !block_on(client::is_serving(&relay.addr)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "relay not serving"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    relay
+}
+
+fn flow_node(r: &GetFlowsResponse) -> Option<&str> {
+    match &r.response_types {
+        Some(ResponseTypes::Flow(f)) => Some(f.node_name.as_str()),
+        _ => None,
+    }
+}
+
+#[test]
+fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
+    let Some(_g) = privileged() else { return };
+    let labs: Vec<Lab> = (0..3)
+        .map(|_| {
+            Lab::new(&[
+                PodSpec::new("shop", "client", "client"),
+                PodSpec::new("shop", "server", "server"),
+            ])
+        })
+        .collect();
+    let mut agents: Vec<Option<AgentProcess>> = labs
+        .iter()
+        .enumerate()
+        .map(|(i, lab)| {
+            Some(AgentProcess::start(
+                lab,
+                &format!("lab-node-{}", i + 1),
+                &[],
+            ))
+        })
+        .collect();
+    let addrs: Vec<String> = agents
+        .iter()
+        .map(|a| a.as_ref().unwrap().addr.clone())
+        .collect();
+    let relay = start_relay(
+        &addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+        &labs[0].dir.join("relay.log"),
+    );
+    let relay_log = labs[0].dir.join("relay.log");
+
+    // Status: three connected nodes, named by the agents themselves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = block_on(client::status(&relay.addr));
+        if st.num_connected_nodes.map(|n| n.value) == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not connected: {st:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Traffic on every node, interleaved in time.
+    for _ in 0..3 {
+        for lab in &labs {
+            let (c, s) = (lab.pod("client"), lab.pod("server"));
+            assert!(ping(c, &s.ip.to_string(), 1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    block_on(async {
+        // History through the relay: every node present, in time order.
+        let rs = client::responses(
+            &relay.addr,
+            GetFlowsRequest {
+                number: u64::MAX,
+                ..Default::default()
+            },
+        )
+        .await;
+        let flows = client::only_flows(rs);
+        for n in ["lab-node-1", "lab-node-2", "lab-node-3"] {
+            assert!(flows.iter().any(|f| f.node_name == n), "no flow from {n}");
+        }
+        let times: Vec<_> = flows.iter().map(|f| f.time.unwrap()).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "merged history out of order"
+        );
+
+        // GetNodes names and counts them (counts refresh every second).
+        let mut c = ObserverClient::connect(format!("http://{}", relay.addr))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let nodes = loop {
+            let nodes = c
+                .get_nodes(webb_proto::observer::GetNodesRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes;
+            if nodes.iter().all(|n| n.seen_flows > 0) || Instant::now() > deadline {
+                break nodes;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut names: Vec<_> = nodes.iter().map(|n| n.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["lab-node-1", "lab-node-2", "lab-node-3"]);
+        assert!(
+            nodes
+                .iter()
+                .all(|n| n.state == NodeState::NodeConnected as i32 && n.seen_flows > 0)
+        );
+    });
+
+    // A live follow: kill -9 one agent; within 5 s the stream says so and
+    // status agrees, while the others keep streaming.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, GetFlowsResponse)>();
+    let relay_addr = relay.addr.clone();
+    rt.spawn(async move {
+        let mut c = ObserverClient::connect(format!("http://{relay_addr}"))
+            .await
+            .unwrap();
+        let mut s = c
+            .get_flows(GetFlowsRequest {
+                follow: true,
+                whitelist: vec![FlowFilter {
+                    protocol: vec!["icmp".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(Ok(r)) = s.next().await {
+            if tx.send((Instant::now(), r)).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut victim = agents[1].take().unwrap();
+    let killed_at = Instant::now();
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(victim.child.as_ref().unwrap().id() as i32, libc::SIGKILL) };
+    let _ = victim.child.take().unwrap().wait();
+    drop(victim);
+    // Keep traffic flowing on the survivors.
+    let mut saw_unavailable = None;
+    let mut survivors_after = std::collections::BTreeSet::new();
+    while killed_at.elapsed() < Duration::from_secs(6) {
+        for i in [0, 2] {
+            let (c, s) = (labs[i].pod("client"), labs[i].pod("server"));
+            ping(c, &s.ip.to_string(), 1);
+        }
+        while let Ok((at, r)) = rx.try_recv() {
+            if let Some(ResponseTypes::NodeStatus(ns)) = &r.response_types
+                && ns.state_change == NodeState::NodeUnavailable as i32
+                && ns.node_names.iter().any(|n| n == "lab-node-2")
+            {
+                saw_unavailable.get_or_insert(at.duration_since(killed_at));
+            }
+            if let Some(n) = flow_node(&r)
+                && at > killed_at + Duration::from_secs(1)
+            {
+                survivors_after.insert(n.to_owned());
+            }
+        }
+    }
+    let took = saw_unavailable.unwrap_or_else(|| {
+        panic!(
+            "no NODE_UNAVAILABLE for lab-node-2 in the stream:\n{}",
+            std::fs::read_to_string(&relay_log).unwrap_or_default()
+        )
+    });
+    assert!(
+        took <= Duration::from_secs(5),
+        "unavailable reported after {took:?}"
+    );
+    assert!(
+        survivors_after.contains("lab-node-1") && survivors_after.contains("lab-node-3"),
+        "{survivors_after:?}"
+    );
+    let st = block_on(client::status(&relay.addr));
+    assert_eq!(st.num_unavailable_nodes.map(|n| n.value), Some(1));
+    assert_eq!(st.unavailable_nodes, ["lab-node-2"]);
+
+    // Restart it on the same address: its flows come back in the same stream.
+    let port = addrs[1].rsplit(':').next().unwrap();
+    let restarted = AgentProcess::start_on(&labs[1], "lab-node-2", port.parse().unwrap(), &[]);
+    agents[1] = Some(restarted);
+    let back = Instant::now();
+    let mut resumed = false;
+    while back.elapsed() < Duration::from_secs(10) && !resumed {
+        let (c, s) = (labs[1].pod("client"), labs[1].pod("server"));
+        ping(c, &s.ip.to_string(), 1);
+        while let Ok((_, r)) = rx.try_recv() {
+            if flow_node(&r) == Some("lab-node-2") {
+                resumed = true;
+            }
+        }
+    }
+    assert!(
+        resumed,
+        "lab-node-2's flows did not resume:\n{}",
+        std::fs::read_to_string(&relay_log).unwrap_or_default()
+    );
+    drop(rx);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
