@@ -1,0 +1,182 @@
+//! TLS between the CLI and the relay, with certificates made here: server
+//! TLS, mutual TLS, and the errors when the client does not trust the
+//! server or shows no certificate. Unprivileged: the relay's only node is an
+//! address where nothing listens, so it serves with that node unavailable.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use webb_tests::agent::{binary, free_port};
+
+struct Relay(Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn webb(args: &[&str]) -> Output {
+    Command::new(binary("webb"))
+        .args(args)
+        .env("WEBB_CONFIG", "/dev/null")
+        .output()
+        .expect("running webb")
+}
+
+fn start_relay(args: &[&str], port: u16) -> Relay {
+    let dead_peer = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(binary("webb-relay"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            &dead_peer,
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting webb-relay");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "relay not listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Relay(child)
+}
+
+#[test]
+fn cli_talks_tls_and_mutual_tls_to_the_relay() {
+    let dir = std::env::temp_dir().join(format!("webb-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (server_cert, server_key) = write_pair(&dir, "server");
+    let (client_cert, client_key) = write_pair(&dir, "client");
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+
+    // Server TLS.
+    let port = free_port();
+    let relay = start_relay(
+        &[
+            "--tls-cert-file",
+            &s(&server_cert),
+            "--tls-key-file",
+            &s(&server_key),
+        ],
+        port,
+    );
+    let server = format!("tls://localhost:{port}");
+    let ok = webb(&[
+        "status",
+        "--server",
+        &server,
+        "--tls-ca-cert-files",
+        &s(&server_cert),
+    ]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("Healthcheck (via tls://localhost:"), "{out}");
+    assert!(out.contains("Connected Nodes: 0/1"), "{out}");
+    // An untrusted certificate is refused, unless verification is off.
+    let untrusted = webb(&[
+        "status",
+        "--server",
+        &server,
+        "--tls-ca-cert-files",
+        &s(&client_cert),
+    ]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    let insecure = webb(&["status", "--server", &server, "--tls-allow-insecure"]);
+    assert!(
+        insecure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&insecure.stderr)
+    );
+    // Plaintext to a TLS server fails with a clear error.
+    let plain = webb(&[
+        "status",
+        "--server",
+        &format!("localhost:{port}"),
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(plain.status.code(), Some(1));
+    drop(relay);
+
+    // Mutual TLS: the relay requires a client certificate it trusts.
+    let port = free_port();
+    let _relay = start_relay(
+        &[
+            "--tls-cert-file",
+            &s(&server_cert),
+            "--tls-key-file",
+            &s(&server_key),
+            "--tls-client-ca-files",
+            &s(&client_cert),
+        ],
+        port,
+    );
+    let server = format!("tls://localhost:{port}");
+    let ca = s(&server_cert);
+    let without = webb(&[
+        "list",
+        "nodes",
+        "--server",
+        &server,
+        "--tls-ca-cert-files",
+        &ca,
+    ]);
+    assert_eq!(
+        without.status.code(),
+        Some(1),
+        "no client certificate must be refused"
+    );
+    let with = webb(&[
+        "list",
+        "nodes",
+        "--server",
+        &server,
+        "--tls-ca-cert-files",
+        &ca,
+        "--tls-client-cert-file",
+        &s(&client_cert),
+        "--tls-client-key-file",
+        &s(&client_key),
+    ]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&with.stdout).contains("Unavailable"),
+        "{}",
+        String::from_utf8_lossy(&with.stdout)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
