@@ -260,6 +260,7 @@ impl Merger {
                     if follow {
                         self.resubscribe();
                     }
+                    self.flush_lost();
                 }
                 _ = out.closed() => break,
             }
@@ -409,29 +410,9 @@ impl Merger {
     /// lost, and the count goes out as one lost_events as soon as there is
     /// room.
     fn emit(&mut self, r: GetFlowsResponse) {
-        if self.lost > 0 {
-            let report = GetFlowsResponse {
-                time: Some(Timestamp::from(std::time::SystemTime::now())),
-                node_name: self.opts.node_name.to_owned(),
-                response_types: Some(ResponseTypes::LostEvents(LostEvent {
-                    source: LostEventSource::ObserverEventsQueue as i32,
-                    num_events_lost: self.lost,
-                    cpu: None,
-                    first: None,
-                    last: None,
-                })),
-            };
-            match self.out.try_send(Ok(report)) {
-                Ok(()) => self.lost = 0,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.lost += 1;
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.closed = true;
-                    return;
-                }
-            }
+        if !self.flush_lost() {
+            self.lost += 1;
+            return;
         }
         match self.out.try_send(Ok(r)) {
             Ok(()) => {}
@@ -439,4 +420,37 @@ impl Merger {
             Err(mpsc::error::TrySendError::Closed(_)) => self.closed = true,
         }
     }
+
+    /// Sends the pending lost-events report if there is one and room for
+    /// it; false when it is still pending.
+    fn flush_lost(&mut self) -> bool {
+        if self.lost == 0 {
+            return true;
+        }
+        let report = GetFlowsResponse {
+            time: Some(Timestamp::from(std::time::SystemTime::now())),
+            node_name: self.opts.node_name.to_owned(),
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                source: LostEventSource::ObserverEventsQueue as i32,
+                num_events_lost: self.lost,
+                cpu: None,
+                first: None,
+                last: None,
+            })),
+        };
+        match self.out.try_send(Ok(report)) {
+            Ok(()) => {
+                self.lost = 0;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.closed = true;
+                false
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

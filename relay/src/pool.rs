@@ -116,28 +116,52 @@ impl Pool {
         }
         let channel = transport::connect_lazy(&addr, tls.as_ref(), self.dial_timeout)
             .map_err(|e| anyhow::anyhow!("peer {address:?}: {e}"))?;
+        let info = NodeInfo {
+            name: name.unwrap_or(&key).to_owned(),
+            address: key.clone(),
+            state: NodeState::UnknownNodeState,
+            tls: tls.is_some() || addr.tls,
+            server_name: tls
+                .as_ref()
+                .and_then(|t| t.server_name.clone())
+                .unwrap_or_default(),
+            status: None,
+            last_error: String::new(),
+            channel,
+        };
+        self.insert(info);
+        Ok(())
+    }
+
+    /// Adds a node reached over an existing channel (tests use in-memory
+    /// transports).
+    #[cfg(test)]
+    pub fn add_channel(self: &Arc<Self>, key: &str, channel: Channel) {
+        self.insert(NodeInfo {
+            name: key.to_owned(),
+            address: key.to_owned(),
+            state: NodeState::UnknownNodeState,
+            tls: false,
+            server_name: String::new(),
+            status: None,
+            last_error: String::new(),
+            channel,
+        });
+    }
+
+    fn insert(self: &Arc<Self>, info: NodeInfo) {
+        let key = info.address.clone();
+        let channel = info.channel.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         {
             let mut nodes = self.lock();
             if nodes.contains_key(&key) {
-                return Ok(());
+                return;
             }
             nodes.insert(
                 key.clone(),
                 Entry {
-                    info: NodeInfo {
-                        name: name.unwrap_or(&key).to_owned(),
-                        address: key.clone(),
-                        state: NodeState::UnknownNodeState,
-                        tls: tls.is_some() || addr.tls,
-                        server_name: tls
-                            .as_ref()
-                            .and_then(|t| t.server_name.clone())
-                            .unwrap_or_default(),
-                        status: None,
-                        last_error: String::new(),
-                        channel: channel.clone(),
-                    },
+                    info,
                     stop: stop_tx,
                 },
             );
@@ -145,7 +169,6 @@ impl Pool {
         tracing::info!(address = %key, "node added");
         let pool = self.clone();
         tokio::spawn(async move { pool.check_loop(key, channel, stop_rx).await });
-        Ok(())
     }
 
     /// Removes a node (a Peer service said it left, or DNS no longer has it).

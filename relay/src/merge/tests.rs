@@ -1,0 +1,463 @@
+//! The merge against mock nodes: the generated Observer server trait served
+//! over in-memory duplex transports, each node scripted (what it sends, when,
+//! whether it heartbeats, fails or stays silent).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt as _};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, transport::Channel};
+use webb_proto::{
+    flow::{Flow, FlowFilter, Verdict},
+    observer::{
+        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Node, ServerStatusRequest,
+        ServerStatusResponse,
+        get_flows_response::ResponseTypes,
+        observer_server::{Observer, ObserverServer},
+    },
+    relay::NodeState,
+    wkt::Timestamp,
+};
+
+use super::{Options, start};
+use crate::pool::Pool;
+
+/// One scripted step of a mock node's GetFlows stream.
+#[derive(Clone)]
+enum Step {
+    /// Wait, then send a flow with this time (ms after the test's epoch).
+    Flow { wait_ms: u64, at_ms: i64 },
+    /// Wait, then send a heartbeat with this watermark.
+    Beat { wait_ms: u64, at_ms: i64 },
+    /// Wait, then fail the stream.
+    Fail { wait_ms: u64 },
+}
+
+#[derive(Clone)]
+struct Mock {
+    name: String,
+    epoch_ns: i128,
+    /// Flows in the node's ring, answered to non-follow requests (times in ms).
+    history: Vec<i64>,
+    /// What a follow stream sends after the history.
+    live: Vec<Step>,
+    seen: Arc<Mutex<Vec<GetFlowsRequest>>>,
+}
+
+fn flow(node: &str, epoch_ns: i128, at_ms: i64) -> GetFlowsResponse {
+    let t = Timestamp::from_nanos(epoch_ns + i128::from(at_ms) * 1_000_000);
+    GetFlowsResponse {
+        time: Some(t),
+        node_name: node.to_owned(),
+        response_types: Some(ResponseTypes::Flow(Box::new(Flow {
+            time: Some(t),
+            node_name: node.to_owned(),
+            verdict: Verdict::Forwarded as i32,
+            ..Default::default()
+        }))),
+    }
+}
+
+type Flows = std::pin::Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Observer for Mock {
+    type GetFlowsStream = Flows;
+
+    async fn get_flows(&self, r: Request<GetFlowsRequest>) -> Result<Response<Flows>, Status> {
+        let req = r.into_inner();
+        self.seen.lock().unwrap().push(req.clone());
+        let mut history: Vec<i64> = self.history.clone();
+        if req.number > 0 && (req.number as usize) < history.len() {
+            history = if req.first {
+                history[..req.number as usize].to_vec()
+            } else {
+                history[history.len() - req.number as usize..].to_vec()
+            };
+        }
+        let (name, epoch) = (self.name.clone(), self.epoch_ns);
+        let head = futures::stream::iter(history.into_iter().map({
+            let name = name.clone();
+            move |t| Ok(flow(&name, epoch, t))
+        }));
+        if !req.follow {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        let live = futures::stream::iter(self.live.clone()).then(move |step| {
+            let name = name.clone();
+            async move {
+                match step {
+                    Step::Flow { wait_ms, at_ms } => {
+                        if wait_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        }
+                        Ok(flow(&name, epoch, at_ms))
+                    }
+                    Step::Beat { wait_ms, at_ms } => {
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        Ok(GetFlowsResponse {
+                            time: Some(Timestamp::from_nanos(
+                                epoch + i128::from(at_ms) * 1_000_000,
+                            )),
+                            node_name: name,
+                            response_types: None,
+                        })
+                    }
+                    Step::Fail { wait_ms } => {
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        Err(Status::unavailable("node went away"))
+                    }
+                }
+            }
+        });
+        // After its script a live node stays open and silent.
+        let forever = futures::stream::pending();
+        Ok(Response::new(Box::pin(head.chain(live).chain(forever))))
+    }
+
+    type GetAgentEventsStream = futures::stream::Empty<Result<GetAgentEventsResponse, Status>>;
+    async fn get_agent_events(
+        &self,
+        _: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    type GetDebugEventsStream = futures::stream::Empty<Result<GetDebugEventsResponse, Status>>;
+    async fn get_debug_events(
+        &self,
+        _: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_nodes(
+        &self,
+        _: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: self.name.clone(),
+                ..Default::default()
+            }],
+        }))
+    }
+    async fn get_namespaces(
+        &self,
+        _: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        Ok(Response::new(GetNamespacesResponse::default()))
+    }
+    async fn server_status(
+        &self,
+        _: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(Response::new(ServerStatusResponse {
+            num_flows: self.history.len() as u64,
+            ..Default::default()
+        }))
+    }
+}
+
+/// Serves a mock over in-memory duplex pipes and returns a channel to it.
+fn in_memory(mock: Mock) -> Channel {
+    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(conn_rx)
+            .map(Ok::<_, std::io::Error>);
+        let _ = tonic::transport::Server::builder()
+            .add_service(ObserverServer::new(mock))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    tonic::transport::Endpoint::from_static("http://mock.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_: tonic::transport::Uri| {
+            let conn_tx = conn_tx.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(1 << 20);
+                conn_tx
+                    .send(server)
+                    .map_err(|_| std::io::Error::other("mock server gone"))?;
+                Ok::<_, std::io::Error>(TokioIo::new(client))
+            }
+        }),
+    )
+}
+
+struct Cluster {
+    pool: Arc<Pool>,
+    seen: Vec<Arc<Mutex<Vec<GetFlowsRequest>>>>,
+    epoch_ns: i128,
+}
+
+async fn cluster(nodes: Vec<(&str, Vec<i64>, Vec<Step>)>) -> Cluster {
+    let epoch_ns = Timestamp::from(std::time::SystemTime::now()).as_nanos();
+    let pool = Pool::new(None, Duration::from_secs(1));
+    let mut seen = Vec::new();
+    for (name, history, live) in nodes {
+        let s = Arc::new(Mutex::new(Vec::new()));
+        seen.push(s.clone());
+        let mock = Mock {
+            name: name.to_owned(),
+            epoch_ns,
+            history,
+            live,
+            seen: s,
+        };
+        pool.add_channel(name, in_memory(mock));
+    }
+    let n = seen.len();
+    let start = Instant::now();
+    while pool.connected().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "mock nodes not connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Cluster {
+        pool,
+        seen,
+        epoch_ns,
+    }
+}
+
+const OPTS: Options = Options {
+    delay: Duration::from_millis(100),
+    node_name: "test-relay",
+};
+
+fn ms(c: &Cluster, r: &GetFlowsResponse) -> i64 {
+    ((r.time.unwrap().as_nanos() - c.epoch_ns) / 1_000_000) as i64
+}
+
+/// Collects responses until `n` flows arrived or the timeout passed.
+async fn collect(
+    rx: &mut mpsc::Receiver<Result<GetFlowsResponse, Status>>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(Instant, GetFlowsResponse)> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out
+        .iter()
+        .filter(|(_, r): &&(Instant, GetFlowsResponse)| {
+            matches!(r.response_types, Some(ResponseTypes::Flow(_)))
+        })
+        .count()
+        < n
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(r))) => out.push((Instant::now(), r)),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn flows_only(v: &[(Instant, GetFlowsResponse)]) -> Vec<&GetFlowsResponse> {
+    v.iter()
+        .map(|(_, r)| r)
+        .filter(|r| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .collect()
+}
+
+#[tokio::test]
+async fn history_is_merged_in_time_order_with_number_per_node_and_filters_pushed_down() {
+    let c = cluster(vec![
+        ("a", vec![0, 30, 60, 90, 120], vec![]),
+        ("b", vec![10, 20, 70, 100, 110], vec![]),
+        ("c", vec![5, 15, 25, 35, 45], vec![]),
+    ])
+    .await;
+    let filter = FlowFilter {
+        verdict: vec![Verdict::Forwarded as i32],
+        ..Default::default()
+    };
+    let req = GetFlowsRequest {
+        number: 3,
+        whitelist: vec![filter.clone()],
+        ..Default::default()
+    };
+    let mut rx = start(c.pool.clone(), req, OPTS);
+    let got = collect(&mut rx, 100, Duration::from_secs(3)).await;
+    let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
+    // The last 3 of each node, merged.
+    assert_eq!(times, [25, 35, 45, 60, 70, 90, 100, 110, 120]);
+    assert!(rx.recv().await.is_none(), "a historical query ends");
+    for seen in &c.seen {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].number, 3);
+        assert_eq!(seen[0].whitelist, vec![filter.clone()]);
+        assert_eq!(seen[0].webb_heartbeat_ms, 0);
+    }
+}
+
+#[tokio::test]
+async fn live_streams_from_skewed_nodes_come_out_in_order() {
+    // b's flows arrive late (its clock of delivery lags by 40 ms), a is on
+    // time; a heartbeats, b does not (a Hubble agent).
+    let a = (0..10)
+        .flat_map(|i| {
+            [
+                Step::Flow {
+                    wait_ms: 20,
+                    at_ms: 1000 + i * 20,
+                },
+                Step::Beat {
+                    wait_ms: 0,
+                    at_ms: 1000 + i * 20 + 5,
+                },
+            ]
+        })
+        .collect();
+    let b = (0..10)
+        .map(|i| Step::Flow {
+            wait_ms: if i == 0 { 60 } else { 20 },
+            at_ms: 1010 + i * 20,
+        })
+        .collect();
+    let c = cluster(vec![("a", vec![], a), ("b", vec![], b)]).await;
+    let mut rx = start(
+        c.pool.clone(),
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+        OPTS,
+    );
+    let got = collect(&mut rx, 20, Duration::from_secs(5)).await;
+    let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
+    assert_eq!(times.len(), 20, "{times:?}");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {times:?}"
+    );
+    // The relay asked our agents for heartbeats.
+    assert!(c.seen[0].lock().unwrap()[0].webb_heartbeat_ms > 0);
+}
+
+#[tokio::test]
+async fn a_silent_node_delays_flows_by_at_most_the_bound() {
+    let c = cluster(vec![
+        (
+            "a",
+            vec![],
+            vec![Step::Flow {
+                wait_ms: 200,
+                at_ms: 1,
+            }],
+        ),
+        ("silent", vec![], vec![]),
+    ])
+    .await;
+    let began = Instant::now();
+    let mut rx = start(
+        c.pool.clone(),
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+        OPTS,
+    );
+    let got = collect(&mut rx, 1, Duration::from_secs(3)).await;
+    let (at, _) = got
+        .iter()
+        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .expect("the flow comes out despite the silent node");
+    let waited = at.duration_since(began) - Duration::from_millis(200);
+    assert!(
+        waited < OPTS.delay + Duration::from_millis(150),
+        "held {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_node_is_reported_and_the_others_go_on() {
+    let c = cluster(vec![
+        (
+            "a",
+            vec![],
+            (0..6)
+                .map(|i| Step::Flow {
+                    wait_ms: 50,
+                    at_ms: i * 50,
+                })
+                .collect(),
+        ),
+        (
+            "b",
+            vec![],
+            vec![
+                Step::Flow {
+                    wait_ms: 20,
+                    at_ms: 10,
+                },
+                Step::Fail { wait_ms: 30 },
+            ],
+        ),
+    ])
+    .await;
+    let mut rx = start(
+        c.pool.clone(),
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+        OPTS,
+    );
+    let got = collect(&mut rx, 7, Duration::from_secs(5)).await;
+    let unavailable = got.iter().any(|(_, r)| {
+        matches!(&r.response_types, Some(ResponseTypes::NodeStatus(n))
+            if n.state_change == NodeState::NodeUnavailable as i32 && n.node_names == ["b"])
+    });
+    assert!(unavailable, "node b's failure is reported in the stream");
+    assert_eq!(flows_only(&got).len(), 7, "a's six flows and b's one");
+}
+
+#[tokio::test]
+async fn a_slow_client_gets_lost_events_not_unbounded_memory() {
+    const N: i64 = 20_000;
+    let burst = (0..N)
+        .map(|i| Step::Flow {
+            wait_ms: 0,
+            at_ms: i,
+        })
+        .collect();
+    let c = cluster(vec![("a", vec![], burst)]).await;
+    let mut rx = start(
+        c.pool.clone(),
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+        OPTS,
+    );
+    // Read nothing while the burst arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut flows, mut lost) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while flows + lost < N as u64 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(r))) => match r.response_types {
+                Some(ResponseTypes::Flow(_)) => flows += 1,
+                Some(ResponseTypes::LostEvents(l)) => {
+                    assert_eq!(r.node_name, "test-relay");
+                    lost += l.num_events_lost;
+                }
+                _ => {}
+            },
+            _ => break,
+        }
+    }
+    assert!(lost > 0, "the slow client was told what it missed");
+    assert_eq!(flows + lost, N as u64, "every flow is delivered or counted");
+    assert!(
+        flows <= super::CLIENT_QUEUE as u64 + 64,
+        "{flows} flows queued for one client"
+    );
+}
