@@ -16,6 +16,15 @@ pub struct Args {
     /// another host can connect.
     #[arg(long, default_value = "127.0.0.1:4244", env = "WEBB_AGENT_LISTEN")]
     pub listen: SocketAddr,
+    /// Serve TLS with this certificate (PEM; needs --tls-key-file)
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The key of --tls-cert-file (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// Require client certificates signed by these CAs (mutual TLS)
+    #[arg(long, value_name = "FILES", value_delimiter = ',', requires = "tls_cert_file")]
+    pub tls_client_ca_files: Vec<std::path::PathBuf>,
 
     /// Address peers and relays should dial, if not the listen address.
     #[arg(long)]

@@ -170,7 +170,13 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .await;
 
     after_startup();
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        builder = builder
+            .tls_config(webb_proto::transport::server_tls(cert, key, &args.tls_client_ca_files)?)
+            .context("TLS configuration")?;
+    }
+    let served = builder
         .add_service(health_service)
         .add_service(ObserverServer::new(service.clone()))
         .add_service(PeerServer::new(service))

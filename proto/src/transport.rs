@@ -299,6 +299,30 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError> {
     })
 }
 
+/// Server-side TLS for the agent and the relay: a certificate and key, and
+/// client CAs that make it mutual TLS.
+pub fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_cas: &[PathBuf],
+) -> Result<tonic::transport::ServerTlsConfig, ConnectError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| ConnectError::Tls(format!("{}: {e}", p.display())));
+    // Parse up front so a bad file is reported by name, not at handshake.
+    read_certs(cert)?;
+    read_key(key)?;
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    if !client_cas.is_empty() {
+        let mut pem = Vec::new();
+        for f in client_cas {
+            read_certs(f)?;
+            pem.extend(read(f)?);
+        }
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+    }
+    Ok(tls)
+}
+
 /// Accepts any server certificate; signatures are still checked so the
 /// handshake is well-formed.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use webb_proto::{
     observer::observer_server::ObserverServer,
     peer::peer_server::PeerServer,
-    transport::{Address, ClientTls},
+    transport::{self, Address, ClientTls},
 };
 
 /// webb-relay: serves the Observer API for every node agent at once.
@@ -97,27 +97,6 @@ fn humantime_like(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-/// Server-side TLS: a certificate, and client CAs for mutual TLS.
-pub fn server_tls(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_cas: &[PathBuf],
-) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read =
-        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut tls = tonic::transport::ServerTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
-    );
-    if !client_cas.is_empty() {
-        let mut pem = Vec::new();
-        for f in client_cas {
-            pem.extend(read(f)?);
-        }
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(pem));
-    }
-    Ok(tls)
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.peers.is_empty() && args.peer_service.is_none() && args.peer_dns.is_none() {
         anyhow::bail!(
@@ -172,7 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         builder = builder
-            .tls_config(server_tls(cert, key, &args.tls_client_ca_files)?)
+            .tls_config(transport::server_tls(cert, key, &args.tls_client_ca_files)?)
             .context("TLS configuration")?;
     }
     builder

@@ -59,6 +59,12 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], on a given loopback port (to restart an
     /// agent where its relay expects it).
     pub fn start_on(lab: &Lab, node_name: &str, port: u16, extra: &[&str]) -> Self {
+        let mut agent = Self::spawn(lab, node_name, port, extra);
+        agent.wait_ready(Duration::from_secs(20));
+        agent
+    }
+
+    fn spawn(lab: &Lab, node_name: &str, port: u16, extra: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let log = lab.dir.join(format!("agent-{node_name}.log"));
         let mut cmd = Command::new(binary("webb-agent"));
@@ -74,12 +80,28 @@ impl AgentProcess {
             cmd.arg("--cgroup").arg(cg);
         }
         let child = cmd.spawn().expect("starting webb-agent");
-        let mut agent = Self {
+        Self {
             child: Some(child),
             addr,
             log,
-        };
-        agent.wait_ready(Duration::from_secs(20));
+        }
+    }
+
+    /// Starts an agent that serves TLS (its `extra` args carry the
+    /// certificate); readiness is the port accepting connections.
+    pub fn start_tls(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut agent = Self::spawn(lab, node_name, port, extra);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(c) = agent.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("webb-agent exited early with {status}:\n{}", agent.log_text());
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "webb-agent not listening:\n{}", agent.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
         agent
     }
 
