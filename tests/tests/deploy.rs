@@ -1,0 +1,84 @@
+//! The Kubernetes manifests in deploy/: well-formed YAML, the wiring between
+//! them (the relay finds the agents, the Service maps 80 to 4245), the
+//! agent's least privilege, and container arguments the real binaries accept.
+
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+use webb_tests::agent::binary;
+
+fn docs(file: &str) -> Vec<Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/").to_owned() + file;
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The binary accepts these arguments (clap rejects unknown flags and bad
+/// values before `--version` prints).
+fn accepts(bin: &str, args: &[String]) {
+    let out = Command::new(binary(bin)).args(args).arg("--version").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn manifests_are_wired_together() {
+    let agent = docs("agent.yaml");
+    let relay = docs("relay.yaml");
+    for d in agent.iter().chain(&relay) {
+        assert_eq!(d["metadata"]["namespace"], "kube-system", "{d:?}");
+    }
+
+    let ds = find(&agent, "DaemonSet", "webb-agent");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strings(&sc["capabilities"]["add"]), ["BPF", "NET_ADMIN", "PERFMON"]);
+    assert_eq!(c["env"][0]["name"], "WEBB_NODE_NAME");
+    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let agent_args = strings(&c["args"]);
+    assert!(agent_args.contains(&"--listen=0.0.0.0:4244".to_owned()));
+    accepts("webb-agent", &agent_args);
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"],
+        ds["spec"]["template"]["metadata"]["labels"]
+    );
+
+    // The relay resolves the agents' headless service on the agents' port.
+    let headless = find(&agent, "Service", "webb-agent");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["selector"], ds["spec"]["template"]["metadata"]["labels"]);
+    let dep = find(&relay, "Deployment", "webb-relay");
+    let rc = &dep["spec"]["template"]["spec"]["containers"][0];
+    let relay_args = strings(&rc["args"]);
+    assert!(relay_args.contains(&"--peer-dns=webb-agent.kube-system.svc.cluster.local:4244".to_owned()));
+    assert!(relay_args.contains(&"--listen=0.0.0.0:4245".to_owned()));
+    accepts("webb-relay", &relay_args);
+    assert_eq!(rc["securityContext"]["capabilities"]["drop"][0], "ALL");
+
+    // `kubectl port-forward svc/webb-relay 4245:80` reaches the relay.
+    let svc = find(&relay, "Service", "webb-relay");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 4245);
+    assert_eq!(svc["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"]);
+}
