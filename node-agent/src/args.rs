@@ -23,7 +23,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<std::path::PathBuf>,
     /// Require client certificates signed by these CAs (mutual TLS)
-    #[arg(long, value_name = "FILES", value_delimiter = ',', requires = "tls_cert_file")]
+    #[arg(
+        long,
+        value_name = "FILES",
+        value_delimiter = ',',
+        requires = "tls_cert_file"
+    )]
     pub tls_client_ca_files: Vec<std::path::PathBuf>,
 
     /// Address peers and relays should dial, if not the listen address.

@@ -173,7 +173,11 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         builder = builder
-            .tls_config(webb_proto::transport::server_tls(cert, key, &args.tls_client_ca_files)?)
+            .tls_config(webb_proto::transport::server_tls(
+                cert,
+                key,
+                &args.tls_client_ca_files,
+            )?)
             .context("TLS configuration")?;
     }
     let served = builder

@@ -306,12 +306,14 @@ pub fn server_tls(
     key: &Path,
     client_cas: &[PathBuf],
 ) -> Result<tonic::transport::ServerTlsConfig, ConnectError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| ConnectError::Tls(format!("{}: {e}", p.display())));
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| ConnectError::Tls(format!("{}: {e}", p.display())));
     // Parse up front so a bad file is reported by name, not at handshake.
     read_certs(cert)?;
     read_key(key)?;
-    let mut tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+    );
     if !client_cas.is_empty() {
         let mut pem = Vec::new();
         for f in client_cas {

@@ -10,6 +10,11 @@ mod merge;
 mod pool;
 mod server;
 
+/// Every merged flow is decoded and re-encoded; mimalloc makes the
+/// per-field allocations cheaper than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;

@@ -97,9 +97,16 @@ impl AgentProcess {
             if let Some(c) = agent.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("webb-agent exited early with {status}:\n{}", agent.log_text());
+                panic!(
+                    "webb-agent exited early with {status}:\n{}",
+                    agent.log_text()
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "webb-agent not listening:\n{}", agent.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "webb-agent not listening:\n{}",
+                agent.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         agent

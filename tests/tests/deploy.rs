@@ -11,7 +11,9 @@ fn docs(file: &str) -> Vec<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/").to_owned() + file;
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .map(|d| {
+            <Value as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}"))
+        })
         .collect()
 }
 
@@ -23,14 +25,22 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_sequence()
-        .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The binary accepts these arguments (clap rejects unknown flags and bad
 /// values before `--version` prints).
 fn accepts(bin: &str, args: &[String]) {
-    let out = Command::new(binary(bin)).args(args).arg("--version").output().unwrap();
+    let out = Command::new(binary(bin))
+        .args(args)
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{bin} {args:?}: {}",
@@ -53,9 +63,15 @@ fn manifests_are_wired_together() {
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"], false);
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(strings(&sc["capabilities"]["add"]), ["BPF", "NET_ADMIN", "PERFMON"]);
+    assert_eq!(
+        strings(&sc["capabilities"]["add"]),
+        ["BPF", "NET_ADMIN", "PERFMON"]
+    );
     assert_eq!(c["env"][0]["name"], "WEBB_NODE_NAME");
-    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
     let agent_args = strings(&c["args"]);
     assert!(agent_args.contains(&"--listen=0.0.0.0:4244".to_owned()));
     accepts("webb-agent", &agent_args);
@@ -67,11 +83,16 @@ fn manifests_are_wired_together() {
     // The relay resolves the agents' headless service on the agents' port.
     let headless = find(&agent, "Service", "webb-agent");
     assert_eq!(headless["spec"]["clusterIP"], "None");
-    assert_eq!(headless["spec"]["selector"], ds["spec"]["template"]["metadata"]["labels"]);
+    assert_eq!(
+        headless["spec"]["selector"],
+        ds["spec"]["template"]["metadata"]["labels"]
+    );
     let dep = find(&relay, "Deployment", "webb-relay");
     let rc = &dep["spec"]["template"]["spec"]["containers"][0];
     let relay_args = strings(&rc["args"]);
-    assert!(relay_args.contains(&"--peer-dns=webb-agent.kube-system.svc.cluster.local:4244".to_owned()));
+    assert!(
+        relay_args.contains(&"--peer-dns=webb-agent.kube-system.svc.cluster.local:4244".to_owned())
+    );
     assert!(relay_args.contains(&"--listen=0.0.0.0:4245".to_owned()));
     accepts("webb-relay", &relay_args);
     assert_eq!(rc["securityContext"]["capabilities"]["drop"][0], "ALL");
@@ -80,5 +101,8 @@ fn manifests_are_wired_together() {
     let svc = find(&relay, "Service", "webb-relay");
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 4245);
-    assert_eq!(svc["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"]);
+    assert_eq!(
+        svc["spec"]["selector"],
+        dep["spec"]["template"]["metadata"]["labels"]
+    );
 }

@@ -183,8 +183,11 @@ fn cli_talks_tls_and_mutual_tls_to_the_relay() {
 
 #[test]
 fn relay_dials_its_agents_over_mutual_tls() {
-    let Some(_g) = webb_tests::privileged() else { return };
-    let lab = webb_tests::lab::Lab::new(&[webb_tests::lab::PodSpec::new("shop", "client", "client")]);
+    let Some(_g) = webb_tests::privileged() else {
+        return;
+    };
+    let lab =
+        webb_tests::lab::Lab::new(&[webb_tests::lab::PodSpec::new("shop", "client", "client")]);
     let dir = lab.dir.clone();
     let (agent_cert, agent_key) = write_pair(&dir, "agent");
     let (relay_cert, relay_key) = write_pair(&dir, "relay-client");
@@ -193,8 +196,12 @@ fn relay_dials_its_agents_over_mutual_tls() {
         &lab,
         "lab-node-1",
         &[
-            "--tls-cert-file", &s(&agent_cert), "--tls-key-file", &s(&agent_key),
-            "--tls-client-ca-files", &s(&relay_cert),
+            "--tls-cert-file",
+            &s(&agent_cert),
+            "--tls-key-file",
+            &s(&agent_key),
+            "--tls-client-ca-files",
+            &s(&relay_cert),
         ],
     );
     // Plaintext is refused by the TLS agent.
@@ -204,9 +211,19 @@ fn relay_dials_its_agents_over_mutual_tls() {
     let relay_addr = format!("127.0.0.1:{port}");
     let _relay = Relay(
         Command::new(binary("webb-relay"))
-            .args(["--listen", &relay_addr, "--peer", &agent.addr.replace("127.0.0.1", "localhost")])
+            .args([
+                "--listen",
+                &relay_addr,
+                "--peer",
+                &agent.addr.replace("127.0.0.1", "localhost"),
+            ])
             .args(["--peer-tls-ca-cert-files", &s(&agent_cert)])
-            .args(["--peer-tls-client-cert-file", &s(&relay_cert), "--peer-tls-client-key-file", &s(&relay_key)])
+            .args([
+                "--peer-tls-client-cert-file",
+                &s(&relay_cert),
+                "--peer-tls-client-key-file",
+                &s(&relay_key),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -219,10 +236,17 @@ fn relay_dials_its_agents_over_mutual_tls() {
         if text.contains("Connected Nodes: 1/1") {
             break;
         }
-        assert!(Instant::now() < deadline, "relay never reached the TLS agent: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "relay never reached the TLS agent: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let nodes = webb(&["list", "nodes", "-o", "wide", "--server", &relay_addr]);
     let text = String::from_utf8_lossy(&nodes.stdout);
-    assert!(text.contains("lab-node-1") && text.contains("Enabled"), "{text}");
+    assert!(
+        text.contains("lab-node-1") && text.contains("Enabled"),
+        "{text}"
+    );
 }

@@ -1,0 +1,358 @@
+//! Benchmark of the real `webb-relay` binary over 8 synthetic node streams.
+//!
+//! `cargo build --release --bins && target/release/webb-bench-relay`
+//!
+//! The nodes are in-process gRPC servers that speak the Observer API like an
+//! agent (flows with real-sized contents, heartbeats when asked). Phases, each
+//! with fresh nodes and a fresh relay:
+//! 1. as fast as possible, read directly: one client reading the 8 streams;
+//! 2. as fast as possible, through the relay: one client;
+//! 3. paced at a fixed total rate through the relay: p99 added latency (flow
+//!    time set at sending, measured at the client) and the relay's peak RSS;
+//! 4. idle (10 flows/s per node): p99 added latency.
+
+use std::{
+    pin::Pin,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status};
+use webb_proto::{
+    observer::{
+        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
+        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
+        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Node, ServerStatusRequest,
+        ServerStatusResponse,
+        get_flows_response::ResponseTypes,
+        observer_client::ObserverClient,
+        observer_server::{Observer, ObserverServer},
+    },
+    wkt::Timestamp,
+};
+use webb_tests::agent::{binary, free_port};
+
+const NODES: usize = 8;
+const FIXTURE: &str = include_str!("../../../tui/tests/fixtures/flows.jsonl");
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// As fast as the reader takes them.
+    Max,
+    /// This many flows per second.
+    Paced(u64),
+}
+
+#[derive(Clone)]
+struct SyntheticNode {
+    name: String,
+    template: GetFlowsResponse,
+    mode: Mode,
+    stop: Arc<AtomicBool>,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from(std::time::SystemTime::now())
+}
+
+type Flows = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Observer for SyntheticNode {
+    type GetFlowsStream = Flows;
+
+    async fn get_flows(&self, r: Request<GetFlowsRequest>) -> Result<Response<Flows>, Status> {
+        let req = r.into_inner();
+        let node = self.clone();
+        let heartbeat = req.webb_heartbeat_ms > 0;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut sent: u64 = 0;
+            let began = Instant::now();
+            while !node.stop.load(Ordering::Relaxed) {
+                let batch = match node.mode {
+                    Mode::Max => 64,
+                    Mode::Paced(rate) => {
+                        let due = (began.elapsed().as_secs_f64() * rate as f64) as u64;
+                        if due <= sent {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            if heartbeat {
+                                let beat = GetFlowsResponse {
+                                    time: Some(now()),
+                                    node_name: node.name.clone(),
+                                    response_types: None,
+                                };
+                                if tx.send(Ok(beat)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        due - sent
+                    }
+                };
+                for _ in 0..batch {
+                    let mut r = node.template.clone();
+                    let t = now();
+                    r.time = Some(t);
+                    if let Some(ResponseTypes::Flow(f)) = r.response_types.as_mut() {
+                        f.time = Some(t);
+                    }
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+                if heartbeat && matches!(node.mode, Mode::Max) && sent.is_multiple_of(1024) {
+                    let beat = GetFlowsResponse {
+                        time: Some(now()),
+                        node_name: node.name.clone(),
+                        response_types: None,
+                    };
+                    if tx.send(Ok(beat)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type GetAgentEventsStream = futures::stream::Empty<Result<GetAgentEventsResponse, Status>>;
+    async fn get_agent_events(
+        &self,
+        _: Request<GetAgentEventsRequest>,
+    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    type GetDebugEventsStream = futures::stream::Empty<Result<GetDebugEventsResponse, Status>>;
+    async fn get_debug_events(
+        &self,
+        _: Request<GetDebugEventsRequest>,
+    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_nodes(
+        &self,
+        _: Request<GetNodesRequest>,
+    ) -> Result<Response<GetNodesResponse>, Status> {
+        Ok(Response::new(GetNodesResponse {
+            nodes: vec![Node {
+                name: self.name.clone(),
+                ..Default::default()
+            }],
+        }))
+    }
+    async fn get_namespaces(
+        &self,
+        _: Request<GetNamespacesRequest>,
+    ) -> Result<Response<GetNamespacesResponse>, Status> {
+        Ok(Response::new(GetNamespacesResponse::default()))
+    }
+    async fn server_status(
+        &self,
+        _: Request<ServerStatusRequest>,
+    ) -> Result<Response<ServerStatusResponse>, Status> {
+        Ok(Response::new(ServerStatusResponse::default()))
+    }
+}
+
+struct Cluster {
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn start_nodes(mode: Mode) -> anyhow::Result<Cluster> {
+    let template = FIXTURE
+        .lines()
+        .map(webb_proto::json::parse_line)
+        .find_map(|r| {
+            r.ok()
+                .filter(|r| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no flow in the fixture"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut addrs = Vec::new();
+    for i in 0..NODES {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?.to_string());
+        let node = SyntheticNode {
+            name: format!("synthetic-{i}"),
+            template: template.clone(),
+            mode,
+            stop: stop.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ObserverServer::new(node))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+    }
+    Ok(Cluster { addrs, stop })
+}
+
+struct Relay {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+async fn start_relay(c: &Cluster) -> anyhow::Result<Relay> {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(binary("webb-relay"));
+    cmd.args(["--listen", &addr]);
+    for a in &c.addrs {
+        cmd.args(["--peer", a]);
+    }
+    let child = cmd
+        .env("WEBB_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let relay = Relay { child, addr };
+    // Wait until every node is connected.
+    let start = Instant::now();
+    loop {
+        if let Ok(mut cl) = ObserverClient::connect(format!("http://{}", relay.addr)).await
+            && let Ok(s) = cl.server_status(ServerStatusRequest {}).await
+            && s.into_inner().num_connected_nodes.map(|n| n.value) == Some(NODES as u32)
+        {
+            return Ok(relay);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "relay did not connect its nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads one follow stream for `secs`, returning (flows, added latencies in µs).
+async fn read(addr: String, secs: f64, measure: bool) -> anyhow::Result<(u64, Vec<u64>)> {
+    let mut c = ObserverClient::connect(format!("http://{addr}"))
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let mut s = c
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let (mut n, mut lat) = (0u64, Vec::new());
+    // Skip the first half second (connection set-up).
+    let warm = Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(Ok(r))) = tokio::time::timeout_at(end, s.next()).await {
+        if !matches!(r.response_types, Some(ResponseTypes::Flow(_))) || Instant::now() < warm {
+            continue;
+        }
+        n += 1;
+        if measure && let Some(t) = r.time {
+            lat.push(((now().as_nanos() - t.as_nanos()) / 1000).max(0) as u64);
+        }
+    }
+    Ok((n, lat))
+}
+
+fn p99_ms(mut v: Vec<u64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[(v.len() * 99 / 100).min(v.len() - 1)] as f64 / 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    const SECS: f64 = 5.5;
+    let measured = SECS - 0.5;
+    println!(
+        "webb-bench-relay: {NODES} synthetic node streams; {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // 1. Direct.
+    let cluster = start_nodes(Mode::Max).await?;
+    let reads = cluster
+        .addrs
+        .iter()
+        .map(|a| tokio::spawn(read(a.clone(), SECS, false)));
+    let mut direct = 0u64;
+    for r in futures::future::join_all(reads).await {
+        direct += r??.0;
+    }
+    drop(cluster);
+    let direct_rate = direct as f64 / measured;
+    println!("direct: one client reading the {NODES} streams: {direct_rate:.0} flows/s");
+
+    // 2. Through the relay.
+    let cluster = start_nodes(Mode::Max).await?;
+    let relay = start_relay(&cluster).await?;
+    let (merged, _) = read(relay.addr.clone(), SECS, false).await?;
+    let merged_rate = merged as f64 / measured;
+    println!(
+        "relay: one client, merged: {merged_rate:.0} flows/s = {:.2} of direct; relay peak RSS {:.1} MiB",
+        merged_rate / direct_rate,
+        relay.peak_rss_mib()
+    );
+    drop(relay);
+    drop(cluster);
+
+    // 3. Paced load through the relay.
+    let total = 150_000u64.min((merged_rate * 0.8) as u64);
+    let cluster = start_nodes(Mode::Paced(total / NODES as u64)).await?;
+    let relay = start_relay(&cluster).await?;
+    let (n, lat) = read(relay.addr.clone(), SECS, true).await?;
+    println!(
+        "relay at {total} flows/s offered ({:.0} received/s): p99 added latency {:.1} ms; relay peak RSS {:.1} MiB",
+        n as f64 / measured,
+        p99_ms(lat),
+        relay.peak_rss_mib()
+    );
+    drop(relay);
+    drop(cluster);
+
+    // 4. Idle.
+    let cluster = start_nodes(Mode::Paced(10)).await?;
+    let relay = start_relay(&cluster).await?;
+    let (n, lat) = read(relay.addr.clone(), SECS, true).await?;
+    println!(
+        "relay idle ({NODES} x 10 flows/s, {n} flows): p99 added latency {:.1} ms (sort delay 200 ms)",
+        p99_ms(lat)
+    );
+    Ok(())
+}
