@@ -4,10 +4,12 @@
 //! - [`pool`]: which nodes exist (static, Peer service, DNS) and whether
 //!   they answer;
 //! - [`merge`]: one client's fan-out and time-ordered merge;
+//! - [`raw`]: flows forwarded as bytes, read only for their time;
 //! - [`server`]: the Observer, Peer and health services.
 
 mod merge;
 mod pool;
+mod raw;
 mod server;
 
 /// Every merged flow is decoded and re-encoded; mimalloc makes the
@@ -161,7 +163,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     builder
         .add_service(health_service)
-        .add_service(ObserverServer::new(relay.clone()).max_decoding_message_size(64 << 20))
+        .add_service(raw::ObserverService {
+            typed: ObserverServer::new(relay.clone()).max_decoding_message_size(64 << 20),
+            get_flows: relay.clone(),
+        })
         .add_service(PeerServer::new(relay))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let mut term =

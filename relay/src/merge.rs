@@ -27,15 +27,15 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use webb_proto::{
     flow::{LostEvent, LostEventSource},
-    observer::{
-        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
-        observer_client::ObserverClient,
-    },
+    observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
     relay::{NodeState, NodeStatusEvent},
     wkt::Timestamp,
 };
 
-use crate::pool::{NodeInfo, Pool};
+use crate::{
+    pool::{NodeInfo, Pool},
+    raw::{Kind, NodeCodec, Raw},
+};
 
 /// Heartbeat period asked of webb agents.
 const HEARTBEAT_MS: u32 = 50;
@@ -60,13 +60,13 @@ pub struct Options {
 }
 
 enum NodeMsg {
-    Item(String, GetFlowsResponse),
+    Item(String, Raw),
     End(String, Option<Status>),
 }
 
 struct NodeQ {
     name: String,
-    queue: VecDeque<GetFlowsResponse>,
+    queue: VecDeque<Raw>,
     watermark: Option<Timestamp>,
     last_heard: Instant,
     done: bool,
@@ -74,15 +74,12 @@ struct NodeQ {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-fn time_of(r: &GetFlowsResponse) -> Option<Timestamp> {
-    r.time.or(match &r.response_types {
-        Some(ResponseTypes::Flow(f)) => f.time,
-        _ => None,
-    })
+fn time_of(r: &Raw) -> Option<Timestamp> {
+    r.time
 }
 
-fn status_event(names: Vec<String>, state: NodeState, message: String) -> GetFlowsResponse {
-    GetFlowsResponse {
+fn status_event(names: Vec<String>, state: NodeState, message: String) -> Raw {
+    Raw::from_message(&GetFlowsResponse {
         time: Some(Timestamp::from(std::time::SystemTime::now())),
         node_name: String::new(),
         response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
@@ -90,7 +87,7 @@ fn status_event(names: Vec<String>, state: NodeState, message: String) -> GetFlo
             node_names: names,
             message,
         })),
-    }
+    })
 }
 
 /// Starts the merge for one request; the receiver is the client's stream.
@@ -98,7 +95,7 @@ pub fn start(
     pool: Arc<Pool>,
     req: GetFlowsRequest,
     opts: Options,
-) -> mpsc::Receiver<Result<GetFlowsResponse, Status>> {
+) -> mpsc::Receiver<Result<Raw, Status>> {
     let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
     tokio::spawn(async move {
         Merger::new(pool, req, opts, out_tx).run().await;
@@ -110,7 +107,7 @@ struct Merger {
     pool: Arc<Pool>,
     req: GetFlowsRequest,
     opts: Options,
-    out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    out: mpsc::Sender<Result<Raw, Status>>,
     nodes: BTreeMap<String, NodeQ>,
     tx: mpsc::Sender<NodeMsg>,
     rx: Option<mpsc::Receiver<NodeMsg>>,
@@ -124,7 +121,7 @@ impl Merger {
         pool: Arc<Pool>,
         req: GetFlowsRequest,
         opts: Options,
-        out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+        out: mpsc::Sender<Result<Raw, Status>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         Self {
@@ -154,10 +151,22 @@ impl Merger {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let key = node.address.clone();
         let tx = self.tx.clone();
-        let mut client =
-            ObserverClient::new(node.channel.clone()).max_decoding_message_size(64 << 20);
+        // Raw responses: the relay reads only each flow's time and forwards
+        // the bytes (see raw.rs).
+        let mut grpc =
+            tonic::client::Grpc::new(node.channel.clone()).max_decoding_message_size(64 << 20);
         tokio::spawn(async move {
-            let mut stream = match client.get_flows(req).await {
+            if let Err(e) = grpc.ready().await {
+                let _ = tx
+                    .send(NodeMsg::End(key, Some(Status::unavailable(e.to_string()))))
+                    .await;
+                return;
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(crate::raw::GET_FLOWS);
+            let mut stream = match grpc
+                .server_streaming(tonic::Request::new(req), path, NodeCodec)
+                .await
+            {
                 Ok(s) => s.into_inner(),
                 Err(s) => {
                     let _ = tx.send(NodeMsg::End(key, Some(s))).await;
@@ -273,23 +282,21 @@ impl Merger {
         }
     }
 
-    fn on_item(&mut self, key: &str, r: GetFlowsResponse) {
+    fn on_item(&mut self, key: &str, r: Raw) {
         let Some(n) = self.nodes.get_mut(key) else {
             return;
         };
         n.last_heard = Instant::now();
-        match &r.response_types {
+        match r.kind {
             // A heartbeat: the node's watermark.
-            None => {
+            Kind::Heartbeat => {
                 if let Some(t) = r.time {
                     n.watermark = Some(n.watermark.map_or(t, |w| w.max(t)));
                 }
             }
-            Some(ResponseTypes::Flow(_)) => {
-                n.queue.push_back(r);
-            }
+            Kind::Flow => n.queue.push_back(r),
             // The node's own lost events and statuses pass straight through.
-            Some(_) => self.emit(r),
+            Kind::NodeStatus | Kind::LostEvents => self.emit(r),
         }
     }
 
@@ -409,7 +416,7 @@ impl Merger {
     /// Sends to the client without waiting: a full queue counts the flow as
     /// lost, and the count goes out as one lost_events as soon as there is
     /// room.
-    fn emit(&mut self, r: GetFlowsResponse) {
+    fn emit(&mut self, r: Raw) {
         if !self.flush_lost() {
             self.lost += 1;
             return;
@@ -427,7 +434,7 @@ impl Merger {
         if self.lost == 0 {
             return true;
         }
-        let report = GetFlowsResponse {
+        let report = Raw::from_message(&GetFlowsResponse {
             time: Some(Timestamp::from(std::time::SystemTime::now())),
             node_name: self.opts.node_name.to_owned(),
             response_types: Some(ResponseTypes::LostEvents(LostEvent {
@@ -437,7 +444,7 @@ impl Merger {
                 first: None,
                 last: None,
             })),
-        };
+        });
         match self.out.try_send(Ok(report)) {
             Ok(()) => {
                 self.lost = 0;

@@ -66,6 +66,24 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+impl Relay {
+    /// GetFlows with the responses still encoded, as the relay forwards them.
+    pub fn get_flows_raw(
+        &self,
+        req: GetFlowsRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<crate::raw::Raw, Status>>, Status> {
+        // Reject a bad filter here, once, rather than from every node.
+        FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let (Some(s), Some(u)) = (req.since, req.until)
+            && s > u
+        {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        Ok(merge::start(self.pool.clone(), req, self.merge))
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for Relay {
     type GetFlowsStream = BoxStream<GetFlowsResponse>;
@@ -75,16 +93,15 @@ impl Observer for Relay {
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
         let req = request.into_inner();
-        // Reject a bad filter here, once, rather than from every node.
-        FlowFilters::compile(&req.whitelist, &req.blacklist)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let (Some(s), Some(u)) = (req.since, req.until)
-            && s > u
-        {
-            return Err(Status::invalid_argument("since is after until"));
-        }
-        let rx = merge::start(self.pool.clone(), req, self.merge);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // Clients reach get_flows_raw (raw.rs); this typed path decodes.
+        let rx = self.get_flows_raw(req)?;
+        let typed = ReceiverStream::new(rx).map(|item| {
+            item.and_then(|raw| {
+                raw.decode()
+                    .map_err(|e| Status::internal(format!("re-decoding a node's response: {e}")))
+            })
+        });
+        Ok(Response::new(Box::pin(typed)))
     }
 
     type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;

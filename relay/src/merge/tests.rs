@@ -237,7 +237,7 @@ fn ms(c: &Cluster, r: &GetFlowsResponse) -> i64 {
 
 /// Collects responses until `n` flows arrived or the timeout passed.
 async fn collect(
-    rx: &mut mpsc::Receiver<Result<GetFlowsResponse, Status>>,
+    rx: &mut mpsc::Receiver<Result<crate::raw::Raw, Status>>,
     n: usize,
     timeout: Duration,
 ) -> Vec<(Instant, GetFlowsResponse)> {
@@ -252,7 +252,7 @@ async fn collect(
         < n
     {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Ok(r))) => out.push((Instant::now(), r)),
+            Ok(Some(Ok(r))) => out.push((Instant::now(), r.decode().expect("well-formed"))),
             _ => break,
         }
     }
@@ -443,14 +443,17 @@ async fn a_slow_client_gets_lost_events_not_unbounded_memory() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while flows + lost < N as u64 {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Ok(r))) => match r.response_types {
-                Some(ResponseTypes::Flow(_)) => flows += 1,
-                Some(ResponseTypes::LostEvents(l)) => {
-                    assert_eq!(r.node_name, "test-relay");
-                    lost += l.num_events_lost;
+            Ok(Some(Ok(raw))) => {
+                let r = raw.decode().expect("well-formed");
+                match &r.response_types {
+                    Some(ResponseTypes::Flow(_)) => flows += 1,
+                    Some(ResponseTypes::LostEvents(l)) => {
+                        assert_eq!(r.node_name, "test-relay");
+                        lost += l.num_events_lost;
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             _ => break,
         }
     }
