@@ -12,9 +12,11 @@
 //!   only rule for Hubble agents, which send no heartbeats), or
 //! - the node's stream has ended.
 //!
-//! Memory is bounded: node queues are bounded channels and a bounded queue
-//! per node, and a client that reads too slowly loses flows, counted and
-//! reported as `lost_events`, instead of holding up anyone else.
+//! Memory is bounded. Each node has its own bounded channel to the merger
+//! (so one node's backlog never delays another's flows) and a bounded
+//! queue in it; a node whose queue is full is not read until it drains. A
+//! client that reads too slowly loses flows, counted and reported as
+//! `lost_events`, instead of holding up anyone else.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -22,8 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
+use tokio_stream::{StreamMap, wrappers::ReceiverStream};
 use tonic::Status;
 use webb_proto::{
     flow::{LostEvent, LostEventSource},
@@ -39,14 +42,18 @@ use crate::{
 
 /// Heartbeat period asked of webb agents.
 const HEARTBEAT_MS: u32 = 50;
-/// Items queued per node before the node's reader waits (backpressure to
-/// the node, whose own queue then reports its losses).
-const NODE_QUEUE: usize = 4096;
+/// Messages in flight per node between its reader and the merger; past it the
+/// reader waits (backpressure to the node, whose own queue then reports its
+/// losses).
+const NODE_QUEUE: usize = 64;
 /// The client's queue.
 pub const CLIENT_QUEUE: usize = 4096;
 /// Flows queued per node in the merger; past it the merger stops reading
-/// until the silent node's bound releases them.
+/// that node (only) until its queue is half drained.
 const MERGE_QUEUE: usize = 16_384;
+/// Responses per message from a node's reader, and messages handled per
+/// wake-up of the merger, at most.
+const BATCH: usize = 256;
 /// A historical (non-follow) query waits this long for a silent node.
 const HISTORY_SILENCE: Duration = Duration::from_secs(5);
 /// A live node whose stream broke is re-subscribed after this long.
@@ -60,7 +67,7 @@ pub struct Options {
 }
 
 enum NodeMsg {
-    Item(String, Raw),
+    Items(String, Vec<Raw>),
     End(String, Option<Status>),
 }
 
@@ -109,8 +116,8 @@ struct Merger {
     opts: Options,
     out: mpsc::Sender<Result<Raw, Status>>,
     nodes: BTreeMap<String, NodeQ>,
-    tx: mpsc::Sender<NodeMsg>,
-    rx: Option<mpsc::Receiver<NodeMsg>>,
+    /// Node streams opened since the run loop last took them in.
+    opened: Vec<(String, ReceiverStream<NodeMsg>)>,
     /// Flows this client missed because it read too slowly.
     lost: u64,
     closed: bool,
@@ -123,15 +130,13 @@ impl Merger {
         opts: Options,
         out: mpsc::Sender<Result<Raw, Status>>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(NODE_QUEUE);
         Self {
             pool,
             req,
             opts,
             out,
             nodes: BTreeMap::new(),
-            tx,
-            rx: Some(rx),
+            opened: Vec::new(),
             lost: 0,
             closed: false,
         }
@@ -150,7 +155,10 @@ impl Merger {
         }
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
         let key = node.address.clone();
-        let tx = self.tx.clone();
+        // Each node has its own channel, so one node's backlog never sits in
+        // front of another's flows.
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
+        self.opened.push((key.clone(), ReceiverStream::new(rx)));
         // Raw responses: the relay reads only each flow's time and forwards
         // the bytes (see raw.rs).
         let mut grpc =
@@ -176,8 +184,30 @@ impl Merger {
             loop {
                 tokio::select! {
                     item = stream.next() => match item {
-                        Some(Ok(r)) => {
-                            if tx.send(NodeMsg::Item(key.clone(), r)).await.is_err() {
+                                                Some(Ok(r)) => {
+                            // Hand over what else is ready with it, in one
+                            // message: the merger's cost is per message.
+                            let mut batch = vec![r];
+                            let mut end = None;
+                            while batch.len() < BATCH {
+                                match stream.next().now_or_never() {
+                                    Some(Some(Ok(r))) => batch.push(r),
+                                    Some(Some(Err(s))) => {
+                                        end = Some(Some(s));
+                                        break;
+                                    }
+                                    Some(None) => {
+                                        end = Some(None);
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            if tx.send(NodeMsg::Items(key.clone(), batch)).await.is_err() {
+                                return;
+                            }
+                            if let Some(err) = end {
+                                let _ = tx.send(NodeMsg::End(key, err)).await;
                                 return;
                             }
                         }
@@ -235,7 +265,9 @@ impl Merger {
             HISTORY_SILENCE
         };
         let out = self.out.clone();
-        let Some(mut rx) = self.rx.take() else { return };
+        let mut streams: StreamMap<String, ReceiverStream<NodeMsg>> = StreamMap::new();
+        // Nodes whose merge queue is full wait here until it drains.
+        let mut parked: BTreeMap<String, ReceiverStream<NodeMsg>> = BTreeMap::new();
         let mut tick = tokio::time::interval((self.opts.delay / 4).max(Duration::from_millis(5)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -249,17 +281,36 @@ impl Merger {
             // a live one never does (see `emit`). Either way the merger's
             // own queues stay bounded.
             let client_full = !follow && self.out.capacity() == 0;
-            let receiving =
-                !client_full && self.nodes.values().all(|n| n.queue.len() < MERGE_QUEUE);
+            for (key, stream) in self.opened.drain(..) {
+                parked.remove(&key);
+                streams.insert(key, stream);
+            }
+            for (key, n) in &self.nodes {
+                if n.queue.len() >= MERGE_QUEUE {
+                    if let Some(s) = streams.remove(key) {
+                        parked.insert(key.clone(), s);
+                    }
+                } else if n.queue.len() < MERGE_QUEUE / 2
+                    && let Some(s) = parked.remove(key)
+                {
+                    streams.insert(key.clone(), s);
+                }
+            }
             tokio::select! {
                 permit = out.reserve(), if client_full => {
                     drop(permit);
                 }
-                msg = rx.recv(), if receiving => match msg {
-                    Some(NodeMsg::Item(key, r)) => self.on_item(&key, r),
-                    Some(NodeMsg::End(key, err)) => self.on_end(&key, err),
-                    None => break,
-                },
+                                                Some((_, msg)) = streams.next(), if !client_full => {
+                    self.on_msg(msg);
+                    // Take what else is ready in one go: the bookkeeping
+                    // around each wake-up is then paid once per batch.
+                    for _ in 0..BATCH {
+                        match streams.next().now_or_never() {
+                            Some(Some((_, msg))) => self.on_msg(msg),
+                            _ => break,
+                        }
+                    }
+                }
                 ev = events.recv(), if follow => {
                     if let Ok(ev) = ev {
                         self.on_node_event(ev);
@@ -279,6 +330,17 @@ impl Merger {
             if let Some(stop) = n.stop.take() {
                 let _ = stop.send(());
             }
+        }
+    }
+
+    fn on_msg(&mut self, msg: NodeMsg) {
+        match msg {
+            NodeMsg::Items(key, batch) => {
+                for r in batch {
+                    self.on_item(&key, r);
+                }
+            }
+            NodeMsg::End(key, err) => self.on_end(&key, err),
         }
     }
 
