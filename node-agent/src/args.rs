@@ -117,7 +117,7 @@ impl Args {
     }
 }
 
-/// A duration written as `10s`, `500ms`, `2m`, `1h` or `0`.
+/// A duration flag in Go's syntax (`10s`, `500ms`, `2m`, `1h43m`, `0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -131,23 +131,9 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s == "0" {
-            return Ok(Self(Duration::ZERO));
-        }
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like 10s, 500ms, 2m or 1h"))?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-        };
-        Ok(Self(d))
+        webb_proto::duration::parse(s)
+            .map(Self)
+            .ok_or_else(|| webb_proto::duration::error(s))
     }
 }
 

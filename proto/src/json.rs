@@ -41,7 +41,9 @@ pub fn to_line(response: &GetFlowsResponse) -> String {
     String::from_utf8(line).unwrap_or_default()
 }
 
-fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
+/// Appends the JSON line of one response, without the newline, to `buf`
+/// (callers writing many lines reuse one buffer).
+pub fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
     use crate::observer::get_flows_response::ResponseTypes;
     // Serialising generated types into memory cannot fail: every field is a
     // plain value, string or nested message with infallible impls.

@@ -3,10 +3,11 @@
 //! The modules `flow`, `observer`, `peer` and `relay` are generated from the
 //! `.proto` files in `proto/`; hand-written helpers live beside them:
 //! [`json`] (Hubble's NDJSON form), [`filter`] (the one flow filter engine),
-//! and [`names`] (enum names and event type numbers as Hubble spells them).
+//! [`transport`] (dialing, TLS), [`duration`] (flag durations) and [`names`] (enum names and event type numbers as Hubble spells them).
 //!
 //! Architecture invariant: only this crate knows the wire format.
 
+pub mod duration;
 pub mod filter;
 pub mod json;
 pub mod names;

@@ -86,22 +86,7 @@ struct Args {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime_like(s).ok_or_else(|| format!("{s:?} is not a duration (e.g. 200ms, 5s, 1m)"))
-}
-
-/// `200ms`, `5s`, `1m`, `1h`.
-fn humantime_like(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    webb_proto::duration::parse(s).ok_or_else(|| webb_proto::duration::error(s))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -155,6 +140,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, tls = args.tls_cert_file.is_some(), "serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         builder = builder
@@ -168,10 +155,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             get_flows: relay.clone(),
         })
         .add_service(PeerServer::new(relay))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

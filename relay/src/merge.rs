@@ -81,10 +81,6 @@ struct NodeQ {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-fn time_of(r: &Raw) -> Option<Timestamp> {
-    r.time
-}
-
 fn status_event(names: Vec<String>, state: NodeState, message: String) -> Raw {
     Raw::from_message(&GetFlowsResponse {
         time: Some(Timestamp::from(std::time::SystemTime::now())),
@@ -451,7 +447,7 @@ impl Merger {
             let Some((key, t)) = self
                 .nodes
                 .iter()
-                .filter_map(|(k, n)| n.queue.front().map(|r| (k, time_of(r))))
+                .filter_map(|(k, n)| n.queue.front().map(|r| (k, r.time)))
                 .min_by_key(|(_, t)| *t)
                 .map(|(k, t)| (k.clone(), t))
             else {

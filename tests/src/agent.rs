@@ -3,7 +3,7 @@
 use std::{
     fs::File,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -41,6 +41,24 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
     l.local_addr().expect("local address").port()
+}
+
+/// Waits until `port` on loopback accepts connections, failing with the
+/// process's log if it exits first or takes longer than `timeout`.
+pub fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path, timeout: Duration) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}:\n{}", log_text());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not listening:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub struct AgentProcess {
@@ -92,22 +110,14 @@ impl AgentProcess {
     pub fn start_tls(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let mut agent = Self::spawn(lab, node_name, port, extra);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(c) = agent.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!(
-                    "webb-agent exited early with {status}:\n{}",
-                    agent.log_text()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "webb-agent not listening:\n{}",
-                agent.log_text()
+        if let Some(child) = agent.child.as_mut() {
+            wait_listening(
+                child,
+                port,
+                "webb-agent",
+                &agent.log,
+                Duration::from_secs(20),
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
         agent
     }

@@ -1,14 +1,18 @@
 //! Test helpers shared by webb's end-to-end tests, the benchmarks and the
-//! demo: the lab harness ([`lab`]), real agent processes ([`agent`]) and gRPC
-//! helpers ([`client`]).
+//! demo: the lab harness ([`lab`]), real agent and relay processes ([`agent`],
+//! [`relay`]), gRPC helpers ([`client`]), traffic in pods ([`traffic`]) and
+//! scripted Observer servers for relay tests and benchmarks ([`synthetic`]).
 //!
-//! Architecture invariant: nothing here fakes a data source. Labs are real
-//! namespaces and veths, agents are the real `webb-agent` binary, and every
-//! query goes over a real gRPC connection.
+//! Architecture invariant: end-to-end tests fake no data source. Labs are
+//! real namespaces and veths, agents are the real `webb-agent` binary, and
+//! every query goes over a real gRPC connection. [`synthetic`] nodes serve
+//! only the relay's unit tests and its benchmark, which say so.
 
 pub mod agent;
 pub mod client;
 pub mod lab;
+pub mod relay;
+pub mod synthetic;
 pub mod traffic;
 
 use std::sync::{Mutex, MutexGuard};

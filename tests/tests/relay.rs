@@ -1,10 +1,7 @@
 //! End-to-end tests of webb-relay: three lab "nodes" (each its own bridge,
 //! pods and real `webb-agent`), the real relay binary, real clients.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use webb_proto::{
@@ -16,50 +13,13 @@ use webb_proto::{
     relay::NodeState,
 };
 use webb_tests::{
-    agent::{AgentProcess, binary, free_port},
+    agent::AgentProcess,
     block_on, client,
     lab::{Lab, PodSpec},
     privileged,
+    relay::RelayProcess,
     traffic::ping,
 };
-
-struct Relay {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relay(peers: &[&str], log: &std::path::Path) -> Relay {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(binary("webb-relay"));
-    cmd.args(["--listen", &addr]);
-    for p in peers {
-        cmd.args(["--peer", p]);
-    }
-    let child = cmd
-        .env("WEBB_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("starting webb-relay");
-    let relay = Relay { child, addr };
-    let start = Instant::now();
-    while !block_on(client::is_serving(&relay.addr)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "relay not serving"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    relay
-}
 
 fn flow_node(r: &GetFlowsResponse) -> Option<&str> {
     match &r.response_types {
@@ -94,11 +54,11 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
         .iter()
         .map(|a| a.as_ref().unwrap().addr.clone())
         .collect();
-    let relay = start_relay(
-        &addrs.iter().map(String::as_str).collect::<Vec<_>>(),
-        &labs[0].dir.join("relay.log"),
-    );
-    let relay_log = labs[0].dir.join("relay.log");
+    let mut peers = Vec::new();
+    for a in &addrs {
+        peers.extend(["--peer", a.as_str()]);
+    }
+    let relay = RelayProcess::start(&peers);
 
     // Status: three connected nodes, named by the agents themselves.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -230,7 +190,7 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
     let took = saw_unavailable.unwrap_or_else(|| {
         panic!(
             "no NODE_UNAVAILABLE for lab-node-2 in the stream:\n{}",
-            std::fs::read_to_string(&relay_log).unwrap_or_default()
+            relay.log_text()
         )
     });
     assert!(
@@ -263,7 +223,7 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
     assert!(
         resumed,
         "lab-node-2's flows did not resume:\n{}",
-        std::fs::read_to_string(&relay_log).unwrap_or_default()
+        relay.log_text()
     );
     drop(rx);
     rt.shutdown_timeout(Duration::from_secs(1));

@@ -3,49 +3,21 @@
 //! listens, so they show up as known but unavailable.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use webb_tests::{
     agent::{binary, free_port},
     block_on, client,
+    relay::RelayProcess,
 };
 
-struct Relay(Child, String);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn relay(args: &[&str]) -> Relay {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(binary("webb-relay"))
-        .args(["--listen", &addr])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting webb-relay");
-    let start = Instant::now();
-    while !block_on(client::is_serving(&addr)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "relay not serving"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Relay(child, addr)
-}
-
 /// Waits until the relay's status lists these unavailable nodes.
-fn wait_unavailable(r: &Relay, want: &[String]) {
+fn wait_unavailable(r: &RelayProcess, want: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut st = block_on(client::status(&r.1));
+        let mut st = block_on(client::status(&r.addr));
         st.unavailable_nodes.sort();
         if st.unavailable_nodes == want {
             return;
@@ -63,13 +35,13 @@ fn wait_unavailable(r: &Relay, want: &[String]) {
 fn peers_come_from_a_peer_service_and_from_dns() {
     let dead = format!("127.0.0.1:{}", free_port());
     // A first relay knows the node statically and re-serves it on Peer.
-    let first = relay(&["--peer", &dead]);
+    let first = RelayProcess::start(&["--peer", &dead]);
     wait_unavailable(&first, std::slice::from_ref(&dead));
     // A second relay learns it from the first one's Peer service.
-    let second = relay(&["--peer-service", &first.1]);
+    let second = RelayProcess::start(&["--peer-service", &first.addr]);
     wait_unavailable(&second, std::slice::from_ref(&dead));
     // A third resolves a name (an IP literal resolves to itself).
-    let third = relay(&["--peer-dns", &dead, "--peer-dns-interval", "1s"]);
+    let third = RelayProcess::start(&["--peer-dns", &dead, "--peer-dns-interval", "1s"]);
     wait_unavailable(&third, std::slice::from_ref(&dead));
 }
 

@@ -5,20 +5,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use webb_tests::agent::{binary, free_port};
-
-struct Relay(Child);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use webb_tests::{
+    agent::{binary, free_port},
+    relay::RelayProcess,
+};
 
 fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
@@ -37,29 +31,15 @@ fn webb(args: &[&str]) -> Output {
         .expect("running webb")
 }
 
-fn start_relay(args: &[&str], port: u16) -> Relay {
+/// A relay whose only node is an address where nothing listens, and the
+/// port it serves on.
+fn start_relay(args: &[&str]) -> (RelayProcess, String) {
     let dead_peer = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(binary("webb-relay"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--peer",
-            &dead_peer,
-        ])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting webb-relay");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "relay not listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Relay(child)
+    let mut all = vec!["--peer", dead_peer.as_str()];
+    all.extend_from_slice(args);
+    let relay = RelayProcess::start(&all);
+    let port = relay.addr.rsplit(':').next().unwrap_or_default().to_owned();
+    (relay, port)
 }
 
 #[test]
@@ -71,16 +51,12 @@ fn cli_talks_tls_and_mutual_tls_to_the_relay() {
     let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
 
     // Server TLS.
-    let port = free_port();
-    let relay = start_relay(
-        &[
-            "--tls-cert-file",
-            &s(&server_cert),
-            "--tls-key-file",
-            &s(&server_key),
-        ],
-        port,
-    );
+    let (relay, port) = start_relay(&[
+        "--tls-cert-file",
+        &s(&server_cert),
+        "--tls-key-file",
+        &s(&server_key),
+    ]);
     let server = format!("tls://localhost:{port}");
     let ok = webb(&[
         "status",
@@ -129,18 +105,14 @@ fn cli_talks_tls_and_mutual_tls_to_the_relay() {
     drop(relay);
 
     // Mutual TLS: the relay requires a client certificate it trusts.
-    let port = free_port();
-    let _relay = start_relay(
-        &[
-            "--tls-cert-file",
-            &s(&server_cert),
-            "--tls-key-file",
-            &s(&server_key),
-            "--tls-client-ca-files",
-            &s(&client_cert),
-        ],
-        port,
-    );
+    let (_relay, port) = start_relay(&[
+        "--tls-cert-file",
+        &s(&server_cert),
+        "--tls-key-file",
+        &s(&server_key),
+        "--tls-client-ca-files",
+        &s(&client_cert),
+    ]);
     let server = format!("tls://localhost:{port}");
     let ca = s(&server_cert);
     let without = webb(&[
@@ -207,28 +179,17 @@ fn relay_dials_its_agents_over_mutual_tls() {
     // Plaintext is refused by the TLS agent.
     let plain = webb(&["status", "--server", &agent.addr, "--timeout", "2s"]);
     assert_eq!(plain.status.code(), Some(1));
-    let port = free_port();
-    let relay_addr = format!("127.0.0.1:{port}");
-    let _relay = Relay(
-        Command::new(binary("webb-relay"))
-            .args([
-                "--listen",
-                &relay_addr,
-                "--peer",
-                &agent.addr.replace("127.0.0.1", "localhost"),
-            ])
-            .args(["--peer-tls-ca-cert-files", &s(&agent_cert)])
-            .args([
-                "--peer-tls-client-cert-file",
-                &s(&relay_cert),
-                "--peer-tls-client-key-file",
-                &s(&relay_key),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting webb-relay"),
-    );
+    let relay = RelayProcess::start(&[
+        "--peer",
+        &agent.addr.replace("127.0.0.1", "localhost"),
+        "--peer-tls-ca-cert-files",
+        &s(&agent_cert),
+        "--peer-tls-client-cert-file",
+        &s(&relay_cert),
+        "--peer-tls-client-key-file",
+        &s(&relay_key),
+    ]);
+    let relay_addr = relay.addr.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = webb(&["status", "--server", &relay_addr]);

@@ -62,9 +62,7 @@ pub struct ServerArgs {
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    crate::time::parse_duration(s)
-        .and_then(|d| d.to_std().ok())
-        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 500ms, 5s, 1m)"))
+    webb_proto::duration::parse(s).ok_or_else(|| webb_proto::duration::error(s))
 }
 
 /// `~/.config/webb/config.toml`: defaults for the server flags.

@@ -177,15 +177,11 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     let out = BufWriter::with_capacity(64 * 1024, io::stdout());
     let mut printer = Printer::new(opts, out, io::stderr());
     let result = match &args.input_file {
-        Some(path) => from_file(&args, path, &mut printer),
-        None => {
-            let (p, r) = from_server(&args, config, printer).await;
-            printer = p;
-            r
-        }
+        Some(path) => from_file(&args, path, &mut printer)
+            .and_then(|()| printer.flush().map_err(anyhow::Error::from)),
+        None => from_server(&args, config, printer).await,
     };
-    let flushed = printer.flush();
-    match result.and_then(|()| flushed.map_err(anyhow::Error::from)) {
+    match result {
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(is_broken_pipe) => Ok(()),
         other => other,
     }
@@ -197,78 +193,63 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
 async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
     args: &ObserveArgs,
     config: &ConfigFile,
-    printer: Printer<W, E>,
-) -> (Printer<W, E>, anyhow::Result<()>) {
-    let connected = async {
-        let server = Server::resolve(&args.server, config)?;
-        let channel = server.connect().await?;
-        anyhow::Ok((server, channel))
-    };
-    let (server, channel) = match connected.await {
-        Ok(c) => c,
-        Err(e) => return (printer, Err(e)),
-    };
+    mut printer: Printer<W, E>,
+) -> anyhow::Result<()> {
+    let server = Server::resolve(&args.server, config)?;
+    let channel = server.connect().await?;
     let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let req = request(args);
-    let mut stream = match client.get_flows(req).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return (printer, Err(server.call_error("GetFlows", &s))),
-    };
+    let mut stream = client
+        .get_flows(request(args))
+        .await
+        .map_err(|s| server.call_error("GetFlows", &s))?
+        .into_inner();
 
-    // The printer moves to the formatting thread and comes back at the end.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<GetFlowsResponse>>(8);
-    let mut owned = printer;
-    let formatter = std::thread::spawn(move || -> (Printer<W, E>, io::Result<()>) {
-        let result = (|| {
-            for batch in rx {
-                for resp in &batch {
-                    owned.write(resp)?;
-                }
-                // A batch ends where the stream had nothing more ready:
-                // show it now (this is what makes --follow immediate).
-                owned.flush()?;
+    let formatter = std::thread::spawn(move || -> io::Result<()> {
+        for batch in rx {
+            for resp in &batch {
+                printer.write(resp)?;
             }
-            Ok(())
-        })();
-        (owned, result)
+            // A batch ends where the stream had nothing more ready: show it
+            // now (this is what makes --follow immediate).
+            printer.flush()?;
+        }
+        printer.flush()
     });
 
     const BATCH: usize = 512;
     let mut failure = None;
-    'stream: loop {
-        let Some(first) = stream.next().await else {
-            break;
-        };
+    while let Some(first) = stream.next().await {
         let mut batch = Vec::with_capacity(16);
-        let mut item = Some(first);
-        while let Some(next) = item.take() {
-            match next {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
                 Ok(resp) => batch.push(resp),
                 Err(s) => {
                     failure = Some(server.call_error("GetFlows stream", &s));
                     break;
                 }
             }
-            if batch.len() >= BATCH {
-                break;
-            }
-            item = stream.next().now_or_never().flatten();
+            next = if batch.len() < BATCH {
+                stream.next().now_or_never().flatten()
+            } else {
+                None
+            };
         }
-        let stop = failure.is_some();
-        if tx.send(batch).is_err() || stop {
-            break 'stream;
+        // A send fails only when the formatter stopped (the reader of our
+        // output went away); its error says why.
+        if tx.send(batch).is_err() || failure.is_some() {
+            break;
         }
     }
     drop(tx);
-    // The formatter never panics on input (printing is total); a panic there
-    // is a bug worth crashing on.
-    let (printer, printed) = formatter.join().expect("output thread");
-    let result = match (printed, failure) {
-        (Err(e), _) => Err(e.into()),
-        (Ok(()), Some(e)) => Err(e),
-        (Ok(()), None) => Ok(()),
-    };
-    (printer, result)
+    match formatter.join() {
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(())) => failure.map_or(Ok(()), Err),
+        Err(_) => Err(anyhow::anyhow!(
+            "the output thread failed; output may be incomplete"
+        )),
+    }
 }
 
 /// Reads a capture, applying the same filters, time window and selectors a
@@ -286,13 +267,11 @@ fn from_file<W: Write, E: Write>(
         Box::new(BufReader::with_capacity(256 * 1024, f))
     };
     let filters = args.filters.compile()?;
-    let opts = args.output.printer_options();
     let s = &args.selectors;
     let window = Window {
         since: s.since,
         until: s.until,
         filters: &filters,
-        opts,
     };
     let first = if s.all { None } else { s.first };
     let last = if s.all { None } else { s.last };
@@ -337,7 +316,6 @@ pub(crate) struct Window<'a> {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     filters: &'a FlowFilters,
-    opts: printer::Options,
 }
 
 impl Window<'_> {

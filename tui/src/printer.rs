@@ -106,9 +106,15 @@ pub struct Printer<W: Write, E: Write> {
     /// Records written so far (for the dict separator and table header).
     records: u64,
     line: String,
+    /// The JSON line being written, reused across records.
+    json: Vec<u8>,
 }
 
 impl<W: Write, E: Write> Printer<W, E> {
+    pub fn options(&self) -> Options {
+        self.opts
+    }
+
     /// The chunk printer's buffers, to hand to [`Printer::write_chunk`].
     pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>)
     where
@@ -134,6 +140,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             err,
             records: 0,
             line: String::with_capacity(256),
+            json: Vec::with_capacity(2048),
         }
     }
 
@@ -148,6 +155,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             err: Vec::new(),
             records: 1,
             line: String::with_capacity(256),
+            json: Vec::with_capacity(2048),
         }
     }
 
@@ -176,7 +184,10 @@ impl<W: Write, E: Write> Printer<W, E> {
 
     pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
         if matches!(self.opts.format, Format::Json | Format::Jsonpb) {
-            return webb_proto::json::write_line(&mut self.out, resp);
+            self.json.clear();
+            webb_proto::json::append_line(&mut self.json, resp);
+            self.json.push(b'\n');
+            return self.out.write_all(&self.json);
         }
         self.line.clear();
         match &resp.response_types {

@@ -109,8 +109,7 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
 }
 
 pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()> {
-    let server = Server::resolve(args, config)?;
-    let channel = server.connect().await?;
+    let (server, channel) = connect(args, config).await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let h = with_timeout(
         &server,
@@ -125,7 +124,7 @@ pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()
     let s = with_timeout(
         &server,
         "ServerStatus",
-        client(channel).server_status(ServerStatusRequest {}),
+        ObserverClient::new(channel).server_status(ServerStatusRequest {}),
     )
     .await?;
     print!("{}", status_text(&server.address.to_string(), healthy, &s));
@@ -135,8 +134,19 @@ pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()
     Ok(())
 }
 
-fn client(channel: Channel) -> ObserverClient<Channel> {
-    ObserverClient::new(channel)
+/// Resolves the server flags and connects.
+async fn connect(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<(Server, Channel)> {
+    let server = Server::resolve(args, config)?;
+    let channel = server.connect().await?;
+    Ok((server, channel))
+}
+
+/// Aligns tab-separated rows as Hubble's tables are (min width 2, padding 3).
+fn tabulate(text: &str) -> String {
+    let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
+    // Writing to memory cannot fail.
+    let _ = tw.write_all(text.as_bytes());
+    String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -152,7 +162,6 @@ fn state_name(state: i32) -> &'static str {
 /// The `list nodes` table: `NAME STATUS AGE FLOWS/S CURRENT/MAX-FLOWS`,
 /// plus `VERSION ADDRESS TLS` when wide.
 pub fn nodes_table(nodes: &[Node], wide: bool) -> String {
-    let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
     let mut text = String::from("NAME\tSTATUS\tAGE\tFLOWS/S\tCURRENT/MAX-FLOWS");
     if wide {
         text.push_str("\tVERSION\tADDRESS\tTLS");
@@ -194,9 +203,7 @@ pub fn nodes_table(nodes: &[Node], wide: bool) -> String {
         }
         text.push('\n');
     }
-    let _ = tw.write_all(text.as_bytes());
-    let bytes = tw.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+    tabulate(&text)
 }
 
 fn json_array<T: serde::Serialize>(items: &[T]) -> anyhow::Result<String> {
@@ -208,12 +215,11 @@ pub async fn list_nodes(
     config: &ConfigFile,
     format: ListFormat,
 ) -> anyhow::Result<()> {
-    let server = Server::resolve(args, config)?;
-    let channel = server.connect().await?;
+    let (server, channel) = connect(args, config).await?;
     let mut r = with_timeout(
         &server,
         "GetNodes",
-        client(channel).get_nodes(GetNodesRequest {}),
+        ObserverClient::new(channel).get_nodes(GetNodesRequest {}),
     )
     .await?;
     r.nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -230,12 +236,11 @@ pub async fn list_namespaces(
     config: &ConfigFile,
     format: ListFormat,
 ) -> anyhow::Result<()> {
-    let server = Server::resolve(args, config)?;
-    let channel = server.connect().await?;
+    let (server, channel) = connect(args, config).await?;
     let mut r = with_timeout(
         &server,
         "GetNamespaces",
-        client(channel).get_namespaces(GetNamespacesRequest {}),
+        ObserverClient::new(channel).get_namespaces(GetNamespacesRequest {}),
     )
     .await?;
     r.namespaces
@@ -244,7 +249,6 @@ pub async fn list_namespaces(
         ListFormat::Json => json_array(&r.namespaces)?,
         ListFormat::Table | ListFormat::Wide => {
             let with_cluster = r.namespaces.iter().any(|n| !n.cluster.is_empty());
-            let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
             let mut text = if with_cluster {
                 String::from("CLUSTER\tNAMESPACE\n")
             } else {
@@ -257,8 +261,7 @@ pub async fn list_namespaces(
                     text.push_str(&format!("{}\n", n.namespace));
                 }
             }
-            tw.write_all(text.as_bytes())?;
-            String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
+            tabulate(&text)
         }
     };
     write_out(&text)

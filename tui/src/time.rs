@@ -11,47 +11,16 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 
 pub const FORMATS_HELP: &str = "a duration before now (3s, 4m, 1h43m) or a time (RFC 3339 like 2024-01-02T03:04:05Z, 2024-01-02T03:04, 2024-01-02, or Unix seconds)";
 
-/// Parses a Go duration (`1h43m`, `-3s`, `1.5h`, `250ms`, `10us`).
+/// Parses a Go duration with an optional sign (`1h43m`, `-3s`, `1.5h`).
 pub fn parse_duration(s: &str) -> Option<TimeDelta> {
-    let (neg, mut rest) = match s.strip_prefix('-') {
+    let (neg, rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    if rest.is_empty() {
+    if rest.starts_with(['-', '+']) {
         return None;
     }
-    if rest == "0" {
-        return Some(TimeDelta::zero());
-    }
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_ns += n * unit;
-    }
-    if !total_ns.is_finite() || total_ns > i64::MAX as f64 {
-        return None;
-    }
-    let d = TimeDelta::nanoseconds(total_ns.round() as i64);
+    let d = TimeDelta::from_std(webb_proto::duration::parse(rest)?).ok()?;
     Some(if neg { -d } else { d })
 }
 

@@ -7,23 +7,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 use webb_proto::{
     flow::{Flow, FlowFilter, Verdict},
     observer::{
-        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
-        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
-        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Node, ServerStatusRequest,
-        ServerStatusResponse,
-        get_flows_response::ResponseTypes,
-        observer_server::{Observer, ObserverServer},
+        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+        observer_server::ObserverServer,
     },
     relay::NodeState,
     wkt::Timestamp,
 };
+use webb_tests::synthetic::{FlowStream, Script, SyntheticNode, heartbeat};
 
 use super::{Options, start};
 use crate::pool::Pool;
@@ -41,7 +38,6 @@ enum Step {
 
 #[derive(Clone)]
 struct Mock {
-    name: String,
     epoch_ns: i128,
     /// Flows in the node's ring, answered to non-follow requests (times in ms).
     history: Vec<i64>,
@@ -64,14 +60,8 @@ fn flow(node: &str, epoch_ns: i128, at_ms: i64) -> GetFlowsResponse {
     }
 }
 
-type Flows = std::pin::Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Observer for Mock {
-    type GetFlowsStream = Flows;
-
-    async fn get_flows(&self, r: Request<GetFlowsRequest>) -> Result<Response<Flows>, Status> {
-        let req = r.into_inner();
+impl Script for Mock {
+    fn get_flows(&self, name: &str, req: GetFlowsRequest) -> FlowStream {
         self.seen.lock().unwrap().push(req.clone());
         let mut history: Vec<i64> = self.history.clone();
         if req.number > 0 && (req.number as usize) < history.len() {
@@ -81,13 +71,13 @@ impl Observer for Mock {
                 history[history.len() - req.number as usize..].to_vec()
             };
         }
-        let (name, epoch) = (self.name.clone(), self.epoch_ns);
+        let (name, epoch) = (name.to_owned(), self.epoch_ns);
         let head = futures::stream::iter(history.into_iter().map({
             let name = name.clone();
             move |t| Ok(flow(&name, epoch, t))
         }));
         if !req.follow {
-            return Ok(Response::new(Box::pin(head)));
+            return Box::pin(head);
         }
         let live = futures::stream::iter(self.live.clone()).then(move |step| {
             let name = name.clone();
@@ -101,13 +91,8 @@ impl Observer for Mock {
                     }
                     Step::Beat { wait_ms, at_ms } => {
                         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                        Ok(GetFlowsResponse {
-                            time: Some(Timestamp::from_nanos(
-                                epoch + i128::from(at_ms) * 1_000_000,
-                            )),
-                            node_name: name,
-                            response_types: None,
-                        })
+                        let t = Timestamp::from_nanos(epoch + i128::from(at_ms) * 1_000_000);
+                        Ok(heartbeat(&name, t))
                     }
                     Step::Fail { wait_ms } => {
                         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -118,53 +103,16 @@ impl Observer for Mock {
         });
         // After its script a live node stays open and silent.
         let forever = futures::stream::pending();
-        Ok(Response::new(Box::pin(head.chain(live).chain(forever))))
+        Box::pin(head.chain(live).chain(forever))
     }
 
-    type GetAgentEventsStream = futures::stream::Empty<Result<GetAgentEventsResponse, Status>>;
-    async fn get_agent_events(
-        &self,
-        _: Request<GetAgentEventsRequest>,
-    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    type GetDebugEventsStream = futures::stream::Empty<Result<GetDebugEventsResponse, Status>>;
-    async fn get_debug_events(
-        &self,
-        _: Request<GetDebugEventsRequest>,
-    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn get_nodes(
-        &self,
-        _: Request<GetNodesRequest>,
-    ) -> Result<Response<GetNodesResponse>, Status> {
-        Ok(Response::new(GetNodesResponse {
-            nodes: vec![Node {
-                name: self.name.clone(),
-                ..Default::default()
-            }],
-        }))
-    }
-    async fn get_namespaces(
-        &self,
-        _: Request<GetNamespacesRequest>,
-    ) -> Result<Response<GetNamespacesResponse>, Status> {
-        Ok(Response::new(GetNamespacesResponse::default()))
-    }
-    async fn server_status(
-        &self,
-        _: Request<ServerStatusRequest>,
-    ) -> Result<Response<ServerStatusResponse>, Status> {
-        Ok(Response::new(ServerStatusResponse {
-            num_flows: self.history.len() as u64,
-            ..Default::default()
-        }))
+    fn num_flows(&self) -> u64 {
+        self.history.len() as u64
     }
 }
 
 /// Serves a mock over in-memory duplex pipes and returns a channel to it.
-fn in_memory(mock: Mock) -> Channel {
+fn in_memory(mock: SyntheticNode<Mock>) -> Channel {
     let (conn_tx, conn_rx) = mpsc::unbounded_channel::<tokio::io::DuplexStream>();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(conn_rx)
@@ -201,12 +149,14 @@ async fn cluster(nodes: Vec<(&str, Vec<i64>, Vec<Step>)>) -> Cluster {
     for (name, history, live) in nodes {
         let s = Arc::new(Mutex::new(Vec::new()));
         seen.push(s.clone());
-        let mock = Mock {
+        let mock = SyntheticNode {
             name: name.to_owned(),
-            epoch_ns,
-            history,
-            live,
-            seen: s,
+            script: Mock {
+                epoch_ns,
+                history,
+                live,
+                seen: s,
+            },
         };
         pool.add_channel(name, in_memory(mock));
     }
@@ -230,6 +180,18 @@ const OPTS: Options = Options {
     delay: Duration::from_millis(100),
     node_name: "test-relay",
 };
+
+/// A live (follow) query through the merge.
+fn follow(c: &Cluster) -> mpsc::Receiver<Result<crate::raw::Raw, Status>> {
+    start(
+        c.pool.clone(),
+        GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+        OPTS,
+    )
+}
 
 fn ms(c: &Cluster, r: &GetFlowsResponse) -> i64 {
     ((r.time.unwrap().as_nanos() - c.epoch_ns) / 1_000_000) as i64
@@ -322,14 +284,7 @@ async fn live_streams_from_skewed_nodes_come_out_in_order() {
         })
         .collect();
     let c = cluster(vec![("a", vec![], a), ("b", vec![], b)]).await;
-    let mut rx = start(
-        c.pool.clone(),
-        GetFlowsRequest {
-            follow: true,
-            ..Default::default()
-        },
-        OPTS,
-    );
+    let mut rx = follow(&c);
     let got = collect(&mut rx, 20, Duration::from_secs(5)).await;
     let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
     assert_eq!(times.len(), 20, "{times:?}");
@@ -356,14 +311,7 @@ async fn a_silent_node_delays_flows_by_at_most_the_bound() {
     ])
     .await;
     let began = Instant::now();
-    let mut rx = start(
-        c.pool.clone(),
-        GetFlowsRequest {
-            follow: true,
-            ..Default::default()
-        },
-        OPTS,
-    );
+    let mut rx = follow(&c);
     let got = collect(&mut rx, 1, Duration::from_secs(3)).await;
     let (at, _) = got
         .iter()
@@ -402,14 +350,7 @@ async fn a_failing_node_is_reported_and_the_others_go_on() {
         ),
     ])
     .await;
-    let mut rx = start(
-        c.pool.clone(),
-        GetFlowsRequest {
-            follow: true,
-            ..Default::default()
-        },
-        OPTS,
-    );
+    let mut rx = follow(&c);
     let got = collect(&mut rx, 7, Duration::from_secs(5)).await;
     let unavailable = got.iter().any(|(_, r)| {
         matches!(&r.response_types, Some(ResponseTypes::NodeStatus(n))
@@ -429,14 +370,7 @@ async fn a_slow_client_gets_lost_events_not_unbounded_memory() {
         })
         .collect();
     let c = cluster(vec![("a", vec![], burst)]).await;
-    let mut rx = start(
-        c.pool.clone(),
-        GetFlowsRequest {
-            follow: true,
-            ..Default::default()
-        },
-        OPTS,
-    );
+    let mut rx = follow(&c);
     // Read nothing while the burst arrives.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (mut flows, mut lost) = (0u64, 0u64);

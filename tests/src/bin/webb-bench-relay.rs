@@ -12,8 +12,6 @@
 //! 4. idle (10 flows/s per node): p99 added latency.
 
 use std::{
-    pin::Pin,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,21 +19,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt as _};
-use tonic::{Request, Response, Status};
+use futures::StreamExt as _;
 use webb_proto::{
     observer::{
-        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
-        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
-        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Node, ServerStatusRequest,
-        ServerStatusResponse,
-        get_flows_response::ResponseTypes,
-        observer_client::ObserverClient,
-        observer_server::{Observer, ObserverServer},
+        GetFlowsRequest, GetFlowsResponse, ServerStatusRequest, get_flows_response::ResponseTypes,
+        observer_client::ObserverClient, observer_server::ObserverServer,
     },
     wkt::Timestamp,
 };
-use webb_tests::agent::{binary, free_port};
+use webb_tests::{
+    relay::RelayProcess,
+    synthetic::{FlowStream, Script, SyntheticNode, heartbeat},
+};
 
 const NODES: usize = 8;
 const FIXTURE: &str = include_str!("../../../tui/tests/fixtures/flows.jsonl");
@@ -48,9 +43,10 @@ enum Mode {
     Paced(u64),
 }
 
+/// What each synthetic node streams: copies of one real-sized flow, stamped
+/// with the time they are sent.
 #[derive(Clone)]
-struct SyntheticNode {
-    name: String,
+struct Stream {
     template: GetFlowsResponse,
     mode: Mode,
     stop: Arc<AtomicBool>,
@@ -60,36 +56,23 @@ fn now() -> Timestamp {
     Timestamp::from(std::time::SystemTime::now())
 }
 
-type Flows = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Observer for SyntheticNode {
-    type GetFlowsStream = Flows;
-
-    async fn get_flows(&self, r: Request<GetFlowsRequest>) -> Result<Response<Flows>, Status> {
-        let req = r.into_inner();
-        let node = self.clone();
-        let heartbeat = req.webb_heartbeat_ms > 0;
+impl Script for Stream {
+    fn get_flows(&self, node: &str, req: GetFlowsRequest) -> FlowStream {
+        let (script, node) = (self.clone(), node.to_owned());
+        let beats = req.webb_heartbeat_ms > 0;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             let mut sent: u64 = 0;
             let began = Instant::now();
-            while !node.stop.load(Ordering::Relaxed) {
-                let batch = match node.mode {
+            while !script.stop.load(Ordering::Relaxed) {
+                let batch = match script.mode {
                     Mode::Max => 64,
                     Mode::Paced(rate) => {
                         let due = (began.elapsed().as_secs_f64() * rate as f64) as u64;
                         if due <= sent {
                             tokio::time::sleep(Duration::from_millis(1)).await;
-                            if heartbeat {
-                                let beat = GetFlowsResponse {
-                                    time: Some(now()),
-                                    node_name: node.name.clone(),
-                                    response_types: None,
-                                };
-                                if tx.send(Ok(beat)).await.is_err() {
-                                    return;
-                                }
+                            if beats && tx.send(Ok(heartbeat(&node, now()))).await.is_err() {
+                                return;
                             }
                             continue;
                         }
@@ -97,7 +80,7 @@ impl Observer for SyntheticNode {
                     }
                 };
                 for _ in 0..batch {
-                    let mut r = node.template.clone();
+                    let mut r = script.template.clone();
                     let t = now();
                     r.time = Some(t);
                     if let Some(ResponseTypes::Flow(f)) = r.response_types.as_mut() {
@@ -108,59 +91,16 @@ impl Observer for SyntheticNode {
                     }
                     sent += 1;
                 }
-                if heartbeat && matches!(node.mode, Mode::Max) && sent.is_multiple_of(1024) {
-                    let beat = GetFlowsResponse {
-                        time: Some(now()),
-                        node_name: node.name.clone(),
-                        response_types: None,
-                    };
-                    if tx.send(Ok(beat)).await.is_err() {
-                        return;
-                    }
+                if beats
+                    && matches!(script.mode, Mode::Max)
+                    && sent.is_multiple_of(1024)
+                    && tx.send(Ok(heartbeat(&node, now()))).await.is_err()
+                {
+                    return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    type GetAgentEventsStream = futures::stream::Empty<Result<GetAgentEventsResponse, Status>>;
-    async fn get_agent_events(
-        &self,
-        _: Request<GetAgentEventsRequest>,
-    ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    type GetDebugEventsStream = futures::stream::Empty<Result<GetDebugEventsResponse, Status>>;
-    async fn get_debug_events(
-        &self,
-        _: Request<GetDebugEventsRequest>,
-    ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn get_nodes(
-        &self,
-        _: Request<GetNodesRequest>,
-    ) -> Result<Response<GetNodesResponse>, Status> {
-        Ok(Response::new(GetNodesResponse {
-            nodes: vec![Node {
-                name: self.name.clone(),
-                ..Default::default()
-            }],
-        }))
-    }
-    async fn get_namespaces(
-        &self,
-        _: Request<GetNamespacesRequest>,
-    ) -> Result<Response<GetNamespacesResponse>, Status> {
-        Ok(Response::new(GetNamespacesResponse::default()))
-    }
-    async fn server_status(
-        &self,
-        _: Request<ServerStatusRequest>,
-    ) -> Result<Response<ServerStatusResponse>, Status> {
-        Ok(Response::new(ServerStatusResponse::default()))
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
 
@@ -191,9 +131,11 @@ async fn start_nodes(mode: Mode) -> anyhow::Result<Cluster> {
         addrs.push(listener.local_addr()?.to_string());
         let node = SyntheticNode {
             name: format!("synthetic-{i}"),
-            template: template.clone(),
-            mode,
-            stop: stop.clone(),
+            script: Stream {
+                template: template.clone(),
+                mode,
+                stop: stop.clone(),
+            },
         };
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -204,46 +146,14 @@ async fn start_nodes(mode: Mode) -> anyhow::Result<Cluster> {
     Ok(Cluster { addrs, stop })
 }
 
-struct Relay {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Relay {
-    fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    }
-}
-
-async fn start_relay(c: &Cluster) -> anyhow::Result<Relay> {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(binary("webb-relay"));
-    cmd.args(["--listen", &addr]);
+/// Starts the real relay in front of the cluster and waits until it has
+/// connected every node.
+async fn start_relay(c: &Cluster) -> anyhow::Result<RelayProcess> {
+    let mut args = Vec::new();
     for a in &c.addrs {
-        cmd.args(["--peer", a]);
+        args.extend(["--peer", a.as_str()]);
     }
-    let child = cmd
-        .env("WEBB_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let relay = Relay { child, addr };
-    // Wait until every node is connected.
+    let relay = RelayProcess::start(&args);
     let start = Instant::now();
     loop {
         if let Ok(mut cl) = ObserverClient::connect(format!("http://{}", relay.addr)).await
@@ -254,7 +164,8 @@ async fn start_relay(c: &Cluster) -> anyhow::Result<Relay> {
         }
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(15),
-            "relay did not connect its nodes"
+            "relay did not connect its nodes:\n{}",
+            relay.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::Window;
-use crate::printer::Printer;
+use crate::printer::{self, Printer};
 
 /// Bytes of input per chunk: big enough to amortise the hand-offs, small
 /// enough that the first lines of a pipe show up at once.
@@ -38,6 +38,7 @@ pub(super) fn run<W: Write, E: Write>(
 ) -> anyhow::Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
     let name = path.display().to_string();
+    let opts = printer.options();
     std::thread::scope(|scope| {
         let mut inputs: Vec<SyncSender<Chunk>> = Vec::with_capacity(workers);
         let mut outputs: Vec<Receiver<Done>> = Vec::with_capacity(workers);
@@ -49,7 +50,7 @@ pub(super) fn run<W: Write, E: Write>(
             let name = name.clone();
             scope.spawn(move || {
                 for chunk in in_rx {
-                    if out_tx.send(work(&chunk, window, &name)).is_err() {
+                    if out_tx.send(work(&chunk, window, opts, &name)).is_err() {
                         return;
                     }
                 }
@@ -101,8 +102,8 @@ pub(super) fn run<W: Write, E: Write>(
     })
 }
 
-fn work(chunk: &Chunk, window: &Window<'_>, name: &str) -> Done {
-    let mut p = Printer::<Vec<u8>, Vec<u8>>::for_chunk(window.opts);
+fn work(chunk: &Chunk, window: &Window<'_>, opts: printer::Options, name: &str) -> Done {
+    let mut p = Printer::<Vec<u8>, Vec<u8>>::for_chunk(opts);
     let mut failure = None;
     for (i, line) in chunk.text.lines().enumerate() {
         if line.trim().is_empty() {
