@@ -45,7 +45,25 @@ pub mod emit {
     pub const TCP_FLAGS: u8 = 2;
     pub const FLUSH: u8 = 3;
     pub const DROP: u8 = 4;
+    /// An [`L7Record`]: the packet's payload prefix follows the event.
+    pub const L7: u8 = 5;
 }
+
+/// Application protocols whose payloads the datapath copies
+/// ([`L7Header::proto`]).
+pub mod l7 {
+    /// DNS over UDP, or over TCP with its 2-byte length prefix.
+    pub const DNS_UDP: u8 = 1;
+    pub const DNS_TCP: u8 = 2;
+    /// A TCP segment that starts like an HTTP/1.x request or status line.
+    pub const HTTP: u8 = 3;
+}
+
+/// The most payload bytes one L7 record can carry, whatever
+/// [`Config::l7_capture`] asks for.
+pub const MAX_CAPTURE: usize = 4096;
+/// How many DNS ports [`Config::dns_ports`] holds.
+pub const DNS_PORTS: usize = 8;
 
 /// Bits of [`FlowEvent::flags`].
 pub mod flags {
@@ -80,7 +98,11 @@ pub mod counter {
     pub const PACKETS: u32 = 3;
     /// Packets dropped by policy.
     pub const POLICY_DROPS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// L7 payloads copied into the ring.
+    pub const L7_CAPTURED: u32 = 5;
+    /// L7 payloads the ring had no room for (also counted in RING_FULL).
+    pub const L7_RING_FULL: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Policy directions, relative to the subject endpoint.
@@ -95,6 +117,10 @@ pub mod endpoint_flags {
     /// is denied.
     pub const INGRESS_ISOLATED: u32 = 1;
     pub const EGRESS_ISOLATED: u32 = 2;
+    /// The endpoint's interface is watched by the TC programs, which report
+    /// its L7 traffic; the cgroup programs leave that to them, so a message
+    /// is reported once per endpoint.
+    pub const L7_AT_TC: u32 = 4;
 }
 
 /// Reserved identities, as Cilium numbers them.
@@ -196,6 +222,35 @@ pub struct FlowEvent {
     pub pkt_len: u32,
 }
 
+/// What follows a [`FlowEvent`] whose `emit` is [`emit::L7`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct L7Header {
+    /// TCP sequence number of the segment (0 for UDP): a retransmitted
+    /// segment repeats it.
+    pub tcp_seq: u32,
+    /// Payload bytes the packet carried.
+    pub payload_len: u32,
+    /// Payload bytes copied after this header (at most [`MAX_CAPTURE`]).
+    pub captured: u32,
+    /// One of [`l7`].
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The ring record for an L7 payload: the flow event, the header, then
+/// `header.captured` bytes of payload (the record is cut there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct L7Record {
+    pub event: FlowEvent,
+    pub header: L7Header,
+    pub data: [u8; MAX_CAPTURE],
+}
+
+/// Bytes of an [`L7Record`] before its payload.
+pub const L7_RECORD_HEADER: usize = core::mem::size_of::<FlowEvent>() + core::mem::size_of::<L7Header>();
+
 /// Key of the policy map: may `subject` talk to/hear from `peer` on `port`
 /// with `proto` in direction `dir`? Zero in `peer`, `port` or `proto` is a
 /// wildcard entry.
@@ -237,7 +292,11 @@ pub struct Config {
     pub tp_reason_off: u32,
     /// Non-zero when the offsets above are valid.
     pub kfree_enabled: u32,
-    pub _pad: [u32; 2],
+    /// Payload bytes to copy for DNS and HTTP (0: no L7 capture).
+    pub l7_capture: u32,
+    pub _pad: u32,
+    /// UDP/TCP ports whose traffic is DNS; 0 ends the list.
+    pub dns_ports: [u16; DNS_PORTS],
 }
 
 #[cfg(feature = "user")]
@@ -247,6 +306,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::L7Header {}
     unsafe impl aya::Pod for super::PolicyKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}
     unsafe impl aya::Pod for super::Config {}
@@ -292,6 +352,13 @@ pub struct Parsed {
     pub has_eth: bool,
     pub eth_src: [u8; 6],
     pub eth_dst: [u8; 6],
+    /// TCP sequence number.
+    pub tcp_seq: u32,
+    /// Offset of the TCP/UDP payload (0: none, or not a first fragment).
+    pub payload_off: u32,
+    /// Payload length as the IP and UDP headers give it; the packet may
+    /// hold fewer bytes (a GSO packet's IP length is the whole burst's).
+    pub payload_len: u32,
 }
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -340,6 +407,8 @@ pub fn parse_packet<P: Packet>(
         }
     }
     let l4_off;
+    // Where the IP packet ends, by its own length field (0: unknown).
+    let ip_end;
     let mut proto;
     let mut first_fragment = true;
     match ethertype {
@@ -359,6 +428,8 @@ pub fn parse_packet<P: Packet>(
             let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
             first_fragment = frag_off == 0;
             l4_off = off + ihl;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            ip_end = if total == 0 { 0 } else { off + total };
         }
         ETH_P_IPV6 => {
             // Loaded in parts to keep the BPF stack small.
@@ -368,6 +439,8 @@ pub fn parse_packet<P: Packet>(
             }
             out.ip_version = 6;
             proto = ip[6];
+            let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            ip_end = if payload == 0 { 0 } else { off + 40 + payload };
             out.src = p.load(off + 8).ok_or(ParseError::Malformed)?;
             out.dst = p.load(off + 24).ok_or(ParseError::Malformed)?;
             let mut next_off = off + 40;
@@ -411,8 +484,22 @@ pub fn parse_packet<P: Packet>(
             out.sport = u16::from_be_bytes([t[0], t[1]]);
             out.dport = u16::from_be_bytes([t[2], t[3]]);
             out.tcp_flags = t[13];
+            out.tcp_seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            let doff = (t[12] >> 4) as usize * 4;
+            if doff < 20 {
+                return Err(ParseError::Malformed);
+            }
+            set_payload(out, l4_off + doff, ip_end, 0);
         }
-        IPPROTO_UDP | IPPROTO_SCTP => {
+        IPPROTO_UDP => {
+            let u: [u8; 8] = p.load(l4_off).ok_or(ParseError::Malformed)?;
+            out.sport = u16::from_be_bytes([u[0], u[1]]);
+            out.dport = u16::from_be_bytes([u[2], u[3]]);
+            let udp_len = u16::from_be_bytes([u[4], u[5]]) as usize;
+            let udp_end = if udp_len == 0 { 0 } else { l4_off + udp_len };
+            set_payload(out, l4_off + 8, ip_end, udp_end);
+        }
+        IPPROTO_SCTP => {
             let u: [u8; 4] = p.load(l4_off).ok_or(ParseError::Malformed)?;
             out.sport = u16::from_be_bytes([u[0], u[1]]);
             out.dport = u16::from_be_bytes([u[2], u[3]]);
@@ -436,6 +523,56 @@ pub fn parse_packet<P: Packet>(
         _ => {}
     }
     Ok(())
+}
+
+/// Records where the L4 payload starts and how long the headers say it is.
+/// An end of 0 is unknown (an IP length of 0 on a GSO or jumbo packet); with
+/// both unknown the payload runs to the end of the packet, which the kernel
+/// bounds by the packet's length.
+#[inline(always)]
+fn set_payload(out: &mut Parsed, start: usize, ip_end: usize, l4_end: usize) {
+    let mut end = usize::MAX;
+    if ip_end != 0 {
+        end = ip_end;
+    }
+    if l4_end != 0 && l4_end < end {
+        end = l4_end;
+    }
+    out.payload_off = start as u32;
+    out.payload_len = if end == usize::MAX {
+        u32::MAX
+    } else {
+        end.saturating_sub(start) as u32
+    };
+}
+
+/// Is one of the ports a DNS port? `ports` ends at its first 0.
+#[inline(always)]
+pub fn is_dns_port(ports: &[u16; DNS_PORTS], sport: u16, dport: u16) -> bool {
+    let mut i = 0;
+    while i < DNS_PORTS {
+        let p = ports[i];
+        if p == 0 {
+            return false;
+        }
+        if p == sport || p == dport {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Does a TCP payload start like an HTTP/1.x request line (a method and a
+/// space) or a status line (`HTTP/`)? Userspace parses it properly; this
+/// only keeps other traffic out of the ring.
+#[inline(always)]
+pub fn looks_like_http(head: [u8; 4]) -> bool {
+    matches!(
+        &head,
+        b"GET " | b"HEAD" | b"POST" | b"PUT " | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
+            | b"HTTP"
+    )
 }
 
 #[cfg(test)]

@@ -4,14 +4,18 @@ mod cgroup;
 mod kfree_skb;
 mod tc;
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use node_agent_ebpf::{
-    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, Packet, ParseError, Parsed,
-    PolicyKey, counter, dir, emit, endpoint_flags, flags, identity, kind, parse_packet, point, tcp,
+    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
+    L7_RECORD_HEADER, L7Header, L7Record, MAX_CAPTURE, Packet, ParseError, Parsed, PolicyKey,
+    counter, dir, emit, endpoint_flags, flags, identity, is_dns_port, kind, l7, looks_like_http,
+    parse_packet, point, tcp,
 };
 
 /// Do not wake the consumer per record (a wakeup per record caps throughput
@@ -45,6 +49,11 @@ static POLICY: HashMap<PolicyKey, u32> = HashMap::with_max_entries(65536, 0);
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Where an L7 record is assembled before it is copied into the ring: its
+/// size depends on the payload, and a ring reservation must be a constant.
+#[map]
+static L7_SCRATCH: PerCpuArray<L7Record> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -109,6 +118,8 @@ pub(crate) struct Meta {
     pub cgroup_id: u64,
     /// TC programs enforce policy; cgroup programs only observe.
     pub enforce: bool,
+    /// The `__sk_buff`, for bpf_skb_load_bytes.
+    pub skb: *mut c_void,
 }
 
 /// Tracks the packet's flow, emits an event when the flow is new, changes TCP
@@ -168,6 +179,7 @@ pub(crate) fn handle_packet<P: Packet>(
             st.last_emit_ns = now;
             send(&key, st, &parsed, meta, emit::FLUSH, now, 0);
         }
+        capture_l7(pkt, &key, st, &parsed, meta, now);
         return true;
     }
 
@@ -205,7 +217,109 @@ pub(crate) fn handle_packet<P: Packet>(
         emit::NEW
     };
     send(&key, &st, &parsed, meta, reason, now, 0);
-    verdict != kind::POLICY_DROP
+    if verdict == kind::POLICY_DROP {
+        return false;
+    }
+    capture_l7(pkt, &key, &st, &parsed, meta, now);
+    true
+}
+
+/// Copies the payload prefix of a DNS message or of a TCP segment that starts
+/// like an HTTP/1.x head into the ring, behind the flow event. Userspace
+/// parses it; nothing else is copied.
+#[inline(always)]
+fn capture_l7<P: Packet>(
+    pkt: &P,
+    key: &FlowKey,
+    st: &FlowState,
+    parsed: &Parsed,
+    meta: &Meta,
+    now: u64,
+) {
+    if parsed.payload_off == 0 || parsed.payload_len == 0 {
+        return;
+    }
+    let Some(cfg) = config() else {
+        return;
+    };
+    let snap = cfg.l7_capture;
+    if snap == 0 {
+        return;
+    }
+    let dns = is_dns_port(&cfg.dns_ports, key.sport, key.dport);
+    let proto = match key.proto {
+        IPPROTO_UDP if dns => l7::DNS_UDP,
+        IPPROTO_TCP if dns => l7::DNS_TCP,
+        IPPROTO_TCP => match pkt.load::<4>(parsed.payload_off as usize) {
+            Some(head) if looks_like_http(head) => l7::HTTP,
+            _ => return,
+        },
+        _ => return,
+    };
+    let local = match key.point {
+        point::CGROUP_EGRESS => Some(&key.src),
+        point::CGROUP_INGRESS => Some(&key.dst),
+        _ => None,
+    };
+    if let Some(local) = local
+        && lookup(&ENDPOINTS, local).is_some_and(|e| e.flags & endpoint_flags::L7_AT_TC != 0)
+    {
+        return;
+    }
+    let off = parsed.payload_off;
+    if meta.len <= off {
+        return;
+    }
+    let in_packet = meta.len - off;
+    let payload_len = if parsed.payload_len < in_packet {
+        parsed.payload_len
+    } else {
+        in_packet
+    };
+    let mut n = if payload_len < snap { payload_len } else { snap };
+    if n > MAX_CAPTURE as u32 {
+        n = MAX_CAPTURE as u32;
+    }
+    // Hidden from the optimizer so that the range check below stays on the
+    // very register passed to the helper: the verifier must see 1..=4096.
+    let n = core::hint::black_box(n);
+    if n == 0 || n > MAX_CAPTURE as u32 {
+        return;
+    }
+    let Some(rec) = L7_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `rec` is this CPU's scratch slot, valid and exclusively ours
+    // while the program runs; `n` is in 1..=MAX_CAPTURE, the size of `data`.
+    let ok = unsafe {
+        fill_event(&raw mut (*rec).event, key, st, parsed, meta, emit::L7, now, 0);
+        (*rec).header = L7Header {
+            tcp_seq: parsed.tcp_seq,
+            payload_len,
+            captured: n,
+            proto,
+            _pad: [0; 3],
+        };
+        bpf_skb_load_bytes(
+            meta.skb,
+            off,
+            (&raw mut (*rec).data).cast::<c_void>(),
+            n,
+        ) == 0
+    };
+    if !ok {
+        count(counter::MALFORMED);
+        return;
+    }
+    let size = L7_RECORD_HEADER + n as usize;
+    // SAFETY: the first `size` bytes of the slot were all written above.
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const u8, size) };
+    if EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
+        count(counter::RING_FULL);
+        count(counter::L7_RING_FULL);
+    } else {
+        count(counter::L7_CAPTURED);
+    }
 }
 
 /// Evaluates the policy map for a packet seen at a TC point.
@@ -280,15 +394,56 @@ fn send(
         count(counter::RING_FULL);
         return;
     };
+    // Written field by field into the reserved slot: building the event on
+    // the stack first would exceed the 512-byte BPF stack.
+    // SAFETY: the slot is reserved, exclusively owned, of the right size and
+    // alignment; `fill_event` writes every field before submit.
+    unsafe {
+        fill_event(
+            entry.as_mut_ptr(),
+            key,
+            st,
+            parsed,
+            meta,
+            reason,
+            now,
+            drop_reason,
+        )
+    };
+    entry.submit(wake_flags());
+}
+
+/// Wake the consumer only once the ring holds more than WAKEUP_BYTES.
+#[inline(always)]
+fn wake_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Writes every field of the event at `ev`.
+///
+/// # Safety
+/// `ev` must be valid for writes of a `FlowEvent`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_event(
+    ev: *mut FlowEvent,
+    key: &FlowKey,
+    st: &FlowState,
+    parsed: &Parsed,
+    meta: &Meta,
+    reason: u8,
+    now: u64,
+    drop_reason: u32,
+) {
     let mut f = st.flags & flags::REPLY;
     if parsed.has_eth {
         f |= flags::HAS_ETH;
     }
-    // Written field by field into the reserved slot: building the event on
-    // the stack first would exceed the 512-byte BPF stack.
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned ring slot of the
-    // right size and alignment; every field is written before submit.
+    // SAFETY: the caller's contract.
     unsafe {
         (*ev).ts_ns = now;
         (*ev).cgroup_id = meta.cgroup_id;
@@ -309,10 +464,4 @@ fn send(
         (*ev)._pad = 0;
         (*ev).pkt_len = meta.len;
     }
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(wake);
 }

@@ -151,5 +151,70 @@ fn layouts_have_no_implicit_padding() {
     assert_eq!(core::mem::size_of::<FlowState>(), 40);
     assert_eq!(core::mem::size_of::<FlowEvent>(), 104);
     assert_eq!(core::mem::size_of::<PolicyKey>(), 12);
-    assert_eq!(core::mem::size_of::<Config>(), 48);
+    assert_eq!(core::mem::size_of::<Config>(), 64);
+    assert_eq!(core::mem::size_of::<L7Header>(), 16);
+    assert_eq!(L7_RECORD_HEADER, 120);
+    assert_eq!(core::mem::size_of::<L7Record>(), 120 + MAX_CAPTURE);
+}
+
+#[test]
+fn tcp_payload_is_located_by_the_data_offset() {
+    let mut t = tcp(43210, 80, tcp::PSH | tcp::ACK);
+    t[4..8].copy_from_slice(&7u32.to_be_bytes());
+    t[12] = 0x60; // 24-byte header: one option word.
+    t.extend_from_slice(&[1, 1, 1, 1]);
+    t.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    let frame = ipv4(IPPROTO_TCP, &t);
+    let p = parse(&frame, true, 0).unwrap();
+    assert_eq!(p.tcp_seq, 7);
+    assert_eq!(p.payload_off as usize, 14 + 20 + 24);
+    assert_eq!(p.payload_len, 16);
+    let head: [u8; 4] = (&frame[..]).load(p.payload_off as usize).unwrap();
+    assert!(looks_like_http(head));
+}
+
+#[test]
+fn a_bare_ack_has_no_payload_even_when_the_frame_is_padded() {
+    let mut frame = ipv4(IPPROTO_TCP, &tcp(1, 2, tcp::ACK));
+    frame.extend_from_slice(&[0; 6]); // Ethernet minimum-size padding.
+    let p = parse(&frame, true, 0).unwrap();
+    assert_eq!(p.payload_len, 0);
+}
+
+#[test]
+fn udp_payload_length_comes_from_the_udp_header() {
+    let mut u = std::vec![0x9c, 0x40, 0, 53, 0, 12, 0, 0];
+    u.extend_from_slice(&[0xab, 0xcd, 1, 0]);
+    let mut frame = ipv4(IPPROTO_UDP, &u);
+    frame.extend_from_slice(&[0; 8]); // Trailing bytes beyond the UDP length.
+    let p = parse(&frame, true, 0).unwrap();
+    assert_eq!((p.sport, p.dport), (40000, 53));
+    assert_eq!(p.payload_off, 14 + 20 + 8);
+    assert_eq!(p.payload_len, 4);
+}
+
+#[test]
+fn ip_length_zero_means_to_the_end_of_the_packet() {
+    let mut frame = ipv4(IPPROTO_TCP, &tcp(1, 2, tcp::ACK));
+    frame[16] = 0;
+    frame[17] = 0;
+    let p = parse(&frame, true, 0).unwrap();
+    assert_eq!(p.payload_len, u32::MAX);
+}
+
+#[test]
+fn dns_ports_and_http_heads() {
+    let mut ports = [0u16; DNS_PORTS];
+    ports[0] = 53;
+    ports[1] = 5353;
+    assert!(is_dns_port(&ports, 40000, 53));
+    assert!(is_dns_port(&ports, 5353, 40000));
+    assert!(!is_dns_port(&ports, 40000, 80));
+    assert!(!is_dns_port(&[0; DNS_PORTS], 0, 0));
+    for head in [b"GET ", b"POST", b"HTTP", b"DELE", b"PATC", b"OPTI", b"HEAD", b"PUT "] {
+        assert!(looks_like_http(*head), "{head:?}");
+    }
+    for head in [b"get ", b"\0\0\0\0", b"SSH-", b"\x16\x03\x01\x02"] {
+        assert!(!looks_like_http(*head), "{head:?}");
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 
 /// webb-agent: observes a node's pod traffic with eBPF and serves it as
 /// Hubble-compatible flows (the Observer API) on port 4244.
@@ -89,6 +89,46 @@ pub struct Args {
     /// Do not attach to skb:kfree_skb (no kernel drop reasons).
     #[arg(long)]
     pub no_kernel_drops: bool,
+
+    /// Payload bytes the kernel copies from each DNS message and each TCP
+    /// segment that starts an HTTP/1.x head, for L7 flows (0 turns L7 off;
+    /// at most 4096). Heads longer than this are reported truncated.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub l7_capture_bytes: u32,
+
+    /// UDP and TCP ports whose traffic is DNS (comma-separated, at most 8).
+    #[arg(long, value_delimiter = ',', default_value = "53", value_parser = dns_port)]
+    pub dns_ports: Vec<u16>,
+
+    /// Replace the values of URL query parameters in HTTP flows with
+    /// HUBBLE_REDACTED (`--redact-http-urlquery=false` keeps them).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redact_http_urlquery: bool,
+
+    /// Replace the password in `user:password@` of absolute request URLs.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub redact_http_userinfo: bool,
+
+    /// HTTP headers whose values are replaced (comma-separated, any case;
+    /// an empty value redacts none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Authorization,Proxy-Authorization,Cookie,Set-Cookie"
+    )]
+    pub redact_http_headers_deny: Vec<String>,
+
+    /// When given, only these HTTP headers keep their values; every other
+    /// header's value is replaced.
+    #[arg(long, value_delimiter = ',')]
+    pub redact_http_headers_allow: Vec<String>,
+}
+
+fn dns_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{s:?} is not a port (1-65535)")),
+    }
 }
 
 fn ring_mib(s: &str) -> Result<u32, String> {
@@ -108,6 +148,35 @@ pub enum PolicyMode {
 }
 
 impl Args {
+    /// Checks what clap cannot: the number of DNS ports.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dns_ports.len() > node_agent_ebpf::DNS_PORTS {
+            return Err(format!(
+                "--dns-ports: at most {} ports, got {}",
+                node_agent_ebpf::DNS_PORTS,
+                self.dns_ports.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The redaction the flags ask for.
+    pub fn redaction(&self) -> crate::l7::http::Redaction {
+        let set = |v: &[String]| {
+            v.iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect::<std::collections::HashSet<_>>()
+        };
+        crate::l7::http::Redaction {
+            url_query: self.redact_http_urlquery,
+            userinfo: self.redact_http_userinfo,
+            headers_deny: set(&self.redact_http_headers_deny),
+            headers_allow: (!self.redact_http_headers_allow.is_empty())
+                .then(|| set(&self.redact_http_headers_allow)),
+        }
+    }
+
     pub fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -164,6 +233,11 @@ mod tests {
                 vec!["webb-agent", "--policy-mode", "maybe"],
                 "--policy-mode",
             ),
+            (
+                vec!["webb-agent", "--l7-capture-bytes", "5000"],
+                "--l7-capture-bytes",
+            ),
+            (vec!["webb-agent", "--dns-ports", "53,0"], "--dns-ports"),
         ] {
             let err = Args::try_parse_from(&argv).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
@@ -171,5 +245,24 @@ mod tests {
         let a = Args::try_parse_from(["webb-agent", "--flush-interval", "500ms"]).unwrap();
         assert_eq!(Duration::from(a.flush_interval), Duration::from_millis(500));
         assert_eq!(a.ring_capacity, 4095);
+        assert_eq!(a.l7_capture_bytes, 512);
+        assert_eq!(a.dns_ports, [53]);
+        let r = a.redaction();
+        assert!(r.url_query && r.userinfo && r.headers_deny.contains("cookie"));
+
+        let a = Args::try_parse_from([
+            "webb-agent",
+            "--redact-http-urlquery=false",
+            "--redact-http-headers-deny=",
+            "--dns-ports=53,5353",
+        ])
+        .unwrap();
+        let r = a.redaction();
+        assert!(!r.url_query && r.headers_deny.is_empty());
+        assert_eq!(a.dns_ports, [53, 5353]);
+
+        let nine = "1,2,3,4,5,6,7,8,9";
+        let a = Args::try_parse_from(["webb-agent", "--dns-ports", nine]).unwrap();
+        assert!(a.validate().unwrap_err().contains("at most 8"));
     }
 }

@@ -27,12 +27,12 @@ use aya::{
     },
 };
 use node_agent_ebpf::{
-    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, PolicyKey, counter, kind,
+    Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind,
 };
 use webb_proto::flow::LostEventSource;
 
 use crate::{
-    decode::{Context, Decoder},
+    decode::{Context, Decoded, Decoder},
     kernel::{self, Tracefs},
     observer::Hub,
     policy::CompiledPolicy,
@@ -51,6 +51,9 @@ pub struct Options {
     pub flush: Duration,
     pub kfree_skb: bool,
     pub policy_audit: bool,
+    /// Payload bytes copied for L7 records (0: none).
+    pub l7_capture: u32,
+    pub dns_ports: Vec<u16>,
 }
 
 /// The TC programs and where each attaches.
@@ -130,8 +133,12 @@ impl Datapath {
             flush_ns: opts.flush.as_nanos() as u64,
             policy_enabled: 0,
             policy_audit: u32::from(opts.policy_audit),
+            l7_capture: opts.l7_capture.min(node_agent_ebpf::MAX_CAPTURE as u32),
             ..Config::default()
         };
+        for (slot, port) in config_value.dns_ports.iter_mut().zip(&opts.dns_ports) {
+            *slot = *port;
+        }
         let mut tracefs = None;
         match (opts.kfree_skb, opts.skb_offsets) {
             (true, Some(skb)) => match kfree_skb_setup(&mut config_value, skb) {
@@ -296,7 +303,10 @@ impl KernelMaps {
             );
         }
         for e in &table.endpoints {
-            let flags = compiled.isolation.get(&e.identity).copied().unwrap_or(0);
+            let mut flags = compiled.isolation.get(&e.identity).copied().unwrap_or(0);
+            if e.interface.is_some() {
+                flags |= node_agent_ebpf::endpoint_flags::L7_AT_TC;
+            }
             for ip in &e.ips {
                 want_endpoints.insert(
                     addr(ip),
@@ -395,6 +405,7 @@ pub struct Ingest {
     pub maps: Arc<std::sync::Mutex<KernelMaps>>,
     pub stop: Arc<AtomicBool>,
     pub poll_interval: Duration,
+    pub redaction: crate::l7::http::Redaction,
 }
 
 impl Ingest {
@@ -413,19 +424,6 @@ impl Ingest {
     }
 }
 
-/// Root's `ping` reads echo replies through a raw socket, which receives a
-/// clone; the kernel then frees the original as NO_SOCKET because no ICMP
-/// datagram socket wanted it. That is not a lost packet, so it is not shown.
-fn is_raw_socket_echo_reply(ev: &FlowEvent, decoder: &Decoder) -> bool {
-    let echo_reply = matches!(
-        (ev.key.proto, ev.icmp_type),
-        (node_agent_ebpf::IPPROTO_ICMP, 0) | (node_agent_ebpf::IPPROTO_ICMPV6, 129)
-    );
-    ev.kind == kind::KERNEL_DROP
-        && echo_reply
-        && decoder.ctx.drop_reasons.name(ev.drop_reason) == "NO_SOCKET"
-}
-
 /// Records drained per publish; bounds the time the hub's lock is held.
 const BATCH: usize = 4096;
 
@@ -437,10 +435,13 @@ impl Ingest {
             .map(|c| c.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
         let mut decoder = Decoder::new(ctx);
+        decoder.l7 = crate::l7::Tracker::new(
+            std::mem::take(&mut self.redaction),
+            self.hub.counters.l7.clone(),
+        );
         let mut last_counters = DatapathCounters::default();
         let mut last_check = Instant::now();
         let mut undecodable = 0u64;
-        let size = std::mem::size_of::<FlowEvent>();
         // Reused across polls (see Hub::publish).
         let mut batch = Vec::with_capacity(BATCH);
         while !self.stop.load(Ordering::Relaxed) {
@@ -448,18 +449,12 @@ impl Ingest {
             // below; the kernel timestamps of those events are earlier still.
             let drain_began = std::time::SystemTime::now();
             while let Some(item) = self.ring.next() {
-                if item.len() < size {
-                    undecodable += 1;
-                    continue;
+                match decoder.decode_record(&item) {
+                    Decoded::Flow(f) => batch.push(f),
+                    Decoded::Skipped => {}
+                    Decoded::Undecodable => undecodable += 1,
                 }
-                // SAFETY: the record is at least one FlowEvent long, and
-                // FlowEvent is Pod; read_unaligned tolerates any alignment.
-                let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                 drop(item);
-                if is_raw_socket_echo_reply(&ev, &decoder) {
-                    continue;
-                }
-                batch.push(decoder.decode(&ev));
                 if batch.len() >= BATCH {
                     break;
                 }
@@ -474,6 +469,7 @@ impl Ingest {
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
                 decoder.refresh_clock();
+                decoder.l7.sweep(crate::decode::monotonic_ns());
                 if let Ok(c) = self.context.read() {
                     decoder.ctx = c.clone();
                 }

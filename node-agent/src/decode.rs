@@ -4,11 +4,11 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     sync::Arc,
 };
 
-use node_agent_ebpf::{FlowEvent, dir, emit, flags, kind, point, tcp};
+use node_agent_ebpf::{FlowEvent, L7_RECORD_HEADER, L7Header, dir, emit, flags, kind, point, tcp};
 use webb_proto::{
     flow::{
         CiliumEventType, DropReason, Emitter, Ethernet, Flow, FlowType, IcmPv4, IcmPv6, Ip,
@@ -22,6 +22,7 @@ use webb_proto::{
 use crate::{
     endpoints::EndpointTable,
     kernel::{DropReasons, hubble_drop_reason},
+    l7,
     policy::CompiledPolicy,
 };
 
@@ -50,6 +51,18 @@ pub struct Decoder {
     boot_offset_ns: i128,
     interfaces: HashMap<u32, String>,
     emitter: Emitter,
+    /// L7 parsing and pairing, and the DNS names it learnt.
+    pub l7: l7::Tracker,
+}
+
+/// What one ring record turned into.
+pub enum Decoded {
+    Flow(Flow),
+    /// Deliberately not shown (see `is_raw_socket_echo_reply`), or an L7
+    /// payload that yields no flow (counted by the L7 tracker).
+    Skipped,
+    /// Too short for the record it claims to be: counted as lost.
+    Undecodable,
 }
 
 impl Decoder {
@@ -62,7 +75,70 @@ impl Decoder {
                 name: "webb".to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
+            l7: l7::Tracker::new(l7::http::Redaction::default(), Default::default()),
         }
+    }
+
+    /// Decodes one ring record: a [`FlowEvent`], or an L7 record (the event,
+    /// an [`L7Header`] and the payload).
+    pub fn decode_record(&mut self, bytes: &[u8]) -> Decoded {
+        let size = std::mem::size_of::<FlowEvent>();
+        if bytes.len() < size {
+            return Decoded::Undecodable;
+        }
+        // SAFETY: the record holds at least one FlowEvent, which is Pod;
+        // read_unaligned tolerates any alignment.
+        let ev: FlowEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if ev.emit != emit::L7 {
+            if is_raw_socket_echo_reply(&ev, self) {
+                return Decoded::Skipped;
+            }
+            return Decoded::Flow(self.decode(&ev));
+        }
+        if bytes.len() < L7_RECORD_HEADER {
+            return Decoded::Undecodable;
+        }
+        // SAFETY: as above; the header follows the event.
+        let hdr: L7Header = unsafe { std::ptr::read_unaligned(bytes[size..].as_ptr().cast()) };
+        let payload = &bytes[L7_RECORD_HEADER..];
+        let Some(payload) = payload.get(..hdr.captured as usize) else {
+            self.l7.counters.add(l7::Count::Error(l7::Error::BadRecord));
+            return Decoded::Skipped;
+        };
+        match self.decode_l7(&ev, &hdr, payload) {
+            Some(f) => Decoded::Flow(f),
+            None => Decoded::Skipped,
+        }
+    }
+
+    /// An L7 flow from a payload, or `None` when it yields none (counted).
+    pub fn decode_l7(&mut self, ev: &FlowEvent, hdr: &L7Header, payload: &[u8]) -> Option<Flow> {
+        let rec = self.l7.record(ev, hdr, payload)?;
+        let mut f = self.decode(ev);
+        f.r#type = FlowType::L7 as i32;
+        f.event_type = Some(CiliumEventType {
+            r#type: names::EVENT_L7,
+            sub_type: 0,
+        });
+        f.l7 = Some(Box::new(rec.l7));
+        #[allow(deprecated)]
+        {
+            f.summary = rec.summary;
+        }
+        f.is_reply = Some(BoolValue {
+            value: rec.response,
+        });
+        #[allow(deprecated)]
+        {
+            f.reply = rec.response;
+        }
+        // As in Hubble's proxy records: no trace point or reason.
+        f.trace_observation_point = TraceObservationPoint::UnknownPoint as i32;
+        f.trace_reason = TraceReason::Unknown as i32;
+        f.webb_emit_reason = WebbEmitReason::WebbEmitL7 as i32;
+        f.webb_packets = 0;
+        f.webb_bytes = 0;
+        Some(f)
     }
 
     /// Re-reads the clock offset (it drifts when NTP slews the wall clock).
@@ -82,8 +158,8 @@ impl Decoder {
 
     pub fn decode(&mut self, ev: &FlowEvent) -> Flow {
         let key = &ev.key;
-        let src = to_ip(&key.src, ev.ip_version);
-        let dst = to_ip(&key.dst, ev.ip_version);
+        let src = l7::to_ip(&key.src, ev.ip_version);
+        let dst = l7::to_ip(&key.dst, ev.ip_version);
         let reply = ev.flags & flags::REPLY != 0;
         let table = &self.ctx.endpoints;
 
@@ -154,6 +230,15 @@ impl Decoder {
         let (l4, summary) = layer4(ev);
         let source = table.endpoint_for(&src).clone();
         let destination = table.endpoint_for(&dst).clone();
+        let (source_names, destination_names) = if self.l7.names.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let names = &self.l7.names;
+            (
+                names.lookup(&key.dst, &src, ev.ts_ns).to_vec(),
+                names.lookup(&key.src, &dst, ev.ts_ns).to_vec(),
+            )
+        };
 
         let (mut ingress_denied_by, mut egress_denied_by) = (Vec::new(), Vec::new());
         if ev.kind == kind::POLICY_DROP || ev.kind == kind::POLICY_AUDIT {
@@ -210,6 +295,8 @@ impl Decoder {
             l4,
             source: Some(source),
             destination: Some(destination),
+            source_names,
+            destination_names,
             r#type: FlowType::L3L4 as i32,
             node_name: self.ctx.node_name.clone(),
             event_type: Some(event_type),
@@ -247,16 +334,22 @@ fn emit_reason(e: u8) -> WebbEmitReason {
         emit::TCP_FLAGS => WebbEmitReason::WebbEmitTcpFlags,
         emit::FLUSH => WebbEmitReason::WebbEmitFlush,
         emit::DROP => WebbEmitReason::WebbEmitDrop,
+        emit::L7 => WebbEmitReason::WebbEmitL7,
         _ => WebbEmitReason::Unknown,
     }
 }
 
-fn to_ip(a: &[u8; 16], version: u8) -> IpAddr {
-    if version == 4 {
-        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*a))
-    }
+/// Root's `ping` reads echo replies through a raw socket, which receives a
+/// clone; the kernel then frees the original as NO_SOCKET because no ICMP
+/// datagram socket wanted it. That is not a lost packet, so it is not shown.
+fn is_raw_socket_echo_reply(ev: &FlowEvent, decoder: &Decoder) -> bool {
+    let echo_reply = matches!(
+        (ev.key.proto, ev.icmp_type),
+        (node_agent_ebpf::IPPROTO_ICMP, 0) | (node_agent_ebpf::IPPROTO_ICMPV6, 129)
+    );
+    ev.kind == kind::KERNEL_DROP
+        && echo_reply
+        && decoder.ctx.drop_reasons.name(ev.drop_reason) == "NO_SOCKET"
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -440,6 +533,11 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the kernel's `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
 }
 
 fn boot_offset_ns() -> i128 {

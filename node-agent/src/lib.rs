@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod decode;
 pub mod endpoints;
 pub mod kernel;
+pub mod l7;
 pub mod observer;
 pub mod policy;
 pub mod server;
@@ -79,6 +80,7 @@ fn modified(p: &Path) -> Option<SystemTime> {
 /// datapath is attached and serving starts (the binary uses it to hand the
 /// memory of start-up work, such as parsing BTF, back to the system).
 pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()> {
+    args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let node_name = args.node_name();
     let inputs = Inputs {
         endpoints: args.endpoints.clone(),
@@ -112,6 +114,8 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         flush: args.flush_interval.into(),
         kfree_skb: !args.no_kernel_drops,
         policy_audit: args.policy_mode == PolicyMode::Audit,
+        l7_capture: args.l7_capture_bytes,
+        dns_ports: args.dns_ports.clone(),
     })?;
     let policy_loaded = inputs.policy.is_some();
     kernel_maps.sync(&ctx, policy_loaded)?;
@@ -135,6 +139,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         maps: maps.clone(),
         stop: stop.clone(),
         poll_interval: args.ring_poll_interval.into(),
+        redaction: args.redaction(),
     };
     let ingest_thread = std::thread::Builder::new()
         .name("webb-ingest".into())

@@ -44,6 +44,8 @@ pub struct Counters {
     pub non_ip_packets: AtomicU64,
     pub packets: AtomicU64,
     pub policy_drops: AtomicU64,
+    /// Shared with the ingest thread's L7 tracker.
+    pub l7: Arc<crate::l7::Counters>,
 }
 
 pub struct Hub {

@@ -53,6 +53,10 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
                 s.webb_malformed_packets += st.webb_malformed_packets;
                 s.webb_non_ip_packets += st.webb_non_ip_packets;
                 s.webb_policy_drops += st.webb_policy_drops;
+                s.webb_l7_flows += st.webb_l7_flows;
+                for (k, v) in &st.webb_l7_counts {
+                    *s.webb_l7_counts.entry(k.clone()).or_default() += v;
+                }
             }
         } else {
             unavailable += 1;

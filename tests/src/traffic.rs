@@ -76,3 +76,82 @@ pub fn ping(pod: &Pod, ip: &str, count: u32) -> bool {
     .status
     .success()
 }
+
+/// A DNS server (dnsmasq) in a pod, authoritative for `domain`: `records`
+/// are `--host-record`/`--cname` style arguments, names under `domain` it
+/// does not know get NXDOMAIN, and answers carry a 30 s TTL.
+pub fn dns_server(pod: &Pod, domain: &str, records: &[String]) -> Background {
+    let mut args = vec![
+        "--no-daemon".to_owned(),
+        "--conf-file=/dev/null".to_owned(),
+        "--no-resolv".to_owned(),
+        "--no-hosts".to_owned(),
+        "--pid-file=".to_owned(),
+        "--bind-interfaces".to_owned(),
+        format!("--listen-address={}", pod.ip),
+        "--local-ttl=30".to_owned(),
+        format!("--local=/{domain}/"),
+    ];
+    args.extend(records.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = pod
+        .cmd("dnsmasq", &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsmasq");
+    wait_for_port(pod, 53);
+    Background(child)
+}
+
+/// The lab's HTTP server (`tests/data/http_server.py`, Python's http.server):
+/// 200 on `/ok...` after `delay_ms`, 404 on `/missing...`, 500 on `/fail...`.
+pub fn http_server(pod: &Pod, port: u16, delay_ms: u32) -> Background {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/data/http_server.py");
+    let child = pod
+        .cmd(
+            "python3",
+            &[script, &port.to_string(), "--delay-ms", &delay_ms.to_string()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 http server");
+    wait_for_port(pod, port);
+    Background(child)
+}
+
+/// Waits (up to 5 s) until something listens on `port` in the pod.
+fn wait_for_port(pod: &Pod, port: u16) {
+    for _ in 0..50 {
+        let out = pod.run("ss", &["-Hltnu", &format!("sport = :{port}")]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on port {port} in {}", pod.name);
+}
+
+/// Points the pod's resolver at `server`: `ip netns exec` bind-mounts
+/// `/etc/netns/<netns>/resolv.conf` over `/etc/resolv.conf`. Removed on drop.
+pub struct Resolver(std::path::PathBuf);
+
+impl Resolver {
+    pub fn new(pod: &Pod, server: &str, search: &str) -> Self {
+        let dir = std::path::Path::new("/etc/netns").join(&pod.netns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<pod>");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {server}\nsearch {search}\noptions timeout:2 attempts:1\n"),
+        )
+        .expect("write resolv.conf");
+        Self(dir)
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -102,6 +102,18 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
             thousands(s.webb_lost_events)
         ));
     }
+    if s.webb_l7_flows > 0 || !s.webb_l7_counts.is_empty() {
+        out.push_str(&format!("L7 flows: {}\n", thousands(s.webb_l7_flows)));
+        if !s.webb_l7_counts.is_empty() {
+            let mut counts: Vec<_> = s.webb_l7_counts.iter().collect();
+            counts.sort();
+            let list: Vec<String> = counts
+                .iter()
+                .map(|(k, v)| format!("{k} {}", thousands(**v)))
+                .collect();
+            out.push_str(&format!("L7 not shown or incomplete: {}\n", list.join(", ")));
+        }
+    }
     if !s.version.is_empty() {
         out.push_str(&format!("Version: {}\n", s.version));
     }

@@ -55,6 +55,7 @@ fn cgroup(ctx: &SkBuffContext, point: u8) -> i32 {
         ifindex,
         cgroup_id,
         enforce: false,
+        skb: skb.cast(),
     };
     handle_packet(&SkbPacket(ctx), false, protocol, &meta);
     // cgroup programs only observe; policy is enforced at TC.

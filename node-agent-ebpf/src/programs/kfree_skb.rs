@@ -94,6 +94,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
         ifindex: 0,
         cgroup_id: 0,
         enforce: false,
+        skb: core::ptr::null_mut(),
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };

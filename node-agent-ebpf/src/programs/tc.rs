@@ -44,6 +44,7 @@ fn tc(ctx: &TcContext, point: u8) -> i32 {
         // agent attributes them to the endpoint that owns the interface.
         cgroup_id: 0,
         enforce: true,
+        skb: ctx.skb.skb.cast(),
     };
     if handle_packet(&TcPacket(ctx), true, 0, &meta) {
         TCX_NEXT
