@@ -249,7 +249,8 @@ pub struct L7Record {
 }
 
 /// Bytes of an [`L7Record`] before its payload.
-pub const L7_RECORD_HEADER: usize = core::mem::size_of::<FlowEvent>() + core::mem::size_of::<L7Header>();
+pub const L7_RECORD_HEADER: usize =
+    core::mem::size_of::<FlowEvent>() + core::mem::size_of::<L7Header>();
 
 /// Key of the policy map: may `subject` talk to/hear from `peer` on `port`
 /// with `proto` in direction `dir`? Zero in `peer`, `port` or `proto` is a
@@ -570,7 +571,15 @@ pub fn is_dns_port(ports: &[u16; DNS_PORTS], sport: u16, dport: u16) -> bool {
 pub fn looks_like_http(head: [u8; 4]) -> bool {
     matches!(
         &head,
-        b"GET " | b"HEAD" | b"POST" | b"PUT " | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
+        b"GET "
+            | b"HEAD"
+            | b"POST"
+            | b"PUT "
+            | b"DELE"
+            | b"PATC"
+            | b"OPTI"
+            | b"CONN"
+            | b"TRAC"
             | b"HTTP"
     )
 }

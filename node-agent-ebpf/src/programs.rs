@@ -276,7 +276,11 @@ fn capture_l7<P: Packet>(
     } else {
         in_packet
     };
-    let mut n = if payload_len < snap { payload_len } else { snap };
+    let mut n = if payload_len < snap {
+        payload_len
+    } else {
+        snap
+    };
     if n > MAX_CAPTURE as u32 {
         n = MAX_CAPTURE as u32;
     }
@@ -292,7 +296,16 @@ fn capture_l7<P: Packet>(
     // SAFETY: `rec` is this CPU's scratch slot, valid and exclusively ours
     // while the program runs; `n` is in 1..=MAX_CAPTURE, the size of `data`.
     let ok = unsafe {
-        fill_event(&raw mut (*rec).event, key, st, parsed, meta, emit::L7, now, 0);
+        fill_event(
+            &raw mut (*rec).event,
+            key,
+            st,
+            parsed,
+            meta,
+            emit::L7,
+            now,
+            0,
+        );
         (*rec).header = L7Header {
             tcp_seq: parsed.tcp_seq,
             payload_len,
@@ -300,12 +313,7 @@ fn capture_l7<P: Packet>(
             proto,
             _pad: [0; 3],
         };
-        bpf_skb_load_bytes(
-            meta.skb,
-            off,
-            (&raw mut (*rec).data).cast::<c_void>(),
-            n,
-        ) == 0
+        bpf_skb_load_bytes(meta.skb, off, (&raw mut (*rec).data).cast::<c_void>(), n) == 0
     };
     if !ok {
         count(counter::MALFORMED);

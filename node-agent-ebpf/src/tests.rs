@@ -211,7 +211,9 @@ fn dns_ports_and_http_heads() {
     assert!(is_dns_port(&ports, 5353, 40000));
     assert!(!is_dns_port(&ports, 40000, 80));
     assert!(!is_dns_port(&[0; DNS_PORTS], 0, 0));
-    for head in [b"GET ", b"POST", b"HTTP", b"DELE", b"PATC", b"OPTI", b"HEAD", b"PUT "] {
+    for head in [
+        b"GET ", b"POST", b"HTTP", b"DELE", b"PATC", b"OPTI", b"HEAD", b"PUT ",
+    ] {
         assert!(looks_like_http(*head), "{head:?}");
     }
     for head in [b"get ", b"\0\0\0\0", b"SSH-", b"\x16\x03\x01\x02"] {

@@ -26,9 +26,7 @@ use aya::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint,
     },
 };
-use node_agent_ebpf::{
-    Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind,
-};
+use node_agent_ebpf::{Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind};
 use webb_proto::flow::LostEventSource;
 
 use crate::{

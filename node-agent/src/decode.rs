@@ -2,11 +2,7 @@
 //! kernel drop reasons to names, observation points to Hubble's, and a Summary
 //! in Hubble's words.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use node_agent_ebpf::{FlowEvent, L7_RECORD_HEADER, L7Header, dir, emit, flags, kind, point, tcp};
 use webb_proto::{
@@ -55,7 +51,9 @@ pub struct Decoder {
     pub l7: l7::Tracker,
 }
 
-/// What one ring record turned into.
+/// What one ring record turned into. Not boxed: it is moved straight into
+/// the batch, and a box would cost an allocation per flow.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Flow(Flow),
     /// Deliberately not shown (see `is_raw_socket_echo_reply`), or an L7

@@ -242,7 +242,13 @@ impl Tracker {
         }
     }
 
-    fn dns(&mut self, ev: &FlowEvent, payload: &[u8], tcp: bool, cut: bool) -> Result<Record, Count> {
+    fn dns(
+        &mut self,
+        ev: &FlowEvent,
+        payload: &[u8],
+        tcp: bool,
+        cut: bool,
+    ) -> Result<Record, Count> {
         let m = dns::parse(payload, tcp, cut).map_err(Count::Error)?;
         let key = (ConnKey::new(ev, !m.response), m.id);
         let qtypes = m.qtypes.join(",");

@@ -312,7 +312,12 @@ impl Observer for Service {
             webb_packets: c.packets.load(Ordering::Relaxed),
             webb_policy_drops: c.policy_drops.load(Ordering::Relaxed),
             webb_l7_flows: c.l7.flows.load(Ordering::Relaxed),
-            webb_l7_counts: c.l7.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            webb_l7_counts: c
+                .l7
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         }))
     }
 }

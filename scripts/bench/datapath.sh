@@ -4,12 +4,19 @@
 # and UDP 64-byte packets/s; then ns per packet of the TC programs from
 # bpf_stats (enabled only for that last step, and restored).
 #
-# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)]
+# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http]
+#
+# With `http`, an HTTP server (tests/data/http_server.py) runs in the cart pod
+# and 4 keep-alive clients (scripts/bench/http_load.py) in the frontend pod
+# call it during every TCP run, so the attached agent copies and parses every
+# request and response head (L7 capture on, its default); the UDP runs are
+# skipped and the HTTP request rate is compared too.
 # Traffic stays inside the lab's namespaces; every run ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 pairs="${1:-5}"
 secs="${2:-5}"
+mode_http="${3:-}"
 [ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
 bin_dir="$(bash scripts/setup.sh)"; export PATH="$bin_dir:$PATH"
 cargo build --release --bins --quiet
@@ -31,6 +38,9 @@ for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$state/lab.env"
 ip netns exec "$CART_NETNS" iperf3 -s -D >/dev/null
+if [ "$mode_http" = http ]; then
+  ip netns exec "$CART_NETNS" python3 tests/data/http_server.py 8080 --delay-ms 0 &
+fi
 sleep 0.5
 
 start_agent() {
@@ -47,10 +57,45 @@ tcp_run() {
   ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -t "$secs" -J \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'
 }
+# TCP throughput while HTTP load runs beside it; sets $http_count.
+tcp_http_run() {
+  ip netns exec "$FRONTEND_NETNS" python3 scripts/bench/http_load.py "$CART_IP" 8080 "$secs" > "$state/http.count" &
+  local load=$!
+  tcp_run
+  wait "$load"
+}
 udp_run() {
   ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
     | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; s=e.get("sum_received", e["sum"]); print((s["packets"]-s["lost_packets"])/s["seconds"])'
 }
+
+if [ "$mode_http" = http ]; then
+  declare -a tcp_off tcp_on http_off http_on
+  for i in $(seq "$pairs"); do
+    for mode in $( [ $((i % 2)) -eq 0 ] && echo "on off" || echo "off on"); do
+      [ "$mode" = on ] && start_agent
+      t=$(tcp_http_run); h=$(cat "$state/http.count")
+      if [ "$mode" = on ]; then
+        addr=$(grep -o 'listen=[0-9.:]*' "$state/agent.log" | head -1 | cut -d= -f2)
+        # Proof that L7 was on: the agent's own count of L7 flows.
+        "$bin/webb" status --server "$addr" | grep '^L7' || echo "no L7 flows reported" >&2
+        stop_agent
+        tcp_on+=("$t"); http_on+=("$h")
+      else
+        tcp_off+=("$t"); http_off+=("$h")
+      fi
+      printf 'pair %d %-8s tcp %6.2f Gbit/s  http %6.0f req/s\n' "$i" "$mode" "$(python3 -c "print($t/1e9)")" "$(python3 -c "print($h/$secs)")"
+    done
+  done
+  python3 - "${tcp_off[*]}" "${tcp_on[*]}" "${http_off[*]}" "${http_on[*]}" "$secs" <<'PY'
+import statistics as st, sys
+to, tn, ho, hn = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+secs = float(sys.argv[5])
+print(f"TCP throughput with HTTP load: detached median {st.median(to)/1e9:.2f} Gbit/s, attached (L7 on) {st.median(tn)/1e9:.2f} Gbit/s, ratio {st.median(tn)/st.median(to):.3f}")
+print(f"HTTP requests beside it:       detached median {st.median(ho)/secs:.0f} req/s, attached {st.median(hn)/secs:.0f} req/s, ratio {st.median(hn)/st.median(ho):.3f}")
+PY
+  exit 0
+fi
 
 declare -a tcp_off tcp_on udp_off udp_on
 for i in $(seq "$pairs"); do

@@ -111,7 +111,12 @@ pub fn http_server(pod: &Pod, port: u16, delay_ms: u32) -> Background {
     let child = pod
         .cmd(
             "python3",
-            &[script, &port.to_string(), "--delay-ms", &delay_ms.to_string()],
+            &[
+                script,
+                &port.to_string(),
+                "--delay-ms",
+                &delay_ms.to_string(),
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use webb_proto::flow::{Flow, FlowFilter, FlowType, L7FlowType, layer4::Protocol, layer7};
 use webb_tests::{
-    agent::AgentProcess,
+    agent::{AgentProcess, binary},
     block_on, client,
     lab::{Lab, PodSpec},
     privileged,
@@ -33,8 +33,7 @@ fn http(f: &Flow) -> Option<&webb_proto::flow::Http> {
 }
 
 fn is_response(f: &Flow) -> bool {
-    f.l7
-        .as_ref()
+    f.l7.as_ref()
         .is_some_and(|l| l.r#type == L7FlowType::Response as i32)
 }
 
@@ -177,7 +176,10 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         assert_eq!(dns(nx).unwrap().rcode, 3);
         let over_tcp = dns_flows.iter().find(|f| {
             is_response(f)
-                && matches!(f.l4.as_ref().and_then(|l| l.protocol.as_ref()), Some(Protocol::Tcp(_)))
+                && matches!(
+                    f.l4.as_ref().and_then(|l| l.protocol.as_ref()),
+                    Some(Protocol::Tcp(_))
+                )
         });
         assert!(over_tcp.is_some(), "DNS over TCP answered");
 
@@ -188,7 +190,11 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         )
         .await;
         assert!(!only_www.is_empty());
-        assert!(only_www.iter().all(|f| dns(f).unwrap().query == "www.shop.lab."));
+        assert!(
+            only_www
+                .iter()
+                .all(|f| dns(f).unwrap().query == "www.shop.lab.")
+        );
 
         // --protocol http: the three requests and their responses.
         let http_flows = client::wait_for(
@@ -221,7 +227,10 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
                 .find(|x| x.key.eq_ignore_ascii_case(k))
                 .map(|x| x.value.clone())
         };
-        assert_eq!(header(get, "authorization").as_deref(), Some("HUBBLE_REDACTED"));
+        assert_eq!(
+            header(get, "authorization").as_deref(),
+            Some("HUBBLE_REDACTED")
+        );
         assert_eq!(header(get, "cookie").as_deref(), Some("HUBBLE_REDACTED"));
         assert!(header(get, "user-agent").is_some_and(|v| v.starts_with("curl/")));
         assert_eq!(get.source.as_ref().unwrap().pod_name, "client");
@@ -232,7 +241,10 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
             .find(|f| http(f).is_some_and(|h| h.code == 200))
             .unwrap();
         let okh = http(ok).unwrap();
-        assert_eq!((okh.method.as_str(), okh.url.contains("/ok")), ("GET", true));
+        assert_eq!(
+            (okh.method.as_str(), okh.url.contains("/ok")),
+            ("GET", true)
+        );
         assert_eq!(header(ok, "set-cookie").as_deref(), Some("HUBBLE_REDACTED"));
         // The server waits 20 ms before answering /ok.
         assert!(
@@ -243,7 +255,8 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         #[allow(deprecated)]
         let summary = ok.summary.clone();
         assert!(
-            summary.starts_with("HTTP/1.1 200 ") && summary.contains("ms (GET http://web.shop.lab:8080/ok?"),
+            summary.starts_with("HTTP/1.1 200 ")
+                && summary.contains("ms (GET http://web.shop.lab:8080/ok?"),
             "{summary}"
         );
         for f in http_flows.iter().filter(|f| is_response(f)) {
@@ -272,7 +285,11 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         )
         .await;
         assert!(!paths.is_empty());
-        assert!(paths.iter().all(|f| http(f).unwrap().url.ends_with("/missing")));
+        assert!(
+            paths
+                .iter()
+                .all(|f| http(f).unwrap().url.ends_with("/missing"))
+        );
 
         // --to-fqdn '*.shop.lab': the TCP connection curl made after its
         // lookup is named by the answer.
@@ -291,11 +308,41 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
             })
             .unwrap_or_else(|| panic!("no TCP SYN to web named by DNS among {named:#?}"));
         // The client also resolved www.shop.lab, a CNAME to the same address.
-        assert!(syn.destination_names.contains(&"web.shop.lab".to_owned()), "{syn:?}");
+        assert!(
+            syn.destination_names.contains(&"web.shop.lab".to_owned()),
+            "{syn:?}"
+        );
         assert_eq!(syn.source.as_ref().unwrap().pod_name, "client");
 
         let st = client::status(&agent.addr).await;
         assert!(st.webb_l7_flows >= 10, "{st:?}");
     });
+
+    // The command line shows them as Hubble does, with webb's latency.
+    let out = std::process::Command::new(binary("webb"))
+        .args([
+            "observe",
+            "--server",
+            &agent.addr,
+            "--protocol",
+            "http",
+            "--last",
+            "100",
+        ])
+        .output()
+        .expect("webb observe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.lines().any(|l| l.contains("-> shop/web:8080")
+            && l.contains("http-request FORWARDED (HTTP/1.1 GET http://web.shop.lab:8080/ok?token=HUBBLE_REDACTED")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("http-response FORWARDED (HTTP/1.1 500 ")
+            && l.contains("latency=")),
+        "{text}"
+    );
     drop(agent);
 }

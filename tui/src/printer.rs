@@ -598,7 +598,7 @@ pub fn summary(f: &Flow) -> String {
 }
 
 /// What webb knows beyond Hubble's text, as `key=value` pairs: the kernel's
-/// drop reason and the L7 latency.
+/// drop reason, the L7 latency, and whether the L7 record was cut short.
 fn webb_extra(f: &Flow) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if !f.webb_kernel_drop_reason.is_empty() {
@@ -608,6 +608,9 @@ fn webb_extra(f: &Flow) -> Vec<(&'static str, String)> {
         && l7.latency_ns > 0
     {
         out.push(("latency", format_latency(l7.latency_ns)));
+    }
+    if f.l7.as_ref().is_some_and(|l| l.webb_truncated) {
+        out.push(("truncated", "true".to_owned()));
     }
     out
 }

@@ -111,7 +111,10 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
                 .iter()
                 .map(|(k, v)| format!("{k} {}", thousands(**v)))
                 .collect();
-            out.push_str(&format!("L7 not shown or incomplete: {}\n", list.join(", ")));
+            out.push_str(&format!(
+                "L7 not shown or incomplete: {}\n",
+                list.join(", ")
+            ));
         }
     }
     if !s.version.is_empty() {

@@ -136,7 +136,12 @@ impl Default for Redaction {
 }
 
 /// Headers that carry credentials, redacted by default.
-pub const DEFAULT_DENY: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+pub const DEFAULT_DENY: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 impl Redaction {
     pub fn headers(&self, headers: &mut [(String, String)]) {

@@ -126,7 +126,11 @@ fn a_dns_answer_is_paired_with_its_query_and_names_the_address() {
     let ip = "10.0.0.7".parse().unwrap();
     assert_eq!(t.names.lookup(&client, &ip, 5_000_000), ["api.shop.svc"]);
     // Only for the client that asked, and only until the TTL ends.
-    assert!(t.names.lookup(&v4_mapped(SERVER), &ip, 5_000_000).is_empty());
+    assert!(
+        t.names
+            .lookup(&v4_mapped(SERVER), &ip, 5_000_000)
+            .is_empty()
+    );
     assert!(t.names.lookup(&client, &ip, 40_000_000_000).is_empty());
 }
 
@@ -182,14 +186,19 @@ fn dns_cut_at_the_capture_length_keeps_what_it_has() {
     let cut = &ans[..ans.len() - 3];
     let mut h = header(l7::DNS_UDP, &ans, 0);
     h.captured = cut.len() as u32;
-    let r = t.record(&event(1, false, IPPROTO_UDP, 53), &h, cut).unwrap();
+    let r = t
+        .record(&event(1, false, IPPROTO_UDP, 53), &h, cut)
+        .unwrap();
     assert!(r.l7.webb_truncated);
     assert_eq!(dns_of(&r).ips, ["10.0.0.1"]);
     assert_eq!(t.counters.truncated.load(Ordering::Relaxed), 1);
 
     // The same bytes without the cut: the message itself is broken.
     let h = header(l7::DNS_UDP, cut, 0);
-    assert!(t.record(&event(1, false, IPPROTO_UDP, 53), &h, cut).is_none());
+    assert!(
+        t.record(&event(1, false, IPPROTO_UDP, 53), &h, cut)
+            .is_none()
+    );
     assert_eq!(t.counters.get(Count::Error(Error::DnsBadRecord)), 1);
 }
 
@@ -217,9 +226,15 @@ fn malformed_dns_is_counted_by_reason() {
     for (bytes, reason) in [
         (&[1u8, 2, 3][..], Error::DnsShort),
         (&[0u8; 12][..], Error::DnsNoQuestion),
-        (&[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0xff][..], Error::DnsBadQuestion),
+        (
+            &[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0xff][..],
+            Error::DnsBadQuestion,
+        ),
     ] {
-        assert!(t.record(&ev, &header(l7::DNS_UDP, bytes, 0), bytes).is_none());
+        assert!(
+            t.record(&ev, &header(l7::DNS_UDP, bytes, 0), bytes)
+                .is_none()
+        );
         assert_eq!(t.counters.get(Count::Error(reason)), 1, "{reason:?}");
     }
 }
@@ -230,20 +245,36 @@ fn pipelined_http_responses_pair_in_order() {
     let get = b"GET /items HTTP/1.1\r\nHost: cart:8080\r\n\r\n";
     let post = b"POST /checkout HTTP/1.1\r\nHost: cart:8080\r\nContent-Length: 0\r\n\r\n";
     let r1 = t
-        .record(&event(1_000_000, true, IPPROTO_TCP, 8080), &header(l7::HTTP, get, 1), get)
+        .record(
+            &event(1_000_000, true, IPPROTO_TCP, 8080),
+            &header(l7::HTTP, get, 1),
+            get,
+        )
         .unwrap();
     assert_eq!(r1.summary, "HTTP/1.1 GET http://cart:8080/items");
     assert_eq!(http_of(&r1).headers[0].key, "Host");
-    t.record(&event(2_000_000, true, IPPROTO_TCP, 8080), &header(l7::HTTP, post, 100), post)
-        .unwrap();
+    t.record(
+        &event(2_000_000, true, IPPROTO_TCP, 8080),
+        &header(l7::HTTP, post, 100),
+        post,
+    )
+    .unwrap();
 
     let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     let err = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
     let a = t
-        .record(&event(5_000_000, false, IPPROTO_TCP, 8080), &header(l7::HTTP, ok, 1), ok)
+        .record(
+            &event(5_000_000, false, IPPROTO_TCP, 8080),
+            &header(l7::HTTP, ok, 1),
+            ok,
+        )
         .unwrap();
     let b = t
-        .record(&event(9_000_000, false, IPPROTO_TCP, 8080), &header(l7::HTTP, err, 50), err)
+        .record(
+            &event(9_000_000, false, IPPROTO_TCP, 8080),
+            &header(l7::HTTP, err, 50),
+            err,
+        )
         .unwrap();
     assert_eq!(a.summary, "HTTP/1.1 200 4ms (GET http://cart:8080/items)");
     assert_eq!(a.l7.latency_ns, 4_000_000);
@@ -258,16 +289,28 @@ fn pipelined_http_responses_pair_in_order() {
 fn an_interim_response_does_not_consume_the_request() {
     let mut t = tracker();
     let put = b"PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n";
-    t.record(&event(1, true, IPPROTO_TCP, 80), &header(l7::HTTP, put, 1), put)
-        .unwrap();
+    t.record(
+        &event(1, true, IPPROTO_TCP, 80),
+        &header(l7::HTTP, put, 1),
+        put,
+    )
+    .unwrap();
     let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
     let done = b"HTTP/1.1 201 Created\r\n\r\n";
     let c = t
-        .record(&event(5, false, IPPROTO_TCP, 80), &header(l7::HTTP, cont, 1), cont)
+        .record(
+            &event(5, false, IPPROTO_TCP, 80),
+            &header(l7::HTTP, cont, 1),
+            cont,
+        )
         .unwrap();
     assert_eq!(http_of(&c).method, "PUT");
     let d = t
-        .record(&event(9, false, IPPROTO_TCP, 80), &header(l7::HTTP, done, 30), done)
+        .record(
+            &event(9, false, IPPROTO_TCP, 80),
+            &header(l7::HTTP, done, 30),
+            done,
+        )
         .unwrap();
     assert_eq!((http_of(&d).code, d.l7.latency_ns), (201, 8));
 }
@@ -278,7 +321,11 @@ fn secrets_are_redacted_by_default_and_on_request_only() {
         Authorization: Bearer s3cret\r\nCookie: sid=1\r\nUser-Agent: curl/8\r\n\r\n";
     let mut t = tracker();
     let r = t
-        .record(&event(1, true, IPPROTO_TCP, 80), &header(l7::HTTP, req, 1), req)
+        .record(
+            &event(1, true, IPPROTO_TCP, 80),
+            &header(l7::HTTP, req, 1),
+            req,
+        )
         .unwrap();
     let h = http_of(&r);
     assert_eq!(
@@ -305,7 +352,11 @@ fn secrets_are_redacted_by_default_and_on_request_only() {
         headers_allow: Some(["host".to_owned()].into()),
     };
     let r = keep
-        .record(&event(1, true, IPPROTO_TCP, 80), &header(l7::HTTP, req, 1), req)
+        .record(
+            &event(1, true, IPPROTO_TCP, 80),
+            &header(l7::HTTP, req, 1),
+            req,
+        )
         .unwrap();
     let h = http_of(&r);
     assert!(h.url.ends_with("?q=shoes&token=abc"));
@@ -318,7 +369,10 @@ fn secrets_are_redacted_by_default_and_on_request_only() {
         r.url("http://bob:pw@example.com/x?a=1#frag"),
         "http://bob:HUBBLE_REDACTED@example.com/x?a=HUBBLE_REDACTED#frag"
     );
-    assert_eq!(r.url("http://example.com/x?flag"), "http://example.com/x?flag");
+    assert_eq!(
+        r.url("http://example.com/x?flag"),
+        "http://example.com/x?flag"
+    );
 }
 
 #[test]
@@ -328,9 +382,7 @@ fn a_head_cut_short_keeps_its_complete_lines() {
     let cut = &full[..40];
     let mut h = header(l7::HTTP, full, 1);
     h.captured = cut.len() as u32;
-    let r = t
-        .record(&event(1, true, IPPROTO_TCP, 80), &h, cut)
-        .unwrap();
+    let r = t.record(&event(1, true, IPPROTO_TCP, 80), &h, cut).unwrap();
     assert!(r.l7.webb_truncated);
     let http = http_of(&r);
     assert_eq!(http.url, "http://h/a");
@@ -346,7 +398,11 @@ fn retransmissions_and_garbage_are_counted_not_shown() {
     assert!(t.record(&ev, &header(l7::HTTP, get, 7), get).is_none());
     assert_eq!(t.counters.get(Count::Retransmission), 1);
 
-    for junk in [&b"GET"[..], b"GET \x00\x01 HTTP/9\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n"] {
+    for junk in [
+        &b"GET"[..],
+        b"GET \x00\x01 HTTP/9\r\n\r\n",
+        b"HTTP/1.1 abc\r\n\r\n",
+    ] {
         assert!(t.record(&ev, &header(l7::HTTP, junk, 9), junk).is_none());
     }
     assert_eq!(t.counters.get(Count::Error(Error::HttpShort)), 1);
@@ -359,7 +415,11 @@ fn a_response_without_its_request_still_shows() {
     let mut t = tracker();
     let ok = b"HTTP/1.0 404 Not Found\r\n\r\n";
     let r = t
-        .record(&event(1, false, IPPROTO_TCP, 80), &header(l7::HTTP, ok, 1), ok)
+        .record(
+            &event(1, false, IPPROTO_TCP, 80),
+            &header(l7::HTTP, ok, 1),
+            ok,
+        )
         .unwrap();
     assert_eq!(r.summary, "HTTP/1.0 404 (request not seen)");
     assert_eq!(r.l7.latency_ns, 0);
@@ -370,11 +430,19 @@ fn a_response_without_its_request_still_shows() {
 fn pairing_state_expires() {
     let mut t = tracker();
     let q = dns_query(1, "a.", RecordType::A);
-    t.record(&event(0, true, IPPROTO_UDP, 53), &header(l7::DNS_UDP, &q, 0), &q)
-        .unwrap();
+    t.record(
+        &event(0, true, IPPROTO_UDP, 53),
+        &header(l7::DNS_UDP, &q, 0),
+        &q,
+    )
+    .unwrap();
     let get = b"GET / HTTP/1.1\r\n\r\n";
-    t.record(&event(0, true, IPPROTO_TCP, 80), &header(l7::HTTP, get, 1), get)
-        .unwrap();
+    t.record(
+        &event(0, true, IPPROTO_TCP, 80),
+        &header(l7::HTTP, get, 1),
+        get,
+    )
+    .unwrap();
     t.sweep(DNS_TIMEOUT_NS + CONN_IDLE_NS);
     assert!(t.dns.is_empty() && t.conns.is_empty());
 }

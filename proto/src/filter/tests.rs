@@ -114,6 +114,7 @@ fn http_flow() -> Flow {
         l7: Some(Box::new(Layer7 {
             r#type: 2,
             latency_ns: 3_000_000,
+            webb_truncated: false,
             record: Some(layer7::Record::Http(Http {
                 code: 503,
                 method: "GET".into(),
