@@ -186,3 +186,84 @@ fn hand_written_formatters_match_std() {
     assert_eq!(tcp_flags_text(&f), "SYN, ACK, FIN");
     assert_eq!(tcp_flags_text(&TcpFlags::default()), "");
 }
+
+/// An L7 ring record: the event, its header, the payload.
+fn l7_record(ev: &FlowEvent, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let hdr = L7Header {
+        tcp_seq: 1,
+        payload_len: payload.len() as u32,
+        captured: payload.len() as u32,
+        proto,
+        _pad: [0; 3],
+    };
+    let mut out = Vec::new();
+    // SAFETY: both are Pod structs without padding, viewed as bytes.
+    unsafe {
+        out.extend_from_slice(std::slice::from_raw_parts(
+            (ev as *const FlowEvent).cast::<u8>(),
+            std::mem::size_of::<FlowEvent>(),
+        ));
+        out.extend_from_slice(std::slice::from_raw_parts(
+            (&raw const hdr).cast::<u8>(),
+            std::mem::size_of::<L7Header>(),
+        ));
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn l7_records_become_l7_flows_and_answers_name_later_flows() {
+    let mut d = decoder();
+    // A DNS answer for db.shop.svc. -> 10.99.0.12, received by frontend.
+    let answer: &[u8] = &[
+        0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, // header
+        2, b'd', b'b', 4, b's', b'h', b'o', b'p', 3, b's', b'v', b'c', 0, 0, 1, 0,
+        1, // question
+        0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 99, 0, 12, // A record
+    ];
+    let mut ev = event([10, 99, 0, 53], [10, 99, 0, 10], 17, point::TC_EGRESS);
+    ev.emit = emit::L7;
+    ev.key.sport = 53;
+    let Decoded::Flow(f) = d.decode_record(&l7_record(&ev, node_agent_ebpf::l7::DNS_UDP, answer))
+    else {
+        panic!("no flow");
+    };
+    assert_eq!(f.r#type, FlowType::L7 as i32);
+    assert_eq!(f.event_type.unwrap().r#type, 129);
+    assert!(f.is_reply.unwrap().value);
+    assert_eq!(f.webb_emit_reason, WebbEmitReason::WebbEmitL7 as i32);
+    assert_eq!(f.trace_observation_point, 0);
+    assert_eq!(
+        f.summary,
+        r#"DNS Answer "10.99.0.12" TTL: 30 (Proxy db.shop.svc. A)"#
+    );
+    assert_eq!(f.destination.unwrap().pod_name, "frontend-1");
+
+    // frontend then connects to the address it resolved.
+    let syn = event([10, 99, 0, 10], [10, 99, 0, 12], 6, point::TC_INGRESS);
+    let f = d.decode(&syn);
+    assert_eq!(f.destination_names, ["db.shop.svc"]);
+    assert!(f.source_names.is_empty());
+    // The reply names its source.
+    let mut reply = event([10, 99, 0, 12], [10, 99, 0, 10], 6, point::TC_EGRESS);
+    reply.flags |= flags::REPLY;
+    assert_eq!(d.decode(&reply).source_names, ["db.shop.svc"]);
+
+    // Garbage after the header is skipped and counted, records cut inside
+    // the header are undecodable.
+    let junk = l7_record(&ev, node_agent_ebpf::l7::HTTP, b"HTTP/1.1 abc\r\n\r\n");
+    assert!(matches!(d.decode_record(&junk), Decoded::Skipped));
+    assert_eq!(
+        d.l7.counters.get(l7::Count::Error(l7::Error::HttpBadHead)),
+        1
+    );
+    assert!(matches!(
+        d.decode_record(&junk[..110]),
+        Decoded::Undecodable
+    ));
+    let mut lying = junk.clone();
+    lying.truncate(L7_RECORD_HEADER + 3);
+    assert!(matches!(d.decode_record(&lying), Decoded::Skipped));
+    assert_eq!(d.l7.counters.get(l7::Count::Error(l7::Error::BadRecord)), 1);
+}
