@@ -291,6 +291,34 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
                 .all(|f| http(f).unwrap().url.ends_with("/missing"))
         );
 
+        // --http-url, --http-header
+        let by_url = client::flows(
+            &agent.addr,
+            filter(|f| f.http_url = vec!["^http://web\\.shop\\.lab:8080/fail$".into()]),
+        )
+        .await;
+        assert!(!by_url.is_empty());
+        assert!(
+            by_url
+                .iter()
+                .all(|f| http(f).unwrap().url.ends_with("/fail"))
+        );
+        let by_header = client::flows(
+            &agent.addr,
+            filter(|f| {
+                f.http_header = vec![webb_proto::flow::HttpHeader {
+                    key: "Accept".into(),
+                    value: "*/*".into(),
+                }]
+            }),
+        )
+        .await;
+        assert!(
+            by_header.len() >= 3,
+            "the three curl requests: {by_header:?}"
+        );
+        assert!(by_header.iter().all(|f| !is_response(f)));
+
         // --to-fqdn '*.shop.lab': the TCP connection curl made after its
         // lookup is named by the answer.
         let named = client::flows(
@@ -345,4 +373,53 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         "{text}"
     );
     drop(agent);
+}
+
+#[test]
+fn a_head_longer_than_the_capture_length_is_shown_truncated() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "client", "client"),
+        PodSpec::new("shop", "web", "web"),
+    ]);
+    let (c, web) = (lab.pod("client"), lab.pod("web"));
+    let _http = http_server(web, 8080, 0);
+    let agent = AgentProcess::start(&lab, "lab-node-1", &["--l7-capture-bytes", "64"]);
+    let url = format!("http://{}:8080/ok/with/a/long/path", web.ip);
+    let out = c.run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-H",
+            "X-Padding: 0123456789abcdef",
+            &url,
+        ],
+    );
+    assert!(out.status.success(), "curl: {out:?}");
+    block_on(async {
+        let fl = client::wait_for(
+            &agent.addr,
+            filter(|f| f.protocol = vec!["http".into()]),
+            TIMEOUT,
+            |fl| fl.iter().any(|f| !is_response(f)) && fl.iter().any(is_response),
+        )
+        .await;
+        let req = fl.iter().find(|f| !is_response(f)).unwrap();
+        let l7 = req.l7.as_ref().unwrap();
+        assert!(l7.webb_truncated, "{req:?}");
+        let h = http(req).unwrap();
+        // The request line fits in 64 bytes; the headers after it do not.
+        assert_eq!(h.method, "GET");
+        assert_eq!(h.url, url);
+        assert!(h.headers.iter().all(|x| x.key != "X-Padding"));
+        let st = client::status(&agent.addr).await;
+        assert!(
+            st.webb_l7_counts.get("truncated").is_some_and(|n| *n >= 1),
+            "{st:?}"
+        );
+    });
 }
