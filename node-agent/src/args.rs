@@ -122,6 +122,43 @@ pub struct Args {
     /// header's value is replaced.
     #[arg(long, value_delimiter = ',')]
     pub redact_http_headers_allow: Vec<String>,
+
+    /// Prometheus metric handlers to enable, as Hubble's
+    /// `hubble.metrics.enabled` takes them: `flow`, `drop`, `tcp`, `icmp`,
+    /// `port-distribution`, `dns`, `http`, each with options after a colon
+    /// (`flow:sourceContext=namespace;destinationContext=namespace`,
+    /// `dns:query;ignoreAAAA`). Repeatable, or space-separated in one value.
+    /// Enabling any starts the metrics server.
+    #[arg(long = "metrics", value_name = "HANDLER", value_parser = metrics_handlers)]
+    pub metrics: Vec<Vec<crate::metrics::options::Handler>>,
+
+    /// Where to serve /metrics (OpenMetrics text). Given alone, serves the
+    /// agent's own webb_* metrics and hubble_lost_events_total.
+    #[arg(long, value_name = "[HOST]:PORT", value_parser = listen_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Series one metric family may hold; label sets beyond it are counted
+    /// in a series labelled `other` (and in webb_metrics_series_folded_total).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub metrics_max_series: u64,
+}
+
+/// Hubble's metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9965;
+
+fn metrics_handlers(s: &str) -> Result<Vec<crate::metrics::options::Handler>, String> {
+    crate::metrics::options::parse(s).map_err(|e| e.to_string())
+}
+
+/// `HOST:PORT`, or `:PORT` for every address (as Hubble writes `:9965`).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{s:?} is not [HOST]:PORT (e.g. :9965 or 127.0.0.1:9965)"))
 }
 
 fn dns_port(s: &str) -> Result<u16, String> {
@@ -158,6 +195,19 @@ impl Args {
             ));
         }
         Ok(())
+    }
+
+    /// The metric handlers asked for, and where to serve them (`None`: no
+    /// metrics server).
+    pub fn metrics(&self) -> Option<(Vec<crate::metrics::options::Handler>, SocketAddr)> {
+        let handlers: Vec<_> = self.metrics.iter().flatten().cloned().collect();
+        if handlers.is_empty() && self.metrics_listen.is_none() {
+            return None;
+        }
+        let addr = self
+            .metrics_listen
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)));
+        Some((handlers, addr))
     }
 
     /// The redaction the flags ask for.
@@ -238,6 +288,11 @@ mod tests {
                 "--l7-capture-bytes",
             ),
             (vec!["webb-agent", "--dns-ports", "53,0"], "--dns-ports"),
+            (vec!["webb-agent", "--metrics", "flows"], "--metrics"),
+            (
+                vec!["webb-agent", "--metrics-listen", "9965"],
+                "--metrics-listen",
+            ),
         ] {
             let err = Args::try_parse_from(&argv).unwrap_err().to_string();
             assert!(err.contains(needle), "{argv:?}: {err}");
@@ -260,6 +315,15 @@ mod tests {
         let r = a.redaction();
         assert!(!r.url_query && r.headers_deny.is_empty());
         assert_eq!(a.dns_ports, [53, 5353]);
+
+        assert!(a.metrics().is_none());
+        let a = Args::try_parse_from(["webb-agent", "--metrics", "drop tcp", "--metrics", "flow"])
+            .unwrap();
+        let (handlers, addr) = a.metrics().unwrap();
+        assert_eq!(handlers.len(), 3);
+        assert_eq!(addr.to_string(), "0.0.0.0:9965");
+        let a = Args::try_parse_from(["webb-agent", "--metrics-listen", ":9000"]).unwrap();
+        assert_eq!(a.metrics().unwrap().1.to_string(), "0.0.0.0:9000");
 
         let nine = "1,2,3,4,5,6,7,8,9";
         let a = Args::try_parse_from(["webb-agent", "--dns-ports", nine]).unwrap();

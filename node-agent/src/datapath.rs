@@ -404,6 +404,7 @@ pub struct Ingest {
     pub stop: Arc<AtomicBool>,
     pub poll_interval: Duration,
     pub redaction: crate::l7::http::Redaction,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Ingest {
@@ -458,6 +459,9 @@ impl Ingest {
                 }
             }
             let drained = batch.len();
+            if let Some(m) = &self.metrics {
+                m.observe(&batch);
+            }
             self.hub.publish(&mut batch, &decoder.ctx.node_name);
             if drained < BATCH {
                 // The ring was emptied: the watermark may move.

@@ -482,7 +482,7 @@ fn uuid_string() -> String {
 }
 
 /// ICMPv4 type/code names as gopacket (and so Hubble) prints them.
-fn icmpv4_text(t: u8, c: u8) -> String {
+pub fn icmpv4_text(t: u8, c: u8) -> String {
     let name = match t {
         0 => "EchoReply",
         3 => {
@@ -506,7 +506,7 @@ fn icmpv4_text(t: u8, c: u8) -> String {
     name.to_owned()
 }
 
-fn icmpv6_text(t: u8, c: u8) -> String {
+pub fn icmpv6_text(t: u8, c: u8) -> String {
     let name = match t {
         1 => "DestinationUnreachable",
         2 => "PacketTooBig",

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod endpoints;
 pub mod kernel;
 pub mod l7;
+pub mod metrics;
 pub mod observer;
 pub mod policy;
 pub mod server;
@@ -132,6 +133,22 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     let maps: Arc<Mutex<KernelMaps>> = Arc::new(Mutex::new(kernel_maps));
     let stop = Arc::new(AtomicBool::new(false));
 
+    let metrics = match args.metrics() {
+        Some((handlers, addr)) => {
+            let m = Arc::new(crate::metrics::Metrics::new(
+                handlers,
+                args.metrics_max_series as usize,
+                hub.clone(),
+            ));
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
+            tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
+            tokio::spawn(crate::metrics::serve(l, m.clone()));
+            Some(m)
+        }
+        None => None,
+    };
     let ingest = Ingest {
         ring,
         hub: hub.clone(),
@@ -140,6 +157,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         stop: stop.clone(),
         poll_interval: args.ring_poll_interval.into(),
         redaction: args.redaction(),
+        metrics,
     };
     let ingest_thread = std::thread::Builder::new()
         .name("webb-ingest".into())

@@ -40,6 +40,8 @@ const EVICTION_MEMORY_SECS: usize = 3600;
 #[derive(Default)]
 pub struct Counters {
     pub lost_events: AtomicU64,
+    /// `lost_events`, by `LostEventSource` value.
+    pub lost_by_source: [AtomicU64; 4],
     pub malformed_packets: AtomicU64,
     pub non_ip_packets: AtomicU64,
     pub packets: AtomicU64,
@@ -165,6 +167,7 @@ impl Hub {
         self.counters
             .lost_events
             .fetch_add(count, Ordering::Relaxed);
+        self.counters.count_lost_source(source as i32, count);
         let now = Timestamp::from(std::time::SystemTime::now());
         let item = Arc::new(GetFlowsResponse {
             time: Some(now),
@@ -404,6 +407,18 @@ pub fn count_lost(hub: &Hub, item: &GetFlowsResponse) {
         hub.counters
             .lost_events
             .fetch_add(l.num_events_lost, Ordering::Relaxed);
+        hub.counters.count_lost_source(l.source, l.num_events_lost);
+    }
+}
+
+impl Counters {
+    fn count_lost_source(&self, source: i32, n: u64) {
+        if let Some(c) = usize::try_from(source)
+            .ok()
+            .and_then(|i| self.lost_by_source.get(i))
+        {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 

@@ -1,0 +1,267 @@
+use std::sync::Arc;
+
+use webb_proto::flow::{
+    CiliumEventType, Dns, DropReason, Endpoint, Flow, FlowType, Http, IcmPv4, Ip, L7FlowType,
+    Layer4, Layer7, Tcp, TcpFlags, TrafficDirection, Verdict, Workload, layer4, layer7,
+};
+
+use super::*;
+use crate::observer::Hub;
+
+fn ep(ns: &str, pod: &str, app: &str) -> Option<Endpoint> {
+    Some(Endpoint {
+        namespace: ns.into(),
+        pod_name: pod.into(),
+        labels: vec![format!("k8s:app={app}")],
+        workloads: vec![Workload {
+            name: app.into(),
+            kind: "Deployment".into(),
+        }],
+        identity: 1000,
+        ..Default::default()
+    })
+}
+
+fn tcp_flow(verdict: Verdict, syn: bool, ack: bool) -> Flow {
+    Flow {
+        verdict: verdict as i32,
+        drop_reason_desc: if verdict == Verdict::Dropped {
+            DropReason::PolicyDenied as i32
+        } else {
+            0
+        },
+        event_type: Some(CiliumEventType {
+            r#type: if verdict == Verdict::Dropped { 1 } else { 4 },
+            sub_type: if verdict == Verdict::Dropped { 133 } else { 0 },
+        }),
+        r#type: FlowType::L3L4 as i32,
+        ip: Some(Ip {
+            source: "10.0.0.1".into(),
+            destination: "10.0.0.2".into(),
+            ip_version: 1,
+            ..Default::default()
+        }),
+        l4: Some(Layer4 {
+            protocol: Some(layer4::Protocol::Tcp(Tcp {
+                source_port: 40000,
+                destination_port: 8080,
+                flags: Some(TcpFlags {
+                    syn,
+                    ack,
+                    ..Default::default()
+                }),
+            })),
+        }),
+        source: ep("shop", "frontend-1", "frontend"),
+        destination: ep("shop", "db-0", "db"),
+        ..Default::default()
+    }
+}
+
+fn l7_flow(record: layer7::Record, response: bool, latency_ns: u64) -> Flow {
+    Flow {
+        verdict: Verdict::Forwarded as i32,
+        event_type: Some(CiliumEventType {
+            r#type: 129,
+            sub_type: 0,
+        }),
+        r#type: FlowType::L7 as i32,
+        traffic_direction: TrafficDirection::Ingress as i32,
+        l7: Some(Box::new(Layer7 {
+            r#type: if response {
+                L7FlowType::Response
+            } else {
+                L7FlowType::Request
+            } as i32,
+            latency_ns,
+            record: Some(record),
+            webb_truncated: false,
+        })),
+        source: ep("shop", "frontend-1", "frontend"),
+        destination: ep("shop", "cart-1", "cart"),
+        ..Default::default()
+    }
+}
+
+fn metrics(spec: &str, max: usize) -> Arc<Metrics> {
+    Arc::new(Metrics::new(
+        options::parse(spec).unwrap(),
+        max,
+        Arc::new(Hub::new(16)),
+    ))
+}
+
+/// The sample lines of a family, sorted, without HELP/TYPE.
+fn samples(text: &str, name: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hubble_families_in_openmetrics_text() {
+    let m = metrics(
+        "flow:sourceContext=namespace;destinationContext=workload-name drop tcp icmp port-distribution dns http",
+        100,
+    );
+    let icmp = Flow {
+        l4: Some(Layer4 {
+            protocol: Some(layer4::Protocol::IcmPv4(IcmPv4 { r#type: 8, code: 0 })),
+        }),
+        ..tcp_flow(Verdict::Forwarded, false, false)
+    };
+    let dns_q = l7_flow(
+        layer7::Record::Dns(Dns {
+            query: "nope.shop.".into(),
+            qtypes: vec!["A".into()],
+            ..Default::default()
+        }),
+        false,
+        0,
+    );
+    let dns_nx = l7_flow(
+        layer7::Record::Dns(Dns {
+            query: "nope.shop.".into(),
+            qtypes: vec!["A".into()],
+            rcode: 3,
+            ..Default::default()
+        }),
+        true,
+        2_000_000,
+    );
+    let http_500 = l7_flow(
+        layer7::Record::Http(Http {
+            code: 500,
+            method: "GET".into(),
+            url: "http://cart/x".into(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![],
+        }),
+        true,
+        30_000_000,
+    );
+    m.observe(&[
+        tcp_flow(Verdict::Forwarded, true, false),
+        tcp_flow(Verdict::Forwarded, true, true),
+        tcp_flow(Verdict::Dropped, true, false),
+        tcp_flow(Verdict::Dropped, true, false),
+        icmp,
+        dns_q,
+        dns_nx,
+        http_500,
+    ]);
+    let text = m.encode();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE hubble_flows_processed counter"));
+    assert_eq!(
+        samples(&text, "hubble_drop_total"),
+        [r#"hubble_drop_total{reason="POLICY_DENIED",protocol="TCP"} 2"#]
+    );
+    assert!(
+        samples(&text, "hubble_flows_processed_total").contains(
+            &r#"hubble_flows_processed_total{source="shop",destination="db",type="Drop",subtype="",verdict="DROPPED"} 2"#
+                .to_owned()
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"type="Trace",subtype="to-endpoint",verdict="FORWARDED"} 3"#));
+    assert!(text.contains(r#"type="L7",subtype="DNS",verdict="FORWARDED"} 2"#));
+    // Dropped packets are not TCP handshakes.
+    assert_eq!(
+        samples(&text, "hubble_tcp_flags_total"),
+        [
+            r#"hubble_tcp_flags_total{flag="SYN",family="IPv4"} 1"#,
+            r#"hubble_tcp_flags_total{flag="SYN-ACK",family="IPv4"} 1"#
+        ]
+    );
+    assert!(text.contains(r#"hubble_icmp_total{family="IPv4",type="EchoRequest"} 1"#));
+    assert!(text.contains(r#"hubble_port_distribution_total{protocol="TCP",port="8080"} 2"#));
+    assert!(text.contains(r#"hubble_dns_queries_total{rcode="",qtypes="A",ips_returned=""} 1"#));
+    assert!(text.contains(
+        r#"hubble_dns_responses_total{rcode="Non-Existent Domain",qtypes="A",ips_returned="0"} 1"#
+    ));
+    assert!(
+        text.contains(
+            r#"hubble_http_responses_total{method="GET",status="500",reporter="server"} 1"#
+        )
+    );
+    // 30 ms falls in the 0.05 bucket and every one above it.
+    assert!(text.contains(
+        r#"hubble_http_request_duration_seconds_bucket{le="0.025",method="GET",reporter="server"} 0"#
+    ));
+    assert!(text.contains(
+        r#"hubble_http_request_duration_seconds_bucket{le="0.05",method="GET",reporter="server"} 1"#
+    ));
+    assert!(text.contains(
+        r#"hubble_http_request_duration_seconds_bucket{le="+Inf",method="GET",reporter="server"} 1"#
+    ));
+    assert!(text.contains(
+        r#"hubble_http_request_duration_seconds_count{method="GET",reporter="server"} 1"#
+    ));
+    assert!(
+        text.contains(r#"webb_dns_query_duration_seconds_count{rcode="Non-Existent Domain"} 1"#)
+    );
+    assert!(text.contains(r#"hubble_lost_events_total{source="perf_event_ring_buffer"} 0"#));
+    assert!(text.contains("webb_ring_capacity 16"));
+}
+
+#[test]
+fn series_beyond_the_cap_fold_into_other() {
+    let m = metrics("flow:sourceContext=pod-name", 3);
+    let flows: Vec<Flow> = (0..10)
+        .map(|i| Flow {
+            source: ep("shop", &format!("pod-{i}"), "x"),
+            ..tcp_flow(Verdict::Forwarded, true, false)
+        })
+        .collect();
+    m.observe(&flows);
+    let text = m.encode();
+    let s = samples(&text, "hubble_flows_processed_total");
+    assert_eq!(s.len(), 4, "{s:?}");
+    assert!(s.contains(
+        &r#"hubble_flows_processed_total{source="other",type="other",subtype="other",verdict="other"} 7"#
+            .to_owned()
+    ));
+    assert!(
+        text.contains(r#"webb_metrics_series_folded_total{family="hubble_flows_processed"} 7"#)
+    );
+}
+
+#[test]
+fn contexts_take_the_first_non_empty_alternative_and_no_ips_unless_asked() {
+    let m = metrics(
+        "drop:sourceContext=pod|reserved-identity;destinationContext=dns|app",
+        100,
+    );
+    let mut world = tcp_flow(Verdict::Dropped, true, false);
+    world.source = Some(Endpoint {
+        identity: 2,
+        ..Default::default()
+    });
+    world.destination_names = vec!["db.example".into()];
+    m.observe(&[world, tcp_flow(Verdict::Dropped, true, false)]);
+    let text = m.encode();
+    let s = samples(&text, "hubble_drop_total");
+    assert_eq!(
+        s,
+        [
+            r#"hubble_drop_total{source="reserved:world",destination="db.example",reason="POLICY_DENIED",protocol="TCP"} 1"#,
+            r#"hubble_drop_total{source="shop/frontend-1",destination="db",reason="POLICY_DENIED",protocol="TCP"} 1"#,
+        ]
+    );
+    assert!(!text.contains("10.0.0."));
+}
+
+#[test]
+fn without_handlers_only_the_agent_s_own_metrics() {
+    let m = metrics("", 10);
+    m.observe(&[tcp_flow(Verdict::Forwarded, true, false)]);
+    let text = m.encode();
+    assert!(!text.contains("hubble_flows_processed"));
+    assert!(text.contains("hubble_lost_events_total"));
+    assert!(text.contains("webb_flows_seen_total"));
+}
