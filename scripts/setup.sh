@@ -12,7 +12,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages the end-to-end tests and the demo use.
 need_pkgs=()
 for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
-            curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq bc:bc dig:bind9-dnsutils; do
+            curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq bc:bc dig:bind9-dnsutils prometheus:prometheus; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done

@@ -625,39 +625,45 @@ impl Collector for Metrics {
             Ok(s) => s,
             Err(e) => e.into_inner(),
         };
-        // Families of the same name (two handlers of one kind) are merged
-        // under one descriptor by the first.
+        // Handlers of one kind (say, `flow` and `flow:sourceContext=...`)
+        // share a family name: their series go under one descriptor.
         let mut done: Vec<&str> = Vec::new();
-        for fam in &st.families {
-            if done.contains(&fam.spec.name) {
+        for first in &st.families {
+            if done.contains(&first.spec.name) {
                 continue;
             }
-            done.push(fam.spec.name);
-            let ty = match fam.spec.shape {
+            done.push(first.spec.name);
+            let ty = match first.spec.shape {
                 Shape::Counter => MetricType::Counter,
                 Shape::Histogram => MetricType::Histogram,
             };
-            let mut m = enc.encode_descriptor(fam.spec.name, fam.spec.help, None, ty)?;
-            for (key, value) in &fam.series {
-                let labels: Vec<(&str, &str)> = fam
-                    .label_names
-                    .iter()
-                    .zip(key.iter())
-                    .map(|(n, id)| (*n, st.strings.get(*id)))
-                    .collect();
-                let mut s = m.encode_family(&labels)?;
-                match value {
-                    Value::Counter(c) => ConstCounter::new(*c).encode(s)?,
-                    Value::Histogram(b, sum, count) => {
-                        // Per-bucket counts: the encoder accumulates them.
-                        let finite: u64 = b.iter().sum();
-                        let buckets: Vec<(f64, u64)> = BUCKETS
-                            .iter()
-                            .zip(b)
-                            .map(|(le, n)| (*le, *n))
-                            .chain([(f64::INFINITY, count - finite)])
-                            .collect();
-                        s.encode_histogram::<Vec<(&str, &str)>>(*sum, *count, &buckets, None)?;
+            let mut m = enc.encode_descriptor(first.spec.name, first.spec.help, None, ty)?;
+            for fam in st
+                .families
+                .iter()
+                .filter(|f| f.spec.name == first.spec.name)
+            {
+                for (key, value) in &fam.series {
+                    let labels: Vec<(&str, &str)> = fam
+                        .label_names
+                        .iter()
+                        .zip(key.iter())
+                        .map(|(n, id)| (*n, st.strings.get(*id)))
+                        .collect();
+                    let mut s = m.encode_family(&labels)?;
+                    match value {
+                        Value::Counter(c) => ConstCounter::new(*c).encode(s)?,
+                        Value::Histogram(b, sum, count) => {
+                            // Per-bucket counts: the encoder accumulates them.
+                            let finite: u64 = b.iter().sum();
+                            let buckets: Vec<(f64, u64)> = BUCKETS
+                                .iter()
+                                .zip(b)
+                                .map(|(le, n)| (*le, *n))
+                                .chain([(f64::INFINITY, count - finite)])
+                                .collect();
+                            s.encode_histogram::<Vec<(&str, &str)>>(*sum, *count, &buckets, None)?;
+                        }
                     }
                 }
             }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod client;
 pub mod lab;
+pub mod prometheus;
 pub mod relay;
 pub mod synthetic;
 pub mod traffic;

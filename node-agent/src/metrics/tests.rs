@@ -265,3 +265,18 @@ fn without_handlers_only_the_agent_s_own_metrics() {
     assert!(text.contains("hubble_lost_events_total"));
     assert!(text.contains("webb_flows_seen_total"));
 }
+
+#[test]
+fn two_handlers_of_one_kind_share_the_family() {
+    let m = metrics("flow flow:sourceContext=namespace", 10);
+    m.observe(&[tcp_flow(Verdict::Forwarded, true, false)]);
+    let text = m.encode();
+    assert_eq!(
+        text.matches("# TYPE hubble_flows_processed counter")
+            .count(),
+        1
+    );
+    let s = samples(&text, "hubble_flows_processed_total");
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(s.iter().any(|l| l.contains(r#"source="shop""#)));
+}
