@@ -3,6 +3,7 @@
 //! long a 1%-selective query over a full 65,535-flow ring takes.
 //!
 //! `cargo bench -p webb-agent --bench ingest`
+//! (`-- --metrics`: ingest with every metric family on versus off)
 //!
 //! The records are synthetic FlowEvents with the kernel's layout (varied
 //! 5-tuples, points, kinds), decoded by the agent's real decoder and
@@ -22,6 +23,7 @@ use webb_agent::{
     decode::{Context, Decoder},
     endpoints::EndpointTable,
     kernel::DropReasons,
+    metrics::{self, Metrics},
     observer::{Hub, Query},
     policy,
     server::Service,
@@ -99,7 +101,24 @@ fn event(i: u64) -> FlowEvent {
 
 /// Decode + publish into a 65,535-flow ring, in batches like the ingest loop.
 fn bench_ingest(n: u64) -> f64 {
-    let hub = Hub::new(65_535);
+    bench_ingest_with(n, None)
+}
+
+/// Every metric family on, with namespace contexts on the flow family.
+const ALL_METRICS: &str = "flow:sourceContext=namespace;destinationContext=namespace \
+    drop:sourceContext=namespace;destinationContext=namespace tcp icmp port-distribution dns:query http";
+
+/// Like `bench_ingest`, counting every batch into the metrics first when
+/// `metrics` is given (as the ingest loop does with `--metrics`).
+fn bench_ingest_with(n: u64, metrics: Option<&str>) -> f64 {
+    let hub = Arc::new(Hub::new(65_535));
+    let metrics = metrics.map(|spec| {
+        Metrics::new(
+            metrics::options::parse(spec).expect("metrics spec"),
+            2000,
+            hub.clone(),
+        )
+    });
     let mut d = decoder();
     // Records are made as they are consumed, like a ring buffer's.
     let start = Instant::now();
@@ -108,6 +127,9 @@ fn bench_ingest(n: u64) -> f64 {
     while i < n {
         let end = (i + 4096).min(n);
         batch.extend((i..end).map(|k| d.decode(&event(k))));
+        if let Some(m) = &metrics {
+            m.observe(&batch);
+        }
         hub.publish(&mut batch, "bench-node");
         i = end;
     }
@@ -221,6 +243,35 @@ fn main() {
     let rate = bench_ingest(n);
     println!("ingest: {n} events decoded and stored in {rate:.0} events/s");
     if std::env::args().any(|a| a == "--ingest-only") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--metrics") {
+        // Off and on interleaved (ABBA), three pairs, medians compared.
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for pair in 0..3 {
+            let order = if pair % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for with in order {
+                let r = bench_ingest_with(n, with.then_some(ALL_METRICS));
+                println!(
+                    "ingest: metrics {} {r:.0} events/s",
+                    if with { "on " } else { "off" }
+                );
+                if with { on.push(r) } else { off.push(r) }
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (off, on) = (median(&mut off), median(&mut on));
+        println!(
+            "ingest with every metric family on: {on:.0} events/s vs {off:.0} off, ratio {:.3}",
+            on / off
+        );
         return;
     }
     println!(

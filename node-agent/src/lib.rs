@@ -144,7 +144,11 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
                 .await
                 .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
             tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
-            tokio::spawn(crate::metrics::serve(l, m.clone()));
+            let encode = m.clone();
+            tokio::spawn(webb_proto::metrics_http::serve(
+                l,
+                Arc::new(move || encode.encode()),
+            ));
             Some(m)
         }
         None => None,

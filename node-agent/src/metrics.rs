@@ -760,49 +760,5 @@ impl Collector for Metrics {
     }
 }
 
-/// Serves `/metrics` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    use hyper::{Response, body::Incoming, server::conn::http1, service::service_fn};
-    use hyper_util::rt::TokioIo;
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of file descriptors, usually: back off, keep serving.
-                tracing::warn!("metrics listener: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    if req.uri().path() == "/metrics" {
-                        Response::builder()
-                            .header(
-                                "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )
-                            .body(http_body_util::Full::new(bytes::Bytes::from(
-                                metrics.encode(),
-                            )))
-                    } else {
-                        Response::builder()
-                            .status(404)
-                            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                                b"webb-agent serves /metrics\n",
-                            )))
-                    }
-                }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 pub mod duration;
 pub mod filter;
 pub mod json;
+pub mod metrics_http;
 pub mod names;
 pub mod transport;
 pub mod wkt;

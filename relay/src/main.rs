@@ -8,6 +8,7 @@
 //! - [`server`]: the Observer, Peer and health services.
 
 mod merge;
+mod metrics;
 mod pool;
 mod raw;
 mod server;
@@ -83,6 +84,21 @@ struct Args {
     /// Name to verify the nodes' certificates against
     #[arg(long, value_name = "NAME")]
     peer_tls_server_name: Option<String>,
+    /// Serve the relay's metrics (OpenMetrics text) at /metrics on this
+    /// address, e.g. :9966
+    #[arg(long, alias = "metrics-listen-address", value_name = "[HOST]:PORT", value_parser = listen_addr)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// `HOST:PORT`, or `:PORT` for every address.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{s:?} is not [HOST]:PORT (e.g. :9966)"))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -121,6 +137,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .filter(|(n, _)| !n.is_empty())
             .ok_or_else(|| anyhow::anyhow!("--peer-dns: {dns:?} is not NAME:PORT"))?;
         tokio::spawn(pool.clone().follow_dns(name, port, args.peer_dns_interval));
+    }
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+        tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
+        let pool = pool.clone();
+        tokio::spawn(webb_proto::metrics_http::serve(
+            l,
+            Arc::new(move || metrics::encode_all(&pool)),
+        ));
     }
     let relay = server::Relay {
         pool: Arc::clone(&pool),

@@ -101,7 +101,10 @@ pub fn start(
 ) -> mpsc::Receiver<Result<Raw, Status>> {
     let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
     tokio::spawn(async move {
+        let clients = &crate::metrics::METRICS.clients;
+        clients.inc();
         Merger::new(pool, req, opts, out_tx).run().await;
+        clients.dec();
     });
     out_rx
 }
@@ -477,11 +480,25 @@ impl Merger {
     fn emit(&mut self, r: Raw) {
         if !self.flush_lost() {
             self.lost += 1;
+            crate::metrics::METRICS.lost.inc();
             return;
         }
+        let time = r.time;
+        let m = &*crate::metrics::METRICS;
         match self.out.try_send(Ok(r)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.lost += 1,
+            Ok(()) => {
+                m.forwarded.inc();
+                if let Some(t) = time {
+                    let now = Timestamp::from(std::time::SystemTime::now());
+                    let ns = (i128::from(now.seconds) - i128::from(t.seconds)) * 1_000_000_000
+                        + i128::from(now.nanos - t.nanos);
+                    m.merge_delay.observe(ns.max(0) as f64 / 1e9);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lost += 1;
+                m.lost.inc();
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => self.closed = true,
         }
     }

@@ -58,6 +58,8 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
     for a in &addrs {
         peers.extend(["--peer", a.as_str()]);
     }
+    let metrics_addr = format!("127.0.0.1:{}", webb_tests::agent::free_port());
+    peers.extend(["--metrics-listen", metrics_addr.as_str()]);
     let relay = RelayProcess::start(&peers);
 
     // Status: three connected nodes, named by the agents themselves.
@@ -126,6 +128,27 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
                 .all(|n| n.state == NodeState::NodeConnected as i32 && n.seen_flows > 0)
         );
     });
+
+    // The relay's own metrics say as much.
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{metrics_addr}/metrics")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#"webb_relay_nodes{state="connected"} 3"#),
+        "{text}"
+    );
+    let forwarded: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("webb_relay_flows_forwarded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(forwarded > 0.0, "{text}");
+    assert!(
+        text.contains("webb_relay_merge_delay_seconds_count"),
+        "{text}"
+    );
 
     // A live follow: kill -9 one agent; within 5 s the stream says so and
     // status agrees, while the others keep streaming.
