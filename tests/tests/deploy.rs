@@ -97,6 +97,31 @@ fn manifests_are_wired_together() {
     accepts("webb-relay", &relay_args);
     assert_eq!(rc["securityContext"]["capabilities"]["drop"][0], "ALL");
 
+    // Prometheus finds both /metrics endpoints where they are served.
+    for (pod_template, args, port) in [
+        (&ds["spec"]["template"], &agent_args, 9965),
+        (&dep["spec"]["template"], &relay_args, 9966),
+    ] {
+        let ann = &pod_template["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], port.to_string());
+        assert!(
+            args.contains(&format!("--metrics-listen=:{port}")),
+            "{args:?}"
+        );
+        let ports = &pod_template["spec"]["containers"][0]["ports"];
+        assert!(
+            ports.as_sequence().is_some_and(|ps| ps
+                .iter()
+                .any(|p| p["name"] == "metrics" && p["containerPort"] == port)),
+            "{ports:?}"
+        );
+    }
+    assert_eq!(
+        headless["metadata"]["annotations"]["prometheus.io/port"],
+        "9965"
+    );
+
     // `kubectl port-forward svc/webb-relay 4245:80` reaches the relay.
     let svc = find(&relay, "Service", "webb-relay");
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);

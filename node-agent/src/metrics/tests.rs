@@ -280,3 +280,37 @@ fn two_handlers_of_one_kind_share_the_family() {
     assert_eq!(s.len(), 2, "{s:?}");
     assert!(s.iter().any(|l| l.contains(r#"source="shop""#)));
 }
+
+/// Every metric the shipped Grafana dashboard queries is one agent or relay
+/// serves.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_we_serve() {
+    let dashboard = include_str!("../../../deploy/grafana/webb-dashboard.json");
+    let relay = include_str!("../../../relay/src/metrics.rs");
+    let m = metrics(
+        "flow:sourceContext=namespace;destinationContext=namespace drop:sourceContext=namespace tcp icmp port-distribution dns http",
+        100,
+    );
+    let text = m.encode();
+    let json: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard JSON");
+    let mut checked = 0;
+    for panel in json["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("hubble_") || w.starts_with("webb_"))
+            {
+                let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+                let served = if family.starts_with("webb_relay_") {
+                    relay.contains(&format!("\"{family}\""))
+                } else {
+                    text.contains(&format!("# TYPE {family} "))
+                };
+                assert!(served, "{name} in {expr:?} is not served");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15);
+}
