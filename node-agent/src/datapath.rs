@@ -224,6 +224,19 @@ impl Datapath {
         Ok(true)
     }
 
+    /// `(program, run time ns, runs)` for every loaded program, as the
+    /// kernel counts them while `kernel.bpf_stats_enabled` is 1.
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?;
+                let (ns, runs) = kernel::program_run_stats(std::os::fd::AsFd::as_fd(fd))?;
+                Some((name.to_owned(), ns, runs))
+            })
+            .collect()
+    }
+
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self
             .ebpf

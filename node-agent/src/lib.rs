@@ -135,11 +135,20 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
 
     let metrics = match args.metrics() {
         Some((handlers, addr)) => {
-            let m = Arc::new(crate::metrics::Metrics::new(
-                handlers,
-                args.metrics_max_series as usize,
-                hub.clone(),
-            ));
+            let stats_dp = dp.clone();
+            let m = Arc::new(
+                crate::metrics::Metrics::new(
+                    handlers,
+                    args.metrics_max_series as usize,
+                    hub.clone(),
+                )
+                .with_program_stats(Arc::new(move || {
+                    stats_dp
+                        .lock()
+                        .map(|d| d.program_stats())
+                        .unwrap_or_default()
+                })),
+            );
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;

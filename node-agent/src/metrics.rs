@@ -190,10 +190,14 @@ struct Store {
     scratch: String,
 }
 
+/// `(program, run time ns, runs)` of the kernel programs.
+pub type ProgramStats = Arc<dyn Fn() -> Vec<(String, u64, u64)> + Send + Sync>;
+
 /// The agent's metrics: the Hubble families `--metrics` enables, and its own.
 pub struct Metrics {
     store: Mutex<Store>,
     hub: Arc<Hub>,
+    programs: Option<ProgramStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -249,7 +253,14 @@ impl Metrics {
                 scratch: String::new(),
             }),
             hub,
+            programs: None,
         }
+    }
+
+    /// Adds the kernel programs' run time and count (bpf_stats) at scrape.
+    pub fn with_program_stats(mut self, stats: ProgramStats) -> Self {
+        self.programs = Some(stats);
+        self
     }
 
     /// Counts a batch of flows.
@@ -746,6 +757,32 @@ impl Collector for Metrics {
         ] {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(value as i64).encode(m)?;
+        }
+        if let Some(stats) = &self.programs {
+            let stats = stats();
+            // All zero while kernel.bpf_stats_enabled is 0: not reported.
+            if stats.iter().any(|(_, _, runs)| *runs > 0) {
+                let mut m = enc.encode_descriptor(
+                    "webb_bpf_program_runs",
+                    "Runs of each kernel program (with kernel.bpf_stats_enabled=1)",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (name, _, runs) in &stats {
+                    let l = [("program", name.as_str())];
+                    ConstCounter::new(*runs).encode(m.encode_family(&l)?)?;
+                }
+                let mut m = enc.encode_descriptor(
+                    "webb_bpf_program_run_seconds",
+                    "Time spent in each kernel program (with kernel.bpf_stats_enabled=1); divide by runs for the cost per packet",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (name, ns, _) in &stats {
+                    let l = [("program", name.as_str())];
+                    ConstCounter::new(*ns as f64 / 1e9).encode(m.encode_family(&l)?)?;
+                }
+            }
         }
         let mut m = enc.encode_descriptor(
             "webb_metrics_series_folded",

@@ -53,6 +53,8 @@ fn prometheus_sees_drops_http_errors_nxdomain_and_the_flows_getflows_returns() {
     let _db = listen_tcp(db, 5432);
     let _resolver = Resolver::new(c, &dnsp.ip.to_string(), "shop.lab");
 
+    // The kernel's per-program accounting, on for this test and restored.
+    let _stats = BpfStats::enable();
     let policy = lab.write_policy(DENY_TO_DB);
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let agent = AgentProcess::start(
@@ -165,5 +167,24 @@ fn prometheus_sees_drops_http_errors_nxdomain_and_the_flows_getflows_returns() {
             "Prometheus {got:?} != GetFlows {want:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Turns `kernel.bpf_stats_enabled` on, and back to what it was on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Self {
+        let before = std::fs::read_to_string(Self::PATH).unwrap_or_else(|_| "0".into());
+        std::fs::write(Self::PATH, "1").expect("enable bpf_stats");
+        Self(before.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
     }
 }
