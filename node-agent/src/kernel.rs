@@ -245,6 +245,50 @@ pub fn hubble_drop_reason(kernel_name: &str) -> i32 {
     d as i32
 }
 
+/// Run time and run count of a loaded program, from the kernel's own
+/// accounting (`bpf_prog_info.run_time_ns` and `run_cnt`), which counts only
+/// while `kernel.bpf_stats_enabled` is 1.
+pub fn program_run_stats(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_prog_info is 232 bytes on current kernels; a larger, zeroed
+    // buffer is accepted by older and newer ones alike.
+    #[repr(C, align(8))]
+    struct Info([u8; 256]);
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = Info([0; 256]);
+    let mut attr = Attr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<Info>() as u32,
+        info: (&raw mut info) as u64,
+    };
+    // SAFETY: the attribute points at a buffer we own of the length it
+    // states; the kernel writes at most that much.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    if r != 0 || attr.info_len < 208 {
+        return None;
+    }
+    let u64_at = |off: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&info.0[off..off + 8]);
+        u64::from_ne_bytes(b)
+    };
+    // Offsets of run_time_ns and run_cnt in struct bpf_prog_info (uapi).
+    Some((u64_at(192), u64_at(200)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,48 +346,4 @@ format:
         assert!(reasons.len() > 10, "only {} drop reasons", reasons.len());
         assert!((0..200).any(|r| reasons.name(r) == "NO_SOCKET"));
     }
-}
-
-/// Run time and run count of a loaded program, from the kernel's own
-/// accounting (`bpf_prog_info.run_time_ns` and `run_cnt`), which counts only
-/// while `kernel.bpf_stats_enabled` is 1.
-pub fn program_run_stats(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
-    use std::os::fd::AsRawFd as _;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // struct bpf_prog_info is 232 bytes on current kernels; a larger, zeroed
-    // buffer is accepted by older and newer ones alike.
-    #[repr(C, align(8))]
-    struct Info([u8; 256]);
-    #[repr(C)]
-    struct Attr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut info = Info([0; 256]);
-    let mut attr = Attr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<Info>() as u32,
-        info: (&raw mut info) as u64,
-    };
-    // SAFETY: the attribute points at a buffer we own of the length it
-    // states; the kernel writes at most that much.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if r != 0 || attr.info_len < 208 {
-        return None;
-    }
-    let u64_at = |off: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&info.0[off..off + 8]);
-        u64::from_ne_bytes(b)
-    };
-    // Offsets of run_time_ns and run_cnt in struct bpf_prog_info (uapi).
-    Some((u64_at(192), u64_at(200)))
 }
