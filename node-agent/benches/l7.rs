@@ -17,7 +17,7 @@ use hickory_proto::{
 };
 use node_agent_ebpf::{FlowEvent, FlowKey, L7Header, emit, kind, l7, point, v4_mapped};
 use webb_agent::{
-    decode::{Context, Decoded, Decoder},
+    decode::{Context, Decoded, Decoder, l7_record_bytes},
     endpoints::EndpointTable,
     kernel::DropReasons,
     policy,
@@ -89,20 +89,7 @@ fn record(
         proto,
         _pad: [0; 3],
     };
-    let mut out = Vec::with_capacity(120 + payload.len());
-    // SAFETY: both are Pod structs without padding; viewed as bytes.
-    unsafe {
-        out.extend_from_slice(std::slice::from_raw_parts(
-            (&raw const ev).cast::<u8>(),
-            std::mem::size_of::<FlowEvent>(),
-        ));
-        out.extend_from_slice(std::slice::from_raw_parts(
-            (&raw const hdr).cast::<u8>(),
-            std::mem::size_of::<L7Header>(),
-        ));
-    }
-    out.extend_from_slice(payload);
-    out
+    l7_record_bytes(&ev, &hdr, payload)
 }
 
 fn dns_records(pairs: u64) -> Vec<Vec<u8>> {

@@ -134,7 +134,7 @@ pub struct Args {
 
     /// Where to serve /metrics (OpenMetrics text). Given alone, serves the
     /// agent's own webb_* metrics and hubble_lost_events_total.
-    #[arg(long, value_name = "[HOST]:PORT", value_parser = listen_addr)]
+    #[arg(long, value_name = "[HOST]:PORT", value_parser = webb_proto::metrics_http::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Series one metric family may hold; label sets beyond it are counted
@@ -148,17 +148,6 @@ pub const DEFAULT_METRICS_PORT: u16 = 9965;
 
 fn metrics_handlers(s: &str) -> Result<Vec<crate::metrics::options::Handler>, String> {
     crate::metrics::options::parse(s).map_err(|e| e.to_string())
-}
-
-/// `HOST:PORT`, or `:PORT` for every address (as Hubble writes `:9965`).
-fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
-    };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not [HOST]:PORT (e.g. :9965 or 127.0.0.1:9965)"))
 }
 
 fn dns_port(s: &str) -> Result<u16, String> {

@@ -337,6 +337,26 @@ fn emit_reason(e: u8) -> WebbEmitReason {
     }
 }
 
+/// The bytes of an L7 ring record, as the kernel writes them: the event,
+/// the header, the payload. For tests, benchmarks and fuzzers.
+pub fn l7_record_bytes(ev: &FlowEvent, hdr: &L7Header, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(L7_RECORD_HEADER + payload.len());
+    // SAFETY: both are Pod structs without padding, viewed as bytes for the
+    // length of their own size.
+    unsafe {
+        out.extend_from_slice(std::slice::from_raw_parts(
+            (ev as *const FlowEvent).cast::<u8>(),
+            std::mem::size_of::<FlowEvent>(),
+        ));
+        out.extend_from_slice(std::slice::from_raw_parts(
+            (hdr as *const L7Header).cast::<u8>(),
+            std::mem::size_of::<L7Header>(),
+        ));
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Root's `ping` reads echo replies through a raw socket, which receives a
 /// clone; the kernel then frees the original as NO_SOCKET because no ICMP
 /// datagram socket wanted it. That is not a lost packet, so it is not shown.

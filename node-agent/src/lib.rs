@@ -149,15 +149,10 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
                         .unwrap_or_default()
                 })),
             );
-            let l = tokio::net::TcpListener::bind(addr)
+            let encode = m.clone();
+            webb_proto::metrics_http::start(addr, Arc::new(move || encode.encode()))
                 .await
                 .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
-            tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
-            let encode = m.clone();
-            tokio::spawn(webb_proto::metrics_http::serve(
-                l,
-                Arc::new(move || encode.encode()),
-            ));
             Some(m)
         }
         None => None,

@@ -86,19 +86,8 @@ struct Args {
     peer_tls_server_name: Option<String>,
     /// Serve the relay's metrics (OpenMetrics text) at /metrics on this
     /// address, e.g. :9966
-    #[arg(long, alias = "metrics-listen-address", value_name = "[HOST]:PORT", value_parser = listen_addr)]
+    #[arg(long, alias = "metrics-listen-address", value_name = "[HOST]:PORT", value_parser = webb_proto::metrics_http::parse_listen)]
     metrics_listen: Option<SocketAddr>,
-}
-
-/// `HOST:PORT`, or `:PORT` for every address.
-fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
-    };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not [HOST]:PORT (e.g. :9966)"))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -139,15 +128,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(pool.clone().follow_dns(name, port, args.peer_dns_interval));
     }
     if let Some(addr) = args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--metrics-listen {addr}"))?;
-        tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
         let pool = pool.clone();
-        tokio::spawn(webb_proto::metrics_http::serve(
-            l,
-            Arc::new(move || metrics::encode_all(&pool)),
-        ));
+        webb_proto::metrics_http::start(addr, Arc::new(move || metrics::encode_all(&pool)))
+            .await
+            .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
     }
     let relay = server::Relay {
         pool: Arc::clone(&pool),

@@ -196,20 +196,7 @@ fn l7_record(ev: &FlowEvent, proto: u8, payload: &[u8]) -> Vec<u8> {
         proto,
         _pad: [0; 3],
     };
-    let mut out = Vec::new();
-    // SAFETY: both are Pod structs without padding, viewed as bytes.
-    unsafe {
-        out.extend_from_slice(std::slice::from_raw_parts(
-            (ev as *const FlowEvent).cast::<u8>(),
-            std::mem::size_of::<FlowEvent>(),
-        ));
-        out.extend_from_slice(std::slice::from_raw_parts(
-            (&raw const hdr).cast::<u8>(),
-            std::mem::size_of::<L7Header>(),
-        ));
-    }
-    out.extend_from_slice(payload);
-    out
+    l7_record_bytes(ev, &hdr, payload)
 }
 
 #[test]
