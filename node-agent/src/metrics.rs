@@ -17,7 +17,6 @@ pub mod options;
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     fmt::Write as _,
     sync::{Arc, Mutex, atomic::Ordering},
 };
@@ -35,6 +34,8 @@ use webb_proto::{
     },
     names,
 };
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::observer::Hub;
 use options::{Context, Handler, Kind, Part};
@@ -220,7 +221,7 @@ fn family(spec: &'static Spec, h: &Handler) -> Family {
         label_names,
         source: h.source.clone(),
         destination: h.destination.clone(),
-        series: HashMap::new(),
+        series: HashMap::default(),
         folded: 0,
     }
 }

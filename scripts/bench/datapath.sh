@@ -8,9 +8,10 @@
 #
 # With `http`, an HTTP server (tests/data/http_server.py) runs in the cart pod
 # and 4 keep-alive clients (scripts/bench/http_load.py) in the frontend pod
-# call it during every TCP run, so the attached agent copies and parses every
-# request and response head (L7 capture on, its default); the UDP runs are
-# skipped and the HTTP request rate is compared too.
+# call it at HTTP_RATE requests/s in all (default 1000; 0 = flat out) during
+# every TCP run, so the attached agent copies and parses every request and
+# response head (L7 capture on, its default); the UDP runs are skipped and
+# the HTTP request rate is compared too.
 # Traffic stays inside the lab's namespaces; every run ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,7 +60,7 @@ tcp_run() {
 }
 # TCP throughput while HTTP load runs beside it; sets $http_count.
 tcp_http_run() {
-  ip netns exec "$FRONTEND_NETNS" python3 scripts/bench/http_load.py "$CART_IP" 8080 "$secs" > "$state/http.count" &
+  ip netns exec "$FRONTEND_NETNS" python3 scripts/bench/http_load.py "$CART_IP" 8080 "$secs" "${HTTP_RATE:-1000}" > "$state/http.count" &
   local load=$!
   tcp_run
   wait "$load"
@@ -76,7 +77,7 @@ if [ "$mode_http" = http ]; then
       [ "$mode" = on ] && start_agent
       t=$(tcp_http_run); h=$(cat "$state/http.count")
       if [ "$mode" = on ]; then
-        addr=$(grep -o 'listen=[0-9.:]*' "$state/agent.log" | head -1 | cut -d= -f2)
+        addr=$(sed 's/\x1b\[[0-9;]*m//g' "$state/agent.log" | grep -o 'listen=[0-9.:]*' | head -1 | cut -d= -f2)
         # Proof that L7 was on: the agent's own count of L7 flows.
         "$bin/webb" status --server "$addr" | grep '^L7' || echo "no L7 flows reported" >&2
         stop_agent
