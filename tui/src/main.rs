@@ -1,7 +1,7 @@
 //! `webb`: the command line for webb and Hubble servers.
 //!
 //! `observe` (Hubble's flags, filters and printers, from a server or a
-//! file), `status`, `list nodes`, `list namespaces`.
+//! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`.
 
 mod conn;
 mod filters;
@@ -9,6 +9,7 @@ mod observe;
 mod printer;
 mod status;
 mod time;
+mod ui;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -41,6 +42,8 @@ struct Cli {
 enum Command {
     /// Observe flows from a webb or Hubble server, or from a file.
     Observe(Box<observe::ObserveArgs>),
+    /// The interactive dashboard: live flows, verdict filters, details.
+    Ui(Box<ui::UiArgs>),
     /// Show the server's health, flow counts and nodes.
     Status(conn::ServerArgs),
     /// List the nodes or namespaces a server knows.
@@ -75,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
+        Command::Ui(a) => ui::run(*a, &config).await,
         Command::Status(a) => status::status(&a, &config).await,
         Command::List(ListCommand::Nodes(a)) => {
             status::list_nodes(&a.server, &config, a.output).await

@@ -1,0 +1,144 @@
+//! End-to-end test of `webb ui`: the real binary in a real terminal (tmux),
+//! replaying a recorded capture; keys are sent as a user types them and the
+//! screen is read back. Needs tmux (scripts/setup.sh installs it), not root.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use webb_tests::agent::binary;
+
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Self {
+        let name = format!("webb-ui-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "30"])
+            .arg(cmd)
+            .status()
+            .expect("tmux");
+        assert!(ok.success());
+        let t = Self(name);
+        t.run(&["set-option", "-t", &t.0, "remain-on-exit", "on"]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &self.0])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.run(&["send-keys", "-t", &self.0, k]);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn literal(&self, text: &str) {
+        self.run(&["send-keys", "-t", &self.0, "-l", "--", text]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}: not on screen in 10 s:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal() {
+    if webb_tests::lab::which("tmux").is_none() {
+        eprintln!("skipped: tmux is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tui/tests/fixtures/flows.jsonl"
+    );
+    let cmd = format!(
+        "TERM=xterm-256color {} ui --input-file {fixture} --replay-speed 0",
+        binary("webb").display()
+    );
+    let t = Tmux::start(&cmd);
+    let s = t.wait_for("the replayed table", |s| s.contains("END OF FILE"));
+    assert!(s.contains("flows 11 of 11"), "{s}");
+    assert!(s.contains("DROPPED") && s.contains("FORWARDED"), "{s}");
+
+    // Hide FORWARDED with its verdict key.
+    t.keys(&["1"]);
+    let s = t.wait_for("fewer flows", |s| !s.contains("flows 11 of 11"));
+    let rows = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.starts_with("│Jan"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(!rows(&s).is_empty(), "{s}");
+    assert!(rows(&s).iter().all(|l| !l.contains("FORWARDED")), "{s}");
+    t.keys(&["1"]);
+
+    // The filter bar: observe's flags, applied to the buffer.
+    t.keys(&["/"]);
+    t.literal("--verdict DROPPED");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the filter", |s| s.contains("filter: --verdict DROPPED"));
+    assert!(s.contains("flows 3 of 11"), "{s}");
+    assert!(
+        rows(&s)
+            .iter()
+            .all(|l| l.contains("DROPPED") || l.contains("DENIED")),
+        "{s}"
+    );
+
+    // Pause, select, details with every field and the JSON.
+    t.keys(&["Space", "Enter"]);
+    let s = t.wait_for("the detail pane", |s| s.contains("JSON:"));
+    assert!(s.contains("PAUSED"), "{s}");
+    assert!(
+        s.contains("verdict: DROPPED") || s.contains("\"verdict\":\"DROPPED\""),
+        "{s}"
+    );
+    t.keys(&["Escape", "?"]);
+    t.wait_for("help", |s| {
+        s.contains("keys") && s.contains("show / hide FORWARDED")
+    });
+    t.keys(&["x", "q"]);
+
+    // The program ended and left the alternate screen: none of it remains.
+    let s = t.wait_for("exit", |_| {
+        t.run(&["display-message", "-p", "-t", &t.0, "#{pane_dead}"])
+            .trim()
+            == "1"
+    });
+    let status = t.run(&["display-message", "-p", "-t", &t.0, "#{pane_dead_status}"]);
+    assert_eq!(status.trim(), "0", "exit status; screen:\n{s}");
+    assert!(
+        !s.contains("verdicts") && !s.contains("flows "),
+        "terminal not restored:\n{s}"
+    );
+}

@@ -1,0 +1,374 @@
+//! `webb ui`: the interactive dashboard. A live flow table with verdict
+//! chips, pause, scrolling, a detail pane and a filter bar that takes
+//! `webb observe`'s flags, over a server's follow stream or a recorded file.
+//!
+//! The state (`app.rs`) knows nothing of terminals; `view.rs` draws it with
+//! the theme's semantic styles; this file owns the terminal and the sources.
+
+pub mod app;
+pub mod view;
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use webb_proto::observer::{
+    GetFlowsRequest, GetFlowsResponse, ServerStatusRequest, observer_client::ObserverClient,
+};
+use webb_themes::Theme;
+
+use crate::{
+    conn::{ConfigFile, Server, ServerArgs, Usage},
+    filters::FilterArgs,
+};
+use app::{Action, App, Link};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Replay this file (`webb observe -o json` or `hubble observe -o json`
+    /// output) instead of connecting to a server
+    #[arg(long, value_name = "FILE", help_heading = "Dashboard")]
+    pub input_file: Option<PathBuf>,
+    /// With --input-file: replay at this multiple of the recorded speed
+    /// (0: everything at once)
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "X",
+        help_heading = "Dashboard"
+    )]
+    pub replay_speed: f64,
+    /// Colour theme: a built-in (dark, light, high-contrast, colour-blind)
+    /// or a TOML file; NAME.toml in ~/.config/webb/themes changes a built-in
+    #[arg(long, default_value = webb_themes::DEFAULT, value_name = "NAME|PATH", help_heading = "Dashboard")]
+    pub theme: String,
+    /// Flows kept in memory; the oldest go first (the header counts them)
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        value_name = "N",
+        help_heading = "Dashboard"
+    )]
+    pub buffer: usize,
+}
+
+/// What the sources send the event loop.
+enum Feed {
+    Flows(Vec<GetFlowsResponse>),
+    Link(Link),
+    Nodes(u32, u32),
+}
+
+fn theme(args: &UiArgs) -> anyhow::Result<Theme> {
+    let user_dir =
+        crate::conn::default_config_path().and_then(|p| p.parent().map(|d| d.join("themes")));
+    let t = Theme::load(&args.theme, user_dir.as_deref()).map_err(|e| Usage(e.to_string()))?;
+    let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let colours_256 = std::env::var("COLORTERM")
+        .is_ok_and(|c| c.contains("truecolor") || c.contains("24bit"))
+        || std::env::var("TERM").is_ok_and(|t| t.contains("256"));
+    Ok(if no_colour {
+        t.without_colour()
+    } else if colours_256 {
+        t
+    } else {
+        t.to_16_colours()
+    })
+}
+
+pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
+    if args.replay_speed < 0.0 || !args.replay_speed.is_finite() {
+        return Err(Usage("--replay-speed must be 0 or more".into()).into());
+    }
+    let theme = theme(&args)?;
+    let (source_name, server) = match &args.input_file {
+        Some(p) => (p.display().to_string(), None),
+        None => {
+            let s = Server::resolve(&args.server, config)?;
+            (s.address.to_string(), Some(s))
+        }
+    };
+    let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
+    let (tx, mut rx) = mpsc::channel::<Feed>(64);
+    let mut source = match (&args.input_file, &server) {
+        (Some(path), _) => {
+            let lines = read_file(path)?;
+            tokio::spawn(replay(lines, args.replay_speed, tx.clone()))
+        }
+        (None, Some(s)) => tokio::spawn(follow(s.clone(), args.filters.clone(), tx.clone())),
+        (None, None) => unreachable!("a server or a file"),
+    };
+
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let result = event_loop(&mut terminal, &mut app, &theme, &mut rx, |filters| {
+        if let Some(s) = &server {
+            source.abort();
+            source = tokio::spawn(follow(s.clone(), filters, tx.clone()));
+        }
+    })
+    .await;
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    theme: &Theme,
+    rx: &mut mpsc::Receiver<Feed>,
+    mut resubscribe: impl FnMut(FilterArgs),
+) -> anyhow::Result<()> {
+    let mut events = EventStream::new();
+    let mut frame_tick = tokio::time::interval(Duration::from_millis(33));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut dirty = true;
+    let (mut window_start, mut window_count) = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(Ok(ev)) = ev else { return Ok(()) };
+                let page = view::table_rows(terminal.get_frame().area(), app.mode);
+                let action = match ev {
+                    Event::Key(k) if k.kind != KeyEventKind::Release => app.on_key(k, page),
+                    Event::Mouse(m) => {
+                        let code = match m.kind {
+                            MouseEventKind::ScrollDown => crossterm::event::KeyCode::Char('j'),
+                            MouseEventKind::ScrollUp => crossterm::event::KeyCode::Char('k'),
+                            _ => continue,
+                        };
+                        app.on_key(code.into(), page)
+                    }
+                    _ => Action::None,
+                };
+                match action {
+                    Action::Quit => return Ok(()),
+                    Action::Resubscribe(f) => resubscribe(f),
+                    Action::Save { all } => app.message = Some(save(app, all)),
+                    Action::None => {}
+                }
+                dirty = true;
+            }
+            feed = rx.recv() => {
+                match feed {
+                    Some(Feed::Flows(batch)) => {
+                        window_count += batch.len() as u64;
+                        for r in batch {
+                            app.push(r);
+                        }
+                    }
+                    Some(Feed::Link(l)) => app.link = l,
+                    Some(Feed::Nodes(up, down)) => app.nodes = (up, down),
+                    None => {}
+                }
+                dirty = true;
+            }
+            _ = frame_tick.tick() => {
+                let secs = window_start.elapsed().as_secs_f64();
+                if secs >= 1.0 {
+                    app.rate = window_count as f64 / secs;
+                    window_start = Instant::now();
+                    window_count = 0;
+                    dirty = true;
+                }
+                if dirty {
+                    let page = view::table_rows(terminal.get_frame().area(), app.mode);
+                    app.fit(page);
+                    terminal.draw(|f| view::draw(f, app, theme))?;
+                    dirty = false;
+                }
+            }
+            _ = term.recv() => return Ok(()),
+        }
+    }
+}
+
+/// Writes the selected flow, or every buffered flow, as JSON lines that
+/// `webb observe --input-file` and `webb ui --input-file` read back.
+fn save(app: &App, all: bool) -> String {
+    let name = format!(
+        "webb-flows-{}.jsonl",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S")
+    );
+    let flows: Vec<&std::sync::Arc<webb_proto::flow::Flow>> = if all {
+        app.flows.iter().collect()
+    } else {
+        app.selected_flow().into_iter().collect()
+    };
+    if flows.is_empty() {
+        return "nothing to save".into();
+    }
+    let write = || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&name)?);
+        for f in &flows {
+            let resp = GetFlowsResponse {
+                node_name: f.node_name.clone(),
+                time: f.time,
+                response_types: Some(
+                    webb_proto::observer::get_flows_response::ResponseTypes::Flow(Box::new(
+                        (***f).clone(),
+                    )),
+                ),
+            };
+            webb_proto::json::write_line(&mut out, &resp)?;
+        }
+        out.flush()
+    };
+    match write() {
+        Ok(()) => format!("saved {} flows to {name}", flows.len()),
+        Err(e) => format!("cannot save to {name}: {e}"),
+    }
+}
+
+fn read_file(path: &std::path::Path) -> anyhow::Result<Vec<GetFlowsResponse>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Usage(format!("--input-file {}: {e}", path.display())))?;
+    webb_proto::json::read_lines(std::io::BufReader::new(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Usage(format!("--input-file {}: {e}", path.display())).into())
+}
+
+/// Sends a recorded file at `speed` times its recorded pace.
+async fn replay(lines: Vec<GetFlowsResponse>, speed: f64, tx: mpsc::Sender<Feed>) {
+    let _ = tx.send(Feed::Link(Link::Replay)).await;
+    let time_of = |r: &GetFlowsResponse| {
+        r.time
+            .as_ref()
+            .and_then(|t| t.to_datetime())
+            .map(|t| t.timestamp_nanos_opt().unwrap_or(0))
+    };
+    let first = lines.iter().find_map(time_of);
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    for r in lines {
+        if speed > 0.0
+            && let (Some(t0), Some(t)) = (first, time_of(&r))
+        {
+            let due = Duration::from_nanos(((t - t0).max(0) as f64 / speed) as u64);
+            let now = start.elapsed();
+            if due > now + Duration::from_millis(5) {
+                if !batch.is_empty()
+                    && tx
+                        .send(Feed::Flows(std::mem::take(&mut batch)))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        batch.push(r);
+        if batch.len() >= 1024
+            && tx
+                .send(Feed::Flows(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Feed::Flows(batch)).await;
+    }
+    let _ = tx.send(Feed::Link(Link::Done)).await;
+}
+
+/// Follows a server: history first, then live flows; on a lost connection,
+/// says so and reconnects with backoff (1 s doubling to 30 s). Flows already
+/// buffered stay on screen.
+async fn follow(server: Server, filters: FilterArgs, tx: mpsc::Sender<Feed>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let _ = tx.send(Feed::Link(Link::Connecting)).await;
+        let err = match stream_once(&server, &filters, &tx).await {
+            Ok(()) => "the server ended the stream".to_owned(),
+            Err(e) => format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let _ = tx
+            .send(Feed::Link(Link::Down(format!(
+                "{err} (retrying in {}s)",
+                backoff.as_secs()
+            ))))
+            .await;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn stream_once(
+    server: &Server,
+    filters: &FilterArgs,
+    tx: &mpsc::Sender<Feed>,
+) -> anyhow::Result<()> {
+    let channel = server.connect().await?;
+    let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut stream = client
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            number: 1000,
+            whitelist: filters.allowlist.clone(),
+            blacklist: filters.denylist.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| server.call_error("GetFlows", &s))?
+        .into_inner();
+    let _ = tx.send(Feed::Link(Link::Live)).await;
+    let status_client = client.clone();
+    let status_tx = tx.clone();
+    let status = tokio::spawn(async move {
+        let mut c = status_client;
+        loop {
+            if let Ok(s) = c.server_status(ServerStatusRequest {}).await {
+                let s = s.into_inner();
+                let up = s.num_connected_nodes.map_or(0, |n| n.value);
+                let down = s.num_unavailable_nodes.map_or(0, |n| n.value);
+                if status_tx.send(Feed::Nodes(up, down)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let result = async {
+        while let Some(first) = stream.next().await {
+            let mut batch = vec![first.map_err(|s| server.call_error("GetFlows stream", &s))?];
+            while batch.len() < 1024 {
+                match futures::FutureExt::now_or_never(stream.next()) {
+                    Some(Some(r)) => {
+                        batch.push(r.map_err(|s| server.call_error("GetFlows stream", &s))?)
+                    }
+                    _ => break,
+                }
+            }
+            if tx.send(Feed::Flows(batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    status.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests;

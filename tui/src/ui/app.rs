@@ -1,0 +1,338 @@
+//! The dashboard's state and what keys do to it, without any rendering, so
+//! that it can be tested directly.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use webb_proto::{
+    filter::FlowFilters,
+    flow::{Flow, Verdict},
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+};
+
+use crate::filters::FilterArgs;
+
+/// The verdicts with a toggle key, in chip order.
+pub const VERDICT_KEYS: [(char, Verdict); 5] = [
+    ('1', Verdict::Forwarded),
+    ('2', Verdict::Dropped),
+    ('3', Verdict::Audit),
+    ('4', Verdict::Error),
+    ('5', Verdict::Redirected),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Table,
+    /// The selected flow's fields and JSON.
+    Detail,
+    Help,
+    /// Typing into the filter bar.
+    Filter,
+}
+
+/// What the event loop must do after a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    None,
+    Quit,
+    /// Subscribe again with these filters.
+    Resubscribe(FilterArgs),
+    /// Write these flows to a JSON file.
+    Save {
+        all: bool,
+    },
+}
+
+/// Connection state shown in the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connecting,
+    Live,
+    /// Reading a file.
+    Replay,
+    /// The file has been read to its end.
+    Done,
+    /// Lost; retrying after the message.
+    Down(String),
+}
+
+pub struct App {
+    pub source: String,
+    pub link: Link,
+    pub mode: Mode,
+    /// Every buffered flow, oldest first.
+    pub flows: VecDeque<Arc<Flow>>,
+    pub capacity: usize,
+    /// Flows dropped from the front of a full buffer.
+    pub evicted: u64,
+    /// Index into `flows` of the first flow `visible` refers to (`flows`
+    /// positions shift as old flows go).
+    base: u64,
+    /// Absolute indexes (`base` + position) of the flows that pass the
+    /// filters and verdict toggles.
+    visible: VecDeque<u64>,
+    pub hidden_verdicts: Vec<Verdict>,
+    pub filter_text: String,
+    pub filter_args: FilterArgs,
+    filters: FlowFilters,
+    pub filter_error: Option<String>,
+    /// Input of the filter bar while typing.
+    pub input: String,
+    pub paused: bool,
+    /// Selected row, counted from the newest visible flow (0 = newest).
+    pub selected: usize,
+    /// The first table row shown, counted the same way.
+    pub offset: usize,
+    pub lost_events: u64,
+    pub nodes: (u32, u32),
+    /// Flows/s over the last second, for the header.
+    pub rate: f64,
+    pub message: Option<String>,
+}
+
+impl App {
+    pub fn new(source: String, capacity: usize, filter_args: FilterArgs) -> anyhow::Result<Self> {
+        let filters = filter_args.compile()?;
+        Ok(Self {
+            source,
+            link: Link::Connecting,
+            mode: Mode::Table,
+            flows: VecDeque::new(),
+            capacity: capacity.max(1),
+            evicted: 0,
+            base: 0,
+            visible: VecDeque::new(),
+            hidden_verdicts: Vec::new(),
+            filter_text: String::new(),
+            filter_args,
+            filters,
+            filter_error: None,
+            input: String::new(),
+            paused: false,
+            selected: 0,
+            offset: 0,
+            lost_events: 0,
+            nodes: (0, 0),
+            rate: 0.0,
+            message: None,
+        })
+    }
+
+    fn shows(&self, f: &Flow) -> bool {
+        let v = Verdict::try_from(f.verdict).unwrap_or_default();
+        !self.hidden_verdicts.contains(&v) && self.filters.matches(f)
+    }
+
+    /// Takes in one response from the source.
+    pub fn push(&mut self, resp: GetFlowsResponse) {
+        match resp.response_types {
+            Some(ResponseTypes::Flow(f)) => {
+                let f: Arc<Flow> = Arc::from(f);
+                if self.flows.len() == self.capacity {
+                    self.flows.pop_front();
+                    self.evicted += 1;
+                    self.base += 1;
+                    while self.visible.front().is_some_and(|i| *i < self.base) {
+                        self.visible.pop_front();
+                    }
+                }
+                let index = self.base + self.flows.len() as u64;
+                let shown = self.shows(&f);
+                self.flows.push_back(f);
+                if shown {
+                    self.visible.push_back(index);
+                    // Paused, or scrolled into history: the selection stays
+                    // on its flow.
+                    if self.paused || self.selected > 0 {
+                        self.selected += 1;
+                        self.offset += 1;
+                    }
+                }
+            }
+            Some(ResponseTypes::LostEvents(l)) => self.lost_events += l.num_events_lost,
+            _ => {}
+        }
+        let last = self.visible_len().saturating_sub(1);
+        self.selected = self.selected.min(last);
+    }
+
+    /// Keeps the selection on screen for a table of `page` rows.
+    pub fn fit(&mut self, page: usize) {
+        let page = page.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        }
+        if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+        let max = self.visible_len().saturating_sub(page);
+        self.offset = self.offset.min(max);
+    }
+
+    pub fn visible_len(&self) -> usize {
+        self.visible.len()
+    }
+
+    /// The `n`-th newest visible flow.
+    pub fn visible_flow(&self, n: usize) -> Option<&Arc<Flow>> {
+        let i = *self.visible.get(self.visible.len().checked_sub(n + 1)?)?;
+        self.flows
+            .get(usize::try_from(i.checked_sub(self.base)?).ok()?)
+    }
+
+    pub fn selected_flow(&self) -> Option<&Arc<Flow>> {
+        self.visible_flow(self.selected)
+    }
+
+    fn refilter(&mut self) {
+        self.visible = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| self.shows(f))
+            .map(|(i, _)| self.base + i as u64)
+            .collect();
+        self.selected = self.selected.min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Applies filter-bar text: the same flags as `webb observe`. An error
+    /// is kept for the bar to show; the previous filters stay.
+    pub fn apply_filter(&mut self, text: &str) -> Action {
+        match parse_filter(text) {
+            Ok(args) => match args.compile() {
+                Ok(filters) => {
+                    self.filters = filters;
+                    self.filter_args = args.clone();
+                    self.filter_text = text.trim().to_owned();
+                    self.filter_error = None;
+                    self.refilter();
+                    Action::Resubscribe(args)
+                }
+                Err(e) => {
+                    self.filter_error = Some(e.to_string());
+                    Action::None
+                }
+            },
+            Err(e) => {
+                self.filter_error = Some(e);
+                Action::None
+            }
+        }
+    }
+
+    pub fn toggle_verdict(&mut self, v: Verdict) {
+        if let Some(i) = self.hidden_verdicts.iter().position(|h| *h == v) {
+            self.hidden_verdicts.remove(i);
+        } else {
+            self.hidden_verdicts.push(v);
+        }
+        self.refilter();
+    }
+
+    fn scroll(&mut self, delta: isize) {
+        let last = self.visible_len().saturating_sub(1) as isize;
+        self.selected = (self.selected as isize + delta).clamp(0, last.max(0)) as usize;
+    }
+
+    /// What a key does. `page` is the number of table rows on screen.
+    pub fn on_key(&mut self, key: KeyEvent, page: usize) -> Action {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Action::Quit;
+        }
+        match self.mode {
+            Mode::Filter => return self.on_filter_key(key),
+            Mode::Help => {
+                self.mode = Mode::Table;
+                return Action::None;
+            }
+            Mode::Detail if matches!(key.code, KeyCode::Esc | KeyCode::Enter) => {
+                self.mode = Mode::Table;
+                return Action::None;
+            }
+            _ => {}
+        }
+        let page = page.max(1) as isize;
+        match key.code {
+            KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Esc => self.mode = Mode::Table,
+            KeyCode::Char('?') => self.mode = Mode::Help,
+            KeyCode::Char(' ') => self.paused = !self.paused,
+            KeyCode::Char('j') | KeyCode::Down => self.scroll(-1),
+            KeyCode::Char('k') | KeyCode::Up => self.scroll(1),
+            KeyCode::PageDown => self.scroll(-page),
+            KeyCode::PageUp => self.scroll(page),
+            // g: the oldest; G: back to the newest (and following).
+            KeyCode::Char('g') | KeyCode::Home => self.scroll(isize::MAX / 2),
+            KeyCode::Char('G') | KeyCode::End => {
+                self.selected = 0;
+                self.offset = 0;
+                self.paused = false;
+            }
+            KeyCode::Enter if self.selected_flow().is_some() => self.mode = Mode::Detail,
+            KeyCode::Char('/') => {
+                self.input = self.filter_text.clone();
+                self.mode = Mode::Filter;
+            }
+            KeyCode::Char('s') => return Action::Save { all: false },
+            KeyCode::Char('S') => return Action::Save { all: true },
+            KeyCode::Char(c) => {
+                if let Some((_, v)) = VERDICT_KEYS.iter().find(|(k, _)| *k == c) {
+                    self.toggle_verdict(*v);
+                }
+            }
+            _ => {}
+        }
+        Action::None
+    }
+
+    fn on_filter_key(&mut self, key: KeyEvent) -> Action {
+        match key.code {
+            KeyCode::Esc => {
+                self.mode = Mode::Table;
+                self.filter_error = None;
+                Action::None
+            }
+            KeyCode::Enter => {
+                let text = self.input.clone();
+                let action = self.apply_filter(&text);
+                if self.filter_error.is_none() {
+                    self.mode = Mode::Table;
+                }
+                action
+            }
+            KeyCode::Backspace => {
+                self.input.pop();
+                Action::None
+            }
+            KeyCode::Char(c) => {
+                self.input.push(c);
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+}
+
+/// Parses filter-bar text with `webb observe`'s filter flags.
+pub fn parse_filter(text: &str) -> Result<FilterArgs, String> {
+    use clap::{Args as _, FromArgMatches as _};
+    let words = shell_words::split(text).map_err(|e| format!("{e}"))?;
+    let cmd = FilterArgs::augment_args(
+        clap::Command::new("filter")
+            .no_binary_name(true)
+            .disable_help_flag(true),
+    );
+    let m = cmd
+        .try_get_matches_from(words)
+        .map_err(|e| first_line(&e.to_string()))?;
+    FilterArgs::from_arg_matches(&m).map_err(|e| first_line(&e.to_string()))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim_start_matches("error: ")
+        .to_owned()
+}

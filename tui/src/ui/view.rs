@@ -1,0 +1,353 @@
+//! Drawing the dashboard. Every style comes from the theme by role.
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::Style,
+    text::{Line, Span},
+    widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap},
+};
+use webb_proto::{
+    flow::{Flow, Verdict},
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+};
+use webb_themes::{Role, Theme};
+
+use super::app::{App, Link, Mode, VERDICT_KEYS};
+use crate::printer::{self, Format, Printer};
+
+/// Rows of the flow table the current terminal shows (for PgUp/PgDn).
+pub fn table_rows(area: Rect, mode: Mode) -> usize {
+    let [_, _, table, _] = layout(area);
+    let h = if mode == Mode::Detail {
+        table.height / 2
+    } else {
+        table.height
+    };
+    usize::from(h.saturating_sub(3))
+}
+
+fn layout(area: Rect) -> [Rect; 4] {
+    Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area)
+}
+
+pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
+    let area = frame.area();
+    let [header, chips, main, footer] = layout(area);
+    frame.render_widget(header_line(app, theme), header);
+    frame.render_widget(chip_line(app, theme), chips);
+    if app.mode == Mode::Detail {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main);
+        flow_table(frame, app, theme, top);
+        detail(frame, app, theme, bottom);
+    } else {
+        flow_table(frame, app, theme, main);
+    }
+    frame.render_widget(footer_line(app, theme), footer);
+    if app.mode == Mode::Help {
+        help(frame, theme, area);
+    }
+}
+
+fn header_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
+    let t = |r| theme.style(r);
+    let (state, state_style) = match (&app.link, app.paused) {
+        (_, true) => ("PAUSED".to_owned(), t(Role::Warning)),
+        (Link::Live, _) => ("LIVE".to_owned(), t(Role::Healthy)),
+        (Link::Replay, _) => ("REPLAY".to_owned(), t(Role::Healthy)),
+        (Link::Done, _) => ("END OF FILE".to_owned(), t(Role::Muted)),
+        (Link::Connecting, _) => ("CONNECTING".to_owned(), t(Role::Warning)),
+        (Link::Down(why), _) => (format!("DISCONNECTED: {why}"), t(Role::Critical)),
+    };
+    let mut spans = vec![
+        Span::styled(" webb ", t(Role::Title)),
+        Span::styled(app.source.clone(), t(Role::Text)),
+        Span::raw("  "),
+        Span::styled(state, state_style),
+        Span::styled(format!("  {:.0} flows/s", app.rate), t(Role::Text)),
+        Span::styled(
+            format!("  buffered {}/{}", app.flows.len(), app.capacity),
+            t(Role::Muted),
+        ),
+    ];
+    if app.nodes != (0, 0) {
+        let (up, down) = app.nodes;
+        let style = if down > 0 {
+            t(Role::Warning)
+        } else {
+            t(Role::Muted)
+        };
+        spans.push(Span::styled(
+            format!("  nodes {up} up, {down} unavailable"),
+            style,
+        ));
+    }
+    if app.evicted > 0 {
+        spans.push(Span::styled(
+            format!("  {} old flows dropped", app.evicted),
+            t(Role::Muted),
+        ));
+    }
+    if app.lost_events > 0 {
+        spans.push(Span::styled(
+            format!("  LOST {}", app.lost_events),
+            t(Role::Critical),
+        ));
+    }
+    Paragraph::new(Line::from(spans)).style(t(Role::Header))
+}
+
+fn chip_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
+    let mut spans = vec![Span::styled(" verdicts ", theme.style(Role::Muted))];
+    for (key, v) in VERDICT_KEYS {
+        let on = !app.hidden_verdicts.contains(&v);
+        let style = if on {
+            theme.style(Role::ChipOn)
+        } else {
+            theme.style(Role::ChipOff)
+        };
+        spans.push(Span::styled(format!(" {key} {} ", v.as_str_name()), style));
+        spans.push(Span::raw(" "));
+    }
+    if !app.filter_text.is_empty() {
+        spans.push(Span::styled(" filter: ", theme.style(Role::Muted)));
+        spans.push(Span::styled(
+            app.filter_text.clone(),
+            theme.style(Role::Key),
+        ));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+fn time_text(f: &Flow, short: bool) -> String {
+    let format = if short {
+        "%H:%M:%S%.3f"
+    } else {
+        "%b %d %H:%M:%S%.3f"
+    };
+    f.time
+        .as_ref()
+        .and_then(|t| t.to_datetime())
+        .map(|t| t.format(format).to_string())
+        .unwrap_or_default()
+}
+
+fn verdict_style(theme: &Theme, f: &Flow) -> Style {
+    theme.verdict(
+        Verdict::try_from(f.verdict)
+            .unwrap_or_default()
+            .as_str_name(),
+    )
+}
+
+fn flow_table(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let rows_fit = usize::from(area.height.saturating_sub(3));
+    let offset = app
+        .offset
+        .min(app.visible_len().saturating_sub(rows_fit.max(1)));
+    // Below 110 columns the date and the TYPE column make room for the
+    // summary.
+    let narrow = area.width < 110;
+    let rows: Vec<Row> = (offset..offset + rows_fit)
+        .filter_map(|n| app.visible_flow(n).map(|f| (n, f)))
+        .map(|(n, f)| {
+            let (src, dst) = printer::host_names(f, true);
+            let mut cells = vec![
+                Cell::from(time_text(f, narrow)),
+                Cell::from(src),
+                Cell::from(dst),
+            ];
+            if !narrow {
+                cells.push(Cell::from(printer::flow_type(f)));
+            }
+            cells.push(Cell::from(printer::verdict_text(f)).style(verdict_style(theme, f)));
+            cells.push(Cell::from(printer::summary(f)));
+            let row = Row::new(cells);
+            if n == app.selected {
+                row.style(theme.style(Role::Selection))
+            } else {
+                row.style(theme.style(Role::Text))
+            }
+        })
+        .collect();
+    let title = format!(" flows {} of {} ", app.visible_len(), app.flows.len());
+    let border = if app.mode == Mode::Table {
+        Role::BorderFocus
+    } else {
+        Role::Border
+    };
+    let (widths, header): (Vec<Constraint>, Vec<&str>) = if narrow {
+        (
+            vec![
+                Constraint::Length(12),
+                Constraint::Percentage(24),
+                Constraint::Percentage(24),
+                Constraint::Length(9),
+                Constraint::Fill(1),
+            ],
+            vec!["TIME", "SOURCE", "DESTINATION", "VERDICT", "SUMMARY"],
+        )
+    } else {
+        (
+            vec![
+                Constraint::Length(19),
+                Constraint::Percentage(22),
+                Constraint::Percentage(22),
+                Constraint::Length(15),
+                Constraint::Length(10),
+                Constraint::Fill(1),
+            ],
+            vec![
+                "TIME",
+                "SOURCE",
+                "DESTINATION",
+                "TYPE",
+                "VERDICT",
+                "SUMMARY",
+            ],
+        )
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.style(Role::Title)))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.style(border))
+                .title(Span::styled(title, theme.style(Role::Title))),
+        );
+    frame.render_widget(table, area);
+}
+
+/// The selected flow as `webb observe -o dict` prints it, then its JSON.
+pub fn detail_text(f: &Flow) -> String {
+    let resp = GetFlowsResponse {
+        node_name: f.node_name.clone(),
+        time: f.time,
+        response_types: Some(ResponseTypes::Flow(Box::new(f.clone()))),
+    };
+    let mut p = Printer::<Vec<u8>, Vec<u8>>::for_chunk(printer::Options {
+        format: Format::Dict,
+        ..Default::default()
+    });
+    let _ = p.write(&resp);
+    let (out, _) = p.into_buffers();
+    let mut text = String::from_utf8_lossy(&out)
+        .trim_end_matches(['\n', '-'])
+        .trim_end()
+        .to_owned();
+    text.push_str("\n\nJSON:\n");
+    text.push_str(&webb_proto::json::to_line(&resp));
+    text
+}
+
+fn detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let text = app
+        .selected_flow()
+        .map(|f| detail_text(f))
+        .unwrap_or_default();
+    let p = Paragraph::new(text)
+        .style(theme.style(Role::Text))
+        .wrap(Wrap { trim: false })
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.style(Role::BorderFocus))
+                .title(Span::styled(
+                    " flow (Enter/Esc closes) ",
+                    theme.style(Role::Title),
+                )),
+        );
+    frame.render_widget(p, area);
+}
+
+fn footer_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
+    if app.mode == Mode::Filter {
+        let mut spans = vec![
+            Span::styled(" / ", theme.style(Role::Key)),
+            Span::styled(app.input.clone(), theme.style(Role::Text)),
+            Span::styled("_", theme.style(Role::Key)),
+        ];
+        if let Some(e) = &app.filter_error {
+            spans.push(Span::styled(format!("   {e}"), theme.style(Role::Critical)));
+        }
+        return Paragraph::new(Line::from(spans));
+    }
+    if let Some(m) = &app.message {
+        return Paragraph::new(Span::styled(format!(" {m}"), theme.style(Role::Muted)));
+    }
+    let keys = [
+        ("q", "quit"),
+        ("space", "pause"),
+        ("j/k", "move"),
+        ("Enter", "details"),
+        ("/", "filter"),
+        ("1-5", "verdicts"),
+        ("s/S", "save"),
+        ("?", "help"),
+    ];
+    let mut spans = Vec::new();
+    for (k, what) in keys {
+        spans.push(Span::styled(format!(" {k}"), theme.style(Role::Key)));
+        spans.push(Span::styled(format!(" {what} "), theme.style(Role::Muted)));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("q, Ctrl-C", "quit (the terminal is restored)"),
+    ("space", "pause / resume following"),
+    ("j k, Down Up", "select the next older / newer flow"),
+    ("PgDn PgUp", "a page older / newer"),
+    ("g / G", "the oldest flow / the newest, following again"),
+    ("Enter", "every field of the selected flow, and its JSON"),
+    (
+        "/",
+        "filter with webb observe's flags, e.g. --to-namespace shop --http-status 5+",
+    ),
+    (
+        "1 2 3 4 5",
+        "show / hide FORWARDED, DROPPED, AUDIT, ERROR, REDIRECTED",
+    ),
+    (
+        "s / S",
+        "save the selected flow / the whole buffer as JSON lines",
+    ),
+    ("?", "this help; any key closes it"),
+];
+
+fn help(frame: &mut Frame, theme: &Theme, area: Rect) {
+    let w = area.width.min(86);
+    let h = (HELP.len() as u16 + 4).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<14}"), theme.style(Role::Key)),
+                Span::styled((*what).to_owned(), theme.style(Role::Text)),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.style(Role::BorderFocus))
+                .title(Span::styled(" keys ", theme.style(Role::Title))),
+        ),
+        r,
+    );
+}
