@@ -155,7 +155,9 @@ pub(crate) fn handle_packet<P: Packet>(
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let flush_ns = config().map_or(0, |c| c.flush_ns);
+    // Read once per packet: the flush interval and the L7 settings.
+    let cfg = config();
+    let flush_ns = cfg.map_or(0, |c| c.flush_ns);
 
     if let Some(state) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: map values stay valid while the program runs. The counters
@@ -179,7 +181,7 @@ pub(crate) fn handle_packet<P: Packet>(
             st.last_emit_ns = now;
             send(&key, st, &parsed, meta, emit::FLUSH, now, 0);
         }
-        capture_l7(pkt, &key, st, &parsed, meta, now);
+        capture_l7(pkt, &key, st, &parsed, meta, now, cfg);
         return true;
     }
 
@@ -220,7 +222,7 @@ pub(crate) fn handle_packet<P: Packet>(
     if verdict == kind::POLICY_DROP {
         return false;
     }
-    capture_l7(pkt, &key, &st, &parsed, meta, now);
+    capture_l7(pkt, &key, &st, &parsed, meta, now, cfg);
     true
 }
 
@@ -235,11 +237,12 @@ fn capture_l7<P: Packet>(
     parsed: &Parsed,
     meta: &Meta,
     now: u64,
+    cfg: Option<&Config>,
 ) {
     if parsed.payload_off == 0 || parsed.payload_len == 0 {
         return;
     }
-    let Some(cfg) = config() else {
+    let Some(cfg) = cfg else {
         return;
     };
     let snap = cfg.l7_capture;

@@ -20,12 +20,9 @@ use futures::StreamExt as _;
 use node_agent_ebpf::{FlowEvent, FlowKey, emit, kind, point, tcp, v4_mapped};
 use tokio_stream::wrappers::TcpListenerStream;
 use webb_agent::{
-    decode::{Context, Decoder},
-    endpoints::EndpointTable,
-    kernel::DropReasons,
+    decode::Decoder,
     metrics::{self, Metrics},
     observer::{Hub, Query},
-    policy,
     server::Service,
 };
 use webb_proto::{
@@ -36,6 +33,8 @@ use webb_proto::{
         observer_server::ObserverServer,
     },
 };
+
+mod common;
 
 /// The same allocator as the webb-agent binary.
 #[global_allocator]
@@ -50,14 +49,7 @@ endpoints:
 ";
 
 fn decoder() -> Decoder {
-    let table = EndpointTable::parse(ENDPOINTS).expect("endpoints");
-    let compiled = policy::compile(&[], &table);
-    Decoder::new(Context {
-        node_name: "bench-node".into(),
-        endpoints: Arc::new(table),
-        policy: Arc::new(compiled),
-        drop_reasons: Arc::new(DropReasons::from_names([(3, "NO_SOCKET".into())])),
-    })
+    common::decoder(ENDPOINTS)
 }
 
 /// A mix like real traffic: mostly TCP between pods, some UDP, some drops.

@@ -9,19 +9,16 @@
 //! The DNS messages are encoded by hickory-proto, the HTTP heads are what
 //! curl and Python's http.server send; 5-tuples, DNS ids and names vary.
 
-use std::{hint::black_box, str::FromStr as _, sync::Arc, time::Instant};
+use std::{hint::black_box, str::FromStr as _, time::Instant};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
     rr::{Name, RData, Record, RecordType, rdata},
 };
 use node_agent_ebpf::{FlowEvent, FlowKey, L7Header, emit, kind, l7, point, v4_mapped};
-use webb_agent::{
-    decode::{Context, Decoded, Decoder, l7_record_bytes},
-    endpoints::EndpointTable,
-    kernel::DropReasons,
-    policy,
-};
+use webb_agent::decode::{Decoded, Decoder, l7_record_bytes};
+
+mod common;
 
 /// The same allocator as the webb-agent binary.
 #[global_allocator]
@@ -36,14 +33,7 @@ endpoints:
 ";
 
 fn decoder() -> Decoder {
-    let table = EndpointTable::parse(ENDPOINTS).expect("endpoints");
-    let compiled = policy::compile(&[], &table);
-    Decoder::new(Context {
-        node_name: "bench-node".into(),
-        endpoints: Arc::new(table),
-        policy: Arc::new(compiled),
-        drop_reasons: Arc::new(DropReasons::default()),
-    })
+    common::decoder(ENDPOINTS)
 }
 
 fn record(

@@ -183,7 +183,8 @@ impl Interner {
 }
 
 struct Store {
-    handlers: Vec<Handler>,
+    /// Each handler with the index of its first family in `families`.
+    handlers: Vec<(Handler, usize)>,
     families: Vec<Family>,
     strings: Interner,
     other: u32,
@@ -229,7 +230,8 @@ fn family(spec: &'static Spec, h: &Handler) -> Family {
 impl Metrics {
     pub fn new(handlers: Vec<Handler>, max_series: usize, hub: Arc<Hub>) -> Self {
         let mut families = Vec::new();
-        for h in &handlers {
+        let mut indexed = Vec::with_capacity(handlers.len());
+        for h in handlers {
             let specs: &[&'static Spec] = match (h.kind, h.dns_query) {
                 (Kind::Flow, _) => &[&FLOWS],
                 (Kind::Drop, _) => &[&DROP],
@@ -240,13 +242,15 @@ impl Metrics {
                 (Kind::Dns, true) => &[&DNS_QUERIES_Q, &DNS_RESPONSES_Q, &DNS_TYPES, &DNS_DURATION],
                 (Kind::Http, _) => &[&HTTP_REQUESTS, &HTTP_RESPONSES, &HTTP_DURATION],
             };
-            families.extend(specs.iter().map(|s| family(s, h)));
+            let first = families.len();
+            families.extend(specs.iter().map(|s| family(s, &h)));
+            indexed.push((h, first));
         }
         let mut strings = Interner::default();
         let other = strings.id("other");
         Self {
             store: Mutex::new(Store {
-                handlers,
+                handlers: indexed,
                 families,
                 strings,
                 other,
@@ -291,28 +295,29 @@ impl Metrics {
 
 impl Store {
     fn observe(&mut self, f: &Flow) {
-        // Families are visited by index: each update needs the interner and
-        // the family at once.
-        let mut fi = 0;
-        let handlers = std::mem::take(&mut self.handlers);
-        for h in &handlers {
-            let n = match (h.kind, h.dns_query) {
-                (Kind::Dns, _) => 4,
-                (Kind::Http, _) => 3,
-                _ => 1,
-            };
-            self.observe_handler(h, fi, f);
-            fi += n;
-        }
-        self.handlers = handlers;
-    }
-
-    fn observe_handler(&mut self, h: &Handler, fi: usize, f: &Flow) {
+        // What every handler asks of the flow, worked out once.
         let verdict = Verdict::try_from(f.verdict).unwrap_or_default();
         let family_ip = match f.ip.as_ref().map(|ip| ip.ip_version) {
             Some(v) if v == IpVersion::IPv6 as i32 => "IPv6",
             _ => "IPv4",
         };
+        // Taken out for the loop (no allocation): each update needs the
+        // interner and the family at once.
+        let handlers = std::mem::take(&mut self.handlers);
+        for (h, fi) in &handlers {
+            self.observe_handler(h, *fi, f, verdict, family_ip);
+        }
+        self.handlers = handlers;
+    }
+
+    fn observe_handler(
+        &mut self,
+        h: &Handler,
+        fi: usize,
+        f: &Flow,
+        verdict: Verdict,
+        family_ip: &str,
+    ) {
         match h.kind {
             Kind::Flow => {
                 let (ty, subtype) = type_and_subtype(f);

@@ -90,23 +90,22 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
         return Err(Usage("--replay-speed must be 0 or more".into()).into());
     }
     let theme = theme(&args)?;
-    let (source_name, server) = match &args.input_file {
-        Some(p) => (p.display().to_string(), None),
+    // A file is read whole before the terminal is taken, so that a bad file
+    // is a plain error; a server is followed in the background.
+    let (tx, mut rx) = mpsc::channel::<Feed>(64);
+    let (source_name, server, mut source) = match &args.input_file {
+        Some(path) => {
+            let lines = read_file(path)?;
+            let task = tokio::spawn(replay(lines, args.replay_speed, tx.clone()));
+            (path.display().to_string(), None, task)
+        }
         None => {
             let s = Server::resolve(&args.server, config)?;
-            (s.address.to_string(), Some(s))
+            let task = tokio::spawn(follow(s.clone(), args.filters.clone(), tx.clone()));
+            (s.address.to_string(), Some(s), task)
         }
     };
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
-    let (tx, mut rx) = mpsc::channel::<Feed>(64);
-    let mut source = match (&args.input_file, &server) {
-        (Some(path), _) => {
-            let lines = read_file(path)?;
-            tokio::spawn(replay(lines, args.replay_speed, tx.clone()))
-        }
-        (None, Some(s)) => tokio::spawn(follow(s.clone(), args.filters.clone(), tx.clone())),
-        (None, None) => unreachable!("a server or a file"),
-    };
 
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
