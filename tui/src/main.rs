@@ -3,13 +3,7 @@
 //! `observe` (Hubble's flags, filters and printers, from a server or a
 //! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`.
 
-mod conn;
-mod filters;
-mod observe;
-mod printer;
-mod status;
-mod time;
-mod ui;
+use webb_tui::{conn, observe, status, ui};
 
 use std::{path::PathBuf, process::ExitCode};
 

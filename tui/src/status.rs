@@ -164,7 +164,7 @@ fn tabulate(text: &str) -> String {
     String::from_utf8_lossy(&tw.into_inner().unwrap_or_default()).into_owned()
 }
 
-fn state_name(state: i32) -> &'static str {
+pub fn state_name(state: i32) -> &'static str {
     match NodeState::try_from(state).unwrap_or(NodeState::UnknownNodeState) {
         NodeState::NodeConnected => "Connected",
         NodeState::NodeUnavailable => "Unavailable",

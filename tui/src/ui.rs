@@ -6,6 +6,9 @@
 //! the theme's semantic styles; this file owns the terminal and the sources.
 
 pub mod app;
+pub mod explain;
+pub mod graph;
+pub mod stats;
 pub mod view;
 
 use std::{
@@ -14,11 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
+use crossterm::event::{Event, EventStream, KeyEventKind, MouseButton, MouseEventKind};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
-use webb_proto::observer::{
-    GetFlowsRequest, GetFlowsResponse, ServerStatusRequest, observer_client::ObserverClient,
+use webb_proto::{
+    observer::{
+        GetFlowsRequest, GetFlowsResponse, GetNodesRequest, ServerStatusRequest,
+        get_flows_response::ResponseTypes, observer_client::ObserverClient,
+    },
+    wkt::Timestamp,
 };
 use webb_themes::Theme;
 
@@ -26,7 +33,7 @@ use crate::{
     conn::{ConfigFile, Server, ServerArgs, Usage},
     filters::FilterArgs,
 };
-use app::{Action, App, Link};
+use app::{Action, App, Link, NodeInfo};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UiArgs {
@@ -59,13 +66,53 @@ pub struct UiArgs {
         help_heading = "Dashboard"
     )]
     pub buffer: usize,
+    /// Where the dashboard logs (it never writes to the terminal it draws
+    /// on); default $XDG_STATE_HOME/webb/ui.log or ~/.local/state/webb/ui.log.
+    /// WEBB_LOG sets the level (default info).
+    #[arg(long, value_name = "FILE", help_heading = "Dashboard")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// What the sources send the event loop.
 enum Feed {
     Flows(Vec<GetFlowsResponse>),
     Link(Link),
-    Nodes(u32, u32),
+    /// Connected and unavailable nodes, and the node list (None when the
+    /// server has none: a node agent).
+    Nodes(u32, u32, Option<Vec<NodeInfo>>),
+}
+
+fn default_log_file() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("webb").join("ui.log"))
+}
+
+/// Sends the dashboard's log to a file. A log that cannot be opened is not
+/// a reason to refuse to start: the dashboard runs without one and says so.
+fn init_log(path: Option<&std::path::Path>) -> Option<String> {
+    let path = path.map(PathBuf::from).or_else(default_log_file)?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) => return Some(format!("no log: cannot open {}: {e}", path.display())),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEBB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Some(format!("logging to {}", path.display()))
 }
 
 fn theme(args: &UiArgs) -> anyhow::Result<Theme> {
@@ -90,6 +137,7 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
         return Err(Usage("--replay-speed must be 0 or more".into()).into());
     }
     let theme = theme(&args)?;
+    let log_note = init_log(args.log_file.as_deref());
     // A file is read whole before the terminal is taken, so that a bad file
     // is a plain error; a server is followed in the background.
     let (tx, mut rx) = mpsc::channel::<Feed>(64);
@@ -101,21 +149,37 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
         }
         None => {
             let s = Server::resolve(&args.server, config)?;
-            let task = tokio::spawn(follow(s.clone(), args.filters.clone(), tx.clone()));
+            let task = tokio::spawn(follow(
+                s.clone(),
+                args.filters.clone(),
+                Resume::default(),
+                tx.clone(),
+            ));
             (s.address.to_string(), Some(s), task)
         }
     };
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
+    app.message = log_note;
+    tracing::info!(source = %app.source, buffer = args.buffer, "webb ui started");
 
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-    let result = event_loop(&mut terminal, &mut app, &theme, &mut rx, |filters| {
-        if let Some(s) = &server {
-            source.abort();
-            source = tokio::spawn(follow(s.clone(), filters, tx.clone()));
-        }
-    })
+    let result = event_loop(
+        &mut terminal,
+        &mut app,
+        &theme,
+        &mut rx,
+        |filters, resume| {
+            if let Some(s) = &server {
+                source.abort();
+                source = tokio::spawn(follow(s.clone(), filters, resume, tx.clone()));
+            }
+        },
+    )
     .await;
+    if let Err(e) = &result {
+        tracing::error!("webb ui stopped: {e:#}");
+    }
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
     result
@@ -126,7 +190,7 @@ async fn event_loop(
     app: &mut App,
     theme: &Theme,
     rx: &mut mpsc::Receiver<Feed>,
-    mut resubscribe: impl FnMut(FilterArgs),
+    mut resubscribe: impl FnMut(FilterArgs, Resume),
 ) -> anyhow::Result<()> {
     let mut events = EventStream::new();
     let mut frame_tick = tokio::time::interval(Duration::from_millis(33));
@@ -137,26 +201,44 @@ async fn event_loop(
         tokio::select! {
             ev = events.next() => {
                 let Some(Ok(ev)) = ev else { return Ok(()) };
-                let page = view::table_rows(terminal.get_frame().area(), app.mode);
+                let area = terminal.get_frame().area();
+                let page = view::table_rows(area, app.mode);
                 let action = match ev {
                     Event::Key(k) if k.kind != KeyEventKind::Release => app.on_key(k, page),
                     Event::Mouse(m) => {
                         let code = match m.kind {
                             MouseEventKind::ScrollDown => crossterm::event::KeyCode::Char('j'),
                             MouseEventKind::ScrollUp => crossterm::event::KeyCode::Char('k'),
+                            MouseEventKind::Down(MouseButton::Left) => {
+                                if let Some(hit) = view::hit(area, app, m.column, m.row) {
+                                    app.on_click(hit);
+                                }
+                                redraw(terminal, app, theme)?;
+                                continue;
+                            }
                             _ => continue,
                         };
                         app.on_key(code.into(), page)
                     }
-                    _ => Action::None,
+                    Event::Resize(..) => Action::None,
+                    _ => continue,
                 };
                 match action {
                     Action::Quit => return Ok(()),
-                    Action::Resubscribe(f) => resubscribe(f),
-                    Action::Save { all } => app.message = Some(save(app, all)),
+                    Action::Resubscribe(f) => {
+                        tracing::info!(filter = %app.filter_text, "filter changed; subscribing again");
+                        resubscribe(f, Resume::from_app(app));
+                    }
+                    Action::Save { all } => {
+                        let m = save(app, all);
+                        tracing::info!("{m}");
+                        app.message = Some(m);
+                    }
                     Action::None => {}
                 }
-                dirty = true;
+                // A key is answered at once, not at the next frame tick.
+                redraw(terminal, app, theme)?;
+                dirty = false;
             }
             feed = rx.recv() => {
                 match feed {
@@ -166,8 +248,19 @@ async fn event_loop(
                             app.push(r);
                         }
                     }
-                    Some(Feed::Link(l)) => app.link = l,
-                    Some(Feed::Nodes(up, down)) => app.nodes = (up, down),
+                    Some(Feed::Link(l)) => {
+                        if l != app.link {
+                            match &l {
+                                Link::Down(why) => tracing::warn!("connection lost: {why}"),
+                                other => tracing::info!("source: {other:?}"),
+                            }
+                        }
+                        app.link = l;
+                    }
+                    Some(Feed::Nodes(up, down, list)) => {
+                        app.nodes = (up, down);
+                        app.node_list = list;
+                    }
                     None => {}
                 }
                 dirty = true;
@@ -181,15 +274,24 @@ async fn event_loop(
                     dirty = true;
                 }
                 if dirty {
-                    let page = view::table_rows(terminal.get_frame().area(), app.mode);
-                    app.fit(page);
-                    terminal.draw(|f| view::draw(f, app, theme))?;
+                    redraw(terminal, app, theme)?;
                     dirty = false;
                 }
             }
             _ = term.recv() => return Ok(()),
         }
     }
+}
+
+fn redraw(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    theme: &Theme,
+) -> anyhow::Result<()> {
+    let page = view::table_rows(terminal.get_frame().area(), app.mode);
+    app.prepare(page);
+    terminal.draw(|f| view::draw(f, app, theme))?;
+    Ok(())
 }
 
 /// Writes the selected flow, or every buffered flow, as JSON lines that
@@ -283,14 +385,56 @@ async fn replay(lines: Vec<GetFlowsResponse>, speed: f64, tx: mpsc::Sender<Feed>
     let _ = tx.send(Feed::Link(Link::Done)).await;
 }
 
-/// Follows a server: history first, then live flows; on a lost connection,
-/// says so and reconnects with backoff (1 s doubling to 30 s). Flows already
-/// buffered stay on screen.
-async fn follow(server: Server, filters: FilterArgs, tx: mpsc::Sender<Feed>) {
+/// Where a new subscription picks up: from the newest flow already buffered
+/// (its time, and the flows at exactly that time, which the server sends
+/// again), so that reconnecting or changing the filter neither loses nor
+/// repeats flows.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    since: Option<Timestamp>,
+    seen: Vec<String>,
+}
+
+impl Resume {
+    fn from_app(app: &App) -> Self {
+        let mut r = Resume::default();
+        // A relay merges nodes in time order within a small window, so the
+        // newest flow is among the last ones received.
+        for f in app.flows.iter().rev().take(4096) {
+            r.saw(f.time, &f.uuid);
+        }
+        r
+    }
+
+    fn saw(&mut self, time: Option<Timestamp>, uuid: &str) {
+        let Some(t) = time else { return };
+        let key = |t: &Timestamp| (t.seconds, t.nanos);
+        match self.since.as_ref().map(|s| key(s).cmp(&key(&t))) {
+            None | Some(std::cmp::Ordering::Less) => {
+                self.since = Some(t);
+                self.seen = vec![uuid.to_owned()];
+            }
+            Some(std::cmp::Ordering::Equal) => self.seen.push(uuid.to_owned()),
+            Some(std::cmp::Ordering::Greater) => {}
+        }
+    }
+
+    /// Whether a flow sent by a subscription that started from this point
+    /// is one already buffered.
+    fn repeats(&self, time: Option<Timestamp>, uuid: &str) -> bool {
+        self.since.is_some() && self.since == time && self.seen.iter().any(|u| u == uuid)
+    }
+}
+
+/// Follows a server: history first (or, after a reconnect or a filter
+/// change, what came since the newest buffered flow), then live flows; on a
+/// lost connection, says so and reconnects with backoff (1 s doubling to
+/// 30 s). Flows already buffered stay on screen.
+async fn follow(server: Server, filters: FilterArgs, mut resume: Resume, tx: mpsc::Sender<Feed>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         let _ = tx.send(Feed::Link(Link::Connecting)).await;
-        let err = match stream_once(&server, &filters, &tx).await {
+        let err = match stream_once(&server, &filters, &mut resume, &tx).await {
             Ok(()) => "the server ended the stream".to_owned(),
             Err(e) => format!("{e:#}")
                 .lines()
@@ -315,14 +459,17 @@ async fn follow(server: Server, filters: FilterArgs, tx: mpsc::Sender<Feed>) {
 async fn stream_once(
     server: &Server,
     filters: &FilterArgs,
+    resume: &mut Resume,
     tx: &mpsc::Sender<Feed>,
 ) -> anyhow::Result<()> {
     let channel = server.connect().await?;
     let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let at_start = resume.clone();
     let mut stream = client
         .get_flows(GetFlowsRequest {
             follow: true,
-            number: 1000,
+            number: if resume.since.is_some() { 0 } else { 1000 },
+            since: resume.since,
             whitelist: filters.allowlist.clone(),
             blacklist: filters.denylist.clone(),
             ..Default::default()
@@ -340,7 +487,14 @@ async fn stream_once(
                 let s = s.into_inner();
                 let up = s.num_connected_nodes.map_or(0, |n| n.value);
                 let down = s.num_unavailable_nodes.map_or(0, |n| n.value);
-                if status_tx.send(Feed::Nodes(up, down)).await.is_err() {
+                // Only relays serve GetNodes; a node agent answers
+                // Unimplemented.
+                let list = c
+                    .get_nodes(GetNodesRequest {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner().nodes);
+                if status_tx.send(Feed::Nodes(up, down, list)).await.is_err() {
                     return;
                 }
             }
@@ -348,15 +502,36 @@ async fn stream_once(
         }
     });
     let result = async {
+        // Drops what the history repeats and remembers the newest flow.
+        let mut keep = |r: &GetFlowsResponse| match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => {
+                if at_start.repeats(f.time, &f.uuid) {
+                    return false;
+                }
+                resume.saw(f.time, &f.uuid);
+                true
+            }
+            _ => true,
+        };
         while let Some(first) = stream.next().await {
-            let mut batch = vec![first.map_err(|s| server.call_error("GetFlows stream", &s))?];
+            let first = first.map_err(|s| server.call_error("GetFlows stream", &s))?;
+            let mut batch = Vec::with_capacity(64);
+            if keep(&first) {
+                batch.push(first);
+            }
             while batch.len() < 1024 {
                 match futures::FutureExt::now_or_never(stream.next()) {
                     Some(Some(r)) => {
-                        batch.push(r.map_err(|s| server.call_error("GetFlows stream", &s))?)
+                        let r = r.map_err(|s| server.call_error("GetFlows stream", &s))?;
+                        if keep(&r) {
+                            batch.push(r);
+                        }
                     }
                     _ => break,
                 }
+            }
+            if batch.is_empty() {
+                continue;
             }
             if tx.send(Feed::Flows(batch)).await.is_err() {
                 return Ok(());

@@ -10,6 +10,10 @@ use webb_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 
+use super::{
+    graph::{Focus, Graph, Step},
+    stats::Stats,
+};
 use crate::filters::FilterArgs;
 
 /// The verdicts with a toggle key, in chip order.
@@ -20,6 +24,51 @@ pub const VERDICT_KEYS: [(char, Verdict); 5] = [
     ('4', Verdict::Error),
     ('5', Verdict::Redirected),
 ];
+
+/// The dashboard's screens, in tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Flows,
+    Graph,
+    Drops,
+    Dns,
+    Http,
+    Nodes,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 6] = [
+        Tab::Flows,
+        Tab::Graph,
+        Tab::Drops,
+        Tab::Dns,
+        Tab::Http,
+        Tab::Nodes,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Flows => "Flows",
+            Tab::Graph => "Graph",
+            Tab::Drops => "Drops",
+            Tab::Dns => "DNS",
+            Tab::Http => "HTTP",
+            Tab::Nodes => "Nodes",
+        }
+    }
+
+    fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    fn cycle(self, back: bool) -> Tab {
+        let n = Tab::ALL.len();
+        Tab::ALL[(self.index() + if back { n - 1 } else { 1 }) % n]
+    }
+}
+
+/// A node as the Nodes tab shows it (from a relay's GetNodes).
+pub type NodeInfo = webb_proto::observer::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -44,6 +93,17 @@ pub enum Action {
     },
 }
 
+/// What a mouse click landed on (worked out by the view, which knows where
+/// things are drawn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hit {
+    Tab(Tab),
+    /// A flow table row, counted from the newest visible flow.
+    Row(usize),
+    Node(String),
+    PanelRow(usize),
+}
+
 /// Connection state shown in the header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -61,6 +121,19 @@ pub struct App {
     pub source: String,
     pub link: Link,
     pub mode: Mode,
+    pub tab: Tab,
+    /// The service graph and the panels' counts, over every buffered flow
+    /// that passes the filter (verdict toggles and focus narrow the table
+    /// only).
+    pub graph: Graph,
+    pub stats: Stats,
+    /// The part of the graph the table is narrowed to.
+    pub focus: Option<Focus>,
+    /// The node list, when the server is a relay (None: it has none).
+    pub node_list: Option<Vec<NodeInfo>>,
+    /// Selected row of the Drops, DNS, HTTP or Nodes panel.
+    pub panel_row: usize,
+    scratch: std::cell::RefCell<String>,
     /// Every buffered flow, oldest first.
     pub flows: VecDeque<Arc<Flow>>,
     pub capacity: usize,
@@ -98,6 +171,13 @@ impl App {
             source,
             link: Link::Connecting,
             mode: Mode::Table,
+            tab: Tab::Flows,
+            graph: Graph::default(),
+            stats: Stats::default(),
+            focus: None,
+            node_list: None,
+            panel_row: 0,
+            scratch: Default::default(),
             flows: VecDeque::new(),
             capacity: capacity.max(1),
             evicted: 0,
@@ -120,8 +200,40 @@ impl App {
     }
 
     fn shows(&self, f: &Flow) -> bool {
+        self.filters.matches(f) && self.shows_passing(f)
+    }
+
+    /// Whether a flow that passes the filter shows in the table.
+    fn shows_passing(&self, f: &Flow) -> bool {
         let v = Verdict::try_from(f.verdict).unwrap_or_default();
-        !self.hidden_verdicts.contains(&v) && self.filters.matches(f)
+        !self.hidden_verdicts.contains(&v)
+            && self
+                .focus
+                .as_ref()
+                .is_none_or(|focus| focus.matches(f, &mut self.scratch.borrow_mut()))
+    }
+
+    /// Counts a flow in the graph and the panels.
+    fn count(&mut self, f: &Flow) {
+        self.graph.add(f);
+        self.stats.add(f);
+    }
+
+    /// Counts the buffer again, after the filter changed.
+    fn recount(&mut self) {
+        let collapse = std::mem::take(&mut self.graph.collapse);
+        let selected = self.graph.selected.take();
+        self.graph = Graph::default();
+        self.graph.collapse = collapse;
+        self.graph.selected = selected;
+        self.stats = Stats::default();
+        let flows = std::mem::take(&mut self.flows);
+        for f in &flows {
+            if self.filters.matches(f) {
+                self.count(f);
+            }
+        }
+        self.flows = flows;
     }
 
     /// Takes in one response from the source.
@@ -138,7 +250,11 @@ impl App {
                     }
                 }
                 let index = self.base + self.flows.len() as u64;
-                let shown = self.shows(&f);
+                let passes = self.filters.matches(&f);
+                if passes {
+                    self.count(&f);
+                }
+                let shown = passes && self.shows_passing(&f);
                 self.flows.push_back(f);
                 if shown {
                     self.visible.push_back(index);
@@ -168,6 +284,23 @@ impl App {
         }
         let max = self.visible_len().saturating_sub(page);
         self.offset = self.offset.min(max);
+    }
+
+    /// Gets the state ready to draw on a screen whose table shows `page`
+    /// rows: the selection on screen, the graph laid out if it is shown.
+    pub fn prepare(&mut self, page: usize) {
+        self.fit(page);
+        if self.tab == Tab::Graph {
+            self.graph.prepare();
+        }
+        let rows = match self.tab {
+            Tab::Drops => self.stats.drops.reasons.len(),
+            Tab::Dns => self.stats.dns.names.len(),
+            Tab::Http => self.stats.http.services.len(),
+            Tab::Nodes => self.node_list.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        };
+        self.panel_row = self.panel_row.min(rows.saturating_sub(1));
     }
 
     pub fn visible_len(&self) -> usize {
@@ -207,6 +340,7 @@ impl App {
                     self.filter_text = text.trim().to_owned();
                     self.filter_error = None;
                     self.refilter();
+                    self.recount();
                     Action::Resubscribe(args)
                 }
                 Err(e) => {
@@ -235,6 +369,14 @@ impl App {
         self.selected = (self.selected as isize + delta).clamp(0, last.max(0)) as usize;
     }
 
+    /// Narrows the table to a part of the graph (None: everything).
+    pub fn set_focus(&mut self, focus: Option<Focus>) {
+        self.focus = focus;
+        self.selected = 0;
+        self.offset = 0;
+        self.refilter();
+    }
+
     /// What a key does. `page` is the number of table rows on screen.
     pub fn on_key(&mut self, key: KeyEvent, page: usize) -> Action {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
@@ -252,12 +394,67 @@ impl App {
             }
             _ => {}
         }
-        let page = page.max(1) as isize;
+        self.message = None;
+        // Keys every tab shares.
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Char('?') => {
+                self.mode = Mode::Help;
+                return Action::None;
+            }
+            KeyCode::Tab | KeyCode::BackTab => {
+                self.show_tab(self.tab.cycle(key.code == KeyCode::BackTab));
+                return Action::None;
+            }
+            KeyCode::F(n) if (1..=Tab::ALL.len() as u8).contains(&n) => {
+                self.show_tab(Tab::ALL[usize::from(n - 1)]);
+                return Action::None;
+            }
+            KeyCode::Char(' ') => {
+                self.paused = !self.paused;
+                return Action::None;
+            }
+            KeyCode::Char('/') => {
+                self.input = self.filter_text.clone();
+                self.mode = Mode::Filter;
+                return Action::None;
+            }
+            KeyCode::Char('x') if self.focus.is_some() => {
+                self.set_focus(None);
+                return Action::None;
+            }
+            KeyCode::Char('s') if self.tab == Tab::Flows => return Action::Save { all: false },
+            KeyCode::Char('S') => return Action::Save { all: true },
+            KeyCode::Char(c) => {
+                if let Some((_, v)) = VERDICT_KEYS.iter().find(|(k, _)| *k == c) {
+                    self.toggle_verdict(*v);
+                    return Action::None;
+                }
+            }
+            _ => {}
+        }
+        match self.tab {
+            Tab::Flows => self.on_table_key(key, page),
+            Tab::Graph => self.on_graph_key(key),
+            _ => self.on_panel_key(key, page),
+        }
+        Action::None
+    }
+
+    pub fn show_tab(&mut self, tab: Tab) {
+        if tab != self.tab {
+            self.tab = tab;
+            self.panel_row = 0;
+            if self.mode == Mode::Detail {
+                self.mode = Mode::Table;
+            }
+        }
+    }
+
+    fn on_table_key(&mut self, key: KeyEvent, page: usize) {
+        let page = page.max(1) as isize;
+        match key.code {
             KeyCode::Esc => self.mode = Mode::Table,
-            KeyCode::Char('?') => self.mode = Mode::Help,
-            KeyCode::Char(' ') => self.paused = !self.paused,
             KeyCode::Char('j') | KeyCode::Down => self.scroll(-1),
             KeyCode::Char('k') | KeyCode::Up => self.scroll(1),
             KeyCode::PageDown => self.scroll(-page),
@@ -270,20 +467,72 @@ impl App {
                 self.paused = false;
             }
             KeyCode::Enter if self.selected_flow().is_some() => self.mode = Mode::Detail,
-            KeyCode::Char('/') => {
-                self.input = self.filter_text.clone();
-                self.mode = Mode::Filter;
+            _ => {}
+        }
+    }
+
+    fn on_graph_key(&mut self, key: KeyEvent) {
+        self.graph.prepare();
+        match key.code {
+            KeyCode::Char('k') | KeyCode::Up => self.graph.step(Step::Up),
+            KeyCode::Char('j') | KeyCode::Down => self.graph.step(Step::Down),
+            KeyCode::Char('h') | KeyCode::Left => self.graph.step(Step::Left),
+            KeyCode::Char('l') | KeyCode::Right => self.graph.step(Step::Right),
+            KeyCode::Char('e') => self.graph.next_edge(false),
+            KeyCode::Char('E') => self.graph.next_edge(true),
+            KeyCode::Esc => self.graph.edge = None,
+            KeyCode::Char('c') => {
+                let ns = self.graph.selected.as_deref().and_then(|s| {
+                    s.strip_suffix("/*")
+                        .or_else(|| super::stats::namespace_of(s))
+                        .map(str::to_owned)
+                });
+                if let Some(ns) = ns {
+                    self.graph.collapse.toggle(&ns);
+                    // Select the namespace's node, or its first workload.
+                    self.graph.prepare();
+                }
             }
-            KeyCode::Char('s') => return Action::Save { all: false },
-            KeyCode::Char('S') => return Action::Save { all: true },
-            KeyCode::Char(c) => {
-                if let Some((_, v)) = VERDICT_KEYS.iter().find(|(k, _)| *k == c) {
-                    self.toggle_verdict(*v);
+            KeyCode::Char('C') => {
+                self.graph.collapse.toggle_all();
+                self.graph.prepare();
+            }
+            KeyCode::Enter => {
+                if let Some(f) = self.graph.focus() {
+                    self.set_focus(Some(f));
+                    self.tab = Tab::Flows;
                 }
             }
             _ => {}
         }
-        Action::None
+    }
+
+    fn on_panel_key(&mut self, key: KeyEvent, page: usize) {
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => self.panel_row += 1,
+            KeyCode::Char('k') | KeyCode::Up => self.panel_row = self.panel_row.saturating_sub(1),
+            KeyCode::PageDown => self.panel_row += page.max(1),
+            KeyCode::PageUp => self.panel_row = self.panel_row.saturating_sub(page.max(1)),
+            KeyCode::Char('g') | KeyCode::Home => self.panel_row = 0,
+            _ => {}
+        }
+    }
+
+    /// Selects what a mouse click landed on.
+    pub fn on_click(&mut self, hit: Hit) {
+        match hit {
+            Hit::Tab(t) => self.show_tab(t),
+            Hit::Row(n) => {
+                if n < self.visible_len() {
+                    self.selected = n;
+                }
+            }
+            Hit::Node(name) => {
+                self.graph.selected = Some(name);
+                self.graph.edge = None;
+            }
+            Hit::PanelRow(r) => self.panel_row = r,
+        }
     }
 
     fn on_filter_key(&mut self, key: KeyEvent) -> Action {

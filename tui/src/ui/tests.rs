@@ -35,7 +35,7 @@ fn key(c: char) -> KeyEvent {
 fn screen(app: &mut App, theme: &Theme, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     let page = view::table_rows(t.get_frame().area(), app.mode);
-    app.fit(page);
+    app.prepare(page);
     t.draw(|f| view::draw(f, app, theme)).unwrap();
     t
 }
@@ -187,4 +187,298 @@ fn every_theme_styles_drops_its_own_way() {
         });
         assert!(found, "{name}: no DROPPED cell in the theme's style");
     }
+}
+
+/// A small cluster's traffic over ten seconds, built the way the agent
+/// reports it: a client outside the cluster calls shop/frontend, which calls
+/// cart over HTTP (some 503s), resolves names at kube-system/coredns (some
+/// NXDOMAIN), is denied by a policy on its way to the database, and the
+/// host drops a probe for a closed port.
+fn lab() -> Vec<GetFlowsResponse> {
+    use serde_json::json;
+    fn ep(ns: &str, app: &str, id: u32) -> serde_json::Value {
+        json!({"ID": id, "identity": 1000 + id, "namespace": ns,
+            "labels": [format!("k8s:app={app}")], "pod_name": format!("{app}-{id}"),
+            "workloads": [{"name": app, "kind": "Deployment"}]})
+    }
+    let world = json!({"identity": 2, "labels": ["reserved:world"]});
+    let host = json!({"identity": 1, "labels": ["reserved:host"]});
+    let (frontend, cart, db) = (
+        ep("shop", "frontend", 1),
+        ep("shop", "cart", 2),
+        ep("shop", "db", 3),
+    );
+    let (dns, prom) = (
+        ep("kube-system", "coredns", 4),
+        ep("monitoring", "prometheus", 5),
+    );
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut push = |ms: i64, mut flow: serde_json::Value| {
+        n += 1;
+        let t = chrono::DateTime::from_timestamp_millis(1_704_164_640_000 + ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        flow["time"] = json!(t);
+        flow["uuid"] = json!(format!("00000000-0000-4000-8000-{n:012}"));
+        flow["node_name"] = json!("lab-node-1");
+        let line = json!({"flow": flow, "node_name": "lab-node-1", "time": t}).to_string();
+        out.extend(webb_proto::json::read_lines(line.as_bytes()).map(Result::unwrap));
+    };
+    let tcp = |src: &serde_json::Value, dst: &serde_json::Value, port: u32, verdict: &str| {
+        json!({"verdict": verdict, "Type": "L3_L4", "source": src, "destination": dst,
+            "IP": {"source": "10.42.0.9", "destination": "10.42.0.10", "ipVersion": "IPv4"},
+            "l4": {"TCP": {"source_port": 40000, "destination_port": port, "flags": {"SYN": true}}},
+            "is_reply": false})
+    };
+    for s in 0..10i64 {
+        let ms = s * 1000;
+        push(ms, tcp(&world, &frontend, 8080, "FORWARDED"));
+        push(
+            ms + 1,
+            json!({"verdict": "FORWARDED", "Type": "L7", "source": frontend, "destination": dns,
+            "l7": {"type": "REQUEST", "dns": {"query": "cart.shop.svc.cluster.local.", "qtypes": ["A"]}}, "is_reply": false}),
+        );
+        push(
+            ms + 2,
+            json!({"verdict": "FORWARDED", "Type": "L7", "source": dns, "destination": frontend,
+            "l7": {"type": "RESPONSE", "latency_ns": "1000000", "dns": {"query": "cart.shop.svc.cluster.local.", "qtypes": ["A"], "rcode": 0}}, "is_reply": true}),
+        );
+        if s % 3 == 0 {
+            push(
+                ms + 3,
+                json!({"verdict": "FORWARDED", "Type": "L7", "source": dns, "destination": frontend,
+                "l7": {"type": "RESPONSE", "latency_ns": "2500000", "dns": {"query": "carts.shop.lab.", "qtypes": ["AAAA"], "rcode": 3}}, "is_reply": true}),
+            );
+        }
+        let code = if s % 5 == 0 { 503 } else { 200 };
+        push(
+            ms + 5,
+            json!({"verdict": "FORWARDED", "Type": "L7", "source": frontend, "destination": cart,
+            "l7": {"type": "REQUEST", "http": {"method": "GET", "url": format!("http://cart.shop:8080/cart/{s}?session=HUBBLE_REDACTED"), "protocol": "HTTP/1.1"}}, "is_reply": false}),
+        );
+        push(
+            ms + 25,
+            json!({"verdict": "FORWARDED", "Type": "L7", "source": cart, "destination": frontend,
+            "l7": {"type": "RESPONSE", "latency_ns": format!("{}", 20_000_000 + s * 1_000_000), "http": {"code": code, "method": "GET", "url": format!("http://cart.shop:8080/cart/{s}"), "protocol": "HTTP/1.1"}}, "is_reply": true}),
+        );
+        push(ms + 30, tcp(&cart, &db, 5432, "FORWARDED"));
+        push(ms + 40, tcp(&prom, &frontend, 9090, "FORWARDED"));
+        if s % 2 == 0 {
+            let mut denied = tcp(&frontend, &db, 5432, "DROPPED");
+            denied["drop_reason_desc"] = json!("POLICY_DENIED");
+            denied["egress_denied_by"] = json!([{"name": "db-only-from-cart", "namespace": "shop", "kind": "NetworkPolicy"}]);
+            push(ms + 50, denied);
+        }
+        let mut probe = tcp(&world, &host, 23, "DROPPED");
+        probe["drop_reason_desc"] = json!("SOCKET_LOOKUP_FAILED");
+        probe["webb_kernel_drop_reason"] = json!("NO_SOCKET");
+        push(ms + 60, probe);
+    }
+    out
+}
+
+fn lab_app() -> App {
+    let mut app = App::new("localhost:4245".into(), 1000, Default::default()).unwrap();
+    app.link = Link::Live;
+    for r in lab() {
+        app.push(r);
+    }
+    app
+}
+
+fn text(t: &Terminal<TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_graph_counts_clients_and_servers() {
+    let mut app = lab_app();
+    app.graph.prepare();
+    let g = &app.graph;
+    // world, frontend, cart, db, coredns, prometheus, host.
+    assert_eq!(g.model.node_count(), 7);
+    let d = g.drawn().unwrap();
+    let edge = |a: &str, b: &str| {
+        let (a, b) = (d.view.index[a], d.view.index[b]);
+        d.view
+            .edges
+            .iter()
+            .find(|e| e.from == a && e.to == b)
+            .map(|e| g.model.summary(e, true))
+    };
+    // DNS answers count against frontend -> coredns, not the other way.
+    let dns = edge("shop/frontend", "kube-system/coredns").unwrap();
+    assert_eq!(dns.flows, 24);
+    assert!(edge("kube-system/coredns", "shop/frontend").is_none());
+    let http = edge("shop/frontend", "shop/cart").unwrap();
+    assert_eq!((http.http, http.http_errors), (10, 2));
+    let p95 = http.p95_ns.unwrap();
+    assert!((25_000_000..=33_000_000).contains(&p95), "{p95}");
+    let denied = edge("shop/frontend", "shop/db").unwrap();
+    assert_eq!((denied.flows, denied.drops), (5, 5));
+    assert_eq!(denied.health(), super::graph::Health::Critical);
+    // Flows/s over the last five seconds of flow time.
+    assert_eq!(edge("world", "shop/frontend").unwrap().rate, 1.0);
+
+    // Callers are drawn left of what they call.
+    let x = |n: &str| d.layout.nodes[d.view.index[n]].x;
+    assert!(x("world") < x("shop/frontend"));
+    assert!(x("shop/frontend") < x("shop/cart"));
+    assert!(x("shop/cart") < x("shop/db"));
+}
+
+#[test]
+fn selecting_in_the_graph_focuses_the_table() {
+    let mut app = lab_app();
+    let all = app.visible_len();
+    app.on_key(KeyCode::F(2).into(), 10);
+    assert_eq!(app.tab, super::app::Tab::Graph);
+    app.prepare(10);
+    app.graph.selected = Some("shop/cart".into());
+    // e walks cart's edges: cart -> db first, then frontend -> cart.
+    app.on_key(key('e'), 10);
+    app.on_key(key('e'), 10);
+    assert_eq!(
+        app.graph.focus(),
+        Some(super::graph::Focus::Edge(
+            "shop/frontend".into(),
+            "shop/cart".into()
+        ))
+    );
+    app.on_key(KeyCode::Enter.into(), 10);
+    assert_eq!(app.tab, super::app::Tab::Flows);
+    // Requests and responses of frontend <-> cart: 10 of each.
+    assert_eq!(app.visible_len(), 20);
+    app.on_key(key('x'), 10);
+    assert_eq!(app.visible_len(), all);
+
+    // Collapsing shop makes one node of it; the selection follows.
+    app.on_key(KeyCode::Tab.into(), 10);
+    app.prepare(10);
+    app.on_key(key('c'), 10);
+    app.prepare(10);
+    assert_eq!(app.graph.selected.as_deref(), Some("shop/*"));
+    let d = app.graph.drawn().unwrap();
+    assert!(d.view.index.contains_key("shop/*") && !d.view.index.contains_key("shop/cart"));
+    app.on_key(key('c'), 10);
+    app.prepare(10);
+    assert!(
+        app.graph
+            .drawn()
+            .unwrap()
+            .view
+            .index
+            .contains_key("shop/cart")
+    );
+}
+
+#[test]
+fn panels_count_drops_dns_and_http() {
+    let app = lab_app();
+    let s = &app.stats;
+    assert_eq!(s.drops.total, 15);
+    let reasons = s.drops.top_reasons();
+    assert_eq!(reasons[0].0, "NO_SOCKET");
+    assert_eq!(reasons[0].1.count, 10);
+    assert_eq!(reasons[1].0, "POLICY_DENIED");
+    let pairs = s.drops.top_pairs(5);
+    let denied = pairs
+        .iter()
+        .find(|(k, _)| k.reason == "POLICY_DENIED")
+        .unwrap();
+    assert_eq!(denied.0.port, 5432);
+    assert_eq!(denied.1.policy, "shop/db-only-from-cart");
+
+    assert_eq!((s.dns.queries, s.dns.responses), (10, 14));
+    assert_eq!(s.dns.rcodes.get(&3), Some(&4));
+    assert_eq!(s.dns.names["carts.shop.lab. AAAA"].nxdomain, 4);
+
+    let cart = &s.http.services["shop/cart"];
+    assert_eq!(
+        (cart.requests, cart.classes[2], cart.classes[5]),
+        (10, 8, 2)
+    );
+    // /cart/0 ... /cart/9 fold into one route.
+    assert_eq!(cart.routes.len(), 1);
+    assert_eq!(cart.routes["GET /cart/:id"].errors, 2);
+
+    // A new filter counts the buffer again.
+    let mut app = lab_app();
+    app.apply_filter("--namespace monitoring");
+    assert_eq!(app.stats.drops.total, 0);
+    assert_eq!(app.graph.model.node_count(), 2);
+}
+
+#[test]
+fn mouse_clicks_select_tabs_rows_and_nodes() {
+    let theme = Theme::built_in("dark").unwrap();
+    let mut app = lab_app();
+    let area = ratatui::layout::Rect::new(0, 0, 120, 30);
+    // The tab line is the second row: " F1 Flows  F2 Graph ...".
+    let graph_tab = view::hit(area, &app, 13, 1);
+    assert_eq!(
+        graph_tab,
+        Some(super::app::Hit::Tab(super::app::Tab::Graph))
+    );
+    app.on_click(graph_tab.unwrap());
+    let t = screen(&mut app, &theme, 120, 30);
+    let screen_text = text(&t);
+    // Click the middle of the cart box.
+    let (row, line) = screen_text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("shop/cart "))
+        .unwrap();
+    let column = line.chars().position(|_| true).unwrap()
+        + line.split("shop/cart ").next().unwrap().chars().count();
+    let hit = view::hit(area, &app, column as u16, row as u16);
+    assert_eq!(hit, Some(super::app::Hit::Node("shop/cart".into())));
+    app.on_click(hit.unwrap());
+    assert_eq!(app.graph.selected.as_deref(), Some("shop/cart"));
+}
+
+#[test]
+fn panel_views() {
+    let theme = Theme::built_in("dark").unwrap();
+    let mut app = lab_app();
+    app.show_tab(super::app::Tab::Graph);
+    insta::assert_snapshot!("ui_graph", screen(&mut app, &theme, 140, 32).backend());
+    insta::assert_snapshot!("ui_graph_80x24", screen(&mut app, &theme, 80, 24).backend());
+    app.show_tab(super::app::Tab::Drops);
+    insta::assert_snapshot!("ui_drops", screen(&mut app, &theme, 120, 36).backend());
+    app.show_tab(super::app::Tab::Dns);
+    insta::assert_snapshot!("ui_dns", screen(&mut app, &theme, 120, 20).backend());
+    app.show_tab(super::app::Tab::Http);
+    insta::assert_snapshot!("ui_http", screen(&mut app, &theme, 120, 24).backend());
+    app.show_tab(super::app::Tab::Nodes);
+    app.nodes = (2, 1);
+    app.node_list = Some(vec![
+        webb_proto::observer::Node {
+            name: "lab-node-1".into(),
+            version: "0.1.0".into(),
+            address: "10.99.0.1:4244".into(),
+            state: webb_proto::relay::NodeState::NodeConnected as i32,
+            uptime_ns: 3_723_000_000_000,
+            num_flows: 4095,
+            max_flows: 4095,
+            seen_flows: 120_000,
+            ..Default::default()
+        },
+        webb_proto::observer::Node {
+            name: "lab-node-2".into(),
+            address: "10.99.0.2:4244".into(),
+            state: webb_proto::relay::NodeState::NodeUnavailable as i32,
+            ..Default::default()
+        },
+    ]);
+    insta::assert_snapshot!("ui_nodes", screen(&mut app, &theme, 120, 16).backend());
 }

@@ -1,4 +1,8 @@
-//! Drawing the dashboard. Every style comes from the theme by role.
+//! Drawing the dashboard. Every style comes from the theme by role. The
+//! graph and the panels are drawn in `view/`.
+
+mod graph;
+mod panels;
 
 use ratatui::{
     Frame,
@@ -13,12 +17,13 @@ use webb_proto::{
 };
 use webb_themes::{Role, Theme};
 
-use super::app::{App, Link, Mode, VERDICT_KEYS};
+use super::app::{App, Hit, Link, Mode, Tab, VERDICT_KEYS};
 use crate::printer::{self, Format, Printer};
 
-/// Rows of the flow table the current terminal shows (for PgUp/PgDn).
+/// Rows of the flow table (or of a panel's list) the current terminal
+/// shows, for PgUp/PgDn.
 pub fn table_rows(area: Rect, mode: Mode) -> usize {
-    let [_, _, table, _] = layout(area);
+    let [_, _, _, table, _] = layout(area);
     let h = if mode == Mode::Detail {
         table.height / 2
     } else {
@@ -27,8 +32,9 @@ pub fn table_rows(area: Rect, mode: Mode) -> usize {
     usize::from(h.saturating_sub(3))
 }
 
-fn layout(area: Rect) -> [Rect; 4] {
+fn layout(area: Rect) -> [Rect; 5] {
     Layout::vertical([
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(3),
@@ -37,22 +43,101 @@ fn layout(area: Rect) -> [Rect; 4] {
     .areas(area)
 }
 
+fn table_area(main: Rect, mode: Mode) -> Rect {
+    if mode == Mode::Detail {
+        let [top, _] =
+            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main);
+        top
+    } else {
+        main
+    }
+}
+
 pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     let area = frame.area();
-    let [header, chips, main, footer] = layout(area);
+    let [header, tabs, chips, main, footer] = layout(area);
     frame.render_widget(header_line(app, theme), header);
+    frame.render_widget(tab_line(app, theme), tabs);
     frame.render_widget(chip_line(app, theme), chips);
-    if app.mode == Mode::Detail {
-        let [top, bottom] =
-            Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main);
-        flow_table(frame, app, theme, top);
-        detail(frame, app, theme, bottom);
-    } else {
-        flow_table(frame, app, theme, main);
+    match app.tab {
+        Tab::Flows => {
+            flow_table(frame, app, theme, table_area(main, app.mode));
+            if app.mode == Mode::Detail {
+                let [_, bottom] =
+                    Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                        .areas(main);
+                detail(frame, app, theme, bottom);
+            }
+        }
+        Tab::Graph => graph::draw(frame, app, theme, main),
+        Tab::Drops => panels::drops(frame, app, theme, main),
+        Tab::Dns => panels::dns(frame, app, theme, main),
+        Tab::Http => panels::http(frame, app, theme, main),
+        Tab::Nodes => panels::nodes(frame, app, theme, main),
     }
     frame.render_widget(footer_line(app, theme), footer);
     if app.mode == Mode::Help {
         help(frame, theme, area);
+    }
+}
+
+/// Where each tab's title is on the tab line.
+fn tab_spans() -> Vec<(Tab, u16, u16)> {
+    let mut x = 1u16;
+    Tab::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let w = format!(" F{} {} ", i + 1, t.title()).chars().count() as u16;
+            let span = (*t, x, x + w);
+            x += w + 1;
+            span
+        })
+        .collect()
+}
+
+fn tab_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
+    let mut spans = vec![Span::raw(" ")];
+    for (i, t) in Tab::ALL.iter().enumerate() {
+        let style = if *t == app.tab {
+            theme.style(Role::ChipOn)
+        } else {
+            theme.style(Role::ChipOff)
+        };
+        spans.push(Span::styled(format!(" F{} {} ", i + 1, t.title()), style));
+        spans.push(Span::raw(" "));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+/// What is drawn at a screen cell, for mouse clicks.
+pub fn hit(area: Rect, app: &App, column: u16, row: u16) -> Option<Hit> {
+    let [_, tabs, _, main, _] = layout(area);
+    if row == tabs.y {
+        return tab_spans()
+            .into_iter()
+            .find(|(_, x0, x1)| (x0..x1).contains(&&column))
+            .map(|(t, _, _)| Hit::Tab(t));
+    }
+    if !main.contains(ratatui::layout::Position::new(column, row)) {
+        return None;
+    }
+    match app.tab {
+        Tab::Flows => {
+            let table = table_area(main, app.mode);
+            // Border and header rows come first.
+            let first = table.y + 2;
+            if row < first || row + 1 >= table.y + table.height {
+                return None;
+            }
+            let rows_fit = usize::from(table.height.saturating_sub(3));
+            let offset = app
+                .offset
+                .min(app.visible_len().saturating_sub(rows_fit.max(1)));
+            Some(Hit::Row(offset + usize::from(row - first)))
+        }
+        Tab::Graph => graph::hit(app, main, column, row),
+        _ => panels::hit(app, main, row),
     }
 }
 
@@ -122,6 +207,11 @@ fn chip_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
             app.filter_text.clone(),
             theme.style(Role::Key),
         ));
+    }
+    if let Some(f) = &app.focus {
+        spans.push(Span::styled(" focus: ", theme.style(Role::Muted)));
+        spans.push(Span::styled(f.text(), theme.style(Role::Key)));
+        spans.push(Span::styled(" (x clears)", theme.style(Role::Muted)));
     }
     Paragraph::new(Line::from(spans))
 }
@@ -282,16 +372,35 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
     if let Some(m) = &app.message {
         return Paragraph::new(Span::styled(format!(" {m}"), theme.style(Role::Muted)));
     }
-    let keys = [
-        ("q", "quit"),
-        ("space", "pause"),
-        ("j/k", "move"),
-        ("Enter", "details"),
-        ("/", "filter"),
-        ("1-5", "verdicts"),
-        ("s/S", "save"),
-        ("?", "help"),
-    ];
+    let keys: &[(&str, &str)] = match app.tab {
+        Tab::Flows => &[
+            ("q", "quit"),
+            ("Tab", "next view"),
+            ("space", "pause"),
+            ("j/k", "move"),
+            ("Enter", "details"),
+            ("/", "filter"),
+            ("1-5", "verdicts"),
+            ("s/S", "save"),
+            ("?", "help"),
+        ],
+        Tab::Graph => &[
+            ("q", "quit"),
+            ("Tab", "next view"),
+            ("arrows/hjkl", "select"),
+            ("e/E", "edges"),
+            ("Enter", "show its flows"),
+            ("c/C", "collapse ns/all"),
+            ("?", "help"),
+        ],
+        _ => &[
+            ("q", "quit"),
+            ("Tab", "next view"),
+            ("j/k", "select"),
+            ("/", "filter"),
+            ("?", "help"),
+        ],
+    };
     let mut spans = Vec::new();
     for (k, what) in keys {
         spans.push(Span::styled(format!(" {k}"), theme.style(Role::Key)));
@@ -302,6 +411,10 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
 
 const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (the terminal is restored)"),
+    (
+        "Tab, F1-F6",
+        "views: flows, graph, drops, DNS, HTTP, nodes (or click a tab)",
+    ),
     ("space", "pause / resume following"),
     ("j k, Down Up", "select the next older / newer flow"),
     ("PgDn PgUp", "a page older / newer"),
@@ -319,11 +432,20 @@ const HELP: &[(&str, &str)] = &[
         "s / S",
         "save the selected flow / the whole buffer as JSON lines",
     ),
+    (
+        "graph: arrows",
+        "select a workload; e/E walk its edges; Enter shows their flows",
+    ),
+    (
+        "graph: c / C",
+        "collapse or expand the selected namespace / every namespace",
+    ),
+    ("x", "clear the graph focus of the flow table"),
     ("?", "this help; any key closes it"),
 ];
 
 fn help(frame: &mut Frame, theme: &Theme, area: Rect) {
-    let w = area.width.min(86);
+    let w = area.width.min(90);
     let h = (HELP.len() as u16 + 4).min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -335,7 +457,7 @@ fn help(frame: &mut Frame, theme: &Theme, area: Rect) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!(" {k:<14}"), theme.style(Role::Key)),
+                Span::styled(format!(" {k:<15}"), theme.style(Role::Key)),
                 Span::styled((*what).to_owned(), theme.style(Role::Text)),
             ])
         })
