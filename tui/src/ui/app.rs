@@ -16,6 +16,10 @@ use super::{
 };
 use crate::filters::FilterArgs;
 
+/// Buffered flows counted again per frame after a filter change (about
+/// 10 ms of work).
+pub const RECOUNT_PER_FRAME: usize = 15_000;
+
 /// The verdicts with a toggle key, in chip order.
 pub const VERDICT_KEYS: [(char, Verdict); 5] = [
     ('1', Verdict::Forwarded),
@@ -133,6 +137,8 @@ pub struct App {
     pub node_list: Option<Vec<NodeInfo>>,
     /// Selected row of the Drops, DNS, HTTP or Nodes panel.
     pub panel_row: usize,
+    /// A recount under way: the next and the end absolute buffer index.
+    recounting: Option<(u64, u64)>,
     scratch: std::cell::RefCell<String>,
     /// Every buffered flow, oldest first.
     pub flows: VecDeque<Arc<Flow>>,
@@ -177,6 +183,7 @@ impl App {
             focus: None,
             node_list: None,
             panel_row: 0,
+            recounting: None,
             scratch: Default::default(),
             flows: VecDeque::new(),
             capacity: capacity.max(1),
@@ -219,7 +226,11 @@ impl App {
         self.stats.add(f);
     }
 
-    /// Counts the buffer again, after the filter changed.
+    /// Starts counting the buffer again after the filter changed. The
+    /// table is filtered at once; the graph and the panels are counted a
+    /// slice per frame (`recount_step`), so that a key is answered in one
+    /// frame even with 100,000 flows buffered. Flows that arrive meanwhile
+    /// are counted as they come.
     fn recount(&mut self) {
         let collapse = std::mem::take(&mut self.graph.collapse);
         let selected = self.graph.selected.take();
@@ -227,13 +238,34 @@ impl App {
         self.graph.collapse = collapse;
         self.graph.selected = selected;
         self.stats = Stats::default();
-        let flows = std::mem::take(&mut self.flows);
-        for f in &flows {
-            if self.filters.matches(f) {
-                self.count(f);
+        self.recounting = Some((self.base, self.base + self.flows.len() as u64));
+    }
+
+    /// Counts up to `budget` more buffered flows of a recount.
+    pub fn recount_step(&mut self, budget: usize) {
+        let Some((next, end)) = self.recounting else {
+            return;
+        };
+        let from = next.max(self.base);
+        let to = end.min(from + budget as u64);
+        for abs in from..to {
+            if let Some(f) = usize::try_from(abs - self.base)
+                .ok()
+                .and_then(|i| self.flows.get(i))
+                .cloned()
+                && self.filters.matches(&f)
+            {
+                self.count(&f);
             }
         }
-        self.flows = flows;
+        self.recounting = (to < end).then_some((to, end));
+    }
+
+    /// How far a recount is, 0.0..1.0 (None when there is none).
+    pub fn recount_progress(&self) -> Option<f64> {
+        let (next, end) = self.recounting?;
+        let total = self.flows.len().max(1) as f64;
+        Some(1.0 - (end.saturating_sub(next.max(self.base))) as f64 / total)
     }
 
     /// Takes in one response from the source.
@@ -290,6 +322,7 @@ impl App {
     /// rows: the selection on screen, the graph laid out if it is shown.
     pub fn prepare(&mut self, page: usize) {
         self.fit(page);
+        self.recount_step(RECOUNT_PER_FRAME);
         if self.tab == Tab::Graph {
             self.graph.prepare();
         }

@@ -20,7 +20,14 @@ pub fn peer(e: Option<&Endpoint>, out: &mut String) {
         out.push_str("world");
         return;
     };
-    if e.identity == 1 || e.labels.iter().any(|l| l == "reserved:host") {
+    // Cilium's reserved identities: 1 is the host, 2 the world. Other
+    // reserved endpoints are recognised by their label.
+    match e.identity {
+        1 => return out.push_str("host"),
+        2 => return out.push_str("world"),
+        _ => {}
+    }
+    if e.identity < 256 && e.labels.iter().any(|l| l == "reserved:host") {
         out.push_str("host");
         return;
     }

@@ -414,6 +414,11 @@ fn panels_count_drops_dns_and_http() {
     // A new filter counts the buffer again.
     let mut app = lab_app();
     app.apply_filter("--namespace monitoring");
+    assert!(app.recount_progress().is_some());
+    app.recount_step(10);
+    assert!(app.recount_progress().unwrap() > 0.0);
+    app.prepare(10);
+    assert_eq!(app.recount_progress(), None);
     assert_eq!(app.stats.drops.total, 0);
     assert_eq!(app.graph.model.node_count(), 2);
 }

@@ -107,6 +107,12 @@ fn tab_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
         spans.push(Span::styled(format!(" F{} {} ", i + 1, t.title()), style));
         spans.push(Span::raw(" "));
     }
+    if let Some(p) = app.recount_progress() {
+        spans.push(Span::styled(
+            format!(" counting the buffer for the new filter: {:.0}%", p * 100.0),
+            theme.style(Role::Warning),
+        ));
+    }
     Paragraph::new(Line::from(spans))
 }
 
