@@ -80,9 +80,12 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
         env!("CARGO_MANIFEST_DIR"),
         "/../tui/tests/fixtures/flows.jsonl"
     );
+    let log = std::env::temp_dir().join(format!("webb-ui-test-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
     let cmd = format!(
-        "TERM=xterm-256color {} ui --input-file {fixture} --replay-speed 0",
-        binary("webb").display()
+        "TERM=xterm-256color {} ui --input-file {fixture} --replay-speed 0 --log-file {}",
+        binary("webb").display(),
+        log.display()
     );
     let t = Tmux::start(&cmd);
     let s = t.wait_for("the replayed table", |s| s.contains("END OF FILE"));
@@ -127,7 +130,23 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
     t.wait_for("help", |s| {
         s.contains("keys") && s.contains("show / hide FORWARDED")
     });
-    t.keys(&["x", "q"]);
+    // The service graph of the dropped flows: boxes and arrows.
+    t.keys(&["x", "F2"]);
+    let s = t.wait_for("the graph", |s| s.contains("service graph:"));
+    assert!(s.contains("shop/frontend") && s.contains("shop/db"), "{s}");
+    assert!(s.contains('▶') && s.contains('┌'), "{s}");
+    // Enter narrows the flow table to the selected workload.
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the focused table", |s| s.contains("focus:"));
+    assert!(
+        s.contains("focus: shop/") && !s.contains("flows 3 of 11"),
+        "{s}"
+    );
+    // The drop panel explains the policy drop.
+    t.keys(&["F3"]);
+    let s = t.wait_for("the drop panel", |s| s.contains("what it means"));
+    assert!(s.contains("POLICY_DENIED") && s.contains("policy"), "{s}");
+    t.keys(&["q"]);
 
     // The program ended and left the alternate screen: none of it remains.
     let s = t.wait_for("exit", |_| {
@@ -141,4 +160,8 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
         !s.contains("verdicts") && !s.contains("flows "),
         "terminal not restored:\n{s}"
     );
+    // The log went to its file, not to the screen.
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("webb ui started"), "log: {logged:?}");
+    let _ = std::fs::remove_file(&log);
 }

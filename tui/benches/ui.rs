@@ -82,18 +82,20 @@ fn endpoint(i: usize, namespaces: usize) -> Endpoint {
 /// in fifty a drop.
 fn flow(rng: &mut Rng, a: &Endpoint, b: &Endpoint, t: i64, n: u64) -> GetFlowsResponse {
     let dropped = n % 50 == 7;
-    let l7 = (n % 10 == 3).then(|| Box::new(Layer7 {
-        r#type: L7FlowType::Response as i32,
-        latency_ns: 1_000_000 + rng.below(50_000_000),
-        record: Some(Record::Http(Http {
-            code: if n % 30 == 3 { 503 } else { 200 },
-            method: "GET".into(),
-            url: format!("http://{}/api/items/{}", b.pod_name, rng.below(1000)),
-            protocol: "HTTP/1.1".into(),
-            headers: Vec::new(),
-        })),
-        ..Default::default()
-    }));
+    let l7 = (n % 10 == 3).then(|| {
+        Box::new(Layer7 {
+            r#type: L7FlowType::Response as i32,
+            latency_ns: 1_000_000 + rng.below(50_000_000),
+            record: Some(Record::Http(Http {
+                code: if n % 30 == 3 { 503 } else { 200 },
+                method: "GET".into(),
+                url: format!("http://{}/api/items/{}", b.pod_name, rng.below(1000)),
+                protocol: "HTTP/1.1".into(),
+                headers: Vec::new(),
+            })),
+            ..Default::default()
+        })
+    });
     let (src, dst) = if l7.is_some() { (b, a) } else { (a, b) };
     let f = Flow {
         time: Some(Timestamp {
@@ -168,7 +170,13 @@ impl Cluster {
         Self { endpoints, edges }
     }
 
-    fn flows(&self, rng: &mut Rng, count: usize, start_ns: i64, per_sec: u64) -> Vec<GetFlowsResponse> {
+    fn flows(
+        &self,
+        rng: &mut Rng,
+        count: usize,
+        start_ns: i64,
+        per_sec: u64,
+    ) -> Vec<GetFlowsResponse> {
         let step = 1_000_000_000 / per_sec as i64;
         (0..count)
             .map(|n| {
@@ -207,7 +215,8 @@ fn draw(t: &mut Terminal<TestBackend>, app: &mut App, theme: &Theme) -> Duration
     let start = Instant::now();
     let page = view::table_rows(t.get_frame().area(), app.mode);
     app.prepare(page);
-    t.draw(|f| view::draw(f, app, theme)).expect("TestBackend draws");
+    t.draw(|f| view::draw(f, app, theme))
+        .expect("TestBackend draws");
     start.elapsed()
 }
 
@@ -241,7 +250,9 @@ fn main() {
 
     let mut term = Terminal::new(TestBackend::new(200, 50)).expect("TestBackend");
     let mut next_t = t0 + 2_000_000_000;
-    println!("frames: {frames} per tab, {per_frame} flows arriving per frame (50,000/s at 30 fps), 200x50");
+    println!(
+        "frames: {frames} per tab, {per_frame} flows arriving per frame (50,000/s at 30 fps), 200x50"
+    );
     for tab in [Tab::Flows, Tab::Graph, Tab::Drops, Tab::Dns, Tab::Http] {
         app.show_tab(tab);
         let mut renders = Vec::with_capacity(frames);
@@ -286,7 +297,10 @@ fn main() {
     };
     let keys: [(&str, Vec<KeyEvent>); 5] = [
         ("j (move)", vec![KeyCode::Char('j').into()]),
-        ("2 (hide DROPPED: refilter 100k)", vec![KeyCode::Char('2').into()]),
+        (
+            "2 (hide DROPPED: refilter 100k)",
+            vec![KeyCode::Char('2').into()],
+        ),
         ("Tab (flows -> graph)", vec![KeyCode::Tab.into()]),
         (
             "/ --namespace ns-03 Enter (refilter 100k, count 5%)",
