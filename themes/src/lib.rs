@@ -8,7 +8,7 @@
 //! to change parts of that built-in. [`Theme::without_colour`] honours
 //! NO_COLOR and [`Theme::to_16_colours`] fits terminals without 256 colours.
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
@@ -108,16 +108,9 @@ pub struct Theme {
     styles: [Style; Role::ALL.len()],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Error(String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

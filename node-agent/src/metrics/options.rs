@@ -5,8 +5,6 @@
 //! Several handlers may share one value, separated by spaces, as Hubble's
 //! flag takes them.
 
-use std::fmt;
-
 /// One `--metrics` handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handler {
@@ -73,16 +71,9 @@ const PARTS: [(&str, Part); 9] = [
     ("ip", Part::Ip),
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Error(String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 fn context(value: &str) -> Result<Context, Error> {
     value

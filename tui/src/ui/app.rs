@@ -232,11 +232,7 @@ impl App {
     /// frame even with 100,000 flows buffered. Flows that arrive meanwhile
     /// are counted as they come.
     fn recount(&mut self) {
-        let collapse = std::mem::take(&mut self.graph.collapse);
-        let selected = self.graph.selected.take();
-        self.graph = Graph::default();
-        self.graph.collapse = collapse;
-        self.graph.selected = selected;
+        self.graph.clear_counts();
         self.stats = Stats::default();
         self.recounting = Some((self.base, self.base + self.flows.len() as u64));
     }

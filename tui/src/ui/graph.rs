@@ -294,6 +294,14 @@ impl Graph {
         }
     }
 
+    /// Forgets every count (and the layout made from them), keeping what
+    /// the user chose: the collapsing and the selection.
+    pub fn clear_counts(&mut self) {
+        self.model = ServiceGraph::default();
+        self.drawn = None;
+        self.edge = None;
+    }
+
     /// Whether `prepare` would lay the graph out again.
     pub fn is_stale(&self) -> bool {
         self.drawn.as_ref().is_none_or(|d| {

@@ -10,6 +10,21 @@ use webb_proto::flow::{DropReason, Endpoint, Flow, L7FlowType, Verdict, layer7::
 /// as "other" instead of kept, so that a scan cannot grow memory unbounded.
 pub const MAX_KEYS: usize = 5_000;
 
+/// The entry for `key`, made if fewer than `MAX_KEYS` are kept; otherwise
+/// None, counted in `not_kept`.
+fn bounded_entry<'a, K: std::hash::Hash + Eq, V: Default>(
+    map: &'a mut FxHashMap<K, V>,
+    key: K,
+    not_kept: &mut u64,
+) -> Option<&'a mut V> {
+    if map.len() < MAX_KEYS || map.contains_key(&key) {
+        Some(map.entry(key).or_default())
+    } else {
+        *not_kept += 1;
+        None
+    }
+}
+
 /// Names the workload an endpoint belongs to, as the graph's nodes do:
 /// `namespace/workload` (or `namespace/pod`), `host`, or `world` for
 /// anything outside the cluster. Writes into `out` to save an allocation
@@ -333,18 +348,11 @@ impl Drops {
             protocol,
             reason,
         };
-        if let Some(p) = self.pairs.get_mut(&key) {
+        if let Some(p) = bounded_entry(&mut self.pairs, key, &mut self.pairs_not_kept) {
+            if p.count == 0 {
+                p.policy = denied_by(f);
+            }
             p.count += 1;
-        } else if self.pairs.len() < MAX_KEYS {
-            self.pairs.insert(
-                key,
-                PairStats {
-                    count: 1,
-                    policy: denied_by(f),
-                },
-            );
-        } else {
-            self.pairs_not_kept += 1;
         }
     }
 
@@ -421,12 +429,7 @@ impl Dns {
             key.push(' ');
             key.push_str(t);
         }
-        let name = if self.names.len() < MAX_KEYS || self.names.contains_key(&key) {
-            Some(self.names.entry(key).or_default())
-        } else {
-            self.names_not_kept += 1;
-            None
-        };
+        let name = bounded_entry(&mut self.names, key, &mut self.names_not_kept);
         match kind {
             L7FlowType::Request => {
                 self.queries += 1;
@@ -519,12 +522,7 @@ impl Http {
                 let class = (http.code / 100) as usize;
                 service.classes[if (1..=5).contains(&class) { class } else { 0 }] += 1;
                 let key = format!("{} {}", http.method, route(&http.url));
-                let r = if service.routes.len() < MAX_KEYS || service.routes.contains_key(&key) {
-                    Some(service.routes.entry(key).or_default())
-                } else {
-                    self.routes_not_kept += 1;
-                    None
-                };
+                let r = bounded_entry(&mut service.routes, key, &mut self.routes_not_kept);
                 if let Some(r) = r {
                     r.responses += 1;
                     r.errors += u64::from(http.code >= 500);
@@ -565,9 +563,7 @@ impl Stats {
             Some(Record::Http(h)) => {
                 let (_, server) = client_server(f);
                 peer(server, &mut self.scratch);
-                let server = std::mem::take(&mut self.scratch);
-                self.http.add(&server, h, kind, l7.latency_ns);
-                self.scratch = server;
+                self.http.add(&self.scratch, h, kind, l7.latency_ns);
             }
             _ => {}
         }

@@ -500,6 +500,16 @@ pub fn nodes(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .map(|n| {
             let state = crate::status::state_name(n.state);
             let connected = state == "Connected";
+            // A node that is not connected has no current figures.
+            let (age, flows, seen) = if connected {
+                (
+                    crate::time::age(std::time::Duration::from_nanos(n.uptime_ns)),
+                    format!("{}/{}", n.num_flows, n.max_flows),
+                    n.seen_flows.to_string(),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
             let style = theme.style(if connected {
                 Role::Healthy
             } else {
@@ -515,21 +525,9 @@ pub fn nodes(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 } else {
                     "no"
                 }),
-                Cell::from(if connected {
-                    crate::time::age(std::time::Duration::from_nanos(n.uptime_ns))
-                } else {
-                    "-".into()
-                }),
-                Cell::from(if connected {
-                    format!("{}/{}", n.num_flows, n.max_flows)
-                } else {
-                    "-".into()
-                }),
-                Cell::from(if connected {
-                    n.seen_flows.to_string()
-                } else {
-                    "-".into()
-                }),
+                Cell::from(age),
+                Cell::from(flows),
+                Cell::from(seen),
             ])
             .style(theme.style(Role::Text))
         })
