@@ -83,7 +83,7 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
     let log = std::env::temp_dir().join(format!("webb-ui-test-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let cmd = format!(
-        "TERM=xterm-256color {} ui --input-file {fixture} --replay-speed 0 --log-file {}",
+        "TERM=xterm-256color {} ui --input-file {fixture} --replay-speed 0 --log-file {}; echo webb-exit=$?; sleep 30",
         binary("webb").display(),
         log.display()
     );
@@ -149,13 +149,11 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
     t.keys(&["q"]);
 
     // The program ended and left the alternate screen: none of it remains.
-    let s = t.wait_for("exit", |_| {
-        t.run(&["display-message", "-p", "-t", &t.0, "#{pane_dead}"])
-            .trim()
-            == "1"
-    });
-    let status = t.run(&["display-message", "-p", "-t", &t.0, "#{pane_dead_status}"]);
-    assert_eq!(status.trim(), "0", "exit status; screen:\n{s}");
+    // The shell around it prints its exit status and stays, because tmux
+    // 3.3 can lose a pane's last output, and its exit status, when the
+    // process ends right after writing (the session is killed on drop).
+    let s = t.wait_for("exit", |s| s.contains("webb-exit="));
+    assert!(s.contains("webb-exit=0"), "exit status; screen:\n{s}");
     assert!(
         !s.contains("verdicts") && !s.contains("flows "),
         "terminal not restored:\n{s}"
