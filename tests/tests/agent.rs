@@ -301,8 +301,17 @@ fn filters_are_applied_by_the_server() {
     assert!(ping(c, &s.ip.to_string(), 1));
     udp_send(c, &s.ip.to_string(), 9);
     block_on(async {
+        // Wait for the forwarded UDP flow itself: the ICMP flows alone can
+        // reach four before the ring hands the UDP one over.
         client::wait_for(&agent.addr, vec![], Duration::from_secs(5), |f| {
             f.len() >= 4
+                && f.iter().any(|f| {
+                    f.verdict == Verdict::Forwarded as i32
+                        && matches!(
+                            f.l4.as_ref().and_then(|l| l.protocol.as_ref()),
+                            Some(Protocol::Udp(_))
+                        )
+                })
         })
         .await;
         let icmp = FlowFilter {
