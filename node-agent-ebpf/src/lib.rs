@@ -121,6 +121,11 @@ pub mod endpoint_flags {
     /// its L7 traffic; the cgroup programs leave that to them, so a message
     /// is reported once per endpoint.
     pub const L7_AT_TC: u32 = 4;
+    /// The endpoint lives on this node (it has a watched interface or
+    /// cgroup, or is the node itself); others are remote pods, known for
+    /// their identity. Kernel drops are reported only for local endpoints,
+    /// so that agents sharing a kernel (a lab) do not report each other's.
+    pub const LOCAL: u32 = 8;
 }
 
 /// Reserved identities, as Cilium numbers them.
@@ -295,6 +300,14 @@ pub struct Config {
     pub kfree_enabled: u32,
     /// Payload bytes to copy for DNS and HTTP (0: no L7 capture).
     pub l7_capture: u32,
+    /// Kernel drop reasons that are not network drops (a socket's queue
+    /// purged on close): the kfree_skb program skips them. 0 is unused.
+    pub kfree_skip: [u32; 2],
+    /// Non-zero when other agents share this kernel (lab nodes in network
+    /// namespaces): a kernel drop is reported only when it was headed for
+    /// a local endpoint, or came from one and was not headed for another
+    /// node's pod, so each drop is reported by one node.
+    pub kfree_shared_kernel: u32,
     pub _pad: u32,
     /// UDP/TCP ports whose traffic is DNS; 0 ends the list.
     pub dns_ports: [u16; DNS_PORTS],

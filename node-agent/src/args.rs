@@ -90,6 +90,14 @@ pub struct Args {
     #[arg(long)]
     pub no_kernel_drops: bool,
 
+    /// Other agents share this kernel (lab "nodes" in network namespaces on
+    /// one machine): report a kernel drop only when it was headed for a
+    /// local endpoint, or came from one and was not headed for a pod of
+    /// another node, so each drop is reported once. Not for real nodes: a
+    /// drop on the way to another node's pod would go unreported.
+    #[arg(long)]
+    pub shared_kernel: bool,
+
     /// Payload bytes the kernel copies from each DNS message and each TCP
     /// segment that starts an HTTP/1.x head, for L7 flows (0 turns L7 off;
     /// at most 4096). Heads longer than this are reported truncated.

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap as StdHashMap,
     fs::File,
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -48,6 +48,10 @@ pub struct Options {
     pub flow_map_size: u32,
     pub flush: Duration,
     pub kfree_skb: bool,
+    /// Kernel drop reasons (numbers) that are not reported.
+    pub kfree_skip: Vec<u32>,
+    /// Other agents share this kernel: see `Config::kfree_shared_kernel`.
+    pub shared_kernel: bool,
     pub policy_audit: bool,
     /// Payload bytes copied for L7 records (0: none).
     pub l7_capture: u32,
@@ -92,10 +96,15 @@ fn interface_exists(name: &str) -> bool {
     ifindex(name).is_some()
 }
 
+/// The interface's index in the agent's network namespace. Asked of the
+/// kernel rather than read from `/sys/class/net`, which shows the namespace
+/// that mounted sysfs: an agent started with `nsenter --net` into a node's
+/// namespace still sees the host's sysfs.
 fn ifindex(name: &str) -> Option<u32> {
-    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 impl Datapath {
@@ -132,8 +141,12 @@ impl Datapath {
             policy_enabled: 0,
             policy_audit: u32::from(opts.policy_audit),
             l7_capture: opts.l7_capture.min(node_agent_ebpf::MAX_CAPTURE as u32),
+            kfree_shared_kernel: u32::from(opts.shared_kernel),
             ..Config::default()
         };
+        for (slot, reason) in config_value.kfree_skip.iter_mut().zip(&opts.kfree_skip) {
+            *slot = *reason;
+        }
         for (slot, port) in config_value.dns_ports.iter_mut().zip(&opts.dns_ports) {
             *slot = *port;
         }
@@ -309,7 +322,7 @@ impl KernelMaps {
                 addr(ip),
                 EndpointInfo {
                     identity: node_agent_ebpf::identity::HOST,
-                    flags: 0,
+                    flags: node_agent_ebpf::endpoint_flags::LOCAL,
                 },
             );
         }
@@ -317,6 +330,9 @@ impl KernelMaps {
             let mut flags = compiled.isolation.get(&e.identity).copied().unwrap_or(0);
             if e.interface.is_some() {
                 flags |= node_agent_ebpf::endpoint_flags::L7_AT_TC;
+            }
+            if e.interface.is_some() || e.cgroup.is_some() {
+                flags |= node_agent_ebpf::endpoint_flags::LOCAL;
             }
             for ip in &e.ips {
                 want_endpoints.insert(

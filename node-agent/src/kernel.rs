@@ -49,6 +49,14 @@ impl DropReasons {
             .unwrap_or_else(|| format!("UNKNOWN_{reason}"))
     }
 
+    /// The number of a reason named without its prefix, if this kernel has it.
+    pub fn number(&self, name: &str) -> Option<u32> {
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(k, _)| *k)
+    }
+
     pub fn len(&self) -> usize {
         self.names.len()
     }

@@ -114,6 +114,12 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         flow_map_size: args.flow_map_size,
         flush: args.flush_interval.into(),
         kfree_skb: !args.no_kernel_drops,
+        // Not network drops: queues of closing sockets, freed whole.
+        kfree_skip: ["QUEUE_PURGE", "SOCKET_CLOSE"]
+            .iter()
+            .filter_map(|n| drop_reasons.number(n))
+            .collect(),
+        shared_kernel: args.shared_kernel,
         policy_audit: args.policy_mode == PolicyMode::Audit,
         l7_capture: args.l7_capture_bytes,
         dns_ports: args.dns_ports.clone(),

@@ -120,10 +120,7 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("webb-lab-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("lab directory");
-        let cgroup_parent = Path::new(CGROUP2_ROOT)
-            .join("cgroup.procs")
-            .exists()
-            .then(|| Path::new(CGROUP2_ROOT).join(format!("webb-lab-{id}")));
+        let cgroup_parent = cgroup2_root().map(|root| root.join(format!("webb-lab-{id}")));
         if let Some(cg) = &cgroup_parent {
             let _ = std::fs::create_dir(cg);
         }
@@ -226,16 +223,7 @@ impl Lab {
     pub fn endpoints_yaml(&self) -> String {
         let mut y = format!("host_ips: [{}]\nendpoints:\n", self.host_ip);
         for p in &self.pods {
-            let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            let _ = writeln!(y, "  - namespace: {}\n    pod: {}", p.namespace, p.name);
-            let _ = writeln!(y, "    labels: {{{}}}", labels.join(", "));
-            if let Some((kind, name)) = &p.workload {
-                let _ = writeln!(y, "    workload: {{kind: {kind}, name: {name}}}");
-            }
-            let _ = writeln!(y, "    ips: [{}]\n    interface: {}", p.ip, p.host_if);
-            if let Some(c) = &p.cgroup {
-                let _ = writeln!(y, "    cgroup: {}", c.display());
-            }
+            p.write_endpoint(&mut y, true);
         }
         y
     }
@@ -257,30 +245,38 @@ impl Lab {
 }
 
 impl Pod {
+    /// Appends this pod's entry to an endpoints file. A `local` pod is on the
+    /// agent's node (its interface and cgroup are watched); a remote one is
+    /// listed only so that its address names it.
+    pub fn write_endpoint(&self, y: &mut String, local: bool) {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            y,
+            "  - namespace: {}\n    pod: {}",
+            self.namespace, self.name
+        );
+        let _ = writeln!(y, "    labels: {{{}}}", labels.join(", "));
+        if let Some((kind, name)) = &self.workload {
+            let _ = writeln!(y, "    workload: {{kind: {kind}, name: {name}}}");
+        }
+        let _ = writeln!(y, "    ips: [{}]", self.ip);
+        if local {
+            let _ = writeln!(y, "    interface: {}", self.host_if);
+            if let Some(c) = &self.cgroup {
+                let _ = writeln!(y, "    cgroup: {}", c.display());
+            }
+        }
+    }
+
     /// A command run inside the pod's network namespace (and, when the lab
     /// has cgroups, inside the pod's cgroup).
     pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
-        let mut c;
-        match &self.cgroup {
-            Some(cg) => {
-                // Join the cgroup from the host's mount namespace first
-                // (`ip netns exec` remounts /sys, hiding the cgroup tree),
-                // then enter the network namespace; children inherit both.
-                let script = format!(
-                    "echo $$ > {}/cgroup.procs && exec ip netns exec {} \"$@\"",
-                    cg.display(),
-                    self.netns
-                );
-                c = Command::new("sh");
-                c.args(["-c", &script, "sh", program]);
-            }
-            None => {
-                c = Command::new("ip");
-                c.args(["netns", "exec", &self.netns, program]);
-            }
-        }
+        let mut c = netns_command(&self.netns, self.cgroup.as_deref(), program);
         c.args(args);
-        c.stdin(Stdio::null());
         c
     }
 
@@ -291,6 +287,39 @@ impl Pod {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
     }
+}
+
+/// A command run inside a network namespace and, when given, a cgroup.
+pub fn netns_command(netns: &str, cgroup: Option<&Path>, program: &str) -> Command {
+    let mut c;
+    match cgroup {
+        Some(cg) => {
+            // Join the cgroup from the host's mount namespace first
+            // (`ip netns exec` remounts /sys, hiding the cgroup tree), then
+            // enter the network namespace; children inherit both.
+            let script = format!(
+                "echo $$ > {}/cgroup.procs && exec ip netns exec {netns} \"$@\"",
+                cg.display()
+            );
+            c = Command::new("sh");
+            c.args(["-c", &script, "sh", program]);
+        }
+        None => {
+            c = Command::new("ip");
+            c.args(["netns", "exec", netns, program]);
+        }
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// The cgroup v2 hierarchy: the hybrid layout's `unified` mount, or
+/// `/sys/fs/cgroup` itself on a pure v2 system.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    [CGROUP2_ROOT, "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").exists())
 }
 
 impl Drop for Lab {

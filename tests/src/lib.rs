@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod demo;
 pub mod lab;
 pub mod prometheus;
 pub mod relay;

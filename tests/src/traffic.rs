@@ -2,7 +2,7 @@
 //! the pods' namespaces and cgroups.
 
 use std::{
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -81,6 +81,17 @@ pub fn ping(pod: &Pod, ip: &str, count: u32) -> bool {
 /// are `--host-record`/`--cname` style arguments, names under `domain` it
 /// does not know get NXDOMAIN, and answers carry a 30 s TTL.
 pub fn dns_server(pod: &Pod, domain: &str, records: &[String]) -> Background {
+    let child = dns_server_command(pod, domain, records)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsmasq");
+    wait_for_port(pod, 53);
+    Background(child)
+}
+
+/// The command [`dns_server`] runs, for callers that manage the process.
+pub fn dns_server_command(pod: &Pod, domain: &str, records: &[String]) -> Command {
     let mut args = vec![
         "--no-daemon".to_owned(),
         "--conf-file=/dev/null".to_owned(),
@@ -94,30 +105,13 @@ pub fn dns_server(pod: &Pod, domain: &str, records: &[String]) -> Background {
     ];
     args.extend(records.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = pod
-        .cmd("dnsmasq", &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dnsmasq");
-    wait_for_port(pod, 53);
-    Background(child)
+    pod.cmd("dnsmasq", &args)
 }
 
 /// The lab's HTTP server (`tests/data/http_server.py`, Python's http.server):
 /// 200 on `/ok...` after `delay_ms`, 404 on `/missing...`, 500 on `/fail...`.
 pub fn http_server(pod: &Pod, port: u16, delay_ms: u32) -> Background {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/data/http_server.py");
-    let child = pod
-        .cmd(
-            "python3",
-            &[
-                script,
-                &port.to_string(),
-                "--delay-ms",
-                &delay_ms.to_string(),
-            ],
-        )
+    let child = http_server_command(pod, port, delay_ms)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,16 +120,37 @@ pub fn http_server(pod: &Pod, port: u16, delay_ms: u32) -> Background {
     Background(child)
 }
 
+/// The command [`http_server`] runs, for callers that manage the process.
+pub fn http_server_command(pod: &Pod, port: u16, delay_ms: u32) -> Command {
+    pod.cmd(
+        "python3",
+        &[
+            HTTP_SERVER_SCRIPT,
+            &port.to_string(),
+            "--delay-ms",
+            &delay_ms.to_string(),
+        ],
+    )
+}
+
+/// The lab's HTTP server script.
+pub const HTTP_SERVER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/http_server.py");
+
 /// Waits (up to 5 s) until something listens on `port` in the pod.
 fn wait_for_port(pod: &Pod, port: u16) {
     for _ in 0..50 {
-        let out = pod.run("ss", &["-Hltnu", &format!("sport = :{port}")]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+        if is_listening(pod, port) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("nothing listens on port {port} in {}", pod.name);
+}
+
+/// True when a TCP or UDP socket listens on `port` in the pod.
+pub fn is_listening(pod: &Pod, port: u16) -> bool {
+    let out = pod.run("ss", &["-Hltnu", &format!("sport = :{port}")]);
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 /// Points the pod's resolver at `server`: `ip netns exec` bind-mounts

@@ -1,9 +1,11 @@
 //! The skb:kfree_skb tracepoint: packets the kernel itself drops (no socket,
-//! netfilter, no route, ...) that involve a known endpoint become drop events
+//! netfilter, no route, ...) that involve a local endpoint become drop events
 //! with the kernel's reason number. Userspace names the reason from BTF.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
-use node_agent_ebpf::{FlowKey, FlowState, Packet, Parsed, emit, kind, parse_packet, point};
+use node_agent_ebpf::{
+    FlowKey, FlowState, Packet, Parsed, emit, endpoint_flags, kind, parse_packet, point,
+};
 
 use super::{ENDPOINTS, Meta, config, flow_kind, lookup, send};
 
@@ -44,7 +46,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
             ctx.read_at::<u16>(cfg.tp_protocol_off as usize)?,
         )
     };
-    if reason < FIRST_DROP_REASON {
+    if reason < FIRST_DROP_REASON || reason == cfg.kfree_skip[0] || reason == cfg.kfree_skip[1] {
         return Ok(());
     }
     let (head, network_header) = unsafe {
@@ -63,7 +65,16 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
     if parse_packet(&pkt, false, protocol, &mut parsed).is_err() {
         return Ok(());
     }
-    if lookup(&ENDPOINTS, &parsed.src).is_none() && lookup(&ENDPOINTS, &parsed.dst).is_none() {
+    let src = lookup(&ENDPOINTS, &parsed.src);
+    let dst = lookup(&ENDPOINTS, &parsed.dst);
+    let src_local = src.is_some_and(|e| e.flags & endpoint_flags::LOCAL != 0);
+    let dst_local = dst.is_some_and(|e| e.flags & endpoint_flags::LOCAL != 0);
+    let ours = if cfg.kfree_shared_kernel != 0 {
+        dst_local || (src_local && dst.is_none())
+    } else {
+        src_local || dst_local
+    };
+    if !ours {
         return Ok(());
     }
     let mut key = FlowKey {
