@@ -15,6 +15,7 @@ pub mod lab;
 pub mod prometheus;
 pub mod relay;
 pub mod synthetic;
+pub mod tmux;
 pub mod traffic;
 
 use std::sync::{Mutex, MutexGuard};

@@ -2,73 +2,7 @@
 //! replaying a recorded capture; keys are sent as a user types them and the
 //! screen is read back. Needs tmux (scripts/setup.sh installs it), not root.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
-
-use webb_tests::agent::binary;
-
-struct Tmux(String);
-
-impl Tmux {
-    fn start(cmd: &str) -> Self {
-        let name = format!("webb-ui-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "30"])
-            .arg(cmd)
-            .status()
-            .expect("tmux");
-        assert!(ok.success());
-        let t = Self(name);
-        t.run(&["set-option", "-t", &t.0, "remain-on-exit", "on"]);
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", &self.0])
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            self.run(&["send-keys", "-t", &self.0, k]);
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-
-    fn literal(&self, text: &str) {
-        self.run(&["send-keys", "-t", &self.0, "-l", "--", text]);
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{what}: not on screen in 10 s:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
-}
+use webb_tests::{agent::binary, tmux::Tmux};
 
 #[test]
 fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal() {
@@ -87,7 +21,7 @@ fn dashboard_replays_a_capture_filters_shows_details_and_restores_the_terminal()
         binary("webb").display(),
         log.display()
     );
-    let t = Tmux::start(&cmd);
+    let t = Tmux::start(&cmd, 120, 30);
     let s = t.wait_for("the replayed table", |s| s.contains("END OF FILE"));
     assert!(s.contains("flows 11 of 11"), "{s}");
     assert!(s.contains("DROPPED") && s.contains("FORWARDED"), "{s}");
