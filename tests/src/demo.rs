@@ -23,14 +23,16 @@
 use std::{
     fmt::Write as _,
     fs::File,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+
+mod traffic;
+pub use traffic::run as traffic;
 
 use crate::{
     agent::binary,
@@ -239,7 +241,7 @@ fn build(demo: &mut Demo) -> anyhow::Result<()> {
                 .with_context(|| format!("creating cgroup {}", dir.display()))?;
         }
     }
-    let system_cgroup = cgroups.as_ref().map(|r| r.join("system"));
+    let system = cgroups.as_ref().map(|r| r.join("system"));
     let pods = pods(cgroups.as_deref());
 
     say("building two lab nodes, their pods and the world");
@@ -251,8 +253,6 @@ fn build(demo: &mut Demo) -> anyhow::Result<()> {
     for (node, pod) in &pods {
         add_pod(node, pod)?;
     }
-
-    let coredns = find(&pods, "coredns");
     std::fs::write(state.join("policy.yaml"), POLICY)?;
     for node in &NODES {
         std::fs::write(
@@ -261,134 +261,136 @@ fn build(demo: &mut Demo) -> anyhow::Result<()> {
         )?;
     }
     for (_, pod) in &pods {
-        resolver(&pod.netns, coredns.ip)?;
+        resolver(&pod.netns, find(&pods, "coredns").ip)?;
     }
 
     say("starting servers: dnsmasq, HTTP (frontend, cart, payments, world), db");
-    let mut records: Vec<String> = pods
-        .iter()
-        .map(|(_, p)| {
-            format!(
-                "--host-record={}.{}.svc.{CLUSTER_DOMAIN},{}",
-                p.name, p.namespace, p.ip
-            )
-        })
-        .collect();
-    records.push(format!("--host-record={WORLD_NAME},{WORLD_IP}"));
-    records.push("--local=/example.com/".to_owned());
-    demo.spawn("dns", dns_server_command(coredns, CLUSTER_DOMAIN, &records))?;
-    for (name, delay_ms) in [("frontend", 5), ("cart", 15), ("payments", 40)] {
-        let pod = find(&pods, name);
-        demo.spawn(
-            &format!("http-{name}"),
-            http_server_command(pod, HTTP_PORT, delay_ms),
-        )?;
-    }
-    let db = find(&pods, "db");
-    demo.spawn(
-        "db",
-        db.cmd(
-            "socat",
-            &[
-                "-u",
-                &format!("TCP-LISTEN:{DB_PORT},reuseaddr,fork"),
-                "OPEN:/dev/null",
-            ],
-        ),
-    )?;
-    let mut world_http = netns_command(WORLD_NETNS, system_cgroup.as_deref(), "python3");
-    world_http.args([crate::traffic::HTTP_SERVER_SCRIPT, "80", "--delay-ms", "60"]);
-    demo.spawn("http-world", world_http)?;
-    for (name, port) in [
-        ("coredns", 53),
-        ("frontend", HTTP_PORT),
-        ("cart", HTTP_PORT),
-        ("payments", HTTP_PORT),
-        ("db", DB_PORT),
-    ] {
-        let pod = find(&pods, name);
-        wait(
-            &format!("a server on {name}:{port}"),
-            Duration::from_secs(10),
-            || is_listening(pod, port),
-        )?;
-    }
-
+    demo.start_servers(&pods, system.as_deref())?;
     say("starting one webb-agent per node");
-    for node in &NODES {
-        let mut cmd = in_cgroup(system_cgroup.as_deref(), "nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", node.netns()))
-            .arg("--")
-            .arg(binary("webb-agent"))
-            .args(["--listen", &node.agent_addr(), "--node-name", node.name])
-            // Both lab nodes share this machine's kernel.
-            .arg("--shared-kernel")
-            .arg("--endpoints")
-            .arg(state.join(format!("endpoints-{}.yaml", node.name)))
-            .arg("--policy")
-            .arg(state.join("policy.yaml"))
-            .args([
-                "--metrics",
-                "flow drop dns:query http tcp icmp port-distribution",
-                "--metrics-listen",
-                &format!("{}:9965", node.underlay_ip()),
-            ]);
-        if let Some(root) = &cgroups {
-            cmd.arg("--cgroup").arg(node.cgroup(root));
-        }
-        demo.spawn(&format!("agent-{}", node.name), cmd)?;
-    }
-    for node in &NODES {
-        let addr = node.agent_addr();
-        wait(
-            &format!("webb-agent on {} ({addr})", node.name),
-            Duration::from_secs(30),
-            || crate::block_on(crate::client::is_serving(&addr)),
-        )?;
-    }
-
+    demo.start_agents(cgroups.as_deref())?;
     say("starting webb-relay and the traffic generators");
-    let mut relay = in_cgroup(
-        system_cgroup.as_deref(),
-        &binary("webb-relay").to_string_lossy(),
-    );
-    relay.args(["--listen", &demo.relay]);
-    for node in &NODES {
-        relay.args(["--peer", &node.agent_addr()]);
-    }
-    demo.spawn("relay", relay)?;
-    let relay_addr = demo.relay.clone();
-    wait(
-        "webb-relay connected to both nodes",
-        Duration::from_secs(30),
-        || {
-            crate::block_on(async {
-                crate::client::is_serving(&relay_addr).await
-                    && crate::client::connect(&relay_addr)
-                        .await
-                        .server_status(webb_proto::observer::ServerStatusRequest {})
-                        .await
-                        .is_ok_and(|r| {
-                            r.into_inner().num_connected_nodes.map(|n| n.value)
-                                == Some(NODES.len() as u32)
-                        })
-            })
-        },
-    )?;
-
+    demo.start_relay(system.as_deref())?;
     let me = std::env::current_exe().context("finding the webb-demo binary")?;
+    let me = me.to_string_lossy();
     for role in ["frontend", "cart", "payments"] {
-        let pod = find(&pods, role);
-        demo.spawn(
-            &format!("traffic-{role}"),
-            pod.cmd(&me.to_string_lossy(), &["traffic", role]),
-        )?;
+        let cmd = find(&pods, role).cmd(&me, &["traffic", role]);
+        demo.spawn(&format!("traffic-{role}"), cmd)?;
     }
-    let mut world_traffic =
-        netns_command(WORLD_NETNS, system_cgroup.as_deref(), &me.to_string_lossy());
+    let mut world_traffic = netns_command(WORLD_NETNS, system.as_deref(), &me);
     world_traffic.args(["traffic", "world"]);
-    demo.spawn("traffic-world", world_traffic)?;
-    Ok(())
+    demo.spawn("traffic-world", world_traffic)
+}
+
+impl Demo {
+    /// Cluster DNS (dnsmasq in coredns: every pod by its service name, the
+    /// world by name, NXDOMAIN for the rest of both zones), the HTTP
+    /// servers with different latencies, and db; waits until they listen.
+    fn start_servers(
+        &mut self,
+        pods: &[(&NodeSpec, Pod)],
+        system: Option<&Path>,
+    ) -> anyhow::Result<()> {
+        let mut records: Vec<String> = pods
+            .iter()
+            .map(|(_, p)| {
+                let name = format!("{}.{}.svc.{CLUSTER_DOMAIN}", p.name, p.namespace);
+                format!("--host-record={name},{}", p.ip)
+            })
+            .collect();
+        records.push(format!("--host-record={WORLD_NAME},{WORLD_IP}"));
+        records.push("--local=/example.com/".to_owned());
+        let coredns = find(pods, "coredns");
+        self.spawn("dns", dns_server_command(coredns, CLUSTER_DOMAIN, &records))?;
+        for (name, delay_ms) in [("frontend", 5), ("cart", 15), ("payments", 40)] {
+            let cmd = http_server_command(find(pods, name), HTTP_PORT, delay_ms);
+            self.spawn(&format!("http-{name}"), cmd)?;
+        }
+        let listen = format!("TCP-LISTEN:{DB_PORT},reuseaddr,fork");
+        let db = find(pods, "db").cmd("socat", &["-u", &listen, "OPEN:/dev/null"]);
+        self.spawn("db", db)?;
+        let mut world_http = netns_command(WORLD_NETNS, system, "python3");
+        world_http.args([crate::traffic::HTTP_SERVER_SCRIPT, "80", "--delay-ms", "60"]);
+        self.spawn("http-world", world_http)?;
+        for (name, port) in [
+            ("coredns", 53),
+            ("frontend", HTTP_PORT),
+            ("cart", HTTP_PORT),
+            ("payments", HTTP_PORT),
+            ("db", DB_PORT),
+        ] {
+            let pod = find(pods, name);
+            let what = format!("a server on {name}:{port}");
+            wait(&what, Duration::from_secs(10), || is_listening(pod, port))?;
+        }
+        Ok(())
+    }
+
+    /// One agent per node, entered into the node's network namespace with
+    /// `nsenter` (not `ip netns exec`, which would hide the cgroup tree),
+    /// serving on the node's underlay address; waits until both serve.
+    fn start_agents(&mut self, cgroups: Option<&Path>) -> anyhow::Result<()> {
+        let state = Path::new(STATE_DIR);
+        for node in &NODES {
+            let mut cmd = in_cgroup(cgroups.map(|r| r.join("system")).as_deref(), "nsenter");
+            cmd.arg(format!("--net=/run/netns/{}", node.netns()))
+                .arg("--")
+                .arg(binary("webb-agent"))
+                .args(["--listen", &node.agent_addr(), "--node-name", node.name])
+                // Both lab nodes share this machine's kernel.
+                .arg("--shared-kernel")
+                .arg("--endpoints")
+                .arg(state.join(format!("endpoints-{}.yaml", node.name)))
+                .arg("--policy")
+                .arg(state.join("policy.yaml"))
+                .args([
+                    "--metrics",
+                    "flow drop dns:query http tcp icmp port-distribution",
+                    "--metrics-listen",
+                    &format!("{}:9965", node.underlay_ip()),
+                ]);
+            if let Some(root) = cgroups {
+                cmd.arg("--cgroup").arg(node.cgroup(root));
+            }
+            self.spawn(&format!("agent-{}", node.name), cmd)?;
+        }
+        for node in &NODES {
+            let addr = node.agent_addr();
+            let what = format!("webb-agent on {} ({addr})", node.name);
+            wait(&what, Duration::from_secs(30), || {
+                crate::block_on(crate::client::is_serving(&addr))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The relay, peered with both agents; waits until it has both nodes.
+    fn start_relay(&mut self, system: Option<&Path>) -> anyhow::Result<()> {
+        let mut relay = in_cgroup(system, &binary("webb-relay").to_string_lossy());
+        relay.args(["--listen", &self.relay]);
+        for node in &NODES {
+            relay.args(["--peer", &node.agent_addr()]);
+        }
+        self.spawn("relay", relay)?;
+        let addr = self.relay.clone();
+        wait(
+            "webb-relay connected to both nodes",
+            Duration::from_secs(30),
+            || crate::block_on(connected_nodes(&addr)) == Some(NODES.len() as u32),
+        )
+    }
+}
+
+/// The number of nodes a relay says it is connected to.
+async fn connected_nodes(addr: &str) -> Option<u32> {
+    let mut client =
+        webb_proto::observer::observer_client::ObserverClient::connect(format!("http://{addr}"))
+            .await
+            .ok()?;
+    let status = client
+        .server_status(webb_proto::observer::ServerStatusRequest {})
+        .await
+        .ok()?;
+    status.into_inner().num_connected_nodes.map(|n| n.value)
 }
 
 fn find<'a>(pods: &'a [(&NodeSpec, Pod)], name: &str) -> &'a Pod {
@@ -471,9 +473,11 @@ fn wait(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyho
     Ok(())
 }
 
-/// Runs `ip ARGS...`, failing with its error output.
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    run("ip", args)
+/// Runs `ip` with a command line of whitespace-separated words (no word
+/// in the lab's commands has a space), failing with its error output.
+fn ip(command_line: &str) -> anyhow::Result<()> {
+    let args: Vec<&str> = command_line.split_whitespace().collect();
+    run("ip", &args)
 }
 
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -495,91 +499,39 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
 /// The underlay: a bridge in its own namespace (so the host's bridge
 /// netfilter settings do not apply), with the host attached as 10.214.0.1.
 fn underlay() -> anyhow::Result<()> {
-    ip(&["netns", "add", UNDERLAY_NETNS])?;
-    ip(&["-n", UNDERLAY_NETNS, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", UNDERLAY_NETNS, "link", "set", "br0", "up"])?;
-    ip(&[
-        "link",
-        "add",
-        HOST_LINK,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "host",
-        "netns",
-        UNDERLAY_NETNS,
-    ])?;
-    ip(&[
-        "-n",
-        UNDERLAY_NETNS,
-        "link",
-        "set",
-        "host",
-        "master",
-        "br0",
-        "up",
-    ])?;
-    ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", HOST_LINK])?;
-    ip(&["link", "set", HOST_LINK, "up"])
+    let u = UNDERLAY_NETNS;
+    ip(&format!("netns add {u}"))?;
+    ip(&format!("-n {u} link add br0 type bridge"))?;
+    ip(&format!("-n {u} link set br0 up"))?;
+    ip(&format!(
+        "link add {HOST_LINK} type veth peer name host netns {u}"
+    ))?;
+    ip(&format!("-n {u} link set host master br0 up"))?;
+    ip(&format!("addr add {HOST_IP}/24 dev {HOST_LINK}"))?;
+    ip(&format!("link set {HOST_LINK} up"))
 }
 
 /// Plugs a namespace into the underlay with `addr` on its `eth0`.
-fn uplink(netns: &str, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-    ip(&[
-        "-n",
-        netns,
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        port,
-        "netns",
-        UNDERLAY_NETNS,
-    ])?;
-    ip(&[
-        "-n",
-        UNDERLAY_NETNS,
-        "link",
-        "set",
-        port,
-        "master",
-        "br0",
-        "up",
-    ])?;
-    ip(&[
-        "-n",
-        netns,
-        "addr",
-        "add",
-        &format!("{addr}/24"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", netns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", netns, "link", "set", "lo", "up"])
+fn uplink(ns: &str, port: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    let u = UNDERLAY_NETNS;
+    ip(&format!(
+        "-n {ns} link add eth0 type veth peer name {port} netns {u}"
+    ))?;
+    ip(&format!("-n {u} link set {port} master br0 up"))?;
+    ip(&format!("-n {ns} addr add {addr}/24 dev eth0"))?;
+    ip(&format!("-n {ns} link set eth0 up"))?;
+    ip(&format!("-n {ns} link set lo up"))
 }
 
 /// A node: its namespace on the underlay, a `cni0` bridge for its pods,
 /// forwarding on, and routes to the other node's pods and to the world.
 fn lab_node(node: &NodeSpec) -> anyhow::Result<()> {
     let ns = node.netns();
-    ip(&["netns", "add", &ns])?;
+    ip(&format!("netns add {ns}"))?;
     uplink(&ns, &format!("node{}", node.index), node.underlay_ip())?;
-    ip(&["-n", &ns, "link", "add", "cni0", "type", "bridge"])?;
-    ip(&[
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("{}/24", node.gateway()),
-        "dev",
-        "cni0",
-    ])?;
-    ip(&["-n", &ns, "link", "set", "cni0", "up"])?;
+    ip(&format!("-n {ns} link add cni0 type bridge"))?;
+    ip(&format!("-n {ns} addr add {}/24 dev cni0", node.gateway()))?;
+    ip(&format!("-n {ns} link set cni0 up"))?;
     run(
         "ip",
         &[
@@ -592,104 +544,39 @@ fn lab_node(node: &NodeSpec) -> anyhow::Result<()> {
         ],
     )?;
     for other in NODES.iter().filter(|o| o.index != node.index) {
-        ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            &other.pod_subnet(),
-            "via",
-            &other.underlay_ip().to_string(),
-        ])?;
+        let (net, via) = (other.pod_subnet(), other.underlay_ip());
+        ip(&format!("-n {ns} route add {net} via {via}"))?;
     }
-    ip(&[
-        "-n",
-        &ns,
-        "route",
-        "add",
-        &format!("{WORLD_IP}/32"),
-        "via",
-        &WORLD_UNDERLAY_IP.to_string(),
-    ])
+    ip(&format!(
+        "-n {ns} route add {WORLD_IP}/32 via {WORLD_UNDERLAY_IP}"
+    ))
 }
 
 /// The world: a namespace holding the outside address, routed back to the
-/// pods through their nodes.
+/// pods through their nodes (and answering from the outside address).
 fn world() -> anyhow::Result<()> {
-    ip(&["netns", "add", WORLD_NETNS])?;
-    uplink(WORLD_NETNS, "world", WORLD_UNDERLAY_IP)?;
-    ip(&[
-        "-n",
-        WORLD_NETNS,
-        "addr",
-        "add",
-        &format!("{WORLD_IP}/32"),
-        "dev",
-        "lo",
-    ])?;
+    let w = WORLD_NETNS;
+    ip(&format!("netns add {w}"))?;
+    uplink(w, "world", WORLD_UNDERLAY_IP)?;
+    ip(&format!("-n {w} addr add {WORLD_IP}/32 dev lo"))?;
     for node in &NODES {
-        ip(&[
-            "-n",
-            WORLD_NETNS,
-            "route",
-            "add",
-            &node.pod_subnet(),
-            "via",
-            &node.underlay_ip().to_string(),
-            "src",
-            &WORLD_IP.to_string(),
-        ])?;
+        let (net, via) = (node.pod_subnet(), node.underlay_ip());
+        ip(&format!("-n {w} route add {net} via {via} src {WORLD_IP}"))?;
     }
     Ok(())
 }
 
 fn add_pod(node: &NodeSpec, pod: &Pod) -> anyhow::Result<()> {
-    let node_ns = node.netns();
-    ip(&["netns", "add", &pod.netns])?;
-    ip(&[
-        "-n",
-        &node_ns,
-        "link",
-        "add",
-        &pod.host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &pod.netns,
-    ])?;
-    ip(&[
-        "-n",
-        &node_ns,
-        "link",
-        "set",
-        &pod.host_if,
-        "master",
-        "cni0",
-        "up",
-    ])?;
-    ip(&["-n", &pod.netns, "link", "set", "lo", "up"])?;
-    ip(&[
-        "-n",
-        &pod.netns,
-        "addr",
-        "add",
-        &format!("{}/24", pod.ip),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", &pod.netns, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n",
-        &pod.netns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &node.gateway().to_string(),
-    ])?;
+    let (node_ns, ns, veth) = (node.netns(), &pod.netns, &pod.host_if);
+    ip(&format!("netns add {ns}"))?;
+    ip(&format!(
+        "-n {node_ns} link add {veth} type veth peer name eth0 netns {ns}"
+    ))?;
+    ip(&format!("-n {node_ns} link set {veth} master cni0 up"))?;
+    ip(&format!("-n {ns} link set lo up"))?;
+    ip(&format!("-n {ns} addr add {}/24 dev eth0", pod.ip))?;
+    ip(&format!("-n {ns} link set eth0 up"))?;
+    ip(&format!("-n {ns} route add default via {}", node.gateway()))?;
     if let Some(cg) = &pod.cgroup {
         std::fs::create_dir_all(cg).with_context(|| format!("creating cgroup {}", cg.display()))?;
     }
@@ -827,13 +714,13 @@ pub fn down() -> Teardown {
     // namespace that is already gone.
     namespaces.sort_by_key(|n| (n == UNDERLAY_NETNS, n.contains("-node"), n.clone()));
     for ns in namespaces {
-        if ip(&["netns", "del", &ns]).is_ok() {
+        if ip(&format!("netns del {ns}")).is_ok() {
             report.namespaces += 1;
         }
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&ns));
     }
     if Path::new("/sys/class/net").join(HOST_LINK).exists()
-        && ip(&["link", "del", HOST_LINK]).is_ok()
+        && ip(&format!("link del {HOST_LINK}")).is_ok()
     {
         report.links += 1;
     }
@@ -870,268 +757,4 @@ pub fn try_these(relay: &str) -> String {
     let _ = writeln!(s, "  webb list nodes{server}");
     let _ = writeln!(s, "  webb ui{server}");
     s
-}
-
-// ---------------------------------------------------------------------
-// Traffic generators: `webb-demo traffic ROLE`, run inside a pod (or the
-// world namespace) by [`up`]. Each role runs a few loops of real requests
-// with jittered pauses until it is killed at tear-down.
-
-/// One recurring request of a traffic generator.
-enum Call {
-    /// An HTTP GET to `host:port` on a path drawn from `paths` (`{id}` is
-    /// replaced by a number), sometimes with a bearer token.
-    Http {
-        host: &'static str,
-        port: u16,
-        paths: &'static [&'static str],
-        bearer: bool,
-    },
-    /// A TCP connection that sends a line and closes.
-    Tcp { host: &'static str, port: u16 },
-    /// A datagram.
-    Udp { host: &'static str, port: u16 },
-    /// A name lookup only.
-    Resolve { name: &'static str },
-    /// One ICMP echo.
-    Ping { host: &'static str },
-}
-
-const SHOP_PATHS: &[&str] = &[
-    "/ok/items/{id}",
-    "/ok/items/{id}",
-    "/ok/items/{id}",
-    "/ok/items/{id}",
-    "/slow/items/{id}/reviews",
-    "/missing/items/{id}",
-    "/fail/cart",
-];
-
-const CHECKOUT_PATHS: &[&str] = &[
-    "/ok/charge",
-    "/ok/charge",
-    "/ok/charge",
-    "/slow/charge",
-    "/fail/charge",
-];
-
-/// Each role's calls and their mean interval.
-fn plan(role: &str) -> Option<Vec<(Call, Duration)>> {
-    let ms = Duration::from_millis;
-    Some(match role {
-        // Outside users of the shop, by address (the world has no cluster
-        // DNS).
-        "world" => vec![(
-            Call::Http {
-                host: "frontend",
-                port: HTTP_PORT,
-                paths: SHOP_PATHS,
-                bearer: false,
-            },
-            ms(400),
-        )],
-        "frontend" => vec![
-            (
-                Call::Http {
-                    host: "cart",
-                    port: HTTP_PORT,
-                    paths: SHOP_PATHS,
-                    bearer: false,
-                },
-                ms(700),
-            ),
-            (
-                Call::Http {
-                    host: "payments",
-                    port: HTTP_PORT,
-                    paths: CHECKOUT_PATHS,
-                    bearer: true,
-                },
-                ms(1500),
-            ),
-            // Denied by the policy: only cart may talk to db.
-            (
-                Call::Tcp {
-                    host: "db",
-                    port: DB_PORT,
-                },
-                ms(3000),
-            ),
-            (
-                Call::Resolve {
-                    name: "recommendations",
-                },
-                ms(5000),
-            ),
-            (
-                Call::Udp {
-                    host: "cart",
-                    port: CLOSED_UDP_PORT,
-                },
-                ms(2500),
-            ),
-        ],
-        "cart" => vec![
-            (
-                Call::Tcp {
-                    host: "db",
-                    port: DB_PORT,
-                },
-                ms(1200),
-            ),
-            (Call::Ping { host: "payments" }, ms(4000)),
-        ],
-        "payments" => vec![
-            (
-                Call::Http {
-                    host: WORLD_NAME,
-                    port: 80,
-                    paths: &[
-                        "/ok/v1/charges",
-                        "/ok/v1/charges",
-                        "/slow/v1/charges",
-                        "/missing/v1/refunds",
-                    ],
-                    bearer: true,
-                },
-                ms(2000),
-            ),
-            (Call::Ping { host: WORLD_NAME }, ms(5000)),
-        ],
-        _ => return None,
-    })
-}
-
-/// Runs a traffic generator role until killed.
-pub fn traffic(role: &str) -> anyhow::Result<()> {
-    let Some(plan) = plan(role) else {
-        bail!("unknown traffic role {role:?} (frontend, cart, payments, world)");
-    };
-    let world = role == "world";
-    let threads: Vec<_> = plan
-        .into_iter()
-        .enumerate()
-        .map(|(i, (call, every))| {
-            std::thread::spawn(move || {
-                let mut rng = Rng::new(i as u64 + 1);
-                loop {
-                    if let Err(e) = call.run(world, &mut rng) {
-                        eprintln!("{e:#}");
-                    }
-                    std::thread::sleep(rng.jitter(every));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        let _ = t.join();
-    }
-    Ok(())
-}
-
-/// A small xorshift generator: the traffic needs variety, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn new(stream: u64) -> Self {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Self((t ^ (stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Between half and one and a half times `mean`.
-    fn jitter(&mut self, mean: Duration) -> Duration {
-        mean / 2 + mean.mul_f64((self.next() % 1000) as f64 / 1000.0)
-    }
-}
-
-/// Resolves a lab name: pods by short name through the cluster DNS (the
-/// world has none and uses the pods' addresses).
-fn resolve(host: &str, port: u16, world: bool) -> anyhow::Result<SocketAddr> {
-    if world {
-        return Ok(SocketAddr::from((pod_ip(host), port)));
-    }
-    (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {host}"))?
-        .find(SocketAddr::is_ipv4)
-        .with_context(|| format!("{host} has no IPv4 address"))
-}
-
-impl Call {
-    fn run(&self, world: bool, rng: &mut Rng) -> anyhow::Result<()> {
-        let timeout = Duration::from_secs(2);
-        match self {
-            Call::Http {
-                host,
-                port,
-                paths,
-                bearer,
-            } => {
-                let addr = resolve(host, *port, world)?;
-                let path = paths[rng.below(paths.len())]
-                    .replace("{id}", &(rng.below(400) + 1).to_string());
-                let mut s = TcpStream::connect_timeout(&addr, timeout)
-                    .with_context(|| format!("connecting to {host}:{port}"))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let auth = if *bearer {
-                    "Authorization: Bearer demo-token-not-a-secret\r\n"
-                } else {
-                    ""
-                };
-                // One write, as real clients send a head: the agent reads
-                // L7 from the segment that starts it.
-                let head = format!(
-                    "GET {path}?session={} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: webb-demo\r\n{auth}Connection: close\r\n\r\n",
-                    rng.below(1_000_000)
-                );
-                s.write_all(head.as_bytes())?;
-                let mut answer = Vec::new();
-                s.read_to_end(&mut answer)
-                    .with_context(|| format!("reading the answer of {host}:{port}{path}"))?;
-                Ok(())
-            }
-            Call::Tcp { host, port } => {
-                let addr = resolve(host, *port, world)?;
-                // Denied connections time out: that is the point.
-                if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                    let _ = s.write_all(b"SELECT 1;\n");
-                }
-                Ok(())
-            }
-            Call::Udp { host, port } => {
-                let addr = resolve(host, *port, world)?;
-                let sock = UdpSocket::bind("0.0.0.0:0")?;
-                sock.send_to(b"hello?\n", addr)?;
-                Ok(())
-            }
-            Call::Resolve { name } => {
-                // NXDOMAIN for every name in the search list is the point.
-                let _ = (*name, 80).to_socket_addrs();
-                Ok(())
-            }
-            Call::Ping { host } => {
-                let addr = resolve(host, 0, world)?;
-                Command::new("ping")
-                    .args(["-c", "1", "-W", "1", &addr.ip().to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .context("running ping")?;
-                Ok(())
-            }
-        }
-    }
 }
