@@ -9,9 +9,10 @@ CACHE="${WEBB_CACHE:-$HOME/.cache/webb}"
 mkdir -p "$CACHE"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# Debian packages the end-to-end tests and the demo use.
+# Debian packages the end-to-end tests and the demo use (WEBB_SETUP_PACKAGES=0
+# skips them: an image build needs only the toolchain).
 need_pkgs=()
-for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
+[ "${WEBB_SETUP_PACKAGES:-1}" = 0 ] || for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
             curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq bc:bc dig:bind9-dnsutils prometheus:prometheus; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")

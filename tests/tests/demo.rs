@@ -406,3 +406,37 @@ fn demo_opens_the_dashboard_on_the_relay_and_quitting_tears_down() {
     );
     assert_torn_down(programs_before);
 }
+
+/// The capture in `examples/` (recorded from the demo lab by `webb observe
+/// -o json`) is what `webb ui --input-file` shows without root: it must
+/// read back through webb and hold every kind of flow the live demo has.
+#[test]
+fn the_recorded_demo_capture_reads_back_with_every_kind_of_flow() {
+    let capture = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.jsonl");
+    let out = Command::new(binary("webb"))
+        .args(["observe", "--input-file", capture, "--all", "-o", "json"])
+        .output()
+        .expect("running webb observe --input-file");
+    assert!(
+        out.status.success(),
+        "webb could not read {capture}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen = kinds(&text);
+    let missing: Vec<&str> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| !seen.contains(k))
+        .collect();
+    assert!(missing.is_empty(), "{capture} has no {missing:?} flows");
+    let lines = std::fs::read_to_string(capture)
+        .expect("reading the capture")
+        .lines()
+        .count();
+    assert_eq!(
+        text.lines().count(),
+        lines,
+        "webb dropped lines of {capture}"
+    );
+}

@@ -131,3 +131,106 @@ fn manifests_are_wired_together() {
         dep["spec"]["template"]["metadata"]["labels"]
     );
 }
+
+/// The Dockerfile (no image can be built on the test machine: no daemon, no
+/// registry) is checked against what uses it: every image the manifests run
+/// has a documented `docker build --target` line whose stage exists and
+/// starts the binary the manifest expects; the relay's user is the one its
+/// manifest requires; the packages it builds are this workspace's.
+#[test]
+fn the_dockerfile_builds_the_images_the_manifests_run() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dockerfile = std::fs::read_to_string(format!("{root}/Dockerfile")).expect("Dockerfile");
+    // stage name -> its lines
+    let mut stages: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in dockerfile.lines() {
+        if let Some(rest) = line.strip_prefix("FROM ") {
+            let name = rest.split(" AS ").nth(1).unwrap_or("").trim().to_owned();
+            stages.push((name, Vec::new()));
+        } else if let Some((_, lines)) = stages.last_mut() {
+            lines.push(line);
+        }
+    }
+    let stage = |name: &str| -> &Vec<&str> {
+        &stages
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("the Dockerfile has no stage {name}"))
+            .1
+    };
+    let target_of = |image: &str| -> String {
+        let line = dockerfile
+            .lines()
+            .find(|l| l.contains("docker build --target") && l.contains(&format!("-t {image} ")))
+            .unwrap_or_else(|| panic!("the Dockerfile does not say how to build {image}"));
+        line.split("--target")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let agent = docs("agent.yaml");
+    let relay = docs("relay.yaml");
+    let ds = find(&agent, "DaemonSet", "webb-agent");
+    let dep = find(&relay, "Deployment", "webb-relay");
+    for (workload, binary_name) in [(ds, "webb-agent"), (dep, "webb-relay")] {
+        let c = &workload["spec"]["template"]["spec"]["containers"][0];
+        let image = c["image"].as_str().expect("container image");
+        let target = target_of(image);
+        let lines = stage(&target);
+        assert!(
+            lines.iter().any(|l| l.starts_with("ENTRYPOINT")
+                && l.contains(&format!("/usr/local/bin/{binary_name}\""))),
+            "stage {target} does not run {binary_name}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("COPY --from=build")
+                && l.contains(&format!("/out/{binary_name} "))),
+            "stage {target} does not copy {binary_name} from the build"
+        );
+        if let Some(user) = c["securityContext"]["runAsUser"].as_u64() {
+            assert!(
+                lines.iter().any(|l| *l == format!("USER {user}:{user}")),
+                "stage {target} does not run as user {user}, which {binary_name}'s manifest requires"
+            );
+        }
+    }
+    assert!(
+        stage("cli")
+            .iter()
+            .any(|l| l.contains("/usr/local/bin/webb\""))
+    );
+    let build = stage("build").join("\n");
+    let cargo_build = stage("build")
+        .iter()
+        .find(|l| l.contains("cargo build"))
+        .expect("the build stage runs cargo build");
+    for package in cargo_build
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| w[1])
+    {
+        let manifest_dir = match package {
+            "webb-agent" => "node-agent",
+            "webb-relay" => "relay",
+            "webb-tui" => "tui",
+            other => panic!("the Dockerfile builds {other}, which is not an image's package"),
+        };
+        let toml = std::fs::read_to_string(format!("{root}/{manifest_dir}/Cargo.toml")).unwrap();
+        assert!(
+            toml.contains(&format!("name = \"{package}\"")),
+            "{manifest_dir} is not {package}"
+        );
+    }
+    // What the image stages copy from /out is what the build put there.
+    for bin in ["webb-agent", "webb-relay", "webb"] {
+        assert!(
+            build.contains(&format!("target/release/{bin} ")),
+            "the build does not produce {bin}"
+        );
+    }
+}
