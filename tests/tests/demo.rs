@@ -82,6 +82,41 @@ fn kinds(json_lines: &str) -> BTreeSet<&'static str> {
     seen
 }
 
+/// Both lab nodes share one kernel (`--shared-kernel`): a drop is reported
+/// by the node it happened on, once. frontend -> cart:9 (both on node 1)
+/// dies in node 1's kernel path; frontend -> db is denied at db's ingress
+/// on node 2. Closing sockets' queues are not drops.
+fn each_drop_is_reported_once_by_its_node(json_lines: &str) {
+    for line in json_lines.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let f = &v["flow"];
+        if f["verdict"] != "DROPPED" {
+            continue;
+        }
+        let node = f["node_name"].as_str().unwrap_or_default();
+        let kernel = f["webb_kernel_drop_reason"].as_str();
+        assert!(
+            !matches!(kernel, Some("QUEUE_PURGE" | "SOCKET_CLOSE")),
+            "a closing socket's queue reported as a drop: {line}"
+        );
+        match f["destination"]["pod_name"].as_str() {
+            Some("db") => assert_eq!(
+                node, "demo-node-2",
+                "a drop to db reported by {node}: {line}"
+            ),
+            Some("cart") if kernel == Some("NO_SOCKET") => {
+                assert_eq!(
+                    node, "demo-node-1",
+                    "cart's NO_SOCKET reported by {node}: {line}"
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
 fn observe(relay: &str) -> String {
     let out = Command::new(binary("webb"))
         .args([
@@ -231,6 +266,36 @@ fn assert_torn_down(programs_before: usize) {
     );
 }
 
+/// A running `webb-demo --no-ui`, stopped with SIGTERM when dropped: a
+/// failing test still tears its lab down (and releases the test's output,
+/// which the demo shares).
+struct Demo(std::process::Child);
+
+impl Demo {
+    /// SIGTERM, then up to 30 s for the tear-down; None if it did not end.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill with our child's pid and a valid signal.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) && self.stop().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn skip_if_a_demo_is_up() -> bool {
     if demo::is_up() {
         eprintln!(
@@ -249,14 +314,16 @@ fn demo_shows_every_kind_of_flow_through_the_relay_and_tears_down_on_sigterm() {
     }
     let programs_before = webb_programs();
     let relay = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(binary("webb-demo"))
-        .args(["--no-ui", "--listen", &relay])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting webb-demo");
-    let stdout = child.stdout.take().expect("piped stdout");
+    let mut demo = Demo(
+        Command::new(binary("webb-demo"))
+            .args(["--no-ui", "--listen", &relay])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting webb-demo"),
+    );
+    let stdout = demo.0.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut printed = String::new();
     loop {
@@ -269,7 +336,7 @@ fn demo_shows_every_kind_of_flow_through_the_relay_and_tears_down_on_sigterm() {
                 }
             }
             _ => {
-                let status = child.wait().expect("webb-demo status");
+                let status = demo.0.wait().expect("webb-demo status");
                 panic!("webb-demo exited ({status}) before it was up; it printed:\n{printed}");
             }
         }
@@ -279,20 +346,11 @@ fn demo_shows_every_kind_of_flow_through_the_relay_and_tears_down_on_sigterm() {
         "the demo did not print the commands to try:\n{printed}"
     );
     wait_for_every_kind(&relay);
+    each_drop_is_reported_once_by_its_node(&observe(&relay));
 
-    // SAFETY: kill with our child's pid and a valid signal.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("webb-demo status") {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "webb-demo did not exit within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = demo
+        .stop()
+        .expect("webb-demo did not exit within 30 s of SIGTERM");
     assert!(status.success(), "webb-demo exited with {status}");
     assert_torn_down(programs_before);
 }
@@ -305,6 +363,14 @@ fn demo_keep_leaves_the_lab_running_and_down_removes_it() {
     }
     let programs_before = webb_programs();
     let relay = format!("127.0.0.1:{}", free_port());
+    // Whatever happens below, the kept lab does not outlive the test.
+    struct DownOnDrop;
+    impl Drop for DownOnDrop {
+        fn drop(&mut self) {
+            demo::down();
+        }
+    }
+    let _down = DownOnDrop;
     let out = Command::new(binary("webb-demo"))
         .args(["--no-ui", "--keep", "--listen", &relay])
         .stdin(Stdio::null())
