@@ -75,7 +75,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         Tab::Http => panels::http(frame, app, theme, main),
         Tab::Nodes => panels::nodes(frame, app, theme, main),
     }
-    frame.render_widget(footer_line(app, theme), footer);
+    frame.render_widget(footer_line(app, theme, footer.width), footer);
     if app.mode == Mode::Help {
         help(frame, theme, area);
     }
@@ -363,7 +363,9 @@ fn detail(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     frame.render_widget(p, area);
 }
 
-fn footer_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
+/// The key hints of the current view, as many as fit in `width`: the last
+/// one (`? help`, which lists them all) is always shown.
+fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
     if app.mode == Mode::Filter {
         let mut spans = vec![
             Span::styled(" / ", theme.style(Role::Key)),
@@ -407,8 +409,23 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
             ("?", "help"),
         ],
     };
+    let hint_width = |(k, what): &(&str, &str)| k.chars().count() + what.chars().count() + 3;
+    let Some((help, rest)) = keys.split_last() else {
+        return Paragraph::new("");
+    };
+    let mut room = usize::from(width).saturating_sub(hint_width(help));
+    let mut shown: Vec<&(&str, &str)> = rest
+        .iter()
+        .take_while(|h| {
+            let w = hint_width(h);
+            let fits = w <= room;
+            room = room.saturating_sub(w);
+            fits
+        })
+        .collect();
+    shown.push(help);
     let mut spans = Vec::new();
-    for (k, what) in keys {
+    for (k, what) in shown {
         spans.push(Span::styled(format!(" {k}"), theme.style(Role::Key)));
         spans.push(Span::styled(format!(" {what} "), theme.style(Role::Muted)));
     }
