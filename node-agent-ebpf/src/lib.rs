@@ -308,7 +308,6 @@ pub struct Config {
     /// a local endpoint, or came from one and was not headed for another
     /// node's pod, so each drop is reported by one node.
     pub kfree_shared_kernel: u32,
-    pub _pad: u32,
     /// UDP/TCP ports whose traffic is DNS; 0 ends the list.
     pub dns_ports: [u16; DNS_PORTS],
 }

@@ -151,7 +151,7 @@ fn layouts_have_no_implicit_padding() {
     assert_eq!(core::mem::size_of::<FlowState>(), 40);
     assert_eq!(core::mem::size_of::<FlowEvent>(), 104);
     assert_eq!(core::mem::size_of::<PolicyKey>(), 12);
-    assert_eq!(core::mem::size_of::<Config>(), 64);
+    assert_eq!(core::mem::size_of::<Config>(), 72);
     assert_eq!(core::mem::size_of::<L7Header>(), 16);
     assert_eq!(L7_RECORD_HEADER, 120);
     assert_eq!(core::mem::size_of::<L7Record>(), 120 + MAX_CAPTURE);
