@@ -33,3 +33,14 @@ rm -rf "$install_root"
 
 step "tests"
 cargo test --workspace
+
+step "the README's first command, headless: sudo bash scripts/demo.sh --no-ui --seconds 10"
+if [ "$(id -u)" -eq 0 ]; then
+  demo_out="$(mktemp)"
+  bash scripts/demo.sh --no-ui --seconds 10 --listen 127.0.0.1:14245 >"$demo_out" 2>&1 || { cat "$demo_out" >&2; exit 1; }
+  grep -q "torn down" "$demo_out" || { cat "$demo_out" >&2; echo "the demo did not tear down" >&2; exit 1; }
+  tail -n 2 "$demo_out" >&2
+  rm -f "$demo_out"
+else
+  echo "skipped: the demo needs root" >&2
+fi
