@@ -36,8 +36,8 @@ pub use traffic::run as traffic;
 
 use crate::{
     agent::binary,
-    lab::{Pod, cgroup2_root, netns_command},
-    traffic::{dns_server_command, http_server_command, is_listening},
+    lab::{Pod, cgroup2_root, in_cgroup, netns_command},
+    traffic::{dns_server_command, http_server_command, is_listening, write_resolv_conf},
 };
 
 /// Prefix of every namespace, link and cgroup the demo makes.
@@ -219,7 +219,7 @@ pub fn up(relay_listen: &str) -> anyhow::Result<Demo> {
     match build(&mut demo) {
         Ok(()) => Ok(demo),
         Err(e) => {
-            let logs = recent_logs();
+            let logs = recent_logs(5);
             let _ = demo.down();
             Err(e.context(format!(
                 "the demo lab did not come up; torn down again{logs}"
@@ -423,25 +423,9 @@ impl Demo {
     }
 }
 
-/// A command run in a cgroup (when the machine has cgroup v2).
-fn in_cgroup(cgroup: Option<&Path>, program: &str) -> Command {
-    match cgroup {
-        Some(cg) => {
-            let mut c = Command::new("sh");
-            c.args([
-                "-c",
-                &format!("echo $$ > {}/cgroup.procs && exec \"$@\"", cg.display()),
-                "sh",
-                program,
-            ]);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-/// The last lines of every log, for an error message.
-fn recent_logs() -> String {
+/// The last `lines` lines of every log of the running demo, for an error
+/// message.
+pub fn recent_logs(lines: usize) -> String {
     let mut out = String::new();
     let Ok(dir) = std::fs::read_dir(STATE_DIR) else {
         return out;
@@ -450,7 +434,7 @@ fn recent_logs() -> String {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "log") {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             if !tail.is_empty() {
                 let _ = write!(out, "\n--- {} (last lines)", path.display());
                 for l in tail.iter().rev() {
@@ -597,18 +581,17 @@ fn endpoints_yaml(node: &NodeSpec, pods: &[(&NodeSpec, Pod)]) -> String {
     y
 }
 
-/// A Kubernetes-like resolv.conf for a pod (`ip netns exec` mounts it over
-/// `/etc/resolv.conf`): short names and the search list, ndots 5.
+/// A Kubernetes-like resolver for a pod: short names and the search list,
+/// ndots 5.
 fn resolver(netns: &str, server: Ipv4Addr) -> anyhow::Result<()> {
-    let dir = Path::new("/etc/netns").join(netns);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(
-        dir.join("resolv.conf"),
-        format!(
-            "nameserver {server}\nsearch shop.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n\
-             options ndots:5 timeout:1 attempts:2\n"
-        ),
+    let search = format!("shop.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}");
+    write_resolv_conf(
+        netns,
+        &server.to_string(),
+        &search,
+        "ndots:5 timeout:1 attempts:2",
     )
+    .map(|_| ())
     .context("writing the pod's resolv.conf")
 }
 

@@ -291,24 +291,28 @@ impl Pod {
 
 /// A command run inside a network namespace and, when given, a cgroup.
 pub fn netns_command(netns: &str, cgroup: Option<&Path>, program: &str) -> Command {
-    let mut c;
-    match cgroup {
+    let mut c = in_cgroup(cgroup, "ip");
+    c.args(["netns", "exec", netns, program]);
+    c
+}
+
+/// A command whose process joins `cgroup` (when given) before it runs:
+/// the shell joins from the host's mount namespace (`ip netns exec`
+/// remounts /sys, hiding the cgroup tree), then execs; children inherit it.
+pub fn in_cgroup(cgroup: Option<&Path>, program: &str) -> Command {
+    let mut c = match cgroup {
         Some(cg) => {
-            // Join the cgroup from the host's mount namespace first
-            // (`ip netns exec` remounts /sys, hiding the cgroup tree), then
-            // enter the network namespace; children inherit both.
-            let script = format!(
-                "echo $$ > {}/cgroup.procs && exec ip netns exec {netns} \"$@\"",
-                cg.display()
-            );
-            c = Command::new("sh");
-            c.args(["-c", &script, "sh", program]);
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!("echo $$ > {}/cgroup.procs && exec \"$@\"", cg.display()),
+                "sh",
+                program,
+            ]);
+            c
         }
-        None => {
-            c = Command::new("ip");
-            c.args(["netns", "exec", netns, program]);
-        }
-    }
+        None => Command::new(program),
+    };
     c.stdin(Stdio::null());
     c
 }

@@ -159,15 +159,27 @@ pub struct Resolver(std::path::PathBuf);
 
 impl Resolver {
     pub fn new(pod: &Pod, server: &str, search: &str) -> Self {
-        let dir = std::path::Path::new("/etc/netns").join(&pod.netns);
-        std::fs::create_dir_all(&dir).expect("create /etc/netns/<pod>");
-        std::fs::write(
-            dir.join("resolv.conf"),
-            format!("nameserver {server}\nsearch {search}\noptions timeout:2 attempts:1\n"),
-        )
-        .expect("write resolv.conf");
+        let dir = write_resolv_conf(&pod.netns, server, search, "timeout:2 attempts:1")
+            .expect("write /etc/netns/<pod>/resolv.conf");
         Self(dir)
     }
+}
+
+/// Writes the resolv.conf `ip netns exec` mounts over `/etc/resolv.conf` in
+/// `netns`; returns its directory.
+pub fn write_resolv_conf(
+    netns: &str,
+    server: &str,
+    search: &str,
+    options: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    let dir = std::path::Path::new("/etc/netns").join(netns);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver {server}\nsearch {search}\noptions {options}\n"),
+    )?;
+    Ok(dir)
 }
 
 impl Drop for Resolver {

@@ -148,26 +148,10 @@ fn wait_for_every_kind(relay: &str) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "after 60 s the relay still shows no {missing:?} flows (seen: {seen:?}); logs:\n{}",
-            logs()
+            demo::recent_logs(10)
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-}
-
-fn logs() -> String {
-    let mut out = String::new();
-    if let Ok(dir) = std::fs::read_dir(demo::STATE_DIR) {
-        for e in dir.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(10).collect();
-            out.push_str(&format!("--- {}\n", e.path().display()));
-            for l in tail.iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
 
 /// Names of the eBPF programs loaded right now that are webb's.

@@ -116,13 +116,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
 
     if args.no_ui {
-        println!("demo: relay on {}. Try, in another terminal:", demo.relay);
-        print!("{}", demo::try_these(&demo.relay));
         if args.keep {
-            println!("demo: the lab keeps running; `sudo bash scripts/demo.sh --down` removes it.");
-            demo.keep();
+            kept(demo);
             return Ok(());
         }
+        println!("demo: relay on {}. Try, in another terminal:", demo.relay);
+        print!("{}", demo::try_these(&demo.relay));
         println!("demo: running; Ctrl-C tears the lab down.");
         let seconds = async {
             match args.seconds {
@@ -158,10 +157,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(5), ui.wait()).await;
         }
         if args.keep {
-            println!("demo: the lab keeps running, relay on {}. Try:", demo.relay);
-            print!("{}", demo::try_these(&demo.relay));
-            println!("demo: `sudo bash scripts/demo.sh --down` removes it.");
-            demo.keep();
+            kept(demo);
             return Ok(());
         }
     }
@@ -169,6 +165,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || demo.down()).await?;
     eprintln!("demo: torn down: {report}");
     Ok(())
+}
+
+/// Leaves the lab running and says how to use it and remove it.
+fn kept(demo: demo::Demo) {
+    println!("demo: the lab keeps running, relay on {}. Try:", demo.relay);
+    print!("{}", demo::try_these(&demo.relay));
+    println!("demo: `sudo bash scripts/demo.sh --down` removes it.");
+    demo.keep();
 }
 
 /// A signal arrived while the lab was being built: let the build finish
