@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/relay/relay.proto",
     "proto/peer/peer.proto",
     "proto/observer/observer.proto",
+    "proto/shared/shared.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // small and puts the Flow in its own 1 KiB allocation.
         .boxed(".observer.GetFlowsResponse.response_types.flow")
         .extern_path(".google.protobuf", "crate::wkt")
+        // Every flow of an endpoint carries the same Endpoint: the Rust type
+        // is a shared pointer to the fields (`crate::endpoint`), so a ring of
+        // flows holds each endpoint's names and labels once.
+        .extern_path(".flow.Endpoint", "crate::endpoint::Endpoint")
+        .type_attribute(".shared.EndpointData", "#[derive(Eq, Hash)]")
         .compile_fds(fds.clone())?;
 
     let descriptors = std::fs::read(&descriptor_path)?;
@@ -49,6 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".flow", ".observer", ".peer", ".relay"])?;
+        .extern_path(".flow.Endpoint", "crate::endpoint::Endpoint")
+        .exclude([".flow.Endpoint"])
+        .build(&[".flow", ".observer", ".peer", ".relay", ".shared"])?;
     Ok(())
 }

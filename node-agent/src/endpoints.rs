@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use webb_proto::flow::{Endpoint, Workload};
+use webb_proto::flow::{Endpoint, EndpointData, Workload};
 
 pub use node_agent_ebpf::identity::{HOST as HOST_IDENTITY, WORLD as WORLD_IDENTITY};
 
@@ -162,7 +162,7 @@ impl EndpointTable {
                     kind: w.kind.clone(),
                 })
                 .collect();
-            let proto = Endpoint {
+            let proto = EndpointData {
                 id: endpoint_id(&spec.namespace, &spec.pod),
                 identity,
                 namespace: spec.namespace.clone(),
@@ -170,7 +170,8 @@ impl EndpointTable {
                 pod_name: spec.pod.clone(),
                 workloads,
                 ..Default::default()
-            };
+            }
+            .into();
             let info = Arc::new(EndpointInfo {
                 namespace: spec.namespace,
                 pod: spec.pod,
@@ -252,11 +253,12 @@ impl EndpointTable {
 }
 
 fn reserved_endpoint(identity: u32, label: &str) -> Endpoint {
-    Endpoint {
+    EndpointData {
         identity,
         labels: vec![label.to_owned()],
         ..Default::default()
     }
+    .into()
 }
 
 /// FNV-1a: small, stable across Rust versions and platforms (std's hasher is

@@ -2,12 +2,13 @@
 //!
 //! The modules `flow`, `observer`, `peer` and `relay` are generated from the
 //! `.proto` files in `proto/`; hand-written helpers live beside them:
-//! [`json`] (Hubble's NDJSON form), [`filter`] (the one flow filter engine),
+//! [`json`] (Hubble's NDJSON form), [`endpoint`] (`flow.Endpoint` shared between flows), [`filter`] (the one flow filter engine),
 //! [`transport`] (dialing, TLS), [`duration`] (flag durations) and [`names`] (enum names and event type numbers as Hubble spells them).
 //!
 //! Architecture invariant: only this crate knows the wire format.
 
 pub mod duration;
+pub mod endpoint;
 pub mod filter;
 pub mod json;
 pub mod metrics_http;
@@ -19,6 +20,14 @@ pub mod wkt;
 pub mod flow {
     include!(concat!(env!("OUT_DIR"), "/flow.rs"));
     include!(concat!(env!("OUT_DIR"), "/flow.serde.rs"));
+    pub use crate::endpoint::{Endpoint, EndpointData};
+}
+
+/// The fields of `flow.Endpoint` as a plain struct; see [`endpoint`].
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod shared {
+    include!(concat!(env!("OUT_DIR"), "/shared.rs"));
+    include!(concat!(env!("OUT_DIR"), "/shared.serde.rs"));
 }
 
 #[allow(clippy::all, missing_docs, deprecated)]

@@ -25,8 +25,8 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::{Terminal, backend::TestBackend};
 use webb_proto::{
     flow::{
-        Endpoint, Flow, FlowType, Http, Ip, L7FlowType, Layer4, Layer7, Tcp, Verdict, Workload,
-        layer4::Protocol, layer7::Record,
+        Endpoint, EndpointData, Flow, FlowType, Http, Ip, L7FlowType, Layer4, Layer7, Tcp, Verdict,
+        Workload, layer4::Protocol, layer7::Record,
     },
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
     wkt::Timestamp,
@@ -61,7 +61,7 @@ impl Rng {
 fn endpoint(i: usize, namespaces: usize) -> Endpoint {
     let ns = format!("ns-{:02}", i % namespaces);
     let app = format!("svc-{i:04}");
-    Endpoint {
+    EndpointData {
         id: i as u32,
         identity: 10_000 + i as u32,
         namespace: ns.clone(),
@@ -76,6 +76,7 @@ fn endpoint(i: usize, namespaces: usize) -> Endpoint {
         }],
         ..Default::default()
     }
+    .into()
 }
 
 /// A flow from `a` to `b` at `t` ns; every tenth is an HTTP response, one
@@ -122,8 +123,10 @@ fn flow(rng: &mut Rng, a: &Endpoint, b: &Endpoint, t: i64, n: u64) -> GetFlowsRe
                 flags: None,
             })),
         }),
-        source: Some(src.clone()),
-        destination: Some(dst.clone()),
+        // A copy of each endpoint's fields, as decoding a response gives:
+        // sharing them is the dashboard's work, not the generator's.
+        source: Some(Endpoint::from(EndpointData::clone(src))),
+        destination: Some(Endpoint::from(EndpointData::clone(dst))),
         r#type: if l7.is_some() {
             FlowType::L7
         } else {

@@ -99,6 +99,27 @@ fn forwarded_tcp_syn() {
 }
 
 #[test]
+fn flows_of_an_endpoint_share_its_data() {
+    // The ring's memory budget rests on this: an endpoint's names and
+    // labels are held once, not once per flow.
+    let mut d = decoder();
+    let ev = event([10, 99, 0, 10], [10, 99, 0, 12], 6, point::TC_INGRESS);
+    let (a, b) = (d.decode(&ev), d.decode(&ev));
+    let (sa, sb) = (a.source.unwrap(), b.source.unwrap());
+    assert!(sa.ptr_eq(&sb));
+    assert!(a.destination.unwrap().ptr_eq(&b.destination.unwrap()));
+    // World addresses share the one reserved endpoint too.
+    let w = d.decode(&event(
+        [10, 99, 0, 10],
+        [93, 184, 216, 34],
+        6,
+        point::TC_INGRESS,
+    ));
+    let w2 = d.decode(&event([10, 99, 0, 10], [1, 1, 1, 1], 6, point::TC_INGRESS));
+    assert!(w.destination.unwrap().ptr_eq(&w2.destination.unwrap()));
+}
+
+#[test]
 fn reply_flips_direction() {
     let mut d = decoder();
     let mut ev = event([10, 99, 0, 12], [10, 99, 0, 10], 6, point::TC_INGRESS);

@@ -1,25 +1,28 @@
 use std::sync::Arc;
 
 use webb_proto::flow::{
-    CiliumEventType, Dns, DropReason, Endpoint, Flow, FlowType, Http, IcmPv4, Ip, L7FlowType,
-    Layer4, Layer7, Tcp, TcpFlags, TrafficDirection, Verdict, Workload, layer4, layer7,
+    CiliumEventType, Dns, DropReason, Endpoint, EndpointData, Flow, FlowType, Http, IcmPv4, Ip,
+    L7FlowType, Layer4, Layer7, Tcp, TcpFlags, TrafficDirection, Verdict, Workload, layer4, layer7,
 };
 
 use super::*;
 use crate::observer::Hub;
 
 fn ep(ns: &str, pod: &str, app: &str) -> Option<Endpoint> {
-    Some(Endpoint {
-        namespace: ns.into(),
-        pod_name: pod.into(),
-        labels: vec![format!("k8s:app={app}")],
-        workloads: vec![Workload {
-            name: app.into(),
-            kind: "Deployment".into(),
-        }],
-        identity: 1000,
-        ..Default::default()
-    })
+    Some(
+        EndpointData {
+            namespace: ns.into(),
+            pod_name: pod.into(),
+            labels: vec![format!("k8s:app={app}")],
+            workloads: vec![Workload {
+                name: app.into(),
+                kind: "Deployment".into(),
+            }],
+            identity: 1000,
+            ..Default::default()
+        }
+        .into(),
+    )
 }
 
 fn tcp_flow(verdict: Verdict, syn: bool, ack: bool) -> Flow {
@@ -238,10 +241,13 @@ fn contexts_take_the_first_non_empty_alternative_and_no_ips_unless_asked() {
         100,
     );
     let mut world = tcp_flow(Verdict::Dropped, true, false);
-    world.source = Some(Endpoint {
-        identity: 2,
-        ..Default::default()
-    });
+    world.source = Some(
+        EndpointData {
+            identity: 2,
+            ..Default::default()
+        }
+        .into(),
+    );
     world.destination_names = vec!["db.example".into()];
     m.observe(&[world, tcp_flow(Verdict::Dropped, true, false)]);
     let text = m.encode();

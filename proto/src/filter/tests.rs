@@ -1,12 +1,12 @@
 use super::*;
 use crate::flow::{
-    CiliumEventType, Dns, DropReason, Http, Ip, IpVersion, Layer4, Layer7, Tcp, TraceContext,
-    TraceParent, TrafficDirection, Udp, Verdict,
+    CiliumEventType, Dns, DropReason, EndpointData, Http, Ip, IpVersion, Layer4, Layer7, Tcp,
+    TraceContext, TraceParent, TrafficDirection, Udp, Verdict,
 };
 use crate::wkt::BoolValue;
 
 fn endpoint(ns: &str, pod: &str, labels: &[&str], id: u32) -> Endpoint {
-    Endpoint {
+    EndpointData {
         identity: id,
         namespace: ns.into(),
         pod_name: pod.into(),
@@ -17,6 +17,7 @@ fn endpoint(ns: &str, pod: &str, labels: &[&str], id: u32) -> Endpoint {
         }],
         ..Default::default()
     }
+    .into()
 }
 
 fn tcp_flow() -> Flow {
@@ -92,11 +93,14 @@ fn drop_flow() -> Flow {
             &["k8s:app=frontend"],
             1001,
         )),
-        destination: Some(Endpoint {
-            identity: 2,
-            labels: vec!["reserved:world".into()],
-            ..Default::default()
-        }),
+        destination: Some(
+            EndpointData {
+                identity: 2,
+                labels: vec!["reserved:world".into()],
+                ..Default::default()
+            }
+            .into(),
+        ),
         event_type: Some(CiliumEventType {
             r#type: 1,
             sub_type: 133,

@@ -175,7 +175,7 @@ fn bad_values_name_the_flag_the_value_and_the_choices() {
 
 #[test]
 fn built_filters_match_what_they_say() {
-    use webb_proto::flow::{Endpoint, Flow, Ip};
+    use webb_proto::flow::{EndpointData, Flow, Ip};
     let flow = Flow {
         verdict: Verdict::Dropped as i32,
         ip: Some(Ip {
@@ -183,16 +183,22 @@ fn built_filters_match_what_they_say() {
             destination: "10.0.0.2".into(),
             ..Default::default()
         }),
-        source: Some(Endpoint {
-            namespace: "shop".into(),
-            pod_name: "frontend-1".into(),
-            ..Default::default()
-        }),
-        destination: Some(Endpoint {
-            namespace: "shop".into(),
-            pod_name: "db-0".into(),
-            ..Default::default()
-        }),
+        source: Some(
+            EndpointData {
+                namespace: "shop".into(),
+                pod_name: "frontend-1".into(),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        destination: Some(
+            EndpointData {
+                namespace: "shop".into(),
+                pod_name: "db-0".into(),
+                ..Default::default()
+            }
+            .into(),
+        ),
         ..Default::default()
     };
     let m = |args: &[&str]| ok(args).compile().unwrap().matches(&flow);

@@ -5,6 +5,7 @@ use std::{collections::VecDeque, sync::Arc};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use webb_proto::{
+    endpoint::Interner,
     filter::FlowFilters,
     flow::{Flow, Verdict},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
@@ -19,6 +20,10 @@ use crate::filters::FilterArgs;
 /// Buffered flows counted again per frame after a filter change (about
 /// 10 ms of work).
 pub const RECOUNT_PER_FRAME: usize = 15_000;
+
+/// Distinct endpoints the buffer shares before its table starts over (a
+/// cluster with more pods than this shares less, and stays correct).
+const ENDPOINT_INTERN_CAPACITY: usize = 65_536;
 
 /// The verdicts with a toggle key, in chip order.
 pub const VERDICT_KEYS: [(char, Verdict); 5] = [
@@ -142,6 +147,8 @@ pub struct App {
     scratch: std::cell::RefCell<String>,
     /// Every buffered flow, oldest first.
     pub flows: VecDeque<Arc<Flow>>,
+    /// Gives the buffered flows of one endpoint one shared copy of it.
+    interner: Interner,
     pub capacity: usize,
     /// Flows dropped from the front of a full buffer.
     pub evicted: u64,
@@ -186,6 +193,7 @@ impl App {
             recounting: None,
             scratch: Default::default(),
             flows: VecDeque::new(),
+            interner: Interner::new(ENDPOINT_INTERN_CAPACITY),
             capacity: capacity.max(1),
             evicted: 0,
             base: 0,
@@ -267,7 +275,10 @@ impl App {
     /// Takes in one response from the source.
     pub fn push(&mut self, resp: GetFlowsResponse) {
         match resp.response_types {
-            Some(ResponseTypes::Flow(f)) => {
+            Some(ResponseTypes::Flow(mut f)) => {
+                // Each response decodes its own copy of both endpoints;
+                // shared, they cost the buffer a pointer per flow.
+                self.interner.intern_flow(&mut f);
                 let f: Arc<Flow> = Arc::from(f);
                 if self.flows.len() == self.capacity {
                     self.flows.pop_front();

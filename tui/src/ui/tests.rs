@@ -487,3 +487,19 @@ fn panel_views() {
     ]);
     insta::assert_snapshot!("ui_nodes", screen(&mut app, &theme, 120, 16).backend());
 }
+
+#[test]
+fn buffered_flows_share_their_endpoints() {
+    // Each line parses into its own copies; the buffer keeps one of each.
+    let app = lab_app();
+    let flows: Vec<_> = app.flows.iter().collect();
+    let first = flows[0].source.clone().unwrap();
+    let same: Vec<_> = flows
+        .iter()
+        .flat_map(|f| [f.source.as_ref(), f.destination.as_ref()])
+        .flatten()
+        .filter(|e| **e == first)
+        .collect();
+    assert!(same.len() > 1, "the lab repeats its endpoints");
+    assert!(same.iter().all(|e| e.ptr_eq(&first)));
+}
