@@ -238,9 +238,9 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--metrics") {
-        // Off and on interleaved (ABBA), three pairs, medians compared.
+        // Off and on interleaved (ABBA), five pairs, medians compared.
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for pair in 0..3 {
+        for pair in 0..5 {
             let order = if pair % 2 == 0 {
                 [false, true]
             } else {

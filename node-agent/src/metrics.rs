@@ -7,6 +7,12 @@
 //! scrape encodes them through prometheus-client's collector interface,
 //! beside the agent's own `webb_*` metrics.
 //!
+//! Most flows repeat an earlier flow's labels exactly: same endpoints, same
+//! verdict, same flags, same port. For L3/L4 flows the store remembers, per
+//! [`FlowSig`] (the flow's label-deciding fields, with its endpoints by
+//! identity), which series every family bumped, and bumps them again without
+//! rebuilding a label string. Only a new signature takes the label path.
+//!
 //! Cardinality is bounded: context labels come from endpoint metadata (raw
 //! IPs only when `ip` is asked for), and each family holds at most
 //! `--metrics-max-series` series; further label sets are counted in one
@@ -155,9 +161,84 @@ struct Family {
     label_names: Vec<&'static str>,
     source: Option<Context>,
     destination: Option<Context>,
-    series: HashMap<Key, Value>,
+    /// Label values -> position in `values`. Series are never removed, so a
+    /// position stays valid for the memo.
+    series: HashMap<Key, usize>,
+    values: Vec<(Key, Value)>,
     folded: u64,
 }
+
+/// What decides an L3/L4 flow's labels in every family, read without
+/// touching a string. Endpoints count by identity (the agent hands out one
+/// shared `Endpoint` per pod); the memo keeps them alive, so an address in
+/// a signature cannot be reused by another endpoint while it is remembered.
+#[derive(PartialEq, Eq, Hash)]
+struct FlowSig {
+    source: usize,
+    destination: usize,
+    event: [i32; 2],
+    verdict: i32,
+    drop_reason: i32,
+    flow_type: i32,
+    /// Protocol, destination port or ICMP type, TCP flag bits or ICMP code.
+    l4: [u32; 3],
+    /// `is_reply`: 0 unset, 1 false, 2 true.
+    reply: u8,
+    v6: bool,
+}
+
+impl FlowSig {
+    fn of(f: &Flow) -> Self {
+        let et = f.event_type.unwrap_or_default();
+        let l4 = match l4(f) {
+            Some(Protocol::Tcp(t)) => {
+                let fl = t.flags.unwrap_or_default();
+                let bits = u32::from(fl.syn)
+                    | u32::from(fl.ack) << 1
+                    | u32::from(fl.fin) << 2
+                    | u32::from(fl.rst) << 3;
+                [1, t.destination_port, bits]
+            }
+            Some(Protocol::Udp(u)) => [2, u.destination_port, 0],
+            Some(Protocol::Sctp(s)) => [3, s.destination_port, 0],
+            Some(Protocol::IcmPv4(i)) => [4, i.r#type, i.code],
+            Some(Protocol::IcmPv6(i)) => [5, i.r#type, i.code],
+            _ => [0; 3],
+        };
+        Self {
+            source: f.source.as_ref().map_or(0, Endpoint::addr),
+            destination: f.destination.as_ref().map_or(0, Endpoint::addr),
+            event: [et.r#type, et.sub_type],
+            verdict: f.verdict,
+            drop_reason: f.drop_reason_desc,
+            flow_type: f.r#type,
+            l4,
+            reply: f.is_reply.map_or(0, |r| 1 + u8::from(r.value)),
+            v6: f
+                .ip
+                .as_ref()
+                .is_some_and(|ip| ip.ip_version == IpVersion::IPv6 as i32),
+        }
+    }
+}
+
+/// One counter increment the memo replays: family, series position, and
+/// whether it went to the family's `other` series.
+#[derive(Clone, Copy)]
+struct Bump {
+    family: usize,
+    slot: usize,
+    folded: bool,
+}
+
+struct Memo {
+    bumps: Vec<Bump>,
+    /// Keeps the signature's endpoint addresses from being reused.
+    _endpoints: (Option<Endpoint>, Option<Endpoint>),
+}
+
+/// Signatures remembered before the memo starts over.
+const MEMO_CAPACITY: usize = 16_384;
 
 /// Label values as small integers.
 #[derive(Default)]
@@ -190,6 +271,11 @@ struct Store {
     other: u32,
     max_series: usize,
     scratch: String,
+    /// Off when a context reads more than the endpoints (DNS names, IPs).
+    memo_on: bool,
+    memo: HashMap<FlowSig, Memo>,
+    /// The bumps of the flow being counted the slow way, to remember.
+    recording: Option<Vec<Bump>>,
 }
 
 /// `(program, run time ns, runs)` of the kernel programs.
@@ -223,6 +309,7 @@ fn family(spec: &'static Spec, h: &Handler) -> Family {
         source: h.source.clone(),
         destination: h.destination.clone(),
         series: HashMap::default(),
+        values: Vec::new(),
         folded: 0,
     }
 }
@@ -248,6 +335,12 @@ impl Metrics {
         }
         let mut strings = Interner::default();
         let other = strings.id("other");
+        let memo_on = families.iter().all(|f| {
+            [&f.source, &f.destination]
+                .into_iter()
+                .flatten()
+                .all(|c| !c.0.iter().any(|p| matches!(p, Part::Dns | Part::Ip)))
+        });
         Self {
             store: Mutex::new(Store {
                 handlers: indexed,
@@ -256,10 +349,28 @@ impl Metrics {
                 other,
                 max_series: max_series.max(1),
                 scratch: String::new(),
+                memo_on,
+                memo: HashMap::default(),
+                recording: None,
             }),
             hub,
             programs: None,
         }
+    }
+
+    /// The label path for every flow (tests compare it with the memo's).
+    #[cfg(test)]
+    fn without_memo(self) -> Self {
+        if let Ok(mut st) = self.store.lock() {
+            st.memo_on = false;
+        }
+        self
+    }
+
+    /// Signatures the memo holds.
+    #[cfg(test)]
+    fn memo_len(&self) -> usize {
+        self.store.lock().map_or(0, |st| st.memo.len())
     }
 
     /// Adds the kernel programs' run time and count (bpf_stats) at scrape.
@@ -295,6 +406,42 @@ impl Metrics {
 
 impl Store {
     fn observe(&mut self, f: &Flow) {
+        // L7 flows carry strings (methods, names) in their labels: always
+        // the label path.
+        if !self.memo_on || f.l7.is_some() {
+            return self.observe_labels(f);
+        }
+        let sig = FlowSig::of(f);
+        if let Some(memo) = self.memo.get(&sig) {
+            for b in &memo.bumps {
+                if let Some(fam) = self.families.get_mut(b.family) {
+                    fam.folded += u64::from(b.folded);
+                    if let Some((_, Value::Counter(c))) = fam.values.get_mut(b.slot) {
+                        *c += 1;
+                    }
+                }
+            }
+            return;
+        }
+        self.recording = Some(Vec::new());
+        self.observe_labels(f);
+        let Some(bumps) = self.recording.take() else {
+            return;
+        };
+        if self.memo.len() >= MEMO_CAPACITY {
+            self.memo.clear();
+        }
+        let endpoints = (f.source.clone(), f.destination.clone());
+        self.memo.insert(
+            sig,
+            Memo {
+                bumps,
+                _endpoints: endpoints,
+            },
+        );
+    }
+
+    fn observe_labels(&mut self, f: &Flow) {
         // What every handler asks of the flow, worked out once.
         let verdict = Verdict::try_from(f.verdict).unwrap_or_default();
         let family_ip = match f.ip.as_ref().map(|ip| ip.ip_version) {
@@ -456,6 +603,7 @@ impl Store {
             scratch,
             other,
             max_series,
+            recording,
             ..
         } = self;
         let Some(fam) = families.get_mut(fi) else {
@@ -481,16 +629,38 @@ impl Store {
             key[n] = strings.id(l);
             n += 1;
         }
-        if !fam.series.contains_key(&key) && fam.series.len() >= *max_series {
+        let folded = !fam.series.contains_key(&key) && fam.series.len() >= *max_series;
+        if folded {
             fam.folded += 1;
             key = [0; MAX_LABELS];
             key[..fam.label_names.len()].fill(*other);
         }
         let shape = fam.spec.shape;
-        let entry = fam.series.entry(key).or_insert_with(|| match shape {
-            Shape::Counter => Value::Counter(0),
-            Shape::Histogram => Value::Histogram([0; BUCKETS.len()], 0.0, 0),
+        let values = &mut fam.values;
+        let slot = *fam.series.entry(key).or_insert_with(|| {
+            values.push((
+                key,
+                match shape {
+                    Shape::Counter => Value::Counter(0),
+                    Shape::Histogram => Value::Histogram([0; BUCKETS.len()], 0.0, 0),
+                },
+            ));
+            values.len() - 1
         });
+        if let Some(bumps) = recording {
+            match shape {
+                Shape::Counter => bumps.push(Bump {
+                    family: fi,
+                    slot,
+                    folded,
+                }),
+                // Not replayable without its value: do not remember this flow.
+                Shape::Histogram => *recording = None,
+            }
+        }
+        let Some((_, entry)) = values.get_mut(slot) else {
+            return;
+        };
         match entry {
             Value::Counter(c) => *c += 1,
             Value::Histogram(b, sum, count) => {
@@ -660,7 +830,7 @@ impl Collector for Metrics {
                 .iter()
                 .filter(|f| f.spec.name == first.spec.name)
             {
-                for (key, value) in &fam.series {
+                for (key, value) in &fam.values {
                     let labels: Vec<(&str, &str)> = fam
                         .label_names
                         .iter()

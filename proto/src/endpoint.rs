@@ -44,6 +44,13 @@ impl Endpoint {
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
+
+    /// The address of the shared fields: an identity for as long as this
+    /// `Endpoint` (or a clone) is alive, as a cache key that needs no
+    /// hashing of strings.
+    pub fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
 }
 
 impl Default for Endpoint {

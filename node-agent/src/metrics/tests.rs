@@ -320,3 +320,140 @@ fn the_grafana_dashboard_queries_only_metrics_we_serve() {
     }
     assert!(checked >= 15);
 }
+
+/// A deterministic mix of L3/L4 and L7 flows: shared and one-off endpoints,
+/// every verdict the agent emits, TCP flag combinations, UDP to many ports,
+/// ICMP, IPv6 and replies.
+fn mixed_flows(n: u64) -> Vec<Flow> {
+    let shared = [
+        ep("shop", "frontend-1", "frontend"),
+        ep("shop", "cart-1", "cart"),
+        ep("shop", "db-0", "db"),
+        ep("kube-system", "coredns-1", "coredns"),
+    ];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            let mut f = tcp_flow(
+                if r % 7 == 0 {
+                    Verdict::Dropped
+                } else {
+                    Verdict::Forwarded
+                },
+                r & 2 != 0,
+                r & 4 != 0,
+            );
+            f.source = shared[(r >> 8) as usize % 4].clone();
+            f.destination = if r % 11 == 0 {
+                // Equal content, separate allocation: a miss, same series.
+                ep("shop", "db-0", "db")
+            } else {
+                shared[(r >> 12) as usize % 4].clone()
+            };
+            if r % 19 == 0 {
+                // A verdict the event type does not imply.
+                f.verdict = Verdict::Audit as i32;
+            }
+            if r % 13 == 0 {
+                f.drop_reason_desc = DropReason::InvalidPacketDropped as i32;
+            }
+            if let Some(Layer4 {
+                protocol: Some(layer4::Protocol::Tcp(t)),
+            }) = f.l4.as_mut()
+                && let Some(fl) = t.flags.as_mut()
+            {
+                fl.fin = r & 8 != 0;
+                fl.rst = r & 16 != 0;
+            }
+            match (r >> 20) % 5 {
+                0 => {
+                    f.l4 = Some(Layer4 {
+                        protocol: Some(layer4::Protocol::Udp(webb_proto::flow::Udp {
+                            source_port: 5353,
+                            destination_port: 1000 + (r >> 24) as u32 % 40,
+                        })),
+                    });
+                }
+                1 => {
+                    f.l4 = Some(Layer4 {
+                        protocol: Some(layer4::Protocol::IcmPv4(IcmPv4 {
+                            r#type: [0, 3, 8][(r >> 24) as usize % 3],
+                            code: (r >> 28) as u32 % 4,
+                        })),
+                    });
+                }
+                _ => {}
+            }
+            if r & 32 != 0 {
+                f.ip.as_mut().unwrap().ip_version = 2;
+            }
+            f.is_reply = match (r >> 6) % 3 {
+                0 => None,
+                k => Some(webb_proto::wkt::BoolValue { value: k == 2 }),
+            };
+            if i % 17 == 0 {
+                f = l7_flow(
+                    layer7::Record::Http(Http {
+                        code: [200, 404, 503][(r >> 9) as usize % 3],
+                        method: "GET".into(),
+                        protocol: "HTTP/1.1".into(),
+                        ..Default::default()
+                    }),
+                    r & 1 != 0,
+                    (r >> 16) % 1_000_000_000,
+                );
+                f.source = shared[0].clone();
+            }
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn the_memo_counts_exactly_what_the_label_path_counts() {
+    const ALL: &str = "flow:sourceContext=namespace|pod;destinationContext=workload \
+        drop:sourceContext=app;destinationContext=namespace tcp icmp port-distribution \
+        dns:query http";
+    for max_series in [2000, 25] {
+        let flows = mixed_flows(20_000);
+        let memo = metrics(ALL, max_series);
+        let plain = Arc::new(
+            Metrics::new(
+                options::parse(ALL).unwrap(),
+                max_series,
+                Arc::new(Hub::new(16)),
+            )
+            .without_memo(),
+        );
+        for batch in flows.chunks(512) {
+            memo.observe(batch);
+            plain.observe(batch);
+        }
+        let remembered = memo.memo_len();
+        assert!(
+            remembered > 10 && remembered < 15_000,
+            "the memo is used: {remembered} signatures for 20,000 flows"
+        );
+        assert_eq!(plain.memo_len(), 0);
+        assert_eq!(memo.encode(), plain.encode(), "max_series {max_series}");
+    }
+}
+
+#[test]
+fn contexts_beyond_the_endpoints_turn_the_memo_off() {
+    for spec in [
+        "flow:sourceContext=dns|namespace",
+        "drop:destinationContext=ip",
+    ] {
+        let m = metrics(spec, 100);
+        m.observe(&mixed_flows(100));
+        assert_eq!(m.memo_len(), 0, "{spec}");
+    }
+}
