@@ -110,6 +110,8 @@ pub enum Hit {
     /// A flow table row, counted from the newest visible flow.
     Row(usize),
     Node(String),
+    /// A row of the graph's side panel: the selected workload's n-th edge.
+    Edge(usize),
     PanelRow(usize),
 }
 
@@ -570,6 +572,11 @@ impl App {
             Hit::Node(name) => {
                 self.graph.selected = Some(name);
                 self.graph.edge = None;
+            }
+            Hit::Edge(i) => {
+                if i < self.graph.incident().len() {
+                    self.graph.edge = Some(i);
+                }
             }
             Hit::PanelRow(r) => self.panel_row = r,
         }

@@ -189,6 +189,18 @@ fn every_theme_styles_drops_its_own_way() {
     }
 }
 
+#[test]
+fn each_theme_once() {
+    // The buffer's Debug form lists every style run, so these snapshots
+    // pin each theme's colours, not just the text.
+    for (name, _) in BUILT_IN {
+        let theme = Theme::built_in(name).unwrap();
+        let mut app = app_with_fixture(1000);
+        let t = screen(&mut app, &theme, 100, 16);
+        insta::assert_debug_snapshot!(format!("theme_{name}"), t.backend().buffer());
+    }
+}
+
 /// A small cluster's traffic over ten seconds, built the way the agent
 /// reports it: a client outside the cluster calls shop/frontend, which calls
 /// cart over HTTP (some 503s), resolves names at kube-system/coredns (some
@@ -449,6 +461,35 @@ fn mouse_clicks_select_tabs_rows_and_nodes() {
     assert_eq!(hit, Some(super::app::Hit::Node("shop/cart".into())));
     app.on_click(hit.unwrap());
     assert_eq!(app.graph.selected.as_deref(), Some("shop/cart"));
+
+    // The side panel lists cart's edges under a header; click the second.
+    let t = screen(&mut app, &theme, 120, 30);
+    let screen_text = text(&t);
+    let edges = app.graph.incident().len();
+    assert!(edges >= 2, "cart has {edges} edges in the lab");
+    let (header, line) = screen_text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("PEER"))
+        .unwrap();
+    let column = line.split("PEER").next().unwrap().chars().count() as u16;
+    let hit = view::hit(area, &app, column, header as u16 + 2);
+    assert_eq!(hit, Some(super::app::Hit::Edge(1)));
+    app.on_click(hit.unwrap());
+    assert_eq!(app.graph.edge, Some(1));
+    assert_eq!(app.graph.selected_edge(), Some(app.graph.incident()[1]));
+    // The clicked row is drawn selected.
+    let t = screen(&mut app, &theme, 120, 30);
+    let buf = t.backend().buffer();
+    assert_eq!(
+        buf[(column, header as u16 + 2)].bg,
+        theme.style(Role::Selection).bg.unwrap_or_default()
+    );
+    // Below the last edge there is nothing to click.
+    assert_eq!(
+        view::hit(area, &app, column, header as u16 + 1 + edges as u16 + 1),
+        None
+    );
 }
 
 #[test]

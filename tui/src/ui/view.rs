@@ -460,6 +460,10 @@ const HELP: &[(&str, &str)] = &[
         "select a workload; e/E walk its edges; Enter shows their flows",
     ),
     (
+        "graph: click",
+        "a box selects its workload, a side-panel row that edge",
+    ),
+    (
         "graph: c / C",
         "collapse or expand the selected namespace / every namespace",
     ),

@@ -6,7 +6,7 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::Style,
     text::{Line, Span},
-    widgets::{Block, Borders, Cell, Paragraph, Row, Table},
+    widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState},
 };
 use webb_themes::{Role, Theme};
 
@@ -57,10 +57,30 @@ fn origin(app: &App, view: Rect) -> (u32, u32) {
     )
 }
 
+/// The first edge the side panel lists when `fit` rows fit: enough to keep
+/// the selected edge in view.
+fn edge_offset(app: &App, fit: usize) -> usize {
+    app.graph
+        .edge
+        .map_or(0, |e| (e + 1).saturating_sub(fit.max(1)))
+}
+
 pub fn hit(app: &App, main: Rect, column: u16, row: u16) -> Option<Hit> {
-    let (g, _) = split(main);
+    let (g, side) = split(main);
+    let at = ratatui::layout::Position::new(column, row);
+    let panel = inner(side);
+    if panel.contains(at) {
+        // A header row, then one row per edge of the selected workload.
+        let first = panel.y + 1;
+        if row < first {
+            return None;
+        }
+        let fit = usize::from(panel.height.saturating_sub(1));
+        let i = edge_offset(app, fit) + usize::from(row - first);
+        return (i < app.graph.incident().len()).then_some(Hit::Edge(i));
+    }
     let view = inner(g);
-    if !view.contains(ratatui::layout::Position::new(column, row)) {
+    if !view.contains(at) {
         return None;
     }
     let d = app.graph.drawn()?;
@@ -398,5 +418,8 @@ fn edges_panel(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     )
     .header(Row::new(["", "PEER", "FLOW/S", "DROPS", "5XX", "P95"]).style(theme.style(Role::Title)))
     .block(block);
-    frame.render_widget(table, area);
+    // Scrolled so the selected edge shows; `hit` maps rows the same way.
+    let fit = usize::from(inner(area).height.saturating_sub(1));
+    let mut state = TableState::default().with_offset(edge_offset(app, fit));
+    frame.render_stateful_widget(table, area, &mut state);
 }
