@@ -1,0 +1,75 @@
+//! `cargo bench -p webb-proto --bench codec`: the per-flow cost of what a
+//! client does with each response, on one thread: protobuf decode (what
+//! every gRPC client pays), the JSON line (`-o json`), and JSON parsing
+//! (`--input-file`). The flows are `examples/demo.jsonl`, 30 s of the demo
+//! lab (L3/L4, drops, DNS and HTTP).
+
+use std::time::Instant;
+
+use prost::Message as _;
+use webb_proto::{json, observer::GetFlowsResponse};
+
+/// The allocator of the webb binaries.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.jsonl");
+    let text = std::fs::read_to_string(path).expect("examples/demo.jsonl");
+    let responses: Vec<GetFlowsResponse> = json::read_lines(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("the capture parses");
+    let encoded: Vec<Vec<u8>> = responses.iter().map(|r| r.encode_to_vec()).collect();
+    let lines: Vec<String> = responses.iter().map(json::to_line).collect();
+    let n = responses.len();
+    let wire: usize = encoded.iter().map(Vec::len).sum();
+    println!(
+        "{n} responses, {} bytes each on the wire, {} as JSON (averages)",
+        wire / n,
+        lines.iter().map(String::len).sum::<usize>() / n
+    );
+    let passes = 20;
+    // `-- WORD`: only the measures whose name contains WORD.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let best = |what: &str, f: &mut dyn FnMut() -> usize| {
+        if !only.is_empty() && !only.iter().any(|w| what.contains(w.as_str())) {
+            return;
+        }
+        let mut best = f64::MAX;
+        let mut check = 0;
+        for _ in 0..passes {
+            let start = Instant::now();
+            check += f();
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        let per = best / n as f64 * 1e9;
+        println!(
+            "{what:<28} {per:7.0} ns/flow  {:>9.0} flows/s  (best of {passes}; check {check})",
+            1e9 / per
+        );
+    };
+    best("protobuf decode", &mut || {
+        encoded
+            .iter()
+            .map(|b| GetFlowsResponse::decode(b.as_slice()).map_or(0, |r| r.node_name.len()))
+            .sum()
+    });
+    let mut buf = Vec::with_capacity(4 << 20);
+    best("JSON line (-o json)", &mut || {
+        buf.clear();
+        for r in &responses {
+            json::append_line(&mut buf, r);
+            buf.push(b'\n');
+        }
+        buf.len()
+    });
+    best("JSON parse (--input-file)", &mut || {
+        lines
+            .iter()
+            .map(|l| json::parse_line(l).map_or(0, |r| r.node_name.len()))
+            .sum()
+    });
+}
