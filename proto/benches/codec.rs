@@ -66,6 +66,20 @@ fn main() {
         }
         buf.len()
     });
+    // The generated serde code alone, for comparison: what the line cost
+    // before the hand-written writer.
+    best("JSON via serde (the flow only)", &mut || {
+        buf.clear();
+        for r in &responses {
+            if let Some(webb_proto::observer::get_flows_response::ResponseTypes::Flow(f)) =
+                &r.response_types
+            {
+                let _ = serde_json::to_writer(&mut buf, f);
+            }
+            buf.push(b'\n');
+        }
+        buf.len()
+    });
     best("JSON parse (--input-file)", &mut || {
         lines
             .iter()

@@ -7,6 +7,8 @@ use std::io::{self, BufRead, Write};
 
 use crate::observer::GetFlowsResponse;
 
+mod write;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
     #[error("line {line}: not a Hubble GetFlowsResponse: {source}")]
@@ -57,7 +59,11 @@ pub fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
     let mut first = true;
     buf.push(b'{');
     match &response.response_types {
-        Some(ResponseTypes::Flow(f)) => field(buf, &mut first, "flow", f),
+        Some(ResponseTypes::Flow(f)) => {
+            buf.extend_from_slice(b"\"flow\":");
+            first = false;
+            write::flow(buf, f);
+        }
         Some(ResponseTypes::NodeStatus(n)) => field(buf, &mut first, "node_status", n),
         Some(ResponseTypes::LostEvents(l)) => field(buf, &mut first, "lost_events", l),
         None => {}

@@ -56,8 +56,50 @@ impl From<std::time::SystemTime> for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// protojson's text, `2006-01-02T15:04:05[.000[000[000]]]Z`, in a stack
+    /// buffer; None for a time outside years 0-9999 (or chrono's range),
+    /// which [`Display`](fmt::Display) writes the slow way.
+    pub fn rfc3339(&self) -> Option<([u8; 30], usize)> {
+        fn digits(out: &mut [u8], mut v: u32) {
+            for d in out.iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        let t = self.to_datetime()?;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        digits(&mut b[0..4], year);
+        digits(&mut b[5..7], t.month());
+        digits(&mut b[8..10], t.day());
+        digits(&mut b[11..13], t.hour());
+        digits(&mut b[14..16], t.minute());
+        digits(&mut b[17..19], t.second());
+        let n = t.nanosecond().min(999_999_999);
+        let len = if n == 0 {
+            19
+        } else if n % 1_000_000 == 0 {
+            digits(&mut b[20..23], n / 1_000_000);
+            23
+        } else if n % 1_000 == 0 {
+            digits(&mut b[20..26], n / 1_000);
+            26
+        } else {
+            digits(&mut b[20..29], n);
+            29
+        };
+        b[len] = b'Z';
+        Some((b, len + 1))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((b, len)) = self.rfc3339() {
+            // Only ASCII digits and punctuation were written.
+            return f.write_str(std::str::from_utf8(&b[..len]).unwrap_or_default());
+        }
         let Some(t) = self.to_datetime() else {
             return write!(f, "invalid timestamp {}s {}ns", self.seconds, self.nanos);
         };
@@ -120,6 +162,39 @@ mod tests {
             assert_eq!(t.to_string(), want);
             let back: Timestamp = serde_json::from_str(&format!("\"{want}\"")).unwrap();
             assert_eq!(back, t);
+        }
+    }
+
+    #[test]
+    fn the_fast_digits_match_chrono() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = Timestamp {
+                // Years 1970 to ~2500, and a few beyond 9999 (the slow path).
+                seconds: if i % 1000 == 0 {
+                    300_000_000_000
+                } else {
+                    (x % 16_000_000_000) as i64
+                },
+                nanos: match i % 4 {
+                    0 => 0,
+                    1 => (x % 1000) as i32 * 1_000_000,
+                    2 => (x % 1_000_000) as i32 * 1000,
+                    _ => (x % 1_000_000_000) as i32,
+                },
+            };
+            let dt = t.to_datetime().unwrap();
+            if dt.year() > 9999 {
+                // Beyond protojson's range: the slow path, as before.
+                assert!(t.rfc3339().is_none());
+                assert!(t.to_string().starts_with("11476-"));
+                continue;
+            }
+            let want = dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert_eq!(t.to_string(), want);
         }
     }
 
