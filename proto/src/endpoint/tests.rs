@@ -39,6 +39,40 @@ struct WireEndpoint {
 }
 
 #[test]
+fn endpoint_data_repeats_flow_endpoint_field_for_field() {
+    use prost_types::{DescriptorProto, FileDescriptorSet};
+    let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/webb_descriptor.bin"));
+    let set = FileDescriptorSet::decode(bytes.as_slice()).expect("descriptor set");
+    let find = |package: &str, name: &str| -> DescriptorProto {
+        set.file
+            .iter()
+            .filter(|f| f.package() == package)
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == name)
+            .cloned()
+            .expect("message present")
+    };
+    let fields = |m: &DescriptorProto| {
+        m.field
+            .iter()
+            .map(|f| {
+                (
+                    f.name().to_owned(),
+                    f.number(),
+                    f.r#type(),
+                    f.label(),
+                    f.type_name().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fields(&find("flow", "Endpoint")),
+        fields(&find("shared", "EndpointData"))
+    );
+}
+
+#[test]
 fn wire_form_is_flow_endpoint() {
     let d = data("cart-1");
     let ep = Endpoint::from(d.clone());
