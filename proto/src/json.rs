@@ -46,35 +46,7 @@ pub fn to_line(response: &GetFlowsResponse) -> String {
 /// Appends the JSON line of one response, without the newline, to `buf`
 /// (callers writing many lines reuse one buffer).
 pub fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
-    use crate::observer::get_flows_response::ResponseTypes;
-    // Serialising generated types into memory cannot fail: every field is a
-    // plain value, string or nested message with infallible impls.
-    fn field<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, first: &mut bool, name: &str, v: &T) {
-        buf.extend_from_slice(if *first { b"\"" } else { b",\"" });
-        *first = false;
-        buf.extend_from_slice(name.as_bytes());
-        buf.extend_from_slice(b"\":");
-        let _ = serde_json::to_writer(&mut *buf, v);
-    }
-    let mut first = true;
-    buf.push(b'{');
-    match &response.response_types {
-        Some(ResponseTypes::Flow(f)) => {
-            buf.extend_from_slice(b"\"flow\":");
-            first = false;
-            write::flow(buf, f);
-        }
-        Some(ResponseTypes::NodeStatus(n)) => field(buf, &mut first, "node_status", n),
-        Some(ResponseTypes::LostEvents(l)) => field(buf, &mut first, "lost_events", l),
-        None => {}
-    }
-    if !response.node_name.is_empty() {
-        field(buf, &mut first, "node_name", &response.node_name);
-    }
-    if let Some(t) = &response.time {
-        field(buf, &mut first, "time", t);
-    }
-    buf.push(b'}');
+    write::response(buf, response);
 }
 
 /// Parses one JSON line written by `hubble observe -o json` (or by webb).

@@ -58,71 +58,60 @@ impl From<std::time::SystemTime> for Timestamp {
 
 impl Timestamp {
     /// protojson's text, `2006-01-02T15:04:05[.000[000[000]]]Z`, in a stack
-    /// buffer; None for a time outside years 0-9999 (or chrono's range),
-    /// which [`Display`](fmt::Display) writes the slow way.
+    /// buffer; None for a time outside years 0-9999 (or chrono's range).
     pub fn rfc3339(&self) -> Option<([u8; 30], usize)> {
-        fn digits(out: &mut [u8], mut v: u32) {
-            for d in out.iter_mut().rev() {
-                *d = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        }
         let t = self.to_datetime()?;
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        digits(&mut b[0..4], year);
-        digits(&mut b[5..7], t.month());
-        digits(&mut b[8..10], t.day());
-        digits(&mut b[11..13], t.hour());
-        digits(&mut b[14..16], t.minute());
-        digits(&mut b[17..19], t.second());
-        let n = t.nanosecond().min(999_999_999);
-        let len = if n == 0 {
-            19
-        } else if n % 1_000_000 == 0 {
-            digits(&mut b[20..23], n / 1_000_000);
-            23
-        } else if n % 1_000 == 0 {
-            digits(&mut b[20..26], n / 1_000);
-            26
-        } else {
-            digits(&mut b[20..29], n);
-            29
-        };
-        b[len] = b'Z';
-        Some((b, len + 1))
+        (0..=9999).contains(&t.year()).then(|| digits(&t))
     }
+}
+
+/// The RFC 3339 text of `t`, its year's last four digits first: 0, 3, 6 or
+/// 9 fractional digits, as many as the nanoseconds need, then `Z`.
+fn digits(t: &DateTime<Utc>) -> ([u8; 30], usize) {
+    fn put(out: &mut [u8], mut v: u32) {
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    put(&mut b[0..4], t.year().rem_euclid(10_000) as u32);
+    put(&mut b[5..7], t.month());
+    put(&mut b[8..10], t.day());
+    put(&mut b[11..13], t.hour());
+    put(&mut b[14..16], t.minute());
+    put(&mut b[17..19], t.second());
+    let n = t.nanosecond().min(999_999_999);
+    let len = if n == 0 {
+        19
+    } else if n.is_multiple_of(1_000_000) {
+        put(&mut b[20..23], n / 1_000_000);
+        23
+    } else if n.is_multiple_of(1_000) {
+        put(&mut b[20..26], n / 1_000);
+        26
+    } else {
+        put(&mut b[20..29], n);
+        29
+    };
+    b[len] = b'Z';
+    (b, len + 1)
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some((b, len)) = self.rfc3339() {
-            // Only ASCII digits and punctuation were written.
-            return f.write_str(std::str::from_utf8(&b[..len]).unwrap_or_default());
-        }
         let Some(t) = self.to_datetime() else {
             return write!(f, "invalid timestamp {}s {}ns", self.seconds, self.nanos);
         };
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )?;
-        let n = t.nanosecond();
-        if n == 0 {
-        } else if n % 1_000_000 == 0 {
-            write!(f, ".{:03}", n / 1_000_000)?;
-        } else if n % 1_000 == 0 {
-            write!(f, ".{:06}", n / 1_000)?;
+        let (b, len) = digits(&t);
+        // Only ASCII digits and punctuation were written.
+        let text = std::str::from_utf8(&b[..len]).unwrap_or_default();
+        if (0..=9999).contains(&t.year()) {
+            f.write_str(text)
         } else {
-            write!(f, ".{n:09}")?;
+            // Beyond four digits the year is written whole.
+            write!(f, "{:04}{}", t.year(), &text[4..])
         }
-        f.write_str("Z")
     }
 }
 

@@ -17,22 +17,34 @@ use crate::flow::{
     SocketTranslationPoint, TraceObservationPoint, TraceReason, TrafficDirection, Verdict,
     WebbEmitReason, layer4::Protocol,
 };
+use crate::{
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+    wkt::Timestamp,
+};
+
+/// Writes one response as `hubble observe -o json` does: the oneof member
+/// (`flow`, `node_status` or `lost_events`) first, then `node_name` and
+/// `time`, in the order Go's protojson writes them.
+pub(crate) fn response(buf: &mut Vec<u8>, r: &GetFlowsResponse) {
+    let mut o = Object::open(buf);
+    match &r.response_types {
+        Some(ResponseTypes::Flow(f)) => {
+            o.key("flow");
+            flow(o.buf, f);
+        }
+        Some(ResponseTypes::NodeStatus(n)) => o.serde("node_status", Some(n)),
+        Some(ResponseTypes::LostEvents(l)) => o.serde("lost_events", Some(l)),
+        None => {}
+    }
+    o.string("node_name", &r.node_name);
+    o.timestamp("time", r.time.as_ref());
+    o.close();
+}
 
 /// Writes `flow` as a JSON object.
-pub(crate) fn flow(buf: &mut Vec<u8>, f: &Flow) {
+fn flow(buf: &mut Vec<u8>, f: &Flow) {
     let mut o = Object::open(buf);
-    if let Some(t) = &f.time {
-        o.key("time");
-        o.buf.push(b'"');
-        // protojson's form; nothing in it needs escaping.
-        match t.rfc3339() {
-            Some((b, len)) => o.buf.extend_from_slice(&b[..len]),
-            None => {
-                let _ = write!(o.buf, "{t}");
-            }
-        }
-        o.buf.push(b'"');
-    }
+    o.timestamp("time", f.time.as_ref());
     o.string("uuid", &f.uuid);
     if let Some(e) = &f.emitter {
         o.key("emitter");
@@ -187,27 +199,13 @@ fn layer4(buf: &mut Vec<u8>, l4: &Layer4) {
             }
             t_o.close();
         }
-        Some(Protocol::Udp(u)) => {
-            o.key("UDP");
-            let mut u_o = Object::open(o.buf);
-            u_o.number("source_port", u.source_port.into());
-            u_o.number("destination_port", u.destination_port.into());
-            u_o.close();
-        }
-        Some(Protocol::IcmPv4(i)) => {
-            o.key("ICMPv4");
-            let mut i_o = Object::open(o.buf);
-            i_o.number("type", i.r#type.into());
-            i_o.number("code", i.code.into());
-            i_o.close();
-        }
-        Some(Protocol::IcmPv6(i)) => {
-            o.key("ICMPv6");
-            let mut i_o = Object::open(o.buf);
-            i_o.number("type", i.r#type.into());
-            i_o.number("code", i.code.into());
-            i_o.close();
-        }
+        Some(Protocol::Udp(u)) => o.pair(
+            "UDP",
+            ("source_port", u.source_port),
+            ("destination_port", u.destination_port),
+        ),
+        Some(Protocol::IcmPv4(i)) => o.pair("ICMPv4", ("type", i.r#type), ("code", i.code)),
+        Some(Protocol::IcmPv6(i)) => o.pair("ICMPv6", ("type", i.r#type), ("code", i.code)),
         Some(Protocol::Sctp(v)) => o.serde("SCTP", Some(v)),
         Some(Protocol::Vrrp(v)) => o.serde("VRRP", Some(v)),
         Some(Protocol::Igmp(v)) => o.serde("IGMP", Some(v)),
@@ -306,6 +304,29 @@ impl<'a> Object<'a> {
                 .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             self.buf.push(b'"');
         }
+    }
+
+    /// A message of two numbers (ports, ICMP type and code).
+    fn pair(&mut self, name: &str, a: (&str, u32), b: (&str, u32)) {
+        self.key(name);
+        let mut o = Object::open(self.buf);
+        o.number(a.0, a.1.into());
+        o.number(b.0, b.1.into());
+        o.close();
+    }
+
+    /// A time in protojson's form; nothing in it needs escaping.
+    fn timestamp(&mut self, name: &str, t: Option<&Timestamp>) {
+        let Some(t) = t else { return };
+        self.key(name);
+        self.buf.push(b'"');
+        match t.rfc3339() {
+            Some((b, len)) => self.buf.extend_from_slice(&b[..len]),
+            None => {
+                let _ = write!(self.buf, "{t}");
+            }
+        }
+        self.buf.push(b'"');
     }
 
     fn boolean(&mut self, name: &str, b: bool) {
