@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics_http;
 pub mod names;
 pub mod transport;
+pub mod undecoded;
 pub mod wkt;
 
 #[allow(clippy::all, missing_docs, deprecated)]

@@ -6,14 +6,14 @@ use std::{
     path::PathBuf,
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
+use prost::Message as _;
 use webb_proto::{
     filter::FlowFilters,
-    observer::{
-        GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
-        observer_client::ObserverClient,
-    },
+    observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
+    undecoded,
     wkt::{FieldMask, Timestamp},
 };
 
@@ -187,9 +187,10 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     }
 }
 
-/// Streams from a server. Formatting runs on its own thread, fed batches of
-/// responses, so decoding (here) and printing (there) use two cores and the
-/// CLI keeps up with the server.
+/// Streams from a server. The connection task only reads: each response
+/// goes, undecoded, in batches to a second thread that decodes and prints
+/// it, so reading and formatting use two cores and the CLI keeps up with
+/// the server.
 async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
     args: &ObserveArgs,
     config: &ConfigFile,
@@ -197,25 +198,12 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
 ) -> anyhow::Result<()> {
     let server = Server::resolve(&args.server, config)?;
     let channel = server.connect().await?;
-    let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let mut stream = client
-        .get_flows(request(args))
+    let mut stream = undecoded::get_flows(channel, request(args), 64 * 1024 * 1024)
         .await
-        .map_err(|s| server.call_error("GetFlows", &s))?
-        .into_inner();
+        .map_err(|s| server.call_error("GetFlows", &s))?;
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<GetFlowsResponse>>(8);
-    let formatter = std::thread::spawn(move || -> io::Result<()> {
-        for batch in rx {
-            for resp in &batch {
-                printer.write(resp)?;
-            }
-            // A batch ends where the stream had nothing more ready: show it
-            // now (this is what makes --follow immediate).
-            printer.flush()?;
-        }
-        printer.flush()
-    });
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(8);
+    let formatter = std::thread::spawn(move || print_batches(rx, &mut printer));
 
     const BATCH: usize = 512;
     let mut failure = None;
@@ -224,7 +212,7 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
         let mut next = Some(first);
         while let Some(item) = next {
             match item {
-                Ok(resp) => batch.push(resp),
+                Ok(bytes) => batch.push(bytes),
                 Err(s) => {
                     failure = Some(server.call_error("GetFlows stream", &s));
                     break;
@@ -237,19 +225,43 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
             };
         }
         // A send fails only when the formatter stopped (the reader of our
-        // output went away); its error says why.
+        // output went away, or a response did not decode); its error says
+        // why.
         if tx.send(batch).is_err() || failure.is_some() {
             break;
         }
     }
     drop(tx);
     match formatter.join() {
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Err(e)) => Err(e),
         Ok(Ok(())) => failure.map_or(Ok(()), Err),
         Err(_) => Err(anyhow::anyhow!(
             "the output thread failed; output may be incomplete"
         )),
     }
+}
+
+/// The formatter thread: decodes each response of each batch and prints it,
+/// flushing at the end of every batch.
+fn print_batches<W: Write, E: Write>(
+    batches: impl IntoIterator<Item = Vec<Bytes>>,
+    printer: &mut Printer<W, E>,
+) -> anyhow::Result<()> {
+    for batch in batches {
+        for bytes in &batch {
+            let resp = GetFlowsResponse::decode(&bytes[..]).map_err(|e| {
+                anyhow::anyhow!(
+                    "GetFlows stream: the server sent a malformed response ({} bytes): {e}",
+                    bytes.len()
+                )
+            })?;
+            printer.write(&resp)?;
+        }
+        // A batch ends where the stream had nothing more ready: show it now
+        // (this is what makes --follow immediate).
+        printer.flush()?;
+    }
+    Ok(printer.flush()?)
 }
 
 /// Reads a capture, applying the same filters, time window and selectors a
@@ -339,5 +351,54 @@ impl Window<'_> {
             Some(ResponseTypes::Flow(f)) => self.filters.matches(f),
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use webb_proto::flow::{Flow, Verdict};
+
+    use super::*;
+
+    fn encoded(resp: &GetFlowsResponse) -> Bytes {
+        Bytes::from(resp.encode_to_vec())
+    }
+
+    #[test]
+    fn a_malformed_response_stops_the_output_with_a_clear_error_after_what_came_before() {
+        let good = GetFlowsResponse {
+            node_name: "node-a".into(),
+            response_types: Some(ResponseTypes::Flow(Box::new(Flow {
+                verdict: Verdict::Dropped as i32,
+                ..Default::default()
+            }))),
+            ..Default::default()
+        };
+        let json = printer::Options {
+            format: Format::Json,
+            ..Default::default()
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut p = Printer::new(json, &mut out, &mut err);
+        // A field tag with wire type 7 does not exist.
+        let garbage = Bytes::from_static(&[0x0f, 0x01, 0x02]);
+        let e = print_batches(
+            [vec![encoded(&good)], vec![encoded(&good), garbage]],
+            &mut p,
+        )
+        .expect_err("garbage must not decode");
+        drop(p);
+        assert!(
+            e.to_string()
+                .contains("the server sent a malformed response (3 bytes)"),
+            "{e}"
+        );
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.lines().all(|l| l.contains(r#""verdict":"DROPPED""#)),
+            "{text}"
+        );
     }
 }

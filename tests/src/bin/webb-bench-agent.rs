@@ -1,6 +1,8 @@
 //! Benchmark of the real agent with a full ring: RSS of `webb-agent` holding
 //! 65,535 flows, and the time a 1%-selective GetFlows query takes over
-//! loopback gRPC.
+//! loopback gRPC, and how fast the bare client and `webb observe` drain
+//! the full ring, first sharing the CPUs with the agent, then on a CPU of
+//! their own.
 //!
 //! `sudo target/release/webb-bench-agent` (after `cargo build --release --bins`)
 //!
@@ -10,7 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use webb_proto::{flow::FlowFilter, observer::GetFlowsRequest};
+use futures::StreamExt as _;
+use prost::Message as _;
+use webb_proto::{
+    flow::FlowFilter,
+    observer::{GetFlowsRequest, GetFlowsResponse},
+};
 use webb_tests::{
     agent::AgentProcess,
     client,
@@ -120,46 +127,200 @@ fn main() -> anyhow::Result<()> {
         );
         // The CLI next to the server: drain the whole ring with a bare gRPC
         // client (the server's rate), then with `webb observe --all` into
-        // /dev/null in each output format.
-        let mut raw = Vec::new();
-        for _ in 0..3 {
-            let t = Instant::now();
-            let rs = client::responses(
-                &agent.addr,
-                GetFlowsRequest {
-                    number: u64::MAX,
-                    ..Default::default()
-                },
-            )
-            .await;
-            raw.push((rs.len(), t.elapsed()));
-        }
-        let (n, best) = raw.iter().min_by_key(|(_, d)| *d).copied().unwrap_or_default();
-        println!(
-            "server: GetFlows --all drains {n} flows in {:.0} ms = {:.0} flows/s (bare gRPC client, best of 3)",
-            best.as_secs_f64() * 1e3,
-            n as f64 / best.as_secs_f64()
-        );
-        for format in ["json", "compact", "table"] {
-            let mut best = Duration::MAX;
-            for _ in 0..3 {
-                let t = Instant::now();
-                let st = std::process::Command::new(webb_tests::agent::binary("webb"))
-                    .args(["observe", "--all", "-o", format, "--color", "never", "--server", &agent.addr])
-                    .env("WEBB_CONFIG", "/dev/null")
-                    .stdout(std::process::Stdio::null())
-                    .status()?;
-                anyhow::ensure!(st.success(), "webb observe failed");
-                best = best.min(t.elapsed());
-            }
-            println!(
-                "cli: webb observe --all -o {format} > /dev/null: {:.0} ms = {:.0} flows/s ({:.2}x the bare client's time)",
-                best.as_secs_f64() * 1e3,
-                n as f64 / best.as_secs_f64(),
-                best.as_secs_f64() / raw.iter().map(|(_, d)| *d).min().unwrap_or_default().as_secs_f64()
-            );
+        // /dev/null in each output format. First as they come (reader and
+        // agent share both CPUs), then with the agent on CPU 0 and the
+        // reader on CPU 1, as when the CLI runs on a laptop and the server
+        // in the cluster.
+        drains(&agent.addr, pid, "shared CPUs").await?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus >= 2 {
+            pin_process(pid, 0)?;
+            pin_this_thread(1)?;
+            drains(&agent.addr, pid, "agent on CPU 0, reader on CPU 1").await?;
+        } else {
+            println!("separate CPUs: skipped, this machine has {cpus} CPU");
         }
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+/// CPU time a process has used, all threads, in nanoseconds (schedstat).
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// User plus system time of this thread or of the children reaped so far.
+fn rusage_ns(who: libc::c_int) -> u64 {
+    // SAFETY: getrusage fills the zeroed rusage we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `who` is RUSAGE_THREAD or RUSAGE_CHILDREN.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
+}
+
+/// Pins every thread of `pid` to `cpu`.
+fn pin_process(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let st = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(st.success(), "taskset -a -p -c {cpu} {pid} failed");
+    Ok(())
+}
+
+/// Pins the calling thread, and the processes it starts, to `cpu`.
+fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and
+    // sched_setaffinity only read and write the set we own.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// One drain: its wall time and the CPU time the reader and the agent spent.
+#[derive(Clone, Copy)]
+struct Drain {
+    wall: Duration,
+    reader_cpu: Duration,
+    agent_cpu: Duration,
+}
+
+/// Readings taken when a drain starts.
+struct DrainStart {
+    pid: u32,
+    who: libc::c_int,
+    agent_ns: u64,
+    reader_ns: u64,
+    at: Instant,
+}
+
+impl DrainStart {
+    /// `who` says whose CPU time is the reader's: this thread's
+    /// (RUSAGE_THREAD) or that of the child processes (RUSAGE_CHILDREN).
+    fn now(pid: u32, who: libc::c_int) -> Self {
+        Self {
+            pid,
+            who,
+            agent_ns: process_cpu_ns(pid),
+            reader_ns: rusage_ns(who),
+            at: Instant::now(),
+        }
+    }
+
+    fn end(self) -> Drain {
+        let wall = self.at.elapsed();
+        Drain {
+            wall,
+            reader_cpu: Duration::from_nanos(rusage_ns(self.who).saturating_sub(self.reader_ns)),
+            agent_cpu: Duration::from_nanos(process_cpu_ns(self.pid).saturating_sub(self.agent_ns)),
+        }
+    }
+}
+
+impl Drain {
+    fn line(&self, n: usize) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{:.0} ms = {:.0} flows/s; CPU: reader {:.0} ms ({:.2} us/flow), agent {:.0} ms",
+            ms(self.wall),
+            n as f64 / self.wall.as_secs_f64(),
+            ms(self.reader_cpu),
+            self.reader_cpu.as_secs_f64() * 1e6 / n as f64,
+            ms(self.agent_cpu)
+        )
+    }
+}
+
+/// Reads every response of `GetFlows --all` as it arrives and drops it,
+/// decoded or not: the least work a reader can do.
+async fn bare_drain(addr: &str, decode: bool) -> anyhow::Result<usize> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let req = GetFlowsRequest {
+        number: u64::MAX,
+        ..Default::default()
+    };
+    let mut stream = webb_proto::undecoded::get_flows(channel, req, 64 << 20).await?;
+    let mut n = 0;
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes?;
+        if decode {
+            GetFlowsResponse::decode(&bytes[..])?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Drains the full ring with bare in-process readers (the server's rate),
+/// then with `webb observe --all -o FORMAT > /dev/null`, best of 3 each.
+async fn drains(addr: &str, pid: u32, label: &str) -> anyhow::Result<()> {
+    let mut bare = [None::<(usize, Drain)>; 2];
+    for (i, decode) in [false, true].into_iter().enumerate() {
+        for _ in 0..3 {
+            let start = DrainStart::now(pid, libc::RUSAGE_THREAD);
+            let n = bare_drain(addr, decode).await?;
+            let d = start.end();
+            if bare[i].is_none_or(|(_, b)| d.wall < b.wall) {
+                bare[i] = Some((n, d));
+            }
+        }
+    }
+    let [Some((n, bare)), Some((_, decoding))] = bare else {
+        anyhow::bail!("no drain ran");
+    };
+    println!(
+        "[{label}] server: GetFlows --all drains {n} flows to a bare reader that drops the bytes (best of 3): {}",
+        bare.line(n)
+    );
+    println!(
+        "[{label}] bare reader that decodes each response: {} ({:.2}x)",
+        decoding.line(n),
+        decoding.wall.as_secs_f64() / bare.wall.as_secs_f64()
+    );
+    for format in ["json", "compact", "table"] {
+        let mut best: Option<Drain> = None;
+        for _ in 0..3 {
+            let start = DrainStart::now(pid, libc::RUSAGE_CHILDREN);
+            let st = std::process::Command::new(webb_tests::agent::binary("webb"))
+                .args([
+                    "observe", "--all", "-o", format, "--color", "never", "--server", addr,
+                ])
+                .env("WEBB_CONFIG", "/dev/null")
+                .stdout(std::process::Stdio::null())
+                .status()?;
+            let d = start.end();
+            anyhow::ensure!(st.success(), "webb observe failed");
+            if best.is_none_or(|b| d.wall < b.wall) {
+                best = Some(d);
+            }
+        }
+        let Some(best) = best else { continue };
+        println!(
+            "[{label}] cli: webb observe --all -o {format} > /dev/null: {} ({:.2}x the bare reader's time)",
+            best.line(n),
+            best.wall.as_secs_f64() / bare.wall.as_secs_f64()
+        );
+    }
     Ok(())
 }
