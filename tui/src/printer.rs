@@ -71,28 +71,51 @@ mod ansi {
     pub const CYAN: &str = "\x1b[36m";
 }
 
+/// Unaligned table text the tabwriter may hold before it aligns and writes
+/// it out. Hubble aligns the whole output at the end, so that a large
+/// capture printed as a table is held in memory in full; webb aligns blocks
+/// of a few thousand rows, and memory stays bounded.
+const TABLE_BLOCK_BYTES: usize = 1 << 20;
+
 enum Sink<W: Write> {
     Plain(W),
-    Table(TabWriter<W>),
+    /// The tabwriter and the bytes written to it since it last flushed.
+    Table(TabWriter<W>, usize),
 }
 
 impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Plain(w) => w.write(buf),
-            Self::Table(w) => w.write(buf),
+            Self::Table(w, pending) => {
+                let n = w.write(buf)?;
+                *pending += n;
+                Ok(n)
+            }
         }
     }
+    /// Callers write whole lines, so a block ends at a line's end.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Self::Plain(w) => w.write_all(buf),
-            Self::Table(w) => w.write_all(buf),
+            Self::Table(w, pending) => {
+                w.write_all(buf)?;
+                *pending += buf.len();
+                if *pending >= TABLE_BLOCK_BYTES {
+                    *pending = 0;
+                    w.flush()?;
+                }
+                Ok(())
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(w) => w.flush(),
-            Self::Table(w) => w.flush(),
+            Self::Table(w, pending) => {
+                *pending = 0;
+                w.flush()
+            }
         }
     }
 }
@@ -123,7 +146,7 @@ impl<W: Write, E: Write> Printer<W, E> {
     {
         let out = match self.out {
             Sink::Plain(w) => w.into(),
-            Sink::Table(t) => t.into_inner().map(Into::into).unwrap_or_default(),
+            Sink::Table(t, _) => t.into_inner().map(Into::into).unwrap_or_default(),
         };
         (out, self.err.into())
     }
@@ -131,7 +154,7 @@ impl<W: Write, E: Write> Printer<W, E> {
     pub fn new(opts: Options, out: W, err: E) -> Self {
         let out = match opts.format {
             // Hubble's tabwriter: min width 2, padding 3, spaces.
-            Format::Table => Sink::Table(TabWriter::new(out).minwidth(2).padding(3)),
+            Format::Table => Sink::Table(TabWriter::new(out).minwidth(2).padding(3), 0),
             _ => Sink::Plain(out),
         };
         Self {
@@ -622,5 +645,69 @@ fn format_latency(ns: u64) -> String {
         format!("{:.2}ms", ns as f64 / 1e6)
     } else {
         format!("{:.1}us", ns as f64 / 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
+    use webb_proto::flow::{Flow, Ip};
+
+    use super::*;
+
+    /// A writer whose bytes the test can read while the printer holds it.
+    #[derive(Clone, Default)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_table_is_aligned_in_blocks_so_memory_stays_bounded() {
+        let table = Options {
+            format: Format::Table,
+            ..Default::default()
+        };
+        let out = Shared::default();
+        let mut p = Printer::new(table, out.clone(), io::sink());
+        let flow = |i: u32| GetFlowsResponse {
+            response_types: Some(ResponseTypes::Flow(Box::new(Flow {
+                ip: Some(Ip {
+                    source: format!("10.0.{}.{}", i / 250, i % 250),
+                    destination: "10.9.9.9".into(),
+                    ..Default::default()
+                }),
+                summary: "x".repeat(60),
+                ..Default::default()
+            }))),
+            ..Default::default()
+        };
+        let rows = 2 * TABLE_BLOCK_BYTES / 100;
+        for i in 0..rows as u32 {
+            p.write(&flow(i)).expect("write");
+        }
+        // More than a block went in and nothing flushed it: the first
+        // block must already be out.
+        let before_flush = out.0.borrow().len();
+        assert!(before_flush > 0, "the whole table is still held in memory");
+        p.flush().expect("flush");
+        let text = String::from_utf8(out.0.borrow().clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), rows + 1, "every row and the header");
+        // Rows of the first block line up under the header.
+        let col = |l: &str| l.find("10.9.9.9").unwrap_or(usize::MAX);
+        let header = text.lines().next().unwrap_or_default();
+        let dest = header.find("DESTINATION").unwrap_or(usize::MAX);
+        assert!(
+            text.lines().skip(1).take(100).all(|l| col(l) == dest),
+            "{text:.1000}"
+        );
     }
 }
