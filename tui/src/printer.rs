@@ -685,12 +685,12 @@ mod tests {
                     destination: "10.9.9.9".into(),
                     ..Default::default()
                 }),
-                summary: "x".repeat(60),
                 ..Default::default()
             }))),
             ..Default::default()
         };
-        let rows = 2 * TABLE_BLOCK_BYTES / 100;
+        // Each row is some 60 bytes: 3 MiB / 100 is more than a block.
+        let rows = 3 * TABLE_BLOCK_BYTES / 100;
         for i in 0..rows as u32 {
             p.write(&flow(i)).expect("write");
         }
