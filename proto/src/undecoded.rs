@@ -14,7 +14,7 @@ use bytes::{Buf as _, Bytes};
 use prost::Message;
 use tonic::{
     Status, Streaming,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     codegen::http::uri::PathAndQuery,
     transport::Channel,
 };
@@ -30,7 +30,14 @@ impl<Req> Default for Undecoded<Req> {
     }
 }
 
+/// Encodes a typed request with prost (the relay's node codec uses it too).
 pub struct RequestEncoder<Req>(PhantomData<Req>);
+
+impl<Req> Default for RequestEncoder<Req> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
 
 impl<Req: Message> Encoder for RequestEncoder<Req> {
     type Item = Req;
@@ -52,10 +59,6 @@ impl Decoder for BytesDecoder {
         // Splits the message off tonic's buffer without copying it.
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
 }
 
 impl<Req: Message + Send + 'static> Codec for Undecoded<Req> {
@@ -65,7 +68,7 @@ impl<Req: Message + Send + 'static> Codec for Undecoded<Req> {
     type Decoder = BytesDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        RequestEncoder(PhantomData)
+        RequestEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {

@@ -22,6 +22,7 @@ use tonic::{
 };
 use webb_proto::{
     observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
+    undecoded::RequestEncoder,
     wkt::Timestamp,
 };
 
@@ -189,22 +190,11 @@ pub struct NodeCodec;
 pub struct ClientCodec;
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestEncoder;
-#[derive(Debug, Clone, Copy, Default)]
 pub struct RequestDecoder;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawEncoder;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawDecoder;
-
-impl Encoder for RequestEncoder {
-    type Item = GetFlowsRequest;
-    type Error = Status;
-    fn encode(&mut self, item: GetFlowsRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the request: {e}")))
-    }
-}
 
 impl Decoder for RequestDecoder {
     type Item = GetFlowsRequest;
@@ -245,10 +235,10 @@ impl Decoder for RawDecoder {
 impl Codec for NodeCodec {
     type Encode = GetFlowsRequest;
     type Decode = Raw;
-    type Encoder = RequestEncoder;
+    type Encoder = RequestEncoder<GetFlowsRequest>;
     type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RequestEncoder {
-        RequestEncoder
+    fn encoder(&mut self) -> Self::Encoder {
+        RequestEncoder::default()
     }
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder
