@@ -12,6 +12,14 @@ export PATH="$bin_dir:$PATH"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# A build that runs out of disk fails deep in the linker (SIGBUS, "Bus
+# error"); say so up front instead. A full run needs about 4 GiB here.
+avail_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ -n "$avail_kib" ] && [ "$avail_kib" -lt $((5 * 1024 * 1024)) ]; then
+  printf 'warning: only %s MiB free on the disk holding %s; the build and tests need about 4 GiB (cargo clean in other work trees frees space)\n' \
+    "$((avail_kib / 1024))" "$PWD" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
