@@ -8,10 +8,8 @@
 //! decodes from one contiguous slice instead of through the buffer's `Buf`
 //! calls.
 
-use std::marker::PhantomData;
-
 use bytes::{Buf as _, Bytes};
-use prost::Message;
+use prost::Message as _;
 use tonic::{
     Status, Streaming,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -21,34 +19,25 @@ use tonic::{
 
 use crate::observer::GetFlowsRequest;
 
-/// Encodes requests with prost and hands each response over as its bytes.
-pub struct Undecoded<Req>(PhantomData<Req>);
+/// Encodes the request with prost and hands each response over as its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Undecoded;
 
-impl<Req> Default for Undecoded<Req> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
+/// Encodes a GetFlowsRequest with prost (the relay's node codec uses it too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestEncoder;
 
-/// Encodes a typed request with prost (the relay's node codec uses it too).
-pub struct RequestEncoder<Req>(PhantomData<Req>);
-
-impl<Req> Default for RequestEncoder<Req> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<Req: Message> Encoder for RequestEncoder<Req> {
-    type Item = Req;
+impl Encoder for RequestEncoder {
+    type Item = GetFlowsRequest;
     type Error = Status;
 
-    fn encode(&mut self, item: Req, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: GetFlowsRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|e| Status::internal(format!("encoding the request: {e}")))
     }
 }
 
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BytesDecoder;
 
 impl Decoder for BytesDecoder {
@@ -61,17 +50,17 @@ impl Decoder for BytesDecoder {
     }
 }
 
-impl<Req: Message + Send + 'static> Codec for Undecoded<Req> {
-    type Encode = Req;
+impl Codec for Undecoded {
+    type Encode = GetFlowsRequest;
     type Decode = Bytes;
-    type Encoder = RequestEncoder<Req>;
+    type Encoder = RequestEncoder;
     type Decoder = BytesDecoder;
 
-    fn encoder(&mut self) -> Self::Encoder {
-        RequestEncoder::default()
+    fn encoder(&mut self) -> RequestEncoder {
+        RequestEncoder
     }
 
-    fn decoder(&mut self) -> Self::Decoder {
+    fn decoder(&mut self) -> BytesDecoder {
         BytesDecoder
     }
 }
@@ -93,8 +82,6 @@ pub async fn get_flows(
     req.extensions_mut()
         .insert(tonic::GrpcMethod::new("observer.Observer", "GetFlows"));
     let path = PathAndQuery::from_static("/observer.Observer/GetFlows");
-    let resp = grpc
-        .server_streaming(req, path, Undecoded::<GetFlowsRequest>::default())
-        .await?;
+    let resp = grpc.server_streaming(req, path, Undecoded).await?;
     Ok(resp.into_inner())
 }

@@ -235,10 +235,10 @@ impl Decoder for RawDecoder {
 impl Codec for NodeCodec {
     type Encode = GetFlowsRequest;
     type Decode = Raw;
-    type Encoder = RequestEncoder<GetFlowsRequest>;
+    type Encoder = RequestEncoder;
     type Decoder = RawDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        RequestEncoder::default()
+    fn encoder(&mut self) -> RequestEncoder {
+        RequestEncoder
     }
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder

@@ -47,11 +47,10 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
     o.timestamp("time", f.time.as_ref());
     o.string("uuid", &f.uuid);
     if let Some(e) = &f.emitter {
-        o.key("emitter");
-        let mut e_o = Object::open(o.buf);
-        e_o.string("name", &e.name);
-        e_o.string("version", &e.version);
-        e_o.close();
+        o.object("emitter", |o| {
+            o.string("name", &e.name);
+            o.string("version", &e.version);
+        });
     }
     o.enumeration("verdict", f.verdict, |v| {
         Verdict::try_from(v).ok().map(|v| v.as_str_name())
@@ -62,23 +61,21 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
         AuthType::try_from(v).ok().map(|v| v.as_str_name())
     });
     if let Some(e) = &f.ethernet {
-        o.key("ethernet");
-        let mut e_o = Object::open(o.buf);
-        e_o.string("source", &e.source);
-        e_o.string("destination", &e.destination);
-        e_o.close();
+        o.object("ethernet", |o| {
+            o.string("source", &e.source);
+            o.string("destination", &e.destination);
+        });
     }
     if let Some(ip) = &f.ip {
-        o.key("IP");
-        let mut i = Object::open(o.buf);
-        i.string("source", &ip.source);
-        i.string("source_xlated", &ip.source_xlated);
-        i.string("destination", &ip.destination);
-        i.enumeration("ipVersion", ip.ip_version, |v| {
-            IpVersion::try_from(v).ok().map(|v| v.as_str_name())
+        o.object("IP", |o| {
+            o.string("source", &ip.source);
+            o.string("source_xlated", &ip.source_xlated);
+            o.string("destination", &ip.destination);
+            o.enumeration("ipVersion", ip.ip_version, |v| {
+                IpVersion::try_from(v).ok().map(|v| v.as_str_name())
+            });
+            o.boolean("encrypted", ip.encrypted);
         });
-        i.boolean("encrypted", ip.encrypted);
-        i.close();
     }
     if let Some(l4) = &f.l4 {
         o.key("l4");
@@ -104,11 +101,10 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
     #[allow(deprecated)]
     o.boolean("reply", f.reply);
     if let Some(et) = &f.event_type {
-        o.key("event_type");
-        let mut e = Object::open(o.buf);
-        e.number("type", et.r#type.into());
-        e.number("sub_type", et.sub_type.into());
-        e.close();
+        o.object("event_type", |o| {
+            o.number("type", et.r#type.into());
+            o.number("sub_type", et.sub_type.into());
+        });
     }
     o.serde("source_service", f.source_service.as_deref());
     o.serde("destination_service", f.destination_service.as_deref());
@@ -138,11 +134,10 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
         DebugCapturePoint::try_from(v).ok().map(|v| v.as_str_name())
     });
     if let Some(i) = &f.interface {
-        o.key("interface");
-        let mut i_o = Object::open(o.buf);
-        i_o.number("index", i.index.into());
-        i_o.string("name", &i.name);
-        i_o.close();
+        o.object("interface", |o| {
+            o.number("index", i.index.into());
+            o.string("name", &i.name);
+        });
     }
     o.number("proxy_port", f.proxy_port.into());
     o.serde("trace_context", f.trace_context.as_deref());
@@ -174,31 +169,27 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
 fn layer4(buf: &mut Vec<u8>, l4: &Layer4) {
     let mut o = Object::open(buf);
     match &l4.protocol {
-        Some(Protocol::Tcp(t)) => {
-            o.key("TCP");
-            let mut t_o = Object::open(o.buf);
-            t_o.number("source_port", t.source_port.into());
-            t_o.number("destination_port", t.destination_port.into());
+        Some(Protocol::Tcp(t)) => o.object("TCP", |o| {
+            o.number("source_port", t.source_port.into());
+            o.number("destination_port", t.destination_port.into());
             if let Some(fl) = &t.flags {
-                t_o.key("flags");
-                let mut f = Object::open(t_o.buf);
-                for (name, set) in [
-                    ("FIN", fl.fin),
-                    ("SYN", fl.syn),
-                    ("RST", fl.rst),
-                    ("PSH", fl.psh),
-                    ("ACK", fl.ack),
-                    ("URG", fl.urg),
-                    ("ECE", fl.ece),
-                    ("CWR", fl.cwr),
-                    ("NS", fl.ns),
-                ] {
-                    f.boolean(name, set);
-                }
-                f.close();
+                o.object("flags", |o| {
+                    for (name, set) in [
+                        ("FIN", fl.fin),
+                        ("SYN", fl.syn),
+                        ("RST", fl.rst),
+                        ("PSH", fl.psh),
+                        ("ACK", fl.ack),
+                        ("URG", fl.urg),
+                        ("ECE", fl.ece),
+                        ("CWR", fl.cwr),
+                        ("NS", fl.ns),
+                    ] {
+                        o.boolean(name, set);
+                    }
+                });
             }
-            t_o.close();
-        }
+        }),
         Some(Protocol::Udp(u)) => o.pair(
             "UDP",
             ("source_port", u.source_port),
@@ -306,13 +297,20 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// A message of two numbers (ports, ICMP type and code).
-    fn pair(&mut self, name: &str, a: (&str, u32), b: (&str, u32)) {
+    /// A nested message, written by `fill`.
+    fn object(&mut self, name: &str, fill: impl FnOnce(&mut Object<'_>)) {
         self.key(name);
         let mut o = Object::open(self.buf);
-        o.number(a.0, a.1.into());
-        o.number(b.0, b.1.into());
+        fill(&mut o);
         o.close();
+    }
+
+    /// A message of two numbers (ports, ICMP type and code).
+    fn pair(&mut self, name: &str, a: (&str, u32), b: (&str, u32)) {
+        self.object(name, |o| {
+            o.number(a.0, a.1.into());
+            o.number(b.0, b.1.into());
+        });
     }
 
     /// A time in protojson's form; nothing in it needs escaping.
