@@ -27,7 +27,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio_stream::wrappers::TcpListenerStream;
 use webb_proto::{observer::observer_server::ObserverServer, peer::peer_server::PeerServer};
 
 use crate::{
@@ -221,7 +220,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .add_service(health_service)
         .add_service(ObserverServer::new(service.clone()))
         .add_service(PeerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(webb_proto::transport::incoming(listener), shutdown_signal())
         .await;
 
     tracing::info!("shutting down: detaching the datapath");

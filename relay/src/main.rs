@@ -22,7 +22,6 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context as _;
 use clap::Parser;
-use tokio_stream::wrappers::TcpListenerStream;
 use webb_proto::{
     observer::observer_server::ObserverServer,
     peer::peer_server::PeerServer,
@@ -166,7 +165,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             get_flows: relay.clone(),
         })
         .add_service(PeerServer::new(relay))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(webb_proto::transport::incoming(listener), async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
