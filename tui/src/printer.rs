@@ -131,6 +131,7 @@ pub struct Printer<W: Write, E: Write> {
     line: String,
     /// The JSON line being written, reused across records.
     json: Vec<u8>,
+    json_writer: webb_proto::json::LineWriter,
 }
 
 impl<W: Write, E: Write> Printer<W, E> {
@@ -164,6 +165,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             records: 0,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
+            json_writer: Default::default(),
         }
     }
 
@@ -179,6 +181,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             records: 1,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
+            json_writer: Default::default(),
         }
     }
 
@@ -208,7 +211,7 @@ impl<W: Write, E: Write> Printer<W, E> {
     pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
         if matches!(self.opts.format, Format::Json | Format::Jsonpb) {
             self.json.clear();
-            webb_proto::json::append_line(&mut self.json, resp);
+            self.json_writer.append_line(&mut self.json, resp);
             self.json.push(b'\n');
             return self.out.write_all(&self.json);
         }

@@ -25,12 +25,12 @@ use crate::{
 /// Writes one response as `hubble observe -o json` does: the oneof member
 /// (`flow`, `node_status` or `lost_events`) first, then `node_name` and
 /// `time`, in the order Go's protojson writes them.
-pub(crate) fn response(buf: &mut Vec<u8>, r: &GetFlowsResponse) {
+pub(crate) fn response(buf: &mut Vec<u8>, r: &GetFlowsResponse, texts: Option<&mut Texts>) {
     let mut o = Object::open(buf);
     match &r.response_types {
         Some(ResponseTypes::Flow(f)) => {
             o.key("flow");
-            flow(o.buf, f);
+            flow(o.buf, f, texts);
         }
         Some(ResponseTypes::NodeStatus(n)) => o.serde("node_status", Some(n)),
         Some(ResponseTypes::LostEvents(l)) => o.serde("lost_events", Some(l)),
@@ -41,8 +41,53 @@ pub(crate) fn response(buf: &mut Vec<u8>, r: &GetFlowsResponse) {
     o.close();
 }
 
+/// The JSON of the endpoints written lately, by identity. Flows decoded by
+/// [`crate::decoder::ResponseDecoder`] (or held in a ring) share their
+/// [`Endpoint`]s, so each is written once and then copied; a third of a
+/// flow's JSON is its two endpoints. A fixed table: each entry holds a
+/// clone of its endpoint, so the address it is keyed by cannot be reused by
+/// another while the entry lives.
+pub(crate) struct Texts {
+    slots: Box<[Option<Text>]>,
+}
+
+/// An endpoint and its JSON.
+type Text = (Endpoint, Vec<u8>);
+
+impl Default for Texts {
+    fn default() -> Self {
+        Self {
+            slots: (0..TEXT_SLOTS).map(|_| None).collect(),
+        }
+    }
+}
+
+const TEXT_SLOTS: usize = 256;
+
+impl Texts {
+    fn write(&mut self, buf: &mut Vec<u8>, e: &Endpoint) {
+        // Fibonacci hashing of the address: allocations are aligned, so
+        // the low bits alone would crowd a few slots.
+        let index =
+            ((e.addr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % TEXT_SLOTS;
+        let slot = &mut self.slots[index];
+        if let Some((known, text)) = slot
+            && known.ptr_eq(e)
+        {
+            buf.extend_from_slice(text);
+            return;
+        }
+        let start = buf.len();
+        endpoint(buf, e);
+        let mut text = slot.take().map(|(_, t)| t).unwrap_or_default();
+        text.clear();
+        text.extend_from_slice(&buf[start..]);
+        *slot = Some((e.clone(), text));
+    }
+}
+
 /// Writes `flow` as a JSON object.
-fn flow(buf: &mut Vec<u8>, f: &Flow) {
+fn flow(buf: &mut Vec<u8>, f: &Flow, mut texts: Option<&mut Texts>) {
     let mut o = Object::open(buf);
     o.timestamp("time", f.time.as_ref());
     o.string("uuid", &f.uuid);
@@ -82,13 +127,14 @@ fn flow(buf: &mut Vec<u8>, f: &Flow) {
         layer4(o.buf, l4);
     }
     o.serde("tunnel", f.tunnel.as_deref());
-    if let Some(e) = &f.source {
-        o.key("source");
-        endpoint(o.buf, e);
-    }
-    if let Some(e) = &f.destination {
-        o.key("destination");
-        endpoint(o.buf, e);
+    for (name, e) in [("source", &f.source), ("destination", &f.destination)] {
+        if let Some(e) = e {
+            o.key(name);
+            match texts.as_deref_mut() {
+                Some(texts) => texts.write(o.buf, e),
+                None => endpoint(o.buf, e),
+            }
+        }
     }
     o.enumeration("Type", f.r#type, |v| {
         FlowType::try_from(v).ok().map(|v| v.as_str_name())
