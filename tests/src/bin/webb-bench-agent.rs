@@ -5,6 +5,9 @@
 //! their own.
 //!
 //! `sudo target/release/webb-bench-agent` (after `cargo build --release --bins`)
+//! (`WEBB_BENCH_HOLD=600` keeps the full agent up for 600 s, or until
+//! Ctrl-C / SIGINT, before the drains, and prints its address, to profile a
+//! reader by hand)
 //!
 //! The flows are real: a lab pod sends UDP datagrams to many ports of
 //! another pod, and the agent's kernel programs report each (leaving the
@@ -97,8 +100,15 @@ fn main() -> anyhow::Result<()> {
         ports.sort_unstable();
         ports.dedup();
         let take = (ports.len() / 100).max(1);
+        // From the middle: the lowest ports are the ring's oldest flows,
+        // the first to go if a late packet adds a flow.
         let filter = FlowFilter {
-            destination_port: ports.iter().take(take).map(|p| p.to_string()).collect(),
+            destination_port: ports
+                .iter()
+                .skip(ports.len() / 2)
+                .take(take)
+                .map(|p| p.to_string())
+                .collect(),
             ..Default::default()
         };
         let mut times = Vec::new();
@@ -125,6 +135,16 @@ fn main() -> anyhow::Result<()> {
             times[times.len() / 2].as_secs_f64() * 1e3,
             times[times.len() - 1].as_secs_f64() * 1e3
         );
+        // `WEBB_BENCH_HOLD=SECONDS`: keep the agent and its full ring up
+        // that long first (Ctrl-C ends it early and still cleans up), to
+        // profile a reader against it by hand.
+        if let Some(secs) = std::env::var("WEBB_BENCH_HOLD").ok().and_then(|s| s.parse().ok()) {
+            println!("holding {secs} s: agent (pid {pid}) at {}", agent.addr);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
         // The CLI next to the server: drain the whole ring with a bare gRPC
         // client (the server's rate), then with `webb observe --all` into
         // /dev/null in each output format. First as they come (reader and
@@ -236,20 +256,6 @@ impl DrainStart {
     }
 }
 
-impl Drain {
-    fn line(&self, n: usize) -> String {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        format!(
-            "{:.0} ms = {:.0} flows/s; CPU: reader {:.0} ms ({:.2} us/flow), agent {:.0} ms",
-            ms(self.wall),
-            n as f64 / self.wall.as_secs_f64(),
-            ms(self.reader_cpu),
-            self.reader_cpu.as_secs_f64() * 1e6 / n as f64,
-            ms(self.agent_cpu)
-        )
-    }
-}
-
 /// Reads every response of `GetFlows --all` as it arrives and drops it,
 /// decoded or not: the least work a reader can do.
 async fn bare_drain(addr: &str, decode: bool) -> anyhow::Result<usize> {
@@ -275,52 +281,104 @@ async fn bare_drain(addr: &str, decode: bool) -> anyhow::Result<usize> {
 /// Drains the full ring with bare in-process readers (the server's rate),
 /// then with `webb observe --all -o FORMAT > /dev/null`, best of 3 each.
 async fn drains(addr: &str, pid: u32, label: &str) -> anyhow::Result<()> {
-    let mut bare = [None::<(usize, Drain)>; 2];
-    for (i, decode) in [false, true].into_iter().enumerate() {
-        for _ in 0..3 {
-            let start = DrainStart::now(pid, libc::RUSAGE_THREAD);
-            let n = bare_drain(addr, decode).await?;
-            let d = start.end();
-            if bare[i].is_none_or(|(_, b)| d.wall < b.wall) {
-                bare[i] = Some((n, d));
-            }
+    // Rounds of one drain per reader, interleaved, so each reader's drain is
+    // compared with the bare reader's of the same round: the agent's own
+    // speed drifts by 2x within a minute on a shared host.
+    const ROUNDS: usize = 7;
+    let readers = [
+        Reader::Bare { decode: false },
+        Reader::Bare { decode: true },
+        Reader::Cli("json"),
+        Reader::Cli("compact"),
+        Reader::Cli("table"),
+    ];
+    let mut drains: Vec<Vec<Drain>> = vec![Vec::with_capacity(ROUNDS); readers.len()];
+    let mut n = 0;
+    for _ in 0..ROUNDS {
+        for (reader, runs) in readers.iter().zip(&mut drains) {
+            let (flows, d) = reader.drain(addr, pid).await?;
+            n = flows.unwrap_or(n);
+            runs.push(d);
         }
     }
-    let [Some((n, bare)), Some((_, decoding))] = bare else {
-        anyhow::bail!("no drain ran");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    println!(
-        "[{label}] server: GetFlows --all drains {n} flows to a bare reader that drops the bytes (best of 3): {}",
-        bare.line(n)
-    );
-    println!(
-        "[{label}] bare reader that decodes each response: {} ({:.2}x)",
-        decoding.line(n),
-        decoding.wall.as_secs_f64() / bare.wall.as_secs_f64()
-    );
-    for format in ["json", "compact", "table"] {
-        let mut best: Option<Drain> = None;
-        for _ in 0..3 {
-            let start = DrainStart::now(pid, libc::RUSAGE_CHILDREN);
-            let st = std::process::Command::new(webb_tests::agent::binary("webb"))
-                .args([
-                    "observe", "--all", "-o", format, "--color", "never", "--server", addr,
-                ])
-                .env("WEBB_CONFIG", "/dev/null")
-                .stdout(std::process::Stdio::null())
-                .status()?;
-            let d = start.end();
-            anyhow::ensure!(st.success(), "webb observe failed");
-            if best.is_none_or(|b| d.wall < b.wall) {
-                best = Some(d);
-            }
-        }
-        let Some(best) = best else { continue };
+    let per_flow = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    let bare = &drains[0];
+    println!("[{label}] {n} flows per drain; medians of {ROUNDS} interleaved rounds:");
+    for (reader, runs) in readers.iter().zip(&drains) {
+        let wall = median(runs.iter().map(|d| d.wall.as_secs_f64()).collect());
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(bare)
+            .map(|(d, b)| d.wall.as_secs_f64() / b.wall.as_secs_f64())
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
         println!(
-            "[{label}] cli: webb observe --all -o {format} > /dev/null: {} ({:.2}x the bare reader's time)",
-            best.line(n),
-            best.wall.as_secs_f64() / bare.wall.as_secs_f64()
+            "[{label}] {reader}: {:.0} ms = {:.0} flows/s, {:.2}x the bare reader's time (rounds {lo:.2}-{hi:.2}); \
+             CPU per flow: reader {:.2} us, agent {:.2} us; agent busy {:.0}% of the drain",
+            wall * 1e3,
+            n as f64 / wall,
+            median(ratios.clone()),
+            median(runs.iter().map(|d| per_flow(d.reader_cpu)).collect()),
+            median(runs.iter().map(|d| per_flow(d.agent_cpu)).collect()),
+            100.0
+                * median(
+                    runs.iter()
+                        .map(|d| d.agent_cpu.as_secs_f64() / d.wall.as_secs_f64())
+                        .collect()
+                ),
         );
     }
     Ok(())
+}
+
+/// Who drains the ring.
+enum Reader {
+    /// An in-process gRPC reader that drops each response, decoded or not.
+    Bare { decode: bool },
+    /// `webb observe --all -o FORMAT > /dev/null`, a separate process.
+    Cli(&'static str),
+}
+
+impl std::fmt::Display for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bare { decode: false } => {
+                f.write_str("bare reader, drops the bytes (the server)")
+            }
+            Self::Bare { decode: true } => f.write_str("bare reader, prost-decodes each response"),
+            Self::Cli(format) => write!(f, "webb observe --all -o {format} > /dev/null"),
+        }
+    }
+}
+
+impl Reader {
+    /// The drain, and the flows read when this process counted them.
+    async fn drain(&self, addr: &str, pid: u32) -> anyhow::Result<(Option<usize>, Drain)> {
+        match self {
+            Self::Bare { decode } => {
+                let start = DrainStart::now(pid, libc::RUSAGE_THREAD);
+                let n = bare_drain(addr, *decode).await?;
+                Ok((Some(n), start.end()))
+            }
+            Self::Cli(format) => {
+                let start = DrainStart::now(pid, libc::RUSAGE_CHILDREN);
+                let st = std::process::Command::new(webb_tests::agent::binary("webb"))
+                    .args([
+                        "observe", "--all", "-o", format, "--color", "never", "--server", addr,
+                    ])
+                    .env("WEBB_CONFIG", "/dev/null")
+                    .stdout(std::process::Stdio::null())
+                    .status()?;
+                let d = start.end();
+                anyhow::ensure!(st.success(), "webb observe failed");
+                Ok((None, d))
+            }
+        }
+    }
 }

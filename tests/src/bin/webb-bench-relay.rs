@@ -6,7 +6,9 @@
 //! agent (flows with real-sized contents, heartbeats when asked). Phases, each
 //! with fresh nodes and a fresh relay:
 //! 1. as fast as possible, read directly: one client reading the 8 streams;
-//! 2. as fast as possible, through the relay: one client;
+//! 2. as fast as possible, through the relay: one client; then the same with
+//!    `webb observe --follow -o json` (and `-o compact`) as the client, its
+//!    output lines counted, to report the CLI's rate next to the relay's;
 //! 3. paced at a fixed total rate through the relay: p99 added latency (flow
 //!    time set at sending, measured at the client) and the relay's peak RSS;
 //! 4. idle (10 flows/s per node): p99 added latency.
@@ -199,6 +201,47 @@ async fn read(addr: String, secs: f64, measure: bool) -> anyhow::Result<(u64, Ve
     Ok((n, lat))
 }
 
+/// Runs `webb observe --follow -o FORMAT` against `addr` for `secs` and
+/// counts the lines it prints after the first half second. The output is
+/// read on a thread of its own: a task would queue behind the synthetic
+/// nodes' tasks, and a full pipe would stall the CLI.
+async fn read_cli(addr: &str, secs: f64, format: &str) -> anyhow::Result<u64> {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(webb_tests::agent::binary("webb"))
+        .args([
+            "observe", "--follow", "-o", format, "--color", "never", "--server", addr,
+        ])
+        .env("WEBB_CONFIG", "/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut out = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let counter = std::thread::spawn(move || -> std::io::Result<u64> {
+        let warm = Instant::now() + Duration::from_millis(500);
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        while Instant::now() < end {
+            let k = out.read(&mut buf)?;
+            if k == 0 {
+                return Err(std::io::Error::other("webb observe ended early"));
+            }
+            if Instant::now() >= warm {
+                n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+            }
+        }
+        Ok(n)
+    });
+    let counted = tokio::task::spawn_blocking(move || counter.join()).await?;
+    child.kill()?;
+    child.wait()?;
+    counted
+        .map_err(|_| anyhow::anyhow!("the counting thread panicked"))?
+        .map_err(Into::into)
+}
+
 fn p99_ms(mut v: Vec<u64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -242,6 +285,18 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(relay);
     drop(cluster);
+    for format in ["json", "compact"] {
+        let cluster = start_nodes(Mode::Max).await?;
+        let relay = start_relay(&cluster).await?;
+        let printed = read_cli(&relay.addr, SECS, format).await? as f64 / measured;
+        println!(
+            "relay: webb observe --follow -o {format} as the client: {printed:.0} flows/s printed \
+             = {:.2} of the plain client's rate above",
+            printed / merged_rate
+        );
+        drop(relay);
+        drop(cluster);
+    }
 
     // 3. Paced load through the relay.
     let total = 150_000u64.min((merged_rate * 0.8) as u64);
