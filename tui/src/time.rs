@@ -7,7 +7,12 @@
 //! `2024-01-02 03:04:05` (UTC when no offset is given); and a Unix time in
 //! seconds (`1704164645` or `1704164645.5`).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use std::sync::OnceLock;
+
+use chrono::{
+    DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc,
+    format::{Item, StrftimeItems},
+};
 
 pub const FORMATS_HELP: &str = "a duration before now (3s, 4m, 1h43m) or a time (RFC 3339 like 2024-01-02T03:04:05Z, 2024-01-02T03:04, 2024-01-02, or Unix seconds)";
 
@@ -83,7 +88,21 @@ pub enum TimeFormat {
 
 impl TimeFormat {
     pub fn format(self, t: DateTime<Utc>) -> String {
-        let layout = match self {
+        // Parsed once per format: parsing the layout for every flow cost
+        // more than formatting the time.
+        // One per variant (the test of every format fails if one is added
+        // without growing this).
+        static ITEMS: [OnceLock<Vec<Item<'static>>>; 9] = [const { OnceLock::new() }; 9];
+        let items = ITEMS[self as usize].get_or_init(|| {
+            StrftimeItems::new(self.layout())
+                .parse_to_owned()
+                .unwrap_or_default()
+        });
+        t.format_with_items(items.iter()).to_string()
+    }
+
+    fn layout(self) -> &'static str {
+        match self {
             Self::Stamp => "%b %e %H:%M:%S",
             Self::StampMilli => "%b %e %H:%M:%S%.3f",
             Self::StampMicro => "%b %e %H:%M:%S%.6f",
@@ -93,8 +112,7 @@ impl TimeFormat {
             Self::Rfc3339Micro => "%Y-%m-%dT%H:%M:%S%.6fZ",
             Self::Rfc3339Nano => "%Y-%m-%dT%H:%M:%S%.9fZ",
             Self::Rfc1123z => "%a, %d %b %Y %H:%M:%S +0000",
-        };
-        t.format(layout).to_string()
+        }
     }
 }
 
@@ -168,6 +186,14 @@ mod tests {
         assert_eq!(
             TimeFormat::Rfc3339Nano.format(now()),
             "2024-01-02T03:04:05.000000000Z"
+        );
+        // Every format, from its parsed layout, as chrono writes the layout.
+        for f in <TimeFormat as clap::ValueEnum>::value_variants() {
+            assert_eq!(f.format(now()), now().format(f.layout()).to_string());
+        }
+        assert_eq!(
+            TimeFormat::Rfc1123z.format(now()),
+            "Tue, 02 Jan 2024 03:04:05 +0000"
         );
         assert_eq!(age(std::time::Duration::from_secs(8223)), "2h17m3s");
         assert_eq!(age(std::time::Duration::from_secs(45)), "45s");
