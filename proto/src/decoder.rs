@@ -75,17 +75,14 @@ impl ResponseDecoder {
                 && wire_type == WireType::LengthDelimited
                 && let Some(body) = split_delimited(&mut buf)
             {
-                let flow = match &mut resp.response_types {
+                // A flow after another member replaces it; a second flow
+                // merges into the first.
+                let mut flow = match resp.response_types.take() {
                     Some(ResponseTypes::Flow(flow)) => flow,
-                    other => {
-                        *other = Some(ResponseTypes::Flow(Box::default()));
-                        match other {
-                            Some(ResponseTypes::Flow(flow)) => flow,
-                            _ => unreachable!("just set"),
-                        }
-                    }
+                    _ => Box::default(),
                 };
-                self.merge_flow(flow, body)?;
+                self.merge_flow(&mut flow, body)?;
+                resp.response_types = Some(ResponseTypes::Flow(flow));
             } else {
                 resp.merge_field(tag, wire_type, &mut buf, DecodeContext::default())?;
             }
@@ -93,6 +90,10 @@ impl ResponseDecoder {
         Ok(resp)
     }
 
+    /// Merges a flow's fields. The generated code gets a fresh
+    /// `DecodeContext` (prost keeps the way to nest one to itself), so its
+    /// nesting limit counts from here; flow.proto has no recursive message,
+    /// so the depth is bounded all the same.
     fn merge_flow(&mut self, flow: &mut Flow, mut buf: &[u8]) -> Result<(), DecodeError> {
         while buf.has_remaining() {
             let (tag, wire_type) = decode_key(&mut buf)?;
