@@ -45,6 +45,12 @@ impl Endpoint {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Whether another `Endpoint` (another flow, a decoder's table) holds
+    /// the same fields.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// The address of the shared fields: an identity for as long as this
     /// `Endpoint` (or a clone) is alive, as a cache key that needs no
     /// hashing of strings.

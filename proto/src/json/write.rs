@@ -66,6 +66,11 @@ const TEXT_SLOTS: usize = 256;
 
 impl Texts {
     fn write(&mut self, buf: &mut Vec<u8>, e: &Endpoint) {
+        // An endpoint no other flow holds (one parsed from a JSON line)
+        // will not come again: writing it is all there is to do.
+        if !e.is_shared() {
+            return endpoint(buf, e);
+        }
         // Fibonacci hashing of the address: allocations are aligned, so
         // the low bits alone would crowd a few slots.
         let index =
