@@ -134,6 +134,8 @@ pub mod identity {
     pub const ANY: u32 = 0;
     pub const HOST: u32 = 1;
     pub const WORLD: u32 = 2;
+    /// Another node of the cluster (Cilium's `reserved:remote-node`).
+    pub const REMOTE_NODE: u32 = 6;
 }
 
 /// An address in IPv6 form; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).

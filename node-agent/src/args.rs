@@ -35,9 +35,30 @@ pub struct Args {
     #[arg(long)]
     pub advertise_address: Option<String>,
 
-    /// This node's name in flows (default: the host name).
+    /// This node's name in flows and in the Kubernetes API (default: the
+    /// WEBB_NODE_NAME or NODE_NAME environment variable, then the host name).
     #[arg(long, env = "WEBB_NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// Learn pods, namespaces, nodes and NetworkPolicies from the Kubernetes
+    /// API. auto: when running in a pod (a service account) or given
+    /// --kubeconfig.
+    #[arg(long, value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// kubeconfig file for the Kubernetes API (outside a pod).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub kube_context: Option<String>,
+
+    /// Do not discover pod interfaces from the node's routes, neighbours
+    /// and bridges (then only --interface and the endpoints file's are
+    /// watched).
+    #[arg(long)]
+    pub no_interface_discovery: bool,
 
     /// Network interface to watch with TC ingress and egress programs,
     /// typically the host side of a pod's veth. Repeatable. Interfaces named
@@ -176,6 +197,13 @@ fn ring_mib(s: &str) -> Result<u32, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PolicyMode {
     Enforce,
     Audit,
@@ -224,7 +252,28 @@ impl Args {
         }
     }
 
+    /// Whether to watch the Kubernetes API.
+    pub fn kubernetes(&self) -> bool {
+        match self.kubernetes {
+            KubernetesMode::On => true,
+            KubernetesMode::Off => false,
+            KubernetesMode::Auto => {
+                self.kubeconfig.is_some()
+                    || self.kube_context.is_some()
+                    || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            }
+        }
+    }
+
     pub fn node_name(&self) -> String {
+        if let Some(n) = self
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            && !n.is_empty()
+        {
+            return n;
+        }
         self.node_name.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_owned())

@@ -7,7 +7,7 @@
 //! object, so closing it leaves no program, link, qdisc or pin behind.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{BTreeSet, HashMap as StdHashMap},
     fs::File,
     net::IpAddr,
     path::PathBuf,
@@ -23,17 +23,18 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType,
+        TracePoint, tc::SchedClassifierLinkId,
     },
 };
 use node_agent_ebpf::{Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind};
 use webb_proto::flow::LostEventSource;
 
 use crate::{
+    cluster::{Kernel, KernelDiff},
     decode::{Context, Decoded, Decoder},
     kernel::{self, Tracefs},
     observer::Hub,
-    policy::CompiledPolicy,
 };
 
 /// The kernel object, built by build.rs.
@@ -64,14 +65,18 @@ const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("webb_tc_egress", TcAttachType::Egress),
 ];
 
+/// The TC links on one interface, by program.
+type TcLinks = Vec<(&'static str, SchedClassifierLinkId)>;
+
 /// The attached programs and the maps userspace writes.
 pub struct Datapath {
     ebpf: Ebpf,
     pub attached: Vec<String>,
     /// Watched interfaces by name, with the ifindex they had when attached: a
     /// veth deleted and created again under the same name (a restarted pod)
-    /// has a new index and is attached again.
-    interfaces: StdHashMap<String, u32>,
+    /// has a new index and is attached again. The link ids detach it when
+    /// its pod goes.
+    interfaces: StdHashMap<String, (u32, TcLinks)>,
     _tracefs: Option<Tracefs>,
 }
 
@@ -223,18 +228,44 @@ impl Datapath {
         let index = ifindex(iface).ok_or_else(|| {
             anyhow!("interface {iface}: no such network interface (see `ip link`)")
         })?;
-        if self.interfaces.get(iface) == Some(&index) {
+        if self.interfaces.get(iface).map(|(i, _)| *i) == Some(index) {
             return Ok(false);
         }
+        // A previous interface of that name is gone (its links with it).
+        self.unwatch_interface(iface);
+        let mut links = Vec::new();
         for (prog, attach) in TC_PROGRAMS {
             let p: &mut SchedClassifier = program(&mut self.ebpf, prog)?.try_into()?;
-            p.attach(iface, attach)
+            let link = p
+                .attach(iface, attach)
                 .with_context(|| format!("attaching {prog} to {iface}"))?;
+            links.push((prog, link));
             self.attached
                 .push(format!("tc/{attach:?}/{iface}").to_lowercase());
         }
-        self.interfaces.insert(iface.to_owned(), index);
+        self.interfaces.insert(iface.to_owned(), (index, links));
         Ok(true)
+    }
+
+    /// Detaches the TC programs from an interface (if it still exists: a
+    /// deleted veth took its links with it, and the link objects are freed).
+    pub fn unwatch_interface(&mut self, iface: &str) {
+        let Some((_, links)) = self.interfaces.remove(iface) else {
+            return;
+        };
+        for (prog, link) in links {
+            if let Ok(p) = program(&mut self.ebpf, prog)
+                && let Ok(p) = <&mut SchedClassifier>::try_from(p)
+            {
+                let _ = p.detach(link);
+            }
+        }
+        self.attached.retain(|a| !a.ends_with(&format!("/{iface}")));
+    }
+
+    /// The interfaces watched now.
+    pub fn watched_interfaces(&self) -> impl Iterator<Item = &String> {
+        self.interfaces.keys()
     }
 
     /// `(program, run time ns, runs)` for every loaded program, as the
@@ -309,117 +340,110 @@ impl KernelMaps {
         }
     }
 
-    /// Makes the endpoint, CIDR and policy maps equal to what the endpoint
-    /// table and compiled policy say. Denied flows are forgotten so that a
-    /// policy change takes effect on their next packet.
-    pub fn sync(&mut self, ctx: &Context, policy_loaded: bool) -> anyhow::Result<()> {
-        let table = &ctx.endpoints;
-        let compiled: &CompiledPolicy = &ctx.policy;
-
-        let mut want_endpoints: StdHashMap<Addr, EndpointInfo> = StdHashMap::new();
-        for ip in &table.host_ips {
-            want_endpoints.insert(
-                addr(ip),
-                EndpointInfo {
-                    identity: node_agent_ebpf::identity::HOST,
-                    flags: node_agent_ebpf::endpoint_flags::LOCAL,
-                },
-            );
+    /// Applies the reconciler's changes to the endpoint, CIDR and policy
+    /// maps: only what changed is written or deleted. Deletions go first, so
+    /// a map never needs room for old and new at once.
+    pub fn apply(&mut self, d: &KernelDiff) -> anyhow::Result<()> {
+        for ip in &d.endpoints_removed {
+            let _ = self.endpoints.remove(&addr(ip));
         }
-        for e in &table.endpoints {
-            let mut flags = compiled.isolation.get(&e.identity).copied().unwrap_or(0);
-            if e.interface.is_some() {
-                flags |= node_agent_ebpf::endpoint_flags::L7_AT_TC;
-            }
-            if e.interface.is_some() || e.cgroup.is_some() {
-                flags |= node_agent_ebpf::endpoint_flags::LOCAL;
-            }
-            for ip in &e.ips {
-                want_endpoints.insert(
-                    addr(ip),
-                    EndpointInfo {
-                        identity: e.identity,
-                        flags,
-                    },
-                );
-            }
+        for (ip, identity, flags) in &d.endpoints_set {
+            let v = EndpointInfo {
+                identity: *identity,
+                flags: *flags,
+            };
+            self.endpoints
+                .insert(addr(ip), v, 0)
+                .context("updating the endpoint map")?;
         }
-        sync_hash_map(&mut self.endpoints, &want_endpoints).context("updating the endpoint map")?;
-
-        let want_cidrs: StdHashMap<(u32, Addr), u32> = compiled
-            .cidrs
-            .iter()
-            .map(|(net, id)| {
-                let (len, a) = match net {
-                    ipnet::IpNet::V4(n) => (
-                        u32::from(n.prefix_len()) + 96,
-                        node_agent_ebpf::v4_mapped(n.network().octets()),
-                    ),
-                    ipnet::IpNet::V6(n) => (u32::from(n.prefix_len()), n.network().octets()),
-                };
-                ((len, a), *id)
-            })
-            .collect();
-        let stale: Vec<Key<Addr>> = self
-            .cidrs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want_cidrs.contains_key(&(k.prefix_len(), k.data())))
-            .collect();
-        for k in stale {
-            let _ = self.cidrs.remove(&k);
+        for net in &d.cidrs_removed {
+            let (len, a) = cidr_key(net);
+            let _ = self.cidrs.remove(&Key::new(len, a));
         }
-        for ((len, a), id) in &want_cidrs {
+        for (net, id) in &d.cidrs_set {
+            let (len, a) = cidr_key(net);
             self.cidrs
-                .insert(&Key::new(*len, *a), id, 0)
+                .insert(&Key::new(len, a), id, 0)
                 .context("updating the CIDR map")?;
         }
-
-        let want_keys: StdHashMap<PolicyKey, u32> = compiled
-            .keys
-            .iter()
-            .map(|k| (PolicyKey::from(*k), 1))
-            .collect();
-        sync_hash_map(&mut self.policy, &want_keys).context("updating the policy map")?;
-
-        let denied: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, st)| st.kind == kind::POLICY_DROP || st.kind == kind::POLICY_AUDIT)
-            .map(|(k, _)| k)
-            .collect();
-        for k in denied {
-            let _ = self.flows.remove(&k);
+        for k in &d.policy_removed {
+            let _ = self.policy.remove(&PolicyKey::from(*k));
         }
-
-        self.config_value.policy_enabled = u32::from(policy_loaded);
-        self.write_config()
+        for k in &d.policy_added {
+            self.policy
+                .insert(PolicyKey::from(*k), 1, 0)
+                .context("updating the policy map")?;
+        }
+        if d.forget_denied {
+            let denied: Vec<FlowKey> = self
+                .flows
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, st)| st.kind == kind::POLICY_DROP || st.kind == kind::POLICY_AUDIT)
+                .map(|(k, _)| k)
+                .collect();
+            for k in denied {
+                let _ = self.flows.remove(&k);
+            }
+        }
+        if let Some(on) = d.policy_enabled {
+            self.config_value.policy_enabled = u32::from(on);
+            self.write_config()?;
+        }
+        Ok(())
     }
 }
 
-/// Makes a kernel hash map hold exactly `want`: stale keys go first, so the
-/// map never needs room for old and new at once.
-fn sync_hash_map<K, V>(
-    map: &mut HashMap<MapData, K, V>,
-    want: &StdHashMap<K, V>,
-) -> Result<(), aya::maps::MapError>
-where
-    K: aya::Pod + Eq + std::hash::Hash,
-    V: aya::Pod,
-{
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !want.contains_key(k))
-        .collect();
-    for k in stale {
-        let _ = map.remove(&k);
+/// An LPM trie key: IPv4 prefixes are stored IPv4-mapped.
+fn cidr_key(net: &ipnet::IpNet) -> (u32, Addr) {
+    match net {
+        ipnet::IpNet::V4(n) => (
+            u32::from(n.prefix_len()) + 96,
+            node_agent_ebpf::v4_mapped(n.network().octets()),
+        ),
+        ipnet::IpNet::V6(n) => (u32::from(n.prefix_len()), n.network().octets()),
     }
-    for (k, v) in want {
-        map.insert(k, v, 0)?;
+}
+
+/// The reconciler's kernel: the maps, and the TC attachments for pod
+/// interfaces. `--interface` names stay watched whatever the reconciler says.
+pub struct DatapathKernel {
+    pub maps: Arc<std::sync::Mutex<KernelMaps>>,
+    pub datapath: Arc<std::sync::Mutex<Datapath>>,
+    pub fixed_interfaces: BTreeSet<String>,
+}
+
+impl Kernel for DatapathKernel {
+    fn apply(&mut self, diff: &KernelDiff) -> anyhow::Result<()> {
+        self.maps
+            .lock()
+            .map_err(|_| anyhow!("kernel maps lock poisoned"))?
+            .apply(diff)
     }
-    Ok(())
+
+    fn watch(&mut self, wanted: &BTreeSet<String>) -> Vec<String> {
+        let Ok(mut dp) = self.datapath.lock() else {
+            return Vec::new();
+        };
+        let mut attached = Vec::new();
+        for iface in wanted {
+            match dp.watch_interface(iface) {
+                Ok(true) => attached.push(iface.clone()),
+                Ok(false) => {}
+                Err(e) => tracing::debug!("not watching yet: {e:#}"),
+            }
+        }
+        let gone: Vec<String> = dp
+            .watched_interfaces()
+            .filter(|i| !wanted.contains(*i) && !self.fixed_interfaces.contains(*i))
+            .cloned()
+            .collect();
+        for iface in gone {
+            dp.unwatch_interface(&iface);
+            tracing::info!(interface = %iface, "no longer watching (the pod is gone)");
+        }
+        attached
+    }
 }
 
 /// The ingest loop: drains the ring in batches (the kernel submits without
@@ -429,6 +453,9 @@ pub struct Ingest {
     pub ring: RingBuf<MapData>,
     pub hub: Arc<Hub>,
     pub context: Arc<RwLock<Context>>,
+    /// Bumped after each new context: the ingest thread takes it up on its
+    /// next drain, not a second later.
+    pub context_generation: Arc<std::sync::atomic::AtomicU64>,
     pub maps: Arc<std::sync::Mutex<KernelMaps>>,
     pub stop: Arc<AtomicBool>,
     pub poll_interval: Duration,
@@ -472,7 +499,15 @@ impl Ingest {
         let mut undecodable = 0u64;
         // Reused across polls (see Hub::publish).
         let mut batch = Vec::with_capacity(BATCH);
+        let mut generation = self.context_generation.load(Ordering::Acquire);
         while !self.stop.load(Ordering::Relaxed) {
+            let now = self.context_generation.load(Ordering::Acquire);
+            if now != generation
+                && let Ok(c) = self.context.read()
+            {
+                generation = now;
+                decoder.ctx = c.clone();
+            }
             // Everything the kernel committed before this instant is drained
             // below; the kernel timestamps of those events are earlier still.
             let drain_began = std::time::SystemTime::now();
@@ -501,9 +536,6 @@ impl Ingest {
                 last_check = Instant::now();
                 decoder.refresh_clock();
                 decoder.l7.sweep(crate::decode::monotonic_ns());
-                if let Ok(c) = self.context.read() {
-                    decoder.ctx = c.clone();
-                }
                 let now = self.maps.lock().map(|m| m.counters()).unwrap_or_default();
                 let lost = now.ring_full.saturating_sub(last_counters.ring_full)
                     + std::mem::take(&mut undecodable);

@@ -15,9 +15,10 @@
 //!     cgroup: /sys/fs/cgroup/unified/webb/frontend   # optional
 //! ```
 //!
-//! Identities are a hash of the endpoint's label set (including its namespace
-//! label), so they are stable across restarts and equal for pods with equal
-//! labels, as Cilium's are.
+//! The file is one source of the agent's cluster state (see [`crate::cluster`]);
+//! identities are a hash of each label set ([`crate::cluster::identity`]), so
+//! they are stable across restarts and equal for pods with equal labels, as
+//! Cilium's are.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -30,15 +31,18 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use webb_proto::flow::{Endpoint, EndpointData, Workload};
 
-pub use node_agent_ebpf::identity::{HOST as HOST_IDENTITY, WORLD as WORLD_IDENTITY};
+pub use node_agent_ebpf::identity::{
+    HOST as HOST_IDENTITY, REMOTE_NODE as REMOTE_NODE_IDENTITY, WORLD as WORLD_IDENTITY,
+};
+
+#[cfg(test)]
+use crate::cluster::identity::FIRST_IDENTITY;
+use crate::cluster::identity::fnv1a;
 
 /// The namespace label every pod carries, as in Cilium.
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// The label Kubernetes puts on every namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// Identities below this are reserved (host, world, ...).
-const FIRST_IDENTITY: u32 = 256;
-const IDENTITY_SPACE: u32 = 1 << 24;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +79,7 @@ pub struct WorkloadSpec {
 }
 
 /// One resolved endpoint, with its wire form prebuilt so flows only clone it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct EndpointInfo {
     pub namespace: String,
     pub pod: String,
@@ -84,10 +88,73 @@ pub struct EndpointInfo {
     /// Plain `key=value` labels for selector matching.
     pub label_map: BTreeMap<String, String>,
     pub identity: u32,
+    /// The addresses this endpoint owns (an address two pods claim belongs
+    /// to the newer one).
     pub ips: Vec<IpAddr>,
+    /// The node it runs on, when known.
+    pub node: Option<String>,
+    /// Runs on this node (its packets are ours to enforce and report).
+    pub local: bool,
     pub interface: Option<String>,
     pub cgroup: Option<std::path::PathBuf>,
     pub proto: Endpoint,
+}
+
+impl EndpointInfo {
+    /// Resolves a pod into its endpoint: labels with the namespace label,
+    /// and the wire form every flow will share.
+    pub fn new(
+        pod: &crate::cluster::Pod,
+        identity: u32,
+        workload: Option<(String, String)>,
+        ips: Vec<IpAddr>,
+        local: bool,
+        interface: Option<String>,
+    ) -> Self {
+        let label_map = label_map(pod);
+        let labels = k8s_labels(&label_map);
+        let proto = EndpointData {
+            id: endpoint_id(&pod.namespace, &pod.name),
+            identity,
+            namespace: pod.namespace.clone(),
+            labels: labels.clone(),
+            pod_name: pod.name.clone(),
+            workloads: workload
+                .into_iter()
+                .map(|(kind, name)| Workload { name, kind })
+                .collect(),
+            ..Default::default()
+        }
+        .into();
+        Self {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            labels,
+            label_map,
+            identity,
+            ips,
+            node: pod.node.clone(),
+            local,
+            interface,
+            cgroup: pod.cgroup.clone(),
+            proto,
+        }
+    }
+}
+
+/// A pod's labels for selector matching: its own plus the namespace label.
+pub fn label_map(pod: &crate::cluster::Pod) -> BTreeMap<String, String> {
+    let mut m = pod.labels.clone();
+    m.insert(NAMESPACE_LABEL.to_owned(), pod.namespace.clone());
+    m
+}
+
+/// The identity-relevant labels in Cilium's `k8s:key=value` form, sorted.
+pub fn k8s_labels(label_map: &BTreeMap<String, String>) -> Vec<String> {
+    label_map
+        .iter()
+        .map(|(k, v)| format!("k8s:{k}={v}"))
+        .collect()
 }
 
 /// Every endpoint, indexed for the per-event lookups.
@@ -96,103 +163,57 @@ pub struct EndpointTable {
     pub endpoints: Vec<Arc<EndpointInfo>>,
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pub host_ips: HashSet<IpAddr>,
+    /// Other nodes' addresses, by node name (identity `remote-node`).
+    pub remote_nodes: HashMap<IpAddr, String>,
     by_ip: HashMap<IpAddr, Arc<EndpointInfo>>,
     by_interface: HashMap<String, Arc<EndpointInfo>>,
     by_cgroup_path: HashMap<std::path::PathBuf, Arc<EndpointInfo>>,
     host: Endpoint,
     world: Endpoint,
+    remote_node: Endpoint,
 }
 
 /// What an address is, from the node's point of view.
 pub enum Peer<'a> {
     Endpoint(&'a Arc<EndpointInfo>),
     Host,
+    RemoteNode,
     World,
 }
 
 impl EndpointTable {
     /// Reads and resolves an endpoints file; errors name the file, line and field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read endpoints file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("endpoints file {}", path.display()))
+        let file = EndpointsFile::load(path)?;
+        Ok(crate::cluster::reconcile::table_of_file(file))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let file: EndpointsFile = if text.trim().is_empty() {
-            EndpointsFile::default()
-        } else {
-            serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
-        };
-        Self::resolve(file)
+        Ok(crate::cluster::reconcile::table_of_file(
+            EndpointsFile::parse(text)?,
+        ))
     }
 
-    pub fn resolve(file: EndpointsFile) -> anyhow::Result<Self> {
+    /// Indexes resolved endpoints. Each address must belong to one endpoint
+    /// (the reconciler settles claims before).
+    pub fn build(
+        endpoints: Vec<Arc<EndpointInfo>>,
+        namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+        host_ips: HashSet<IpAddr>,
+        remote_nodes: HashMap<IpAddr, String>,
+    ) -> Self {
         let mut table = Self {
-            namespace_labels: file.namespaces,
-            host_ips: file.host_ips.into_iter().collect(),
+            namespace_labels,
+            host_ips,
+            remote_nodes,
             host: reserved_endpoint(HOST_IDENTITY, "reserved:host"),
             world: reserved_endpoint(WORLD_IDENTITY, "reserved:world"),
+            remote_node: reserved_endpoint(REMOTE_NODE_IDENTITY, "reserved:remote-node"),
             ..Self::default()
         };
-        let mut taken: HashMap<u32, Vec<String>> = HashMap::new();
-        for (i, spec) in file.endpoints.into_iter().enumerate() {
-            if spec.namespace.is_empty() || spec.pod.is_empty() {
-                anyhow::bail!("endpoints[{i}]: namespace and pod must not be empty");
-            }
-            if spec.ips.is_empty() {
-                anyhow::bail!(
-                    "endpoints[{i}] ({}/{}): ips: at least one address",
-                    spec.namespace,
-                    spec.pod
-                );
-            }
-            let mut label_map = spec.labels.clone();
-            label_map.insert(NAMESPACE_LABEL.to_owned(), spec.namespace.clone());
-            let labels: Vec<String> = label_map
-                .iter()
-                .map(|(k, v)| format!("k8s:{k}={v}"))
-                .collect();
-            let identity = identity_for(&labels, &mut taken);
-            let workloads = spec
-                .workload
-                .iter()
-                .map(|w| Workload {
-                    name: w.name.clone(),
-                    kind: w.kind.clone(),
-                })
-                .collect();
-            let proto = EndpointData {
-                id: endpoint_id(&spec.namespace, &spec.pod),
-                identity,
-                namespace: spec.namespace.clone(),
-                labels: labels.clone(),
-                pod_name: spec.pod.clone(),
-                workloads,
-                ..Default::default()
-            }
-            .into();
-            let info = Arc::new(EndpointInfo {
-                namespace: spec.namespace,
-                pod: spec.pod,
-                labels,
-                label_map,
-                identity,
-                ips: spec.ips,
-                interface: spec.interface,
-                cgroup: spec.cgroup,
-                proto,
-            });
+        for info in endpoints {
             for ip in &info.ips {
-                if let Some(other) = table.by_ip.insert(*ip, info.clone()) {
-                    anyhow::bail!(
-                        "endpoints[{i}] ({}/{}): address {ip} already belongs to {}/{}",
-                        info.namespace,
-                        info.pod,
-                        other.namespace,
-                        other.pod
-                    );
-                }
+                table.by_ip.insert(*ip, info.clone());
             }
             if let Some(iface) = &info.interface {
                 table.by_interface.insert(iface.clone(), info.clone());
@@ -202,7 +223,7 @@ impl EndpointTable {
             }
             table.endpoints.push(info);
         }
-        Ok(table)
+        table
     }
 
     pub fn classify(&self, ip: &IpAddr) -> Peer<'_> {
@@ -210,16 +231,20 @@ impl EndpointTable {
             Peer::Endpoint(e)
         } else if self.host_ips.contains(ip) {
             Peer::Host
+        } else if self.remote_nodes.contains_key(ip) {
+            Peer::RemoteNode
         } else {
             Peer::World
         }
     }
 
-    /// The wire endpoint for an address: a pod, the host, or the world.
+    /// The wire endpoint for an address: a pod, the host, another node, or
+    /// the world.
     pub fn endpoint_for(&self, ip: &IpAddr) -> &Endpoint {
         match self.classify(ip) {
             Peer::Endpoint(e) => &e.proto,
             Peer::Host => &self.host,
+            Peer::RemoteNode => &self.remote_node,
             Peer::World => &self.world,
         }
     }
@@ -252,6 +277,42 @@ impl EndpointTable {
     }
 }
 
+impl EndpointsFile {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read endpoints file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("endpoints file {}", path.display()))
+    }
+
+    /// Parses and checks a file: every endpoint named and addressed, no
+    /// address claimed twice.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: EndpointsFile = if text.trim().is_empty() {
+            EndpointsFile::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        let mut owners: HashMap<IpAddr, String> = HashMap::new();
+        for (i, spec) in file.endpoints.iter().enumerate() {
+            if spec.namespace.is_empty() || spec.pod.is_empty() {
+                anyhow::bail!("endpoints[{i}]: namespace and pod must not be empty");
+            }
+            let name = format!("{}/{}", spec.namespace, spec.pod);
+            if spec.ips.is_empty() {
+                anyhow::bail!("endpoints[{i}] ({name}): ips: at least one address");
+            }
+            for ip in &spec.ips {
+                if let Some(other) = owners.insert(*ip, name.clone()) {
+                    anyhow::bail!(
+                        "endpoints[{i}] ({name}): address {ip} already belongs to {other}"
+                    );
+                }
+            }
+        }
+        Ok(file)
+    }
+}
+
 fn reserved_endpoint(identity: u32, label: &str) -> Endpoint {
     EndpointData {
         identity,
@@ -259,35 +320,6 @@ fn reserved_endpoint(identity: u32, label: &str) -> Endpoint {
         ..Default::default()
     }
     .into()
-}
-
-/// FNV-1a: small, stable across Rust versions and platforms (std's hasher is
-/// not), which keeps identities stable across restarts and upgrades.
-fn fnv1a(bytes: &[u8], seed: u32) -> u32 {
-    let mut h: u32 = 0x811c_9dc5 ^ seed;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// The identity of a label set. A collision with a different label set is
-/// resolved by rehashing with a salt, which depends only on the label sets.
-fn identity_for(labels: &[String], taken: &mut HashMap<u32, Vec<String>>) -> u32 {
-    let joined = labels.join(";");
-    for salt in 0u32.. {
-        let id =
-            FIRST_IDENTITY + fnv1a(joined.as_bytes(), salt) % (IDENTITY_SPACE - FIRST_IDENTITY);
-        match taken.get(&id) {
-            Some(existing) if existing.as_slice() != labels => continue,
-            _ => {
-                taken.insert(id, labels.to_vec());
-                return id;
-            }
-        }
-    }
-    unreachable!("the identity space is far larger than any endpoint count")
 }
 
 /// A stable endpoint ID (Cilium's per-node endpoint number) from the pod name.
@@ -351,16 +383,5 @@ endpoints:
         let dup = "endpoints:\n  - {namespace: a, pod: x, ips: [10.0.0.1]}\n  - {namespace: a, pod: y, ips: [10.0.0.1]}\n";
         let err = format!("{:#}", EndpointTable::parse(dup).unwrap_err());
         assert!(err.contains("already belongs"), "{err}");
-    }
-
-    #[test]
-    fn identity_collisions_are_resolved() {
-        let mut taken = HashMap::new();
-        let a = identity_for(&["k8s:a=1".into()], &mut taken);
-        // Pretend another label set already holds the same number.
-        let mut taken2 = HashMap::new();
-        taken2.insert(a, vec!["k8s:other=1".to_owned()]);
-        let b = identity_for(&["k8s:a=1".into()], &mut taken2);
-        assert_ne!(a, b);
     }
 }

@@ -6,10 +6,14 @@
 //! - [`decode`]: kernel events to flows;
 //! - [`observer`]: the flow ring and subscribers;
 //! - [`server`]: the gRPC services;
-//! - [`endpoints`], [`policy`]: the files that name pods and restrict them;
+//! - [`cluster`]: what the agent knows of the cluster (the files, the
+//!   Kubernetes API, the node's links) and the reconciler that turns it
+//!   into names, identities, policy and kernel maps;
+//! - [`endpoints`], [`policy`]: the endpoint table and NetworkPolicy;
 //! - [`kernel`]: facts about the running kernel (BTF, tracepoint layout).
 
 pub mod args;
+pub mod cluster;
 pub mod datapath;
 pub mod decode;
 pub mod endpoints;
@@ -21,9 +25,11 @@ pub mod policy;
 pub mod server;
 
 use std::{
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock, atomic::AtomicBool},
-    time::{Duration, SystemTime},
+    path::Path,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use anyhow::Context as _;
@@ -31,50 +37,12 @@ use webb_proto::{observer::observer_server::ObserverServer, peer::peer_server::P
 
 use crate::{
     args::{Args, PolicyMode},
-    datapath::{Datapath, Ingest, KernelMaps, Options},
-    decode::Context,
-    endpoints::EndpointTable,
+    cluster::{Reconciler, file::FileSource},
+    datapath::{Datapath, DatapathKernel, Ingest, KernelMaps, Options},
     kernel::DropReasons,
     observer::Hub,
     server::Service,
 };
-
-/// The files the agent watches, and the state derived from them.
-struct Inputs {
-    endpoints: Option<PathBuf>,
-    policy: Option<PathBuf>,
-}
-
-impl Inputs {
-    fn load(&self, node_name: &str, drop_reasons: Arc<DropReasons>) -> anyhow::Result<Context> {
-        let table = match &self.endpoints {
-            Some(p) => EndpointTable::load(p)?,
-            None => EndpointTable::default(),
-        };
-        let policies = match &self.policy {
-            Some(p) => policy::load_file(p)?,
-            None => Vec::new(),
-        };
-        let compiled = policy::compile(&policies, &table);
-        Ok(Context {
-            node_name: node_name.to_owned(),
-            endpoints: Arc::new(table),
-            policy: Arc::new(compiled),
-            drop_reasons,
-        })
-    }
-
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
-        [&self.endpoints, &self.policy]
-            .iter()
-            .map(|p| p.as_deref().and_then(modified))
-            .collect()
-    }
-}
-
-fn modified(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
 
 /// Runs the agent until SIGINT/SIGTERM. `after_startup` runs once the
 /// datapath is attached and serving starts (the binary uses it to hand the
@@ -82,7 +50,7 @@ fn modified(p: &Path) -> Option<SystemTime> {
 pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()> {
     args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let node_name = args.node_name();
-    let inputs = Inputs {
+    let files = FileSource {
         endpoints: args.endpoints.clone(),
         policy: args.policy.clone(),
     };
@@ -96,7 +64,26 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         }
     };
     let drop_reasons = Arc::new(drop_reasons);
-    let ctx = inputs.load(&node_name, drop_reasons.clone())?;
+    // The files are read now, so that a broken one stops the start with its
+    // line; later they are one source among others.
+    let kubernetes = args.kubernetes();
+    let mut reconciler = Reconciler::new(
+        &node_name,
+        drop_reasons.clone(),
+        args.policy.is_some() || kubernetes,
+    );
+    for u in files.read()? {
+        reconciler.apply(u);
+    }
+    let kube_client = if kubernetes {
+        let opts = cluster::k8s::KubeOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.kube_context.clone(),
+        };
+        Some(cluster::k8s::client(&opts).await?)
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -105,7 +92,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
 
     // `--interface` must exist now; interfaces named in the endpoints file
     // are attached below and whenever they appear later.
-    let (mut dp, mut kernel_maps) = Datapath::load(&Options {
+    let (mut dp, kernel_maps) = Datapath::load(&Options {
         interfaces: args.interface.clone(),
         event_ring_bytes: args.event_ring_mib << 20,
         skb_offsets,
@@ -123,19 +110,25 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         l7_capture: args.l7_capture_bytes,
         dns_ports: args.dns_ports.clone(),
     })?;
-    let policy_loaded = inputs.policy.is_some();
-    kernel_maps.sync(&ctx, policy_loaded)?;
-    watch_endpoint_interfaces(&mut dp, &ctx.endpoints);
-    tracing::info!(attached = ?dp.attached, node = %node_name, listen = %local, "datapath attached");
-
     let ring = dp.take_ring()?;
-    // Shared with the watcher, which attaches to new pod interfaces.
+    // Shared with the reconciler, which attaches to pod interfaces; the Ebpf
+    // object (and with it every attachment) stays in `dp` until shutdown.
     let dp = Arc::new(Mutex::new(dp));
+    let maps: Arc<Mutex<KernelMaps>> = Arc::new(Mutex::new(kernel_maps));
+    let mut kernel = DatapathKernel {
+        maps: maps.clone(),
+        datapath: dp.clone(),
+        fixed_interfaces: args.interface.iter().cloned().collect(),
+    };
+    let ctx = reconciler
+        .reconcile(&mut kernel)
+        .unwrap_or_else(|| reconciler.context());
+    if let Ok(dp) = dp.lock() {
+        tracing::info!(attached = ?dp.attached, node = %node_name, listen = %local, "datapath attached");
+    }
     let hub = Arc::new(Hub::new(args.ring_capacity as usize));
     let context = Arc::new(RwLock::new(ctx));
-    // The maps are shared with the reload task; the Ebpf object (and with it
-    // every attachment) stays in `dp` until shutdown.
-    let maps: Arc<Mutex<KernelMaps>> = Arc::new(Mutex::new(kernel_maps));
+    let generation = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
 
     let metrics = match args.metrics() {
@@ -166,6 +159,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         ring,
         hub: hub.clone(),
         context: context.clone(),
+        context_generation: generation.clone(),
         maps: maps.clone(),
         stop: stop.clone(),
         poll_interval: args.ring_poll_interval.into(),
@@ -176,15 +170,23 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .name("webb-ingest".into())
         .spawn(move || ingest.run())?;
 
-    let reload = tokio::spawn(watch_inputs(
-        inputs,
-        context.clone(),
-        maps.clone(),
-        dp.clone(),
-        drop_reasons,
-        node_name.clone(),
-        policy_loaded,
-    ));
+    // Sources of cluster state, and the reconciler they feed.
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let mut sources = vec![tokio::spawn(files.run(tx.clone()))];
+    if let Some(client) = kube_client {
+        sources.extend(cluster::k8s::spawn(client, tx.clone()));
+    }
+    if !args.no_interface_discovery {
+        sources.push(tokio::spawn(cluster::links::run(tx.clone())));
+    }
+    drop(tx);
+    let published = context.clone();
+    let reload = tokio::spawn(cluster::run(reconciler, rx, kernel, move |ctx, _| {
+        if let Ok(mut c) = published.write() {
+            *c = ctx;
+        }
+        generation.fetch_add(1, Ordering::Release);
+    }));
 
     let service = Service {
         hub,
@@ -226,78 +228,20 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     tracing::info!("shutting down: detaching the datapath");
     // The watcher holds the datapath too: wait until it is gone, so that
     // dropping our handle below is what detaches everything.
+    for s in &sources {
+        s.abort();
+    }
     reload.abort();
     let _ = reload.await;
+    for s in sources {
+        let _ = s.await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ingest_thread.join();
     drop(maps);
     drop(dp);
     tracing::info!("detached");
     served.context("gRPC server failed")
-}
-
-/// Attaches the TC programs to every endpoint's interface that exists and is
-/// not watched yet; a missing one is retried on the next check.
-fn watch_endpoint_interfaces(dp: &mut Datapath, table: &EndpointTable) {
-    for e in &table.endpoints {
-        let Some(iface) = &e.interface else { continue };
-        match dp.watch_interface(iface) {
-            Ok(true) => {
-                tracing::info!(interface = %iface, pod = %format!("{}/{}", e.namespace, e.pod), "watching")
-            }
-            Ok(false) => {}
-            Err(err) => tracing::debug!("not watching yet: {err:#}"),
-        }
-    }
-}
-
-async fn watch_inputs(
-    inputs: Inputs,
-    context: Arc<RwLock<Context>>,
-    maps: Arc<Mutex<KernelMaps>>,
-    dp: Arc<Mutex<Datapath>>,
-    drop_reasons: Arc<DropReasons>,
-    node_name: String,
-    policy_loaded: bool,
-) {
-    let mut stamps = inputs.stamps();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        // Pods' veths come and go: attach to those that appeared.
-        let table = context.read().map(|c| c.endpoints.clone()).ok();
-        if let (Some(table), Ok(mut dp)) = (table, dp.lock()) {
-            watch_endpoint_interfaces(&mut dp, &table);
-        }
-        let now = inputs.stamps();
-        if now == stamps {
-            continue;
-        }
-        stamps = now;
-        match inputs.load(&node_name, drop_reasons.clone()) {
-            Ok(ctx) => {
-                let synced = maps
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("maps lock poisoned"))
-                    .and_then(|mut m| m.sync(&ctx, policy_loaded));
-                match synced {
-                    Ok(()) => {
-                        tracing::info!(
-                            endpoints = ctx.endpoints.endpoints.len(),
-                            "reloaded endpoints and policy"
-                        );
-                        if let Ok(mut c) = context.write() {
-                            *c = ctx;
-                        }
-                    }
-                    Err(e) => tracing::error!("reload: updating kernel maps failed: {e:#}"),
-                }
-            }
-            Err(e) => {
-                tracing::error!("reload failed, keeping the previous endpoints and policy: {e:#}")
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -34,7 +34,7 @@ use crate::endpoints::{EndpointInfo, EndpointTable};
 /// start at 2^24 too).
 pub const CIDR_IDENTITY_BASE: u32 = 1 << 24;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicy {
     pub api_version: String,
@@ -43,7 +43,7 @@ pub struct NetworkPolicy {
     pub spec: Spec,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Metadata {
     pub name: String,
     #[serde(default = "default_namespace")]
@@ -56,7 +56,7 @@ fn default_namespace() -> String {
     "default".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Spec {
     pub pod_selector: LabelSelector,
@@ -74,7 +74,7 @@ pub enum PolicyType {
     Egress,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressRule {
     #[serde(default)]
@@ -83,7 +83,7 @@ pub struct IngressRule {
     pub ports: Option<Vec<PolicyPort>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressRule {
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct EgressRule {
     pub ports: Option<Vec<PolicyPort>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyPeer {
     #[serde(default)]
@@ -103,7 +103,7 @@ pub struct PolicyPeer {
     pub ip_block: Option<IpBlock>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpBlock {
     pub cidr: IpNet,
@@ -111,7 +111,7 @@ pub struct IpBlock {
     pub except: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyPort {
     #[serde(default)]
@@ -161,7 +161,7 @@ fn numeric_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default)]
@@ -170,7 +170,7 @@ pub struct LabelSelector {
     pub match_expressions: Vec<Expression>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expression {
     pub key: String,

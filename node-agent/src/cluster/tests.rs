@@ -1,0 +1,387 @@
+//! The reconciler without a kernel: a recording [`Kernel`] stands in for the
+//! maps and attachments.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use super::*;
+use crate::{endpoints::Peer, kernel::DropReasons};
+
+#[derive(Default)]
+struct Recorder {
+    diffs: Vec<KernelDiff>,
+    watched: BTreeSet<String>,
+    fail_next: bool,
+}
+
+impl Kernel for Recorder {
+    fn apply(&mut self, diff: &KernelDiff) -> anyhow::Result<()> {
+        if std::mem::take(&mut self.fail_next) {
+            anyhow::bail!("map full");
+        }
+        self.diffs.push(diff.clone());
+        Ok(())
+    }
+
+    fn watch(&mut self, interfaces: &BTreeSet<String>) -> Vec<String> {
+        let new: Vec<String> = interfaces.difference(&self.watched).cloned().collect();
+        self.watched = interfaces.clone();
+        new
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn pod(ns: &str, name: &str, app: &str, addr: &str, node: &str) -> Pod {
+    Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+        ips: vec![ip(addr)],
+        node: Some(node.into()),
+        created: 100,
+        ..Pod::default()
+    }
+}
+
+fn reconciler() -> Reconciler {
+    Reconciler::new("node-1", Arc::new(DropReasons::default()), true)
+}
+
+fn pods(r: &mut Reconciler, change: Change<Pod>) {
+    r.apply(Update::Pods(Source::Kube, change));
+}
+
+fn name_of(r: &Reconciler, addr: &str) -> String {
+    match r.table().classify(&ip(addr)) {
+        Peer::Endpoint(e) => format!("{}/{}", e.namespace, e.pod),
+        Peer::Host => "host".into(),
+        Peer::RemoteNode => "remote-node".into(),
+        Peer::World => "world".into(),
+    }
+}
+
+#[test]
+fn identities_are_the_same_whatever_order_pods_arrive_in() {
+    let all: Vec<Pod> = (0..500)
+        .map(|i| {
+            pod(
+                "shop",
+                &format!("p{i}"),
+                &format!("app{}", i % 97),
+                &format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                "node-1",
+            )
+        })
+        .collect();
+    let mut a = reconciler();
+    pods(&mut a, Change::Replace(all.clone()));
+    a.reconcile(&mut Recorder::default());
+    // The other node learns them one by one, backwards.
+    let mut b = Reconciler::new("node-2", Arc::new(DropReasons::default()), true);
+    let mut k = Recorder::default();
+    for p in all.iter().rev() {
+        pods(&mut b, Change::Upsert(p.clone()));
+        b.reconcile(&mut k);
+    }
+    for p in &all {
+        let ia = a.table().by_ip(&p.ips[0]).unwrap().identity;
+        let ib = b.table().by_ip(&p.ips[0]).unwrap().identity;
+        assert_eq!(ia, ib, "{}", p.name);
+    }
+}
+
+#[test]
+fn one_pod_change_is_one_kernel_change_and_other_endpoints_are_kept() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    let all: Vec<Pod> = (0..200)
+        .map(|i| {
+            pod(
+                "shop",
+                &format!("p{i}"),
+                "web",
+                &format!("10.1.0.{}", i + 1),
+                "node-1",
+            )
+        })
+        .collect();
+    pods(&mut r, Change::Replace(all.clone()));
+    r.reconcile(&mut k);
+    assert_eq!(k.diffs.last().unwrap().endpoints_set.len(), 200);
+    let before = r.table().by_ip(&ip("10.1.0.2")).unwrap().clone();
+
+    // p0 moves to a new address.
+    let mut moved = all[0].clone();
+    moved.ips = vec![ip("10.1.1.1")];
+    pods(&mut r, Change::Upsert(moved));
+    r.reconcile(&mut k);
+    let d = k.diffs.last().unwrap();
+    assert_eq!(d.endpoints_removed, vec![ip("10.1.0.1")]);
+    assert_eq!(d.endpoints_set.len(), 1);
+    assert_eq!(d.endpoints_set[0].0, ip("10.1.1.1"));
+    assert!(d.policy_added.is_empty() && d.policy_removed.is_empty());
+    assert!(!d.forget_denied);
+    // The unchanged pod's endpoint is the same object: flows in the ring
+    // keep sharing it.
+    assert!(Arc::ptr_eq(
+        &before,
+        r.table().by_ip(&ip("10.1.0.2")).unwrap()
+    ));
+    // The same labels: no new identity, so policy is not compiled again.
+    let compiles = r.stats.policy_compiles;
+    pods(&mut r, Change::Delete("shop/p5".into()));
+    r.reconcile(&mut k);
+    assert_eq!(r.stats.policy_compiles, compiles);
+    assert_eq!(name_of(&r, "10.1.0.6"), "world");
+
+    // Nothing new: nothing asked of the kernel.
+    let n = k.diffs.len();
+    pods(&mut r, Change::Upsert(all[1].clone()));
+    r.reconcile(&mut k);
+    assert_eq!(k.diffs.len(), n);
+}
+
+#[test]
+fn a_reused_address_belongs_to_the_newer_pod() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    pods(
+        &mut r,
+        Change::Upsert(pod("a", "old", "x", "10.2.0.9", "node-1")),
+    );
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "10.2.0.9"), "a/old");
+    // The new pod's creation arrives before the old one's deletion.
+    let mut new = pod("b", "new", "y", "10.2.0.9", "node-1");
+    new.created = 200;
+    pods(&mut r, Change::Upsert(new));
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "10.2.0.9"), "b/new");
+    let new_identity = r.table().by_ip(&ip("10.2.0.9")).unwrap().identity;
+    assert_eq!(
+        k.diffs.last().unwrap().endpoints_set[0].1,
+        new_identity,
+        "the kernel holds the new owner's identity"
+    );
+    pods(&mut r, Change::Delete("a/old".into()));
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "10.2.0.9"), "b/new");
+    // A finished pod has no addresses (the API source drops them).
+    pods(&mut r, Change::Delete("b/new".into()));
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "10.2.0.9"), "world");
+    assert_eq!(
+        k.diffs.last().unwrap().endpoints_removed,
+        vec![ip("10.2.0.9")]
+    );
+}
+
+#[test]
+fn local_pods_remote_pods_and_nodes() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    pods(
+        &mut r,
+        Change::Replace(vec![
+            pod("shop", "here", "a", "10.3.0.2", "node-1"),
+            pod("shop", "there", "b", "10.3.1.2", "node-2"),
+        ]),
+    );
+    r.apply(Update::Nodes(
+        Source::Kube,
+        Change::Replace(vec![
+            Node {
+                name: "node-1".into(),
+                addresses: vec![ip("192.168.0.1")],
+                ..Node::default()
+            },
+            Node {
+                name: "node-2".into(),
+                addresses: vec![ip("192.168.0.2")],
+                ..Node::default()
+            },
+        ]),
+    ));
+    r.apply(Update::Interfaces(BTreeMap::from([
+        (ip("10.3.0.2"), "veth-here".to_owned()),
+        // Another node's pod cannot be behind our veth: ignored.
+        (ip("10.3.1.2"), "veth-stale".to_owned()),
+    ])));
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "192.168.0.1"), "host");
+    assert_eq!(name_of(&r, "192.168.0.2"), "remote-node");
+    let here = r.table().by_ip(&ip("10.3.0.2")).unwrap();
+    let there = r.table().by_ip(&ip("10.3.1.2")).unwrap();
+    assert!(here.local && !there.local);
+    assert_eq!(here.interface.as_deref(), Some("veth-here"));
+    assert_eq!(there.interface, None);
+    assert_eq!(k.watched, BTreeSet::from(["veth-here".to_owned()]));
+    let flags = |a: &str| {
+        k.diffs
+            .iter()
+            .flat_map(|d| &d.endpoints_set)
+            .rev()
+            .find(|(i, _, _)| *i == ip(a))
+            .unwrap()
+            .2
+    };
+    use node_agent_ebpf::endpoint_flags::{L7_AT_TC, LOCAL};
+    assert_eq!(flags("10.3.0.2") & (LOCAL | L7_AT_TC), LOCAL | L7_AT_TC);
+    assert_eq!(flags("10.3.1.2") & LOCAL, 0);
+    // The pod goes: its interface is no longer watched.
+    pods(&mut r, Change::Delete("shop/here".into()));
+    r.reconcile(&mut k);
+    assert!(k.watched.is_empty());
+}
+
+#[test]
+fn workloads_follow_the_owner_chain() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    let mut p = pod("shop", "web-7d9c-abcde", "web", "10.4.0.2", "node-1");
+    p.owner = Some(("ReplicaSet".into(), "web-7d9c".into()));
+    p.labels.insert("pod-template-hash".into(), "7d9c".into());
+    let mut j = pod("shop", "report-123-xyz", "report", "10.4.0.3", "node-1");
+    j.owner = Some(("Job".into(), "report-123".into()));
+    pods(&mut r, Change::Replace(vec![p, j]));
+    r.reconcile(&mut k);
+    let workload = |r: &Reconciler, a: &str| {
+        let w = &r.table().by_ip(&ip(a)).unwrap().proto.workloads[0];
+        format!("{}/{}", w.kind, w.name)
+    };
+    // Before the ReplicaSet is seen, its Deployment is named from the hash.
+    assert_eq!(workload(&r, "10.4.0.2"), "Deployment/web");
+    assert_eq!(workload(&r, "10.4.0.3"), "Job/report-123");
+    r.apply(Update::Owners(
+        Source::Kube,
+        Change::Replace(vec![
+            Owner {
+                namespace: "shop".into(),
+                kind: "ReplicaSet".into(),
+                name: "web-7d9c".into(),
+                controller: Some(("Deployment".into(), "web-frontend".into())),
+            },
+            Owner {
+                namespace: "shop".into(),
+                kind: "Job".into(),
+                name: "report-123".into(),
+                controller: Some(("CronJob".into(), "report".into())),
+            },
+        ]),
+    ));
+    r.reconcile(&mut k);
+    assert_eq!(workload(&r, "10.4.0.2"), "Deployment/web-frontend");
+    assert_eq!(workload(&r, "10.4.0.3"), "CronJob/report");
+}
+
+const POLICY: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {app: cart}}}]
+";
+
+#[test]
+fn policies_from_any_source_compile_and_reach_the_kernel_once() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    pods(
+        &mut r,
+        Change::Replace(vec![
+            pod("shop", "db", "db", "10.5.0.2", "node-1"),
+            pod("shop", "cart", "cart", "10.5.0.3", "node-2"),
+        ]),
+    );
+    r.reconcile(&mut k);
+    let policies = crate::policy::parse(POLICY).unwrap();
+    r.apply(Update::Policies(
+        Source::Kube,
+        Change::Replace(policies.clone()),
+    ));
+    r.reconcile(&mut k);
+    let d = k.diffs.last().unwrap().clone();
+    // cart → db, and the node itself (kubelet probes) always.
+    assert_eq!(d.policy_added.len(), 2, "{:?}", d.policy_added);
+    assert!(d.forget_denied);
+    let db = r.table().by_ip(&ip("10.5.0.2")).unwrap().identity;
+    let cart = r.table().by_ip(&ip("10.5.0.3")).unwrap().identity;
+    assert!(
+        r.context()
+            .policy
+            .allows(db, cart, 5432, 6, node_agent_ebpf::dir::INGRESS)
+    );
+    // The same list again (a re-list after 410 Gone): nothing to do.
+    let n = k.diffs.len();
+    let compiles = r.stats.policy_compiles;
+    r.apply(Update::Policies(Source::Kube, Change::Replace(policies)));
+    r.reconcile(&mut k);
+    assert_eq!((k.diffs.len(), r.stats.policy_compiles), (n, compiles));
+    // Deleted: the key goes, denied flows are forgotten.
+    r.apply(Update::Policies(
+        Source::Kube,
+        Change::Delete("shop/db".into()),
+    ));
+    r.reconcile(&mut k);
+    let d = k.diffs.last().unwrap();
+    assert_eq!(d.policy_removed.len(), 2);
+    assert!(d.forget_denied);
+}
+
+#[test]
+fn a_failed_kernel_update_is_retried() {
+    let mut r = reconciler();
+    let mut k = Recorder {
+        fail_next: true,
+        ..Recorder::default()
+    };
+    pods(
+        &mut r,
+        Change::Upsert(pod("a", "p", "x", "10.6.0.2", "node-1")),
+    );
+    assert!(
+        r.reconcile(&mut k).is_some(),
+        "naming is published regardless"
+    );
+    assert!(k.diffs.is_empty());
+    assert_eq!(r.stats.kernel_failures, 1);
+    r.reconcile(&mut k);
+    assert_eq!(k.diffs.len(), 1);
+    assert!(
+        k.diffs[0]
+            .endpoints_set
+            .iter()
+            .any(|(i, _, _)| *i == ip("10.6.0.2"))
+    );
+}
+
+#[test]
+fn a_file_and_the_api_together() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    let file = crate::endpoints::EndpointsFile::parse(
+        "host_ips: [10.9.0.1]\nendpoints:\n  - {namespace: lab, pod: a, ips: [10.9.0.2], interface: lxc-a}\n",
+    )
+    .unwrap();
+    for u in file::updates_of(file) {
+        r.apply(u);
+    }
+    pods(
+        &mut r,
+        Change::Upsert(pod("shop", "b", "b", "10.9.0.3", "node-1")),
+    );
+    r.reconcile(&mut k);
+    assert_eq!(name_of(&r, "10.9.0.1"), "host");
+    assert_eq!(name_of(&r, "10.9.0.2"), "lab/a");
+    assert_eq!(name_of(&r, "10.9.0.3"), "shop/b");
+    assert!(k.watched.contains("lxc-a"));
+}
