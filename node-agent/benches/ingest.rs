@@ -138,6 +138,7 @@ async fn bench_follow(n: u64, rate: u64) -> (f64, u64, u64) {
         hub: hub.clone(),
         node_name: "bench-node".into(),
         address: String::new(),
+        peers: tokio::sync::watch::channel(Vec::new()).1,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

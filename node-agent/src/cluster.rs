@@ -301,12 +301,14 @@ impl ClusterState {
     /// followed through ReplicaSets and Jobs to their Deployment or CronJob.
     /// A ReplicaSet not seen (yet) is named after its Deployment from the
     /// `pod-template-hash` suffix, as Kubernetes builds the name.
-    pub fn workload_of(&self, pod: &Pod) -> Option<(String, String)> {
+    pub fn workload_of(
+        pod: &Pod,
+        owners: &BTreeMap<&str, &Arc<Owner>>,
+    ) -> Option<(String, String)> {
         if let Some(w) = &pod.workload {
             return Some(w.clone());
         }
         let (kind, name) = pod.owner.as_ref()?;
-        let owners = self.owners.merged();
         let key = format!("{}/{kind}/{name}", pod.namespace);
         if let Some(o) = owners.get(key.as_str()) {
             if let Some((ck, cn)) = &o.controller

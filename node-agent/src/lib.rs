@@ -181,11 +181,19 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     }
     drop(tx);
     let published = context.clone();
-    let reload = tokio::spawn(cluster::run(reconciler, rx, kernel, move |ctx, _| {
+    let (peers_tx, peers) = tokio::sync::watch::channel(Vec::new());
+    let (me, port) = (node_name.clone(), local.port());
+    let reload = tokio::spawn(cluster::run(reconciler, rx, kernel, move |ctx, r| {
         if let Ok(mut c) = published.write() {
             *c = ctx;
         }
         generation.fetch_add(1, Ordering::Release);
+        peers_tx.send_if_modified(|p| {
+            let now = r.peers(&me, port);
+            let changed = *p != now;
+            *p = now;
+            changed
+        });
     }));
 
     let service = Service {
@@ -195,6 +203,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
             .advertise_address
             .clone()
             .unwrap_or_else(|| local.to_string()),
+        peers,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health

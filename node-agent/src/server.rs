@@ -34,6 +34,9 @@ pub struct Service {
     /// The address peers and relays should dial (`--listen`, or
     /// `--advertise-address`).
     pub address: String,
+    /// Every other node's agent (name, address), from the Kubernetes
+    /// source's Nodes; empty without it.
+    pub peers: tokio::sync::watch::Receiver<Vec<(String, String)>>,
 }
 
 /// Top-level Flow field names a field mask may name (proto names).
@@ -326,8 +329,12 @@ impl Observer for Service {
 impl Peer for Service {
     type NotifyStream = Pin<Box<dyn Stream<Item = Result<ChangeNotification, Status>> + Send>>;
 
-    /// A node agent knows one peer: itself. The stream stays open, as a
-    /// Cilium agent's does, so relays can treat its end as the node leaving.
+    /// Itself, then every other node's agent the Kubernetes source knows
+    /// (each node's address on this agent's port, as Cilium agents list the
+    /// cluster's nodes), with additions and removals as nodes come and go:
+    /// the real hubble-relay pointed at any one agent serves the cluster.
+    /// The stream stays open, as a Cilium agent's does, so relays can treat
+    /// its end as the node leaving.
     async fn notify(
         &self,
         _: Request<NotifyRequest>,
@@ -338,12 +345,66 @@ impl Peer for Service {
             r#type: ChangeNotificationType::PeerAdded as i32,
             tls: None,
         };
-        Ok(Response::new(Box::pin(
-            stream::iter([Ok(me)]).chain(stream::pending()),
-        )))
+        let note = |(name, address): &(String, String), t: ChangeNotificationType| {
+            Ok(ChangeNotification {
+                name: name.clone(),
+                address: address.clone(),
+                r#type: t as i32,
+                tls: None,
+            })
+        };
+        let mut peers = self.peers.clone();
+        let mut known: Vec<(String, String)> = peers.borrow_and_update().clone();
+        let first: Vec<Result<ChangeNotification, Status>> = std::iter::once(Ok(me))
+            .chain(
+                known
+                    .iter()
+                    .map(|p| note(p, ChangeNotificationType::PeerAdded)),
+            )
+            .collect();
+        let changes = async_stream_changes(move |tx| async move {
+            while peers.changed().await.is_ok() {
+                let now = peers.borrow_and_update().clone();
+                for p in known.iter().filter(|p| !now.contains(p)) {
+                    if tx
+                        .send(note(p, ChangeNotificationType::PeerDeleted))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                for p in now.iter().filter(|p| !known.contains(p)) {
+                    if tx
+                        .send(note(p, ChangeNotificationType::PeerAdded))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                known = now;
+            }
+            std::future::pending::<()>().await;
+        });
+        Ok(Response::new(Box::pin(stream::iter(first).chain(changes))))
     }
 }
 
 pub fn version() -> String {
     format!("webb {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A stream fed by a task that sends into a channel (ends when the task
+/// does).
+fn async_stream_changes<F, Fut>(
+    f: F,
+) -> impl Stream<Item = Result<ChangeNotification, Status>> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<ChangeNotification, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

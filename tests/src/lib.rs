@@ -1,7 +1,8 @@
 //! Test helpers shared by webb's end-to-end tests, the benchmarks and the
 //! demo: the lab harness ([`lab`]), real agent and relay processes ([`agent`],
 //! [`relay`]), gRPC helpers ([`client`]), traffic in pods ([`traffic`]) and
-//! scripted Observer servers for relay tests and benchmarks ([`synthetic`]).
+//! scripted Observer servers for relay tests and benchmarks ([`synthetic`]),
+//! and a Kubernetes API server double ([`kube_api`]).
 //!
 //! Architecture invariant: end-to-end tests fake no data source. Labs are
 //! real namespaces and veths, agents are the real `webb-agent` binary, and
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod client;
 pub mod demo;
+pub mod kube_api;
 pub mod lab;
 pub mod prometheus;
 pub mod relay;

@@ -132,6 +132,54 @@ fn manifests_are_wired_together() {
     );
 }
 
+/// The agent's ClusterRole grants exactly the verbs and resources the
+/// agent's Kubernetes source uses, bound to the service account its
+/// DaemonSet runs as.
+#[test]
+fn the_agents_rbac_is_exactly_what_it_calls() {
+    let agent = docs("agent.yaml");
+    let role = find(&agent, "ClusterRole", "webb-agent");
+    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let verbs = {
+            let mut v = strings(&rule["verbs"]);
+            v.sort();
+            v
+        };
+        for group in strings(&rule["apiGroups"]) {
+            for res in strings(&rule["resources"]) {
+                granted.push((group.clone(), res, verbs.clone()));
+            }
+        }
+    }
+    granted.sort();
+    let mut used: Vec<(String, String, Vec<String>)> = webb_agent::cluster::k8s::RBAC
+        .iter()
+        .map(|(g, r, v)| {
+            let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            (g.to_string(), r.to_string(), v)
+        })
+        .collect();
+    used.sort();
+    assert_eq!(
+        granted, used,
+        "deploy/agent.yaml's ClusterRole and the agent's API calls"
+    );
+    let binding = find(&agent, "ClusterRoleBinding", "webb-agent");
+    assert_eq!(binding["roleRef"]["name"], "webb-agent");
+    assert_eq!(binding["subjects"][0]["name"], "webb-agent");
+    let ds = find(&agent, "DaemonSet", "webb-agent");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["serviceAccountName"],
+        "webb-agent"
+    );
+    assert!(
+        agent.iter().all(|d| d["kind"] != "ConfigMap"),
+        "no endpoints file to keep by hand"
+    );
+}
+
 /// The Dockerfile (no image can be built on the test machine: no daemon, no
 /// registry) is checked against what uses it: every image the manifests run
 /// has a documented `docker build --target` line whose stage exists and

@@ -306,6 +306,7 @@ impl Reconciler {
             self.label_sets = label_sets;
         }
 
+        let owners = self.state.owners.merged();
         let mut cache = HashMap::with_capacity(pods.len());
         let mut endpoints = Vec::with_capacity(pods.len());
         for (key, pod) in &pods {
@@ -333,7 +334,7 @@ impl Reconciler {
                     })
                     .flatten()
             });
-            let workload = self.state.workload_of(pod);
+            let workload = ClusterState::workload_of(pod, &owners);
             let identity = self.identities[&labels[..]];
             let reusable = self.cache.get(*key).filter(|c| {
                 Arc::ptr_eq(&c.pod, pod)
@@ -415,6 +416,25 @@ impl Reconciler {
         s.cidrs = self.policy.cidrs.iter().copied().collect();
         s.policy = self.policy.keys.clone();
         s
+    }
+
+    /// Every other node's agent, as (node name, address): the node's first
+    /// internal address on the agents' port (agents run on the host
+    /// network), sorted by name.
+    pub fn peers(&self, me: &str, port: u16) -> Vec<(String, String)> {
+        self.state
+            .nodes
+            .merged()
+            .into_values()
+            .filter(|n| n.name != me)
+            .filter_map(|n| {
+                let a = n.addresses.first()?;
+                Some((
+                    n.name.clone(),
+                    std::net::SocketAddr::new(*a, port).to_string(),
+                ))
+            })
+            .collect()
     }
 
     /// Who is failing, for `webb status`.

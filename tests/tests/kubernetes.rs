@@ -1,0 +1,519 @@
+//! The agent on a "cluster": the real `webb-agent` with its real kernel
+//! programs, lab pods in real namespaces, and the Kubernetes API served by
+//! the protocol-following double in `webb_tests::kube_api` (no real API
+//! server can be installed in CI). The endpoints file is empty: everything
+//! the agent names, it learnt from the API, and every interface it watches,
+//! it found itself.
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use webb_proto::flow::{Flow, FlowFilter, Verdict};
+use webb_tests::{
+    agent::AgentProcess,
+    block_on, client,
+    kube_api::{KubeApi, pod_object},
+    lab::{Lab, PodSpec, sh},
+    privileged,
+    traffic::{listen_tcp, ping, tcp_send},
+};
+
+const NODE: &str = "kube-node-1";
+
+/// A pod laid out the way routed CNIs (Calico, kindnet/ptp) lay them out:
+/// a veth with no bridge, a /32 on the pod side and a host route to it.
+struct RoutedPod {
+    netns: String,
+    host_if: String,
+    ip: Ipv4Addr,
+}
+
+impl RoutedPod {
+    fn new(id: u32, host_ip: Ipv4Addr) -> Self {
+        let netns = format!("webb{id}-routed");
+        let host_if = format!("wr{id}");
+        let ip = Ipv4Addr::new(10, 212, (id % 250) as u8 + 1, 7);
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        sh(&["ip", "netns", "add", &netns]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &netns, "link", "set", "eth0", "up"]);
+        let host = format!("{host_ip}");
+        sh(&[
+            "ip", "-n", &netns, "route", "add", &host, "dev", "eth0", "scope", "link",
+        ]);
+        sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{ip}/32"),
+            "dev",
+            &host_if,
+            "scope",
+            "link",
+            "src",
+            &host,
+        ]);
+        Self { netns, host_if, ip }
+    }
+
+    fn ping_from_host(&self, count: u32) -> bool {
+        Command::new("ping")
+            .args(["-c", &count.to_string(), "-W", "1", "-i", "0.2"])
+            .arg(self.ip.to_string())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for RoutedPod {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// The agent's log without its colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn from_pod(name: &str) -> FlowFilter {
+    FlowFilter {
+        source_pod: vec![name.into()],
+        ..Default::default()
+    }
+}
+
+fn names(f: &Flow) -> (String, String) {
+    let n = |e: &Option<webb_proto::flow::Endpoint>| {
+        e.as_ref()
+            .map(|e| format!("{}/{}", e.namespace, e.pod_name))
+            .unwrap_or_default()
+    };
+    (n(&f.source), n(&f.destination))
+}
+
+fn cluster(api: &KubeApi, lab: &Lab) {
+    api.apply(
+        "namespaces",
+        json!({"metadata": {"name": "shop", "labels": {"team": "payments", "kubernetes.io/metadata.name": "shop"}}}),
+    );
+    api.apply(
+        "nodes",
+        json!({"metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": "lab-a"}},
+               "status": {"addresses": [{"type": "InternalIP", "address": lab.host_ip.to_string()}]}}),
+    );
+    api.apply(
+        "nodes",
+        json!({"metadata": {"name": "kube-node-2"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "10.211.0.2"}]}}),
+    );
+    api.apply(
+        "replicasets",
+        json!({"metadata": {"name": "frontend-5f6d7", "namespace": "shop",
+               "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "frontend",
+                                    "uid": "u-fe", "controller": true}]}}),
+    );
+    let fe = lab.pod("frontend");
+    api.apply(
+        "pods",
+        pod_object(
+            "shop",
+            "frontend-5f6d7-x1",
+            &[("app", "frontend"), ("pod-template-hash", "5f6d7")],
+            NODE,
+            &fe.ip.to_string(),
+            Some(("ReplicaSet", "frontend-5f6d7")),
+        ),
+    );
+    let db = lab.pod("db");
+    api.apply(
+        "pods",
+        pod_object(
+            "shop",
+            "db-0",
+            &[("app", "db")],
+            NODE,
+            &db.ip.to_string(),
+            Some(("StatefulSet", "db")),
+        ),
+    );
+    // A pod of another node: named, never watched here.
+    api.apply(
+        "pods",
+        pod_object(
+            "shop",
+            "cart-1",
+            &[("app", "cart")],
+            "kube-node-2",
+            "10.211.1.9",
+            None,
+        ),
+    );
+}
+
+#[test]
+fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "frontend", "frontend"),
+        PodSpec::new("shop", "db", "db"),
+    ]);
+    // No file names anything: the API does.
+    lab.write_endpoints("");
+    let routed = RoutedPod::new(lab.id, lab.host_ip);
+    let api = KubeApi::start();
+    cluster(&api, &lab);
+    api.apply(
+        "pods",
+        pod_object(
+            "shop",
+            "payments-1",
+            &[("app", "payments")],
+            NODE,
+            &routed.ip.to_string(),
+            None,
+        ),
+    );
+    let kubeconfig = lab.dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let agent = AgentProcess::start(&lab, NODE, &["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let (fe, db) = (lab.pod("frontend"), lab.pod("db"));
+    let _listener = listen_tcp(db, 5432);
+
+    // The host learns bridged pods' MACs from their first packet to it (in
+    // a cluster: the kubelet's probes); then the agent finds their ports.
+    let start = Instant::now();
+    let log_has = |s: &str| plain(&agent.log_text()).contains(s);
+    while !(log_has(&format!("interface={}", fe.host_if))
+        && log_has(&format!("interface={}", db.host_if))
+        && log_has(&format!("interface={}", routed.host_if)))
+    {
+        ping(fe, &lab.host_ip.to_string(), 1);
+        ping(db, &lab.host_ip.to_string(), 1);
+        routed.ping_from_host(1);
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "interfaces not discovered:\n{}",
+            agent.log_text()
+        );
+    }
+    let discovered = start.elapsed();
+    assert!(tcp_send(fe, &db.ip.to_string(), 5432, 3));
+    assert!(routed.ping_from_host(2));
+
+    block_on(async {
+        let flows = client::wait_for(
+            &agent.addr,
+            vec![from_pod("shop/frontend-5f6d7-x1")],
+            Duration::from_secs(5),
+            |f| f.iter().any(|f| names(f).1 == "shop/db-0"),
+        )
+        .await;
+        let f = flows.iter().find(|f| names(f).1 == "shop/db-0").unwrap();
+        let src = f.source.as_ref().unwrap();
+        assert_eq!(src.workloads[0].kind, "Deployment");
+        assert_eq!(src.workloads[0].name, "frontend");
+        assert!(
+            src.labels.contains(&"k8s:app=frontend".to_owned()),
+            "{:?}",
+            src.labels
+        );
+        let dst = f.destination.as_ref().unwrap();
+        assert_eq!(dst.workloads[0].kind, "StatefulSet");
+        // Routed pod: found from its host route, named from the API.
+        let to_routed = FlowFilter {
+            destination_pod: vec!["shop/payments-1".into()],
+            ..Default::default()
+        };
+        client::wait_for(&agent.addr, vec![to_routed], Duration::from_secs(5), |f| {
+            !f.is_empty()
+        })
+        .await;
+
+        // The Peer service lists every node's agent, so hubble-relay
+        // pointed at this one agent finds the cluster; a node that goes is
+        // deleted from it.
+        use futures::StreamExt as _;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut peers = webb_proto::peer::peer_client::PeerClient::new(ch)
+            .notify(webb_proto::peer::NotifyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(5), peers.next())
+                .await
+                .expect("a peer notification")
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(next().await.name, NODE);
+        let other = next().await;
+        let port = agent.addr.rsplit(':').next().unwrap();
+        assert_eq!(
+            (other.name.as_str(), other.address),
+            ("kube-node-2", format!("10.211.0.2:{port}"))
+        );
+        api.delete("nodes", "kube-node-2");
+        let gone = next().await;
+        assert_eq!(gone.name, "kube-node-2");
+        assert_eq!(
+            gone.r#type,
+            webb_proto::peer::ChangeNotificationType::PeerDeleted as i32
+        );
+    });
+
+    // Pod churn: db-0 is replaced by db-1 at the same address, and the new
+    // pod's creation arrives before the old one's deletion.
+    let mut new_db = pod_object(
+        "shop",
+        "db-1",
+        &[("app", "db")],
+        NODE,
+        &db.ip.to_string(),
+        Some(("StatefulSet", "db")),
+    );
+    new_db["metadata"]["creationTimestamp"] = json!("2026-12-02T00:00:00Z");
+    let churn = Instant::now();
+    api.apply("pods", new_db);
+    let renamed = block_on(async {
+        loop {
+            assert!(tcp_send(fe, &db.ip.to_string(), 5432, 2));
+            let flows = client::flows(&agent.addr, vec![from_pod("shop/frontend-5f6d7-x1")]).await;
+            if flows.iter().any(|f| names(f).1 == "shop/db-1") {
+                break churn.elapsed();
+            }
+            assert!(
+                churn.elapsed() < Duration::from_secs(5),
+                "the reused address still has the old name"
+            );
+        }
+    });
+    api.delete("pods", "shop/db-0");
+
+    // A NetworkPolicy from the API is enforced: only cart may reach db.
+    api.apply(
+        "networkpolicies",
+        json!({"metadata": {"name": "db-allow-cart", "namespace": "shop"},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "cart"}}}]}]}}),
+    );
+    let denied = block_on(async {
+        let start = Instant::now();
+        loop {
+            tcp_send(fe, &db.ip.to_string(), 5432, 1);
+            let dropped = FlowFilter {
+                verdict: vec![Verdict::Dropped as i32],
+                destination_pod: vec!["shop/db-1".into()],
+                ..Default::default()
+            };
+            let flows = client::flows(&agent.addr, vec![dropped]).await;
+            if let Some(f) = flows.first() {
+                assert_eq!(f.ingress_denied_by[0].name, "db-allow-cart");
+                break start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the API's policy was not enforced:\n{}",
+                agent.log_text()
+            );
+        }
+    });
+
+    // The API server forgets history and drops every watch: the agent
+    // re-lists (410 Gone) and keeps naming what changes after.
+    let lists_before: u64 = api
+        .requests()
+        .iter()
+        .filter(|((_, verb), _)| verb == "list")
+        .map(|(_, n)| n)
+        .sum();
+    api.compact();
+    api.drop_watches();
+    let mut renamed_fe = pod_object(
+        "shop",
+        "frontend-5f6d7-x2",
+        &[("app", "frontend"), ("pod-template-hash", "5f6d7")],
+        NODE,
+        &fe.ip.to_string(),
+        Some(("ReplicaSet", "frontend-5f6d7")),
+    );
+    renamed_fe["metadata"]["creationTimestamp"] = json!("2026-12-02T00:00:00Z");
+    api.apply("pods", renamed_fe);
+    block_on(async {
+        let start = Instant::now();
+        loop {
+            ping(fe, &lab.host_ip.to_string(), 1);
+            let flows = client::flows(&agent.addr, vec![from_pod("shop/frontend-5f6d7-x2")]).await;
+            let lists: u64 = api
+                .requests()
+                .iter()
+                .filter(|((_, verb), _)| verb == "list")
+                .map(|(_, n)| n)
+                .sum();
+            if !flows.is_empty() && lists > lists_before {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "after 410 Gone and dropped watches: {} flows named anew, {:?}\n{}",
+                flows.len(),
+                api.requests(),
+                agent.log_text()
+            );
+        }
+    });
+    let requests = api.requests();
+    for kind in [
+        "pods",
+        "namespaces",
+        "nodes",
+        "networkpolicies",
+        "replicasets",
+        "jobs",
+    ] {
+        let watches = requests
+            .get(&(kind.to_owned(), "watch".to_owned()))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            (1..=4).contains(&watches),
+            "{kind}: {watches} watch requests (one per kind, plus resumes)"
+        );
+    }
+    eprintln!(
+        "interfaces discovered in {discovered:?}; reused address renamed in {renamed:?}; \
+         API policy enforced in {denied:?}; requests {requests:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_forbidding_api_server_is_reported_and_flows_are_still_served() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "frontend", "frontend"),
+        PodSpec::new("shop", "db", "db"),
+    ]);
+    lab.write_endpoints("");
+    let api = KubeApi::start();
+    cluster(&api, &lab);
+    api.forbid("networkpolicies", true);
+    let kubeconfig = lab.dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    // Nothing listens on this kubeconfig's server.
+    let dead = lab.dir.join("dead-kubeconfig");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&api.addr.to_string(), "127.0.0.1:9"),
+    )
+    .unwrap();
+    let agent = AgentProcess::start(
+        &lab,
+        NODE,
+        &[
+            "--kubeconfig",
+            dead.to_str().unwrap(),
+            "--interface",
+            &lab.pod("frontend").host_if,
+        ],
+    );
+    assert!(ping(lab.pod("frontend"), &lab.pod("db").ip.to_string(), 1));
+    block_on(async {
+        // Served, named by address only.
+        let flows = client::wait_for(&agent.addr, vec![], Duration::from_secs(5), |f| {
+            !f.is_empty()
+        })
+        .await;
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.source.as_ref().unwrap().pod_name.is_empty())
+        );
+    });
+    let start = Instant::now();
+    while !plain(&agent.log_text()).contains("watching pods") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no word of the unreachable API server:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent);
+
+    // Reachable, but policies are forbidden: the log names verb and
+    // resource, and pods are named all the same.
+    let agent = AgentProcess::start(
+        &lab,
+        NODE,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--interface",
+            &lab.pod("frontend").host_if,
+        ],
+    );
+    let start = Instant::now();
+    while !plain(&agent.log_text()).contains("forbidden to list and watch networkpolicies") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no word of the 403:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ping(lab.pod("frontend"), &lab.pod("db").ip.to_string(), 1));
+    block_on(async {
+        client::wait_for(
+            &agent.addr,
+            vec![from_pod("shop/frontend-5f6d7-x1")],
+            Duration::from_secs(5),
+            |f| !f.is_empty(),
+        )
+        .await;
+    });
+}
