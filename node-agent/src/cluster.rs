@@ -188,39 +188,47 @@ impl<T> Default for Store<T> {
 }
 
 impl<T: Keyed + PartialEq> Store<T> {
-    /// Applies a change; says whether anything differs afterwards.
-    pub fn apply(&mut self, source: Source, change: Change<T>) -> bool {
+    /// Applies a change; returns the keys whose object differs afterwards.
+    pub fn apply(&mut self, source: Source, change: Change<T>) -> Vec<String> {
         let objects = self.by_source.entry(source).or_default();
         match change {
             Change::Replace(all) => {
-                let new: BTreeMap<String, Arc<T>> = all
-                    .into_iter()
-                    .map(|o| {
-                        let k = o.key();
-                        // Keep the old Arc for an unchanged object.
-                        match objects.get(&k) {
-                            Some(old) if **old == o => (k, old.clone()),
-                            _ => (k, Arc::new(o)),
+                let mut new: BTreeMap<String, Arc<T>> = BTreeMap::new();
+                let mut changed = Vec::new();
+                for o in all {
+                    let k = o.key();
+                    // Keep the old Arc for an unchanged object.
+                    let v = match objects.get(&k) {
+                        Some(old) if **old == o => old.clone(),
+                        _ => {
+                            changed.push(k.clone());
+                            Arc::new(o)
                         }
-                    })
-                    .collect();
-                let changed = new.len() != objects.len()
-                    || new
-                        .iter()
-                        .any(|(k, v)| objects.get(k).is_none_or(|o| !Arc::ptr_eq(o, v)));
+                    };
+                    new.insert(k, v);
+                }
+                changed.extend(objects.keys().filter(|k| !new.contains_key(*k)).cloned());
                 *objects = new;
                 changed
             }
             Change::Upsert(o) => {
                 let k = o.key();
                 if objects.get(&k).is_some_and(|old| **old == o) {
-                    return false;
+                    return Vec::new();
                 }
-                objects.insert(k, Arc::new(o));
-                true
+                objects.insert(k.clone(), Arc::new(o));
+                vec![k]
             }
-            Change::Delete(k) => objects.remove(&k).is_some(),
+            Change::Delete(k) => match objects.remove(&k) {
+                Some(_) => vec![k],
+                None => Vec::new(),
+            },
         }
+    }
+
+    /// The object a key names now: the later source (the API) wins.
+    pub fn get(&self, key: &str) -> Option<&Arc<T>> {
+        self.by_source.values().rev().find_map(|o| o.get(key))
     }
 
     /// Every object, one per key: the later source (the API) wins.
@@ -257,9 +265,15 @@ pub struct ClusterState {
 }
 
 /// What an update touched, so a rebuild redoes only what depends on it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dirty {
-    pub endpoints: bool,
+    /// Pods whose object changed, by key.
+    pub pods: std::collections::HashSet<String>,
+    /// Addresses whose discovered interface changed.
+    pub interfaces: Vec<IpAddr>,
+    /// Something every endpoint may depend on (owners, nodes, host
+    /// addresses): rebuild them all.
+    pub all_endpoints: bool,
     pub policies: bool,
     pub namespaces: bool,
     pub nodes: bool,
@@ -267,18 +281,23 @@ pub struct Dirty {
 
 impl Dirty {
     pub fn any(&self) -> bool {
-        self.endpoints || self.policies || self.namespaces || self.nodes
+        !self.pods.is_empty()
+            || !self.interfaces.is_empty()
+            || self.all_endpoints
+            || self.policies
+            || self.namespaces
+            || self.nodes
     }
 }
 
 impl ClusterState {
     pub fn apply(&mut self, update: Update, dirty: &mut Dirty) {
         match update {
-            Update::Pods(s, c) => dirty.endpoints |= self.pods.apply(s, c),
-            Update::Owners(s, c) => dirty.endpoints |= self.owners.apply(s, c),
-            Update::Namespaces(s, c) => dirty.namespaces |= self.namespaces.apply(s, c),
-            Update::Policies(s, c) => dirty.policies |= self.policies.apply(s, c),
-            Update::Nodes(s, c) => dirty.nodes |= self.nodes.apply(s, c),
+            Update::Pods(s, c) => dirty.pods.extend(self.pods.apply(s, c)),
+            Update::Owners(s, c) => dirty.all_endpoints |= !self.owners.apply(s, c).is_empty(),
+            Update::Namespaces(s, c) => dirty.namespaces |= !self.namespaces.apply(s, c).is_empty(),
+            Update::Policies(s, c) => dirty.policies |= !self.policies.apply(s, c).is_empty(),
+            Update::Nodes(s, c) => dirty.nodes |= !self.nodes.apply(s, c).is_empty(),
             Update::HostIps(s, ips) => {
                 if self.host_ips.get(&s) != Some(&ips) {
                     self.host_ips.insert(s, ips);
@@ -287,8 +306,16 @@ impl ClusterState {
             }
             Update::Interfaces(map) => {
                 if self.interfaces != map {
+                    let old = std::mem::take(&mut self.interfaces);
+                    dirty.interfaces.extend(
+                        map.iter()
+                            .filter(|(ip, i)| old.get(ip) != Some(i))
+                            .map(|(ip, _)| *ip),
+                    );
+                    dirty
+                        .interfaces
+                        .extend(old.keys().filter(|ip| !map.contains_key(ip)));
                     self.interfaces = map;
-                    dirty.endpoints = true;
                 }
             }
             Update::Health(s, h) => {

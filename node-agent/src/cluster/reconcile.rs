@@ -133,10 +133,12 @@ pub struct Stats {
     pub kernel_failures: u64,
 }
 
-struct Cached {
+/// A pod the reconciler knows, with its labels in identity form and its
+/// endpoint (`None` while it owns no address).
+struct Entry {
     pod: Arc<Pod>,
     labels: Arc<[String]>,
-    info: Arc<EndpointInfo>,
+    info: Option<Arc<EndpointInfo>>,
 }
 
 pub struct Reconciler {
@@ -145,12 +147,15 @@ pub struct Reconciler {
     drop_reasons: Arc<DropReasons>,
     policy_enabled: bool,
     dirty: Dirty,
-    cache: HashMap<String, Cached>,
-    label_sets: BTreeSet<Arc<[String]>>,
-    identities: HashMap<Vec<String>, u32>,
+    entries: BTreeMap<String, Entry>,
+    /// Who claims each address: (creation time, pod key); the newest wins.
+    claims: HashMap<IpAddr, Vec<(i64, String)>>,
+    /// How many pods have each label set.
+    label_count: HashMap<Arc<[String]>, usize>,
+    identities: HashMap<Arc<[String]>, u32>,
     table: Arc<EndpointTable>,
     policy: Arc<CompiledPolicy>,
-    applied: KernelState,
+    pub(super) applied: KernelState,
     /// The last kernel update failed: the next reconcile retries it.
     kernel_stale: bool,
     watched: BTreeSet<String>,
@@ -167,8 +172,9 @@ impl Reconciler {
             drop_reasons,
             policy_enabled,
             dirty: Dirty::default(),
-            cache: HashMap::new(),
-            label_sets: BTreeSet::new(),
+            entries: BTreeMap::new(),
+            claims: HashMap::new(),
+            label_count: HashMap::new(),
             identities: HashMap::new(),
             table: Arc::new(EndpointTable::default()),
             policy: Arc::new(CompiledPolicy::default()),
@@ -208,13 +214,10 @@ impl Reconciler {
     pub fn reconcile(&mut self, kernel: &mut dyn Kernel) -> Option<Context> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut published = None;
+        let mut kernel_scope = Some(HashSet::new());
         if dirty.any() {
             self.stats.rebuilds += 1;
-            let identities_changed = if dirty.endpoints || dirty.namespaces || dirty.nodes {
-                self.rebuild_table()
-            } else {
-                false
-            };
+            let (identities_changed, changed_ips) = self.rebuild_table(&dirty);
             if dirty.policies || dirty.namespaces || identities_changed {
                 let policies: Vec<_> = self
                     .state
@@ -225,16 +228,29 @@ impl Reconciler {
                     .collect();
                 self.policy = Arc::new(policy::compile(&policies, &self.table));
                 self.stats.policy_compiles += 1;
+                // Isolation flags may change for any endpoint.
+                kernel_scope = None;
+            }
+            if dirty.nodes {
+                kernel_scope = None;
+            }
+            if let Some(scope) = &mut kernel_scope {
+                scope.extend(changed_ips);
             }
             published = Some(self.context());
         }
-        if dirty.any() || self.kernel_stale {
-            let want = self.kernel_state();
-            let diff = KernelDiff::between(&self.applied, &want);
+        if self.kernel_stale {
+            kernel_scope = None;
+        }
+        if kernel_scope.as_ref().is_none_or(|s| !s.is_empty()) {
+            let diff = match &kernel_scope {
+                None => KernelDiff::between(&self.applied, &self.kernel_state()),
+                Some(ips) => self.kernel_diff_for(ips),
+            };
             match kernel.apply(&diff) {
                 Ok(()) => {
                     self.stats.kernel_operations += diff.operations() as u64;
-                    self.applied = want;
+                    self.record_applied(&diff, kernel_scope.is_none());
                     self.kernel_stale = false;
                 }
                 Err(e) => {
@@ -263,145 +279,211 @@ impl Reconciler {
         published
     }
 
-    /// Rebuilds the endpoint table; says whether the set of identities
-    /// changed (which is when policy must be compiled again).
-    fn rebuild_table(&mut self) -> bool {
-        let pods = self.state.pods.merged();
-        // An address two pods claim belongs to the newer one (an IP reused
-        // before the old pod's deletion arrived); ties go to the name.
-        let mut owner_of: HashMap<IpAddr, (i64, &str)> = HashMap::new();
-        for (key, pod) in &pods {
-            if pod.host_network {
-                continue;
-            }
-            for ip in &pod.ips {
-                let claim = (pod.created, *key);
-                owner_of
-                    .entry(*ip)
-                    .and_modify(|c| {
-                        if claim > *c {
-                            *c = claim
-                        }
-                    })
-                    .or_insert(claim);
-            }
-        }
+    /// Brings the endpoints of the pods the updates touched up to date (all
+    /// of them when something every endpoint depends on changed) and
+    /// rebuilds the table if any differs. Returns whether the set of
+    /// identities changed (when policy must be compiled again) and the
+    /// addresses whose endpoint changed.
+    fn rebuild_table(&mut self, dirty: &Dirty) -> (bool, HashSet<IpAddr>) {
+        let keys: Vec<String> = if dirty.all_endpoints {
+            let mut all: BTreeSet<String> = self.entries.keys().cloned().collect();
+            all.extend(self.state.pods.merged().into_keys().map(str::to_owned));
+            all.into_iter().collect()
+        } else {
+            dirty.pods.iter().cloned().collect()
+        };
+        let mut affected: BTreeSet<String> = keys.iter().cloned().collect();
+        let mut touched: HashSet<IpAddr> = dirty.interfaces.iter().copied().collect();
+        let mut changed_ips: HashSet<IpAddr> = HashSet::new();
+        let mut sets_changed = false;
+        let mut endpoints_changed = false;
 
-        // Labels per pod, reused while the pod object is unchanged.
-        let mut labels_of: HashMap<&str, Arc<[String]>> = HashMap::with_capacity(pods.len());
-        for (key, pod) in &pods {
-            if pod.host_network {
-                continue;
+        for k in &keys {
+            let old = self.entries.remove(k);
+            if let Some(old) = &old {
+                for ip in &old.pod.ips {
+                    if let Some(c) = self.claims.get_mut(ip) {
+                        c.retain(|(_, owner)| owner != k);
+                        if c.is_empty() {
+                            self.claims.remove(ip);
+                        }
+                    }
+                    touched.insert(*ip);
+                }
+                let n = self.label_count.get_mut(&old.labels).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    self.label_count.remove(&old.labels);
+                    sets_changed = true;
+                }
             }
-            let labels = match self.cache.get(*key) {
-                Some(c) if Arc::ptr_eq(&c.pod, pod) => c.labels.clone(),
-                _ => Arc::from(k8s_labels(&label_map(pod))),
-            };
-            labels_of.insert(key, labels);
+            let new = self.state.pods.get(k).filter(|p| !p.host_network).cloned();
+            match new {
+                Some(pod) => {
+                    let labels = match &old {
+                        Some(o)
+                            if o.pod.labels == pod.labels && o.pod.namespace == pod.namespace =>
+                        {
+                            o.labels.clone()
+                        }
+                        _ => Arc::from(k8s_labels(&label_map(&pod))),
+                    };
+                    let n = self.label_count.entry(labels.clone()).or_insert(0);
+                    if *n == 0 {
+                        sets_changed = true;
+                    }
+                    *n += 1;
+                    for ip in &pod.ips {
+                        self.claims
+                            .entry(*ip)
+                            .or_default()
+                            .push((pod.created, k.clone()));
+                        touched.insert(*ip);
+                    }
+                    self.entries.insert(
+                        k.clone(),
+                        Entry {
+                            pod,
+                            labels,
+                            info: old.and_then(|o| o.info),
+                        },
+                    );
+                }
+                None => {
+                    if let Some(info) = old.and_then(|o| o.info) {
+                        endpoints_changed = true;
+                        changed_ips.extend(info.ips.iter().copied());
+                    }
+                }
+            }
         }
-        let label_sets: BTreeSet<Arc<[String]>> = labels_of.values().cloned().collect();
-        let identities_changed = label_sets != self.label_sets;
-        if identities_changed {
-            self.identities = identity::allocate(label_sets.iter().map(|l| &l[..]));
-            self.label_sets = label_sets;
+        // Whoever claims an address that changed hands may win or lose it.
+        for ip in &touched {
+            for (_, k) in self.claims.get(ip).into_iter().flatten() {
+                affected.insert(k.clone());
+            }
+        }
+        if sets_changed {
+            self.identities = identity::allocate(self.label_count.keys().map(|l| &l[..]))
+                .into_iter()
+                .map(|(l, id)| (Arc::from(l), id))
+                .collect();
+            // A new label set may move another's number (a collision).
+            for (k, e) in &self.entries {
+                if e.info.as_ref().map(|i| i.identity) != Some(self.identities[&e.labels]) {
+                    affected.insert(k.clone());
+                }
+            }
         }
 
         let owners = self.state.owners.merged();
-        let mut cache = HashMap::with_capacity(pods.len());
-        let mut endpoints = Vec::with_capacity(pods.len());
-        for (key, pod) in &pods {
-            let Some(labels) = labels_of.get(key) else {
+        for k in &affected {
+            let Some(e) = self.entries.get(k) else {
                 continue;
             };
+            let pod = &e.pod;
             let ips: Vec<IpAddr> = pod
                 .ips
                 .iter()
-                .filter(|ip| owner_of.get(ip).is_some_and(|(_, k)| k == key))
+                .filter(|ip| {
+                    self.claims
+                        .get(ip)
+                        .and_then(|c| c.iter().max())
+                        .is_some_and(|(_, owner)| owner == k)
+                })
                 .copied()
                 .collect();
-            if ips.is_empty() {
-                continue;
-            }
-            let local = match &pod.node {
-                Some(n) => *n == self.node_name,
-                None => pod.interface.is_some() || pod.cgroup.is_some(),
-            };
-            let interface = pod.interface.clone().or_else(|| {
-                local
-                    .then(|| {
-                        ips.iter()
-                            .find_map(|ip| self.state.interfaces.get(ip).cloned())
-                    })
-                    .flatten()
-            });
-            let workload = ClusterState::workload_of(pod, &owners);
-            let identity = self.identities[&labels[..]];
-            let reusable = self.cache.get(*key).filter(|c| {
-                Arc::ptr_eq(&c.pod, pod)
-                    && c.info.identity == identity
-                    && c.info.ips == ips
-                    && c.info.local == local
-                    && c.info.interface == interface
-                    && c.info.proto.workloads.first().map(|w| (&w.kind, &w.name))
-                        == workload.as_ref().map(|(k, n)| (k, n))
-            });
-            let info = match reusable {
-                Some(c) => c.info.clone(),
-                None => {
-                    self.stats.endpoints_rebuilt += 1;
-                    Arc::new(EndpointInfo::new(
-                        pod, identity, workload, ips, local, interface,
-                    ))
+            let info = if ips.is_empty() {
+                None
+            } else {
+                let local = match &pod.node {
+                    Some(n) => *n == self.node_name,
+                    None => pod.interface.is_some() || pod.cgroup.is_some(),
+                };
+                let interface = pod.interface.clone().or_else(|| {
+                    local
+                        .then(|| {
+                            ips.iter()
+                                .find_map(|ip| self.state.interfaces.get(ip).cloned())
+                        })
+                        .flatten()
+                });
+                let workload = ClusterState::workload_of(pod, &owners);
+                let identity = self.identities[&e.labels];
+                let reusable = e.info.as_ref().filter(|i| {
+                    i.identity == identity
+                        && i.ips == ips
+                        && i.local == local
+                        && i.interface == interface
+                        && i.node == pod.node
+                        && i.labels[..] == e.labels[..]
+                        && i.cgroup == pod.cgroup
+                        && i.proto.workloads.first().map(|w| (&w.kind, &w.name))
+                            == workload.as_ref().map(|(k, n)| (k, n))
+                });
+                match reusable {
+                    Some(i) => Some(i.clone()),
+                    None => {
+                        self.stats.endpoints_rebuilt += 1;
+                        Some(Arc::new(EndpointInfo::new(
+                            pod, identity, workload, ips, local, interface,
+                        )))
+                    }
                 }
             };
-            endpoints.push(info.clone());
-            cache.insert(
-                (*key).to_owned(),
-                Cached {
-                    pod: (*pod).clone(),
-                    labels: labels.clone(),
-                    info,
-                },
-            );
+            let same = match (&e.info, &info) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                endpoints_changed = true;
+                for i in e.info.iter().chain(info.iter()) {
+                    changed_ips.extend(i.ips.iter().copied());
+                }
+                if let Some(e) = self.entries.get_mut(k) {
+                    e.info = info;
+                }
+            }
         }
-        self.cache = cache;
 
-        let host_ips: HashSet<IpAddr> = self.state.host_ips(&self.node_name).into_iter().collect();
-        let remote_nodes: HashMap<IpAddr, String> = self
-            .state
-            .nodes
-            .merged()
-            .into_values()
-            .filter(|n| n.name != self.node_name)
-            .flat_map(|n| n.addresses.iter().map(|a| (*a, n.name.clone())))
-            .filter(|(a, _)| !host_ips.contains(a))
-            .collect();
-        let namespace_labels = self
-            .state
-            .namespaces
-            .merged()
-            .into_values()
-            .map(|n| (n.name.clone(), n.labels.clone()))
-            .collect();
-        self.table = Arc::new(EndpointTable::build(
-            endpoints,
-            namespace_labels,
-            host_ips,
-            remote_nodes,
-        ));
-        identities_changed
+        if endpoints_changed || dirty.nodes || dirty.namespaces {
+            let host_ips: HashSet<IpAddr> =
+                self.state.host_ips(&self.node_name).into_iter().collect();
+            let remote_nodes: HashMap<IpAddr, String> = self
+                .state
+                .nodes
+                .merged()
+                .into_values()
+                .filter(|n| n.name != self.node_name)
+                .flat_map(|n| n.addresses.iter().map(|a| (*a, n.name.clone())))
+                .filter(|(a, _)| !host_ips.contains(a))
+                .collect();
+            let namespace_labels = self
+                .state
+                .namespaces
+                .merged()
+                .into_values()
+                .map(|n| (n.name.clone(), n.labels.clone()))
+                .collect();
+            let endpoints = self
+                .entries
+                .values()
+                .filter_map(|e| e.info.clone())
+                .collect();
+            self.table = Arc::new(EndpointTable::build(
+                endpoints,
+                namespace_labels,
+                host_ips,
+                remote_nodes,
+            ));
+        }
+        (sets_changed, changed_ips)
     }
 
-    fn kernel_state(&self) -> KernelState {
-        let mut s = KernelState {
-            policy_enabled: self.policy_enabled,
-            ..KernelState::default()
-        };
-        for ip in &self.table.host_ips {
-            s.endpoints
-                .insert(*ip, (reserved::HOST, endpoint_flags::LOCAL));
-        }
-        for e in &self.table.endpoints {
+    /// What the kernel's endpoint map should hold for one address.
+    fn kernel_entry(&self, ip: &IpAddr) -> Option<(u32, u32)> {
+        if let Some(e) = self.table.by_ip(ip) {
             let mut flags = self.policy.isolation.get(&e.identity).copied().unwrap_or(0);
             if e.local && e.interface.is_some() {
                 flags |= endpoint_flags::L7_AT_TC;
@@ -409,8 +491,59 @@ impl Reconciler {
             if e.local {
                 flags |= endpoint_flags::LOCAL;
             }
-            for ip in &e.ips {
-                s.endpoints.insert(*ip, (e.identity, flags));
+            Some((e.identity, flags))
+        } else if self.table.host_ips.contains(ip) {
+            Some((reserved::HOST, endpoint_flags::LOCAL))
+        } else {
+            None
+        }
+    }
+
+    /// The endpoint map changes for these addresses alone (policy and CIDRs
+    /// unchanged).
+    fn kernel_diff_for(&self, ips: &HashSet<IpAddr>) -> KernelDiff {
+        let mut d = KernelDiff::default();
+        for ip in ips {
+            match (self.kernel_entry(ip), self.applied.endpoints.get(ip)) {
+                (Some(want), have) if have != Some(&want) => {
+                    d.endpoints_set.push((*ip, want.0, want.1))
+                }
+                (None, Some(_)) => d.endpoints_removed.push(*ip),
+                _ => {}
+            }
+        }
+        d.endpoints_set.sort();
+        d.endpoints_removed.sort();
+        d
+    }
+
+    /// Updates what the kernel holds after a diff was applied.
+    fn record_applied(&mut self, d: &KernelDiff, full: bool) {
+        if full {
+            self.applied = self.kernel_state();
+            return;
+        }
+        for ip in &d.endpoints_removed {
+            self.applied.endpoints.remove(ip);
+        }
+        for (ip, id, flags) in &d.endpoints_set {
+            self.applied.endpoints.insert(*ip, (*id, *flags));
+        }
+    }
+
+    pub(super) fn kernel_state(&self) -> KernelState {
+        let mut s = KernelState {
+            policy_enabled: self.policy_enabled,
+            ..KernelState::default()
+        };
+        for ip in self
+            .table
+            .host_ips
+            .iter()
+            .chain(self.table.endpoints.iter().flat_map(|e| e.ips.iter()))
+        {
+            if let Some(v) = self.kernel_entry(ip) {
+                s.endpoints.insert(*ip, v);
             }
         }
         s.cidrs = self.policy.cidrs.iter().copied().collect();
@@ -454,7 +587,8 @@ pub fn table_of_file(file: EndpointsFile) -> EndpointTable {
     for u in super::file::updates_of(file) {
         r.apply(u);
     }
-    r.rebuild_table();
+    let dirty = std::mem::take(&mut r.dirty);
+    r.rebuild_table(&dirty);
     Arc::try_unwrap(std::mem::take(&mut r.table)).unwrap_or_else(|t| {
         EndpointTable::build(
             t.endpoints.clone(),

@@ -164,6 +164,10 @@ fn a_reused_address_belongs_to_the_newer_pod() {
     pods(&mut r, Change::Upsert(new));
     r.reconcile(&mut k);
     assert_eq!(name_of(&r, "10.2.0.9"), "b/new");
+    assert!(
+        r.table().endpoints.iter().all(|e| e.pod != "old"),
+        "the old pod owns no address any more"
+    );
     let new_identity = r.table().by_ip(&ip("10.2.0.9")).unwrap().identity;
     assert_eq!(
         k.diffs.last().unwrap().endpoints_set[0].1,
@@ -384,4 +388,118 @@ fn a_file_and_the_api_together() {
     assert_eq!(name_of(&r, "10.9.0.2"), "lab/a");
     assert_eq!(name_of(&r, "10.9.0.3"), "shop/b");
     assert!(k.watched.contains("lxc-a"));
+}
+
+/// A reconciler that learns `r`'s final state in one go.
+fn rebuilt_from(r: &Reconciler) -> Reconciler {
+    let mut fresh = reconciler();
+    fresh.apply(Update::Pods(
+        Source::Kube,
+        Change::Replace(
+            r.state
+                .pods
+                .merged()
+                .into_values()
+                .map(|p| (**p).clone())
+                .collect(),
+        ),
+    ));
+    fresh.apply(Update::Owners(
+        Source::Kube,
+        Change::Replace(
+            r.state
+                .owners
+                .merged()
+                .into_values()
+                .map(|o| (**o).clone())
+                .collect(),
+        ),
+    ));
+    fresh.apply(Update::Interfaces(r.state.interfaces.clone()));
+    fresh.reconcile(&mut Recorder::default());
+    fresh
+}
+
+fn view(r: &Reconciler) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .table()
+        .endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{} {:?} id={} local={} if={:?} w={:?}",
+                e.namespace,
+                e.pod,
+                e.ips,
+                e.identity,
+                e.local,
+                e.interface,
+                e.proto.workloads.first().map(|w| (&w.kind, &w.name))
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// After every batch of incremental updates, the table and the kernel maps
+/// equal what one rebuild from the same state gives.
+#[test]
+fn incremental_updates_end_where_a_full_rebuild_does() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    // Deterministic pseudo-random changes: new pods, label changes, address
+    // reuse, deletions, interfaces, owners.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for step in 0..3000 {
+        let i = next(60);
+        let name = format!("p{i}");
+        match next(20) {
+            0..=11 => {
+                let mut p = pod(
+                    "ns",
+                    &name,
+                    &format!("app{}", next(7)),
+                    &format!("10.8.0.{}", next(40) + 1),
+                    if next(3) == 0 { "node-2" } else { "node-1" },
+                );
+                // Mostly newer than what holds the address, sometimes older.
+                p.created = if next(4) == 0 { 0 } else { step };
+                p.owner = Some(("ReplicaSet".into(), format!("rs{}", next(5))));
+                pods(&mut r, Change::Upsert(p));
+            }
+            12..=16 => pods(&mut r, Change::Delete(format!("ns/{name}"))),
+            17 | 18 => r.apply(Update::Interfaces(
+                (0..next(20))
+                    .map(|j| (ip(&format!("10.8.0.{}", j + 1)), format!("veth{}", next(4))))
+                    .collect(),
+            )),
+            _ => r.apply(Update::Owners(
+                Source::Kube,
+                Change::Upsert(Owner {
+                    namespace: "ns".into(),
+                    kind: "ReplicaSet".into(),
+                    name: format!("rs{}", next(5)),
+                    controller: Some(("Deployment".into(), format!("d{}", next(3)))),
+                }),
+            )),
+        }
+        // Sometimes several updates form one batch.
+        if next(3) == 0 {
+            r.reconcile(&mut k);
+            let fresh = rebuilt_from(&r);
+            assert_eq!(view(&r), view(&fresh), "after step {step}");
+            assert_eq!(
+                r.applied, fresh.applied,
+                "the kernel maps, after step {step}"
+            );
+        }
+    }
+    assert_eq!(r.kernel_state(), r.applied);
 }
