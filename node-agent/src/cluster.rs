@@ -264,6 +264,15 @@ pub struct ClusterState {
     pub health: BTreeMap<Source, Health>,
 }
 
+/// What `webb status` shows of the cluster state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Endpoints (pods) named.
+    pub endpoints: u64,
+    /// Each source's state: "synced", or why not.
+    pub sources: BTreeMap<String, String>,
+}
+
 /// What an update touched, so a rebuild redoes only what depends on it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dirty {
@@ -372,7 +381,7 @@ pub async fn run(
     mut reconciler: Reconciler,
     mut updates: tokio::sync::mpsc::Receiver<Update>,
     mut kernel: impl Kernel,
-    publish: impl Fn(crate::decode::Context, &Reconciler),
+    mut publish: impl FnMut(Option<crate::decode::Context>, &Reconciler),
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut health = BTreeMap::new();
@@ -387,9 +396,8 @@ pub async fn run(
             }
             _ = tick.tick() => {}
         }
-        if let Some(ctx) = reconciler.reconcile(&mut kernel) {
-            publish(ctx, &reconciler);
-        }
+        let ctx = reconciler.reconcile(&mut kernel);
+        publish(ctx, &reconciler);
         if reconciler.state.health != health {
             health = reconciler.state.health.clone();
             for (s, h) in &health {

@@ -75,6 +75,18 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     for u in files.read()? {
         reconciler.apply(u);
     }
+    if files.endpoints.is_some() || files.policy.is_some() {
+        reconciler.apply(cluster::Update::Health(
+            cluster::Source::File,
+            cluster::Health::Synced,
+        ));
+    }
+    if kubernetes {
+        reconciler.apply(cluster::Update::Health(
+            cluster::Source::Kube,
+            cluster::Health::Failing("connecting to the API server".to_owned()),
+        ));
+    }
     let kube_client = if kubernetes {
         let opts = cluster::k8s::KubeOptions {
             kubeconfig: args.kubeconfig.clone(),
@@ -182,8 +194,16 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     drop(tx);
     let published = context.clone();
     let (peers_tx, peers) = tokio::sync::watch::channel(Vec::new());
+    let (status_tx, cluster_status) = tokio::sync::watch::channel(reconciler.status());
     let (me, port) = (node_name.clone(), local.port());
     let reload = tokio::spawn(cluster::run(reconciler, rx, kernel, move |ctx, r| {
+        status_tx.send_if_modified(|s| {
+            let now = r.status();
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+        let Some(ctx) = ctx else { return };
         if let Ok(mut c) = published.write() {
             *c = ctx;
         }
@@ -204,6 +224,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
             .clone()
             .unwrap_or_else(|| local.to_string()),
         peers,
+        cluster_status,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health

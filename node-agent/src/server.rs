@@ -37,6 +37,8 @@ pub struct Service {
     /// Every other node's agent (name, address), from the Kubernetes
     /// source's Nodes; empty without it.
     pub peers: tokio::sync::watch::Receiver<Vec<(String, String)>>,
+    /// What the reconciler knows, for ServerStatus.
+    pub cluster_status: tokio::sync::watch::Receiver<crate::cluster::Status>,
 }
 
 /// Top-level Flow field names a field mask may name (proto names).
@@ -299,6 +301,7 @@ impl Observer for Service {
     ) -> Result<Response<ServerStatusResponse>, Status> {
         let st = self.hub.status();
         let c = &self.hub.counters;
+        let cluster = self.cluster_status.borrow().clone();
         Ok(Response::new(ServerStatusResponse {
             num_flows: st.num_flows,
             max_flows: st.max_flows,
@@ -321,6 +324,8 @@ impl Observer for Service {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            webb_sources: cluster.sources.into_iter().collect(),
+            webb_endpoints: cluster.endpoints,
         }))
     }
 }

@@ -57,6 +57,10 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
                 for (k, v) in &st.webb_l7_counts {
                     *s.webb_l7_counts.entry(k.clone()).or_default() += v;
                 }
+                s.webb_endpoints += st.webb_endpoints;
+                for (k, v) in &st.webb_sources {
+                    s.webb_sources.insert(format!("{}/{k}", n.name), v.clone());
+                }
             }
         } else {
             unavailable += 1;

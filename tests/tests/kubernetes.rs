@@ -258,6 +258,11 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         );
         let dst = f.destination.as_ref().unwrap();
         assert_eq!(dst.workloads[0].kind, "StatefulSet");
+        // `webb status` says where names come from.
+        let st = client::status(&agent.addr).await;
+        assert_eq!(st.webb_sources["kubernetes"], "synced");
+        assert_eq!(st.webb_sources["file"], "synced");
+        assert_eq!(st.webb_endpoints, 4, "frontend, db, payments and cart");
         // Routed pod: found from its host route, named from the API.
         let to_routed = FlowFilter {
             destination_pod: vec!["shop/payments-1".into()],
@@ -474,6 +479,11 @@ fn an_unreachable_or_forbidding_api_server_is_reported_and_flows_are_still_serve
                 .all(|f| f.source.as_ref().unwrap().pod_name.is_empty())
         );
     });
+    block_on(async {
+        let st = client::status(&agent.addr).await;
+        let state = &st.webb_sources["kubernetes"];
+        assert!(state != "synced", "{state}");
+    });
     let start = Instant::now();
     while !plain(&agent.log_text()).contains("watching pods") {
         assert!(
@@ -508,6 +518,12 @@ fn an_unreachable_or_forbidding_api_server_is_reported_and_flows_are_still_serve
     }
     assert!(ping(lab.pod("frontend"), &lab.pod("db").ip.to_string(), 1));
     block_on(async {
+        let st = client::status(&agent.addr).await;
+        assert!(
+            st.webb_sources["kubernetes"].contains("forbidden to list and watch networkpolicies"),
+            "{:?}",
+            st.webb_sources
+        );
         client::wait_for(
             &agent.addr,
             vec![from_pod("shop/frontend-5f6d7-x1")],

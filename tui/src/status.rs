@@ -64,6 +64,20 @@ async fn with_timeout<T>(
 }
 
 /// The text `webb status` prints for a server status.
+/// Text from a server with terminal control characters (C0, DEL, C1)
+/// written as escapes, so a message cannot drive the reader's terminal.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -114,6 +128,21 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
             out.push_str(&format!(
                 "L7 not shown or incomplete: {}\n",
                 list.join(", ")
+            ));
+        }
+    }
+    if !s.webb_sources.is_empty() {
+        out.push_str(&format!(
+            "Endpoints named: {}\n",
+            thousands(s.webb_endpoints)
+        ));
+        let mut sources: Vec<_> = s.webb_sources.iter().collect();
+        sources.sort();
+        for (source, state) in sources {
+            out.push_str(&format!(
+                "Source {}: {}\n",
+                printable(source),
+                printable(state)
             ));
         }
     }
@@ -295,6 +324,34 @@ mod tests {
     use webb_proto::observer::Tls;
 
     use super::*;
+
+    #[test]
+    fn sources_are_shown_with_control_characters_escaped() {
+        let s = ServerStatusResponse {
+            webb_endpoints: 5000,
+            webb_sources: [
+                ("node-1/kubernetes".to_owned(), "synced".to_owned()),
+                (
+                    "node-2/kubernetes".to_owned(),
+                    "forbidden to list pods\x1b[2J".to_owned(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let text = status_text("localhost:4245", true, &s);
+        assert!(text.contains("Endpoints named: 5,000\n"), "{text}");
+        assert!(
+            text.contains("Source node-1/kubernetes: synced\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Source node-2/kubernetes: forbidden to list pods\\u{1b}[2J\n"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'));
+    }
 
     #[test]
     fn counts_have_separators() {

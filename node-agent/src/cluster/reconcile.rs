@@ -570,6 +570,25 @@ impl Reconciler {
             .collect()
     }
 
+    /// What `webb status` shows.
+    pub fn status(&self) -> super::Status {
+        super::Status {
+            endpoints: self.table.endpoints.len() as u64,
+            sources: self
+                .state
+                .health
+                .iter()
+                .map(|(s, h)| {
+                    let state = match h {
+                        super::Health::Synced => "synced".to_owned(),
+                        super::Health::Failing(why) => why.clone(),
+                    };
+                    (s.name().to_owned(), state)
+                })
+                .collect(),
+        }
+    }
+
     /// Who is failing, for `webb status`.
     pub fn health(&self) -> Vec<(Source, super::Health)> {
         self.state
