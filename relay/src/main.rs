@@ -7,6 +7,7 @@
 //! - [`raw`]: flows forwarded as bytes, read only for their time;
 //! - [`server`]: the Observer, Peer and health services.
 
+mod k8s;
 mod merge;
 mod metrics;
 mod pool;
@@ -45,6 +46,17 @@ struct Args {
     /// headless service), e.g. webb-agent.kube-system.svc:4244
     #[arg(long, value_name = "NAME:PORT")]
     peer_dns: Option<String>,
+    /// Learn the nodes from the ready endpoints of this Service's
+    /// EndpointSlices, watched through the Kubernetes API
+    /// (NAMESPACE/NAME, e.g. kube-system/webb-agent)
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    peer_k8s_service: Option<String>,
+    /// kubeconfig for --peer-k8s-service outside a pod
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// kubeconfig context for --peer-k8s-service
+    #[arg(long, value_name = "NAME")]
+    kube_context: Option<String>,
     /// How often --peer-dns is resolved again
     #[arg(long, default_value = "10s", value_parser = duration)]
     peer_dns_interval: Duration,
@@ -94,9 +106,13 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.peers.is_empty() && args.peer_service.is_none() && args.peer_dns.is_none() {
+    if args.peers.is_empty()
+        && args.peer_service.is_none()
+        && args.peer_dns.is_none()
+        && args.peer_k8s_service.is_none()
+    {
         anyhow::bail!(
-            "no nodes to relay: give --peer HOST:PORT (repeatable), --peer-service HOST:PORT or --peer-dns NAME:PORT"
+            "no nodes to relay: give --peer HOST:PORT (repeatable), --peer-service HOST:PORT, --peer-dns NAME:PORT or --peer-k8s-service NAMESPACE/NAME"
         );
     }
     let peer_tls = (args.peer_tls
@@ -117,6 +133,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let addr = Address::parse(ps, webb_proto::DEFAULT_AGENT_PORT)
             .map_err(|e| anyhow::anyhow!("--peer-service: {e}"))?;
         tokio::spawn(pool.clone().follow_peer_service(addr));
+    }
+    if let Some(svc) = &args.peer_k8s_service {
+        let svc = k8s::ServiceRef::parse(svc, args.kubeconfig.clone(), args.kube_context.clone())?;
+        let client = k8s::client(&svc).await?;
+        tokio::spawn(k8s::follow(pool.clone(), svc, client));
     }
     if let Some(dns) = &args.peer_dns {
         let (name, port) = dns

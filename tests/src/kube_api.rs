@@ -4,7 +4,8 @@
 //! protocol for what the agent uses:
 //!
 //! - `GET /api/v1/{pods,namespaces,nodes}` and the group paths of
-//!   networkpolicies, replicasets and jobs list with `limit` and `continue`
+//!   networkpolicies, replicasets, jobs and endpointslices (cluster-wide or
+//!   under `namespaces/NS/`, with equality `labelSelector`s) list with `limit` and `continue`
 //!   chunks and a list `resourceVersion`; `Accept: ...;as=PartialObjectMetadataList`
 //!   gets metadata only, as the real server answers kube-rs's metadata watches;
 //! - `?watch=true&resourceVersion=N` streams `ADDED`/`MODIFIED`/`DELETED`
@@ -46,7 +47,35 @@ const RESOURCES: &[(&str, &str, &str, &str)] = &[
     ),
     ("/apis/apps/v1", "replicasets", "ReplicaSet", "apps/v1"),
     ("/apis/batch/v1", "jobs", "Job", "batch/v1"),
+    (
+        "/apis/discovery.k8s.io/v1",
+        "endpointslices",
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+    ),
 ];
+
+/// Which objects a request asks for: a namespace (a namespaced path) and
+/// equality label selectors (`labelSelector=k=v,k2=v2`).
+#[derive(Clone, Default)]
+struct Selection {
+    namespace: Option<String>,
+    labels: Vec<(String, String)>,
+}
+
+impl Selection {
+    fn matches(&self, o: &Value) -> bool {
+        let m = &o["metadata"];
+        if let Some(ns) = &self.namespace
+            && m["namespace"].as_str() != Some(ns.as_str())
+        {
+            return false;
+        }
+        self.labels
+            .iter()
+            .all(|(k, v)| m["labels"][k].as_str() == Some(v.as_str()))
+    }
+}
 
 #[derive(Clone)]
 struct Event {
@@ -289,10 +318,15 @@ impl Server {
             .get("accept")
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
-        let Some(r) = RESOURCES
-            .iter()
-            .find(|r| path == format!("{}/{}", r.0, r.1))
-        else {
+        let found = RESOURCES.iter().find_map(|r| {
+            if path == format!("{}/{}", r.0, r.1) {
+                return Some((r, None));
+            }
+            let rest = path.strip_prefix(&format!("{}/namespaces/", r.0))?;
+            let (ns, res) = rest.split_once('/')?;
+            (res == r.1).then(|| (r, Some(ns.to_owned())))
+        });
+        let Some((r, namespace)) = found else {
             return full(
                 404,
                 &status(404, "NotFound", format!("the server could not find {path}")),
@@ -314,10 +348,22 @@ impl Server {
                 return full(403, &status(403, "Forbidden", msg));
             }
         }
+        let selection = Selection {
+            namespace,
+            labels: query
+                .get("labelSelector")
+                .map(|l| {
+                    l.split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         if watch {
-            self.watch(r, &query, metadata_only)
+            self.watch(r, &query, metadata_only, selection)
         } else {
-            self.list(r, &query, metadata_only)
+            self.list(r, &query, metadata_only, &selection)
         }
     }
 
@@ -326,6 +372,7 @@ impl Server {
         r: &(&'static str, &'static str, &'static str, &'static str),
         query: &HashMap<String, String>,
         metadata_only: bool,
+        selection: &Selection,
     ) -> Response<Body> {
         let mut s = self.state.lock().unwrap();
         let limit: usize = query
@@ -351,7 +398,12 @@ impl Server {
                 s.rv,
                 s.objects
                     .get(r.1)
-                    .map(|m| m.values().cloned().collect())
+                    .map(|m| {
+                        m.values()
+                            .filter(|o| selection.matches(o))
+                            .cloned()
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
         };
@@ -387,6 +439,7 @@ impl Server {
         r: &(&'static str, &'static str, &'static str, &'static str),
         query: &HashMap<String, String>,
         metadata_only: bool,
+        selection: Selection,
     ) -> Response<Body> {
         let from: u64 = query
             .get("resourceVersion")
@@ -416,7 +469,7 @@ impl Server {
             let backlog: Vec<Event> = s
                 .log
                 .iter()
-                .filter(|e| e.resource == r.1 && e.rv > from)
+                .filter(|e| e.resource == r.1 && e.rv > from && selection.matches(&e.object))
                 .cloned()
                 .collect();
             (backlog, gone, self.events.subscribe())
@@ -449,7 +502,7 @@ impl Server {
             loop {
                 tokio::select! {
                     e = live.recv() => match e {
-                        Ok(e) if e.resource == resource && e.rv > last => {
+                        Ok(e) if e.resource == resource && e.rv > last && selection.matches(&e.object) => {
                             last = e.rv;
                             if tx.send(line(e.kind, &e.object)).await.is_err() { return; }
                         }

@@ -533,3 +533,79 @@ fn an_unreachable_or_forbidding_api_server_is_reported_and_flows_are_still_serve
         .await;
     });
 }
+
+#[test]
+fn the_relay_finds_agents_from_the_services_endpointslices() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[PodSpec::new("shop", "frontend", "frontend")]);
+    let agent = AgentProcess::start(&lab, NODE, &[]);
+    let api = KubeApi::start();
+    let port: u16 = agent.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let slice = |ready_ip: &str| {
+        json!({"metadata": {"name": "webb-agent-abc12", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "webb-agent"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": port, "protocol": "TCP"},
+                  {"name": "metrics", "port": 9965, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": [ready_ip], "nodeName": NODE, "conditions": {"ready": true}},
+            // Not ready: not a node to relay.
+            {"addresses": ["127.0.0.2"], "nodeName": "kube-node-9", "conditions": {"ready": false}}
+        ]})
+    };
+    api.apply("endpointslices", slice("127.0.0.1"));
+    // Another Service's slice in the namespace is not ours.
+    api.apply(
+        "endpointslices",
+        json!({"metadata": {"name": "other-x", "namespace": "kube-system",
+                            "labels": {"kubernetes.io/service-name": "kube-dns"}},
+               "addressType": "IPv4", "ports": [{"name": "dns", "port": 53}],
+               "endpoints": [{"addresses": ["127.0.0.3"], "nodeName": "kube-node-3"}]}),
+    );
+    let kubeconfig = lab.dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig);
+    let relay = webb_tests::relay::RelayProcess::start(&[
+        "--peer-k8s-service",
+        "kube-system/webb-agent",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    let nodes = |want: usize| {
+        block_on(async {
+            let mut c = webb_proto::observer::observer_client::ObserverClient::connect(format!(
+                "http://{}",
+                relay.addr
+            ))
+            .await
+            .unwrap();
+            let start = Instant::now();
+            loop {
+                let nodes = c
+                    .get_nodes(webb_proto::observer::GetNodesRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .nodes;
+                let connected = nodes
+                    .iter()
+                    .filter(|n| n.state == webb_proto::relay::NodeState::NodeConnected as i32)
+                    .count();
+                if nodes.len() == want && connected == want {
+                    return nodes;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "want {want} connected nodes, have {nodes:?}\n{}",
+                    relay.log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let got = nodes(1);
+    assert_eq!(got[0].name, NODE);
+    assert_eq!(got[0].address, agent.addr);
+    // The agent's pod goes: the relay drops the node.
+    api.delete("endpointslices", "kube-system/webb-agent-abc12");
+    nodes(0);
+}
