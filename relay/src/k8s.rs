@@ -76,8 +76,13 @@ pub async fn client(svc: &ServiceRef) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// One agent an EndpointSlice lists: `address:port`, and its node's name.
-fn endpoints_of(slice: &EndpointSlice) -> Vec<(String, Option<String>)> {
+/// The agents an EndpointSlice lists: `address:port`, and its node's name.
+type Agents = Vec<(String, Option<String>)>;
+
+/// The agents of each slice, by slice name.
+type Slices = BTreeMap<String, Agents>;
+
+fn endpoints_of(slice: &EndpointSlice) -> Agents {
     // The agents' gRPC port: the port named grpc, else the only one.
     let ports = slice.ports.as_deref().unwrap_or_default();
     let port = ports
@@ -112,8 +117,8 @@ pub async fn follow(pool: Arc<Pool>, svc: ServiceRef, client: Client) {
     let stream = watcher::watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
     // Slice name → its endpoints; the pool holds their union.
-    let mut slices: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, Vec<(String, Option<String>)>>> = None;
+    let mut slices: Slices = BTreeMap::new();
+    let mut listing: Option<Slices> = None;
     let mut known: BTreeSet<String> = BTreeSet::new();
     loop {
         let event = match stream.try_next().await {
