@@ -39,6 +39,7 @@ const RESOURCES: &[(&str, &str, &str, &str)] = &[
     ("/api/v1", "pods", "Pod", "v1"),
     ("/api/v1", "namespaces", "Namespace", "v1"),
     ("/api/v1", "nodes", "Node", "v1"),
+    ("/api/v1", "services", "Service", "v1"),
     (
         "/apis/networking.k8s.io/v1",
         "networkpolicies",
@@ -99,6 +100,8 @@ struct State {
     /// Paged lists in progress: token → (rv, remaining items).
     pages: HashMap<String, (u64, Vec<Value>)>,
     next_token: u64,
+    /// Where `pods/NAME/portforward` connects: pod key → loopback address.
+    forwards: HashMap<String, SocketAddr>,
 }
 
 /// A running API server double; stops when dropped.
@@ -162,6 +165,7 @@ impl KubeApi {
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -261,6 +265,16 @@ impl KubeApi {
         }
     }
 
+    /// Makes `pods/portforward` of this pod reach `addr` (the double's
+    /// stand-in for the pod's network namespace).
+    pub fn forward_pod(&self, key: &str, addr: SocketAddr) {
+        self.state
+            .lock()
+            .unwrap()
+            .forwards
+            .insert(key.to_owned(), addr);
+    }
+
     /// Requests served so far, by (resource, verb: list or watch).
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
         self.state.lock().unwrap().requests.clone()
@@ -303,7 +317,7 @@ fn partial(o: &Value) -> Value {
 }
 
 impl Server {
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    async fn handle(&self, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let query: HashMap<String, String> = req
             .uri()
@@ -318,6 +332,9 @@ impl Server {
             .get("accept")
             .and_then(|a| a.to_str().ok())
             .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        if let Some(resp) = self.single(&mut req, &path) {
+            return resp;
+        }
         let found = RESOURCES.iter().find_map(|r| {
             if path == format!("{}/{}", r.0, r.1) {
                 return Some((r, None));
@@ -365,6 +382,56 @@ impl Server {
         } else {
             self.list(r, &query, metadata_only, &selection)
         }
+    }
+
+    /// `GET .../namespaces/NS/RESOURCE/NAME` and
+    /// `.../pods/NAME/portforward`; `None` for other paths.
+    fn single(
+        &self,
+        req: &mut Request<hyper::body::Incoming>,
+        path: &str,
+    ) -> Option<Response<Body>> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // api v1 namespaces NS RESOURCE NAME [SUB]
+        let (ns, resource, name, sub) = match parts.as_slice() {
+            ["api", "v1", "namespaces", ns, res, name] => (*ns, *res, *name, None),
+            ["api", "v1", "namespaces", ns, res, name, sub] => (*ns, *res, *name, Some(*sub)),
+            _ => return None,
+        };
+        let r = RESOURCES.iter().find(|r| r.1 == resource)?;
+        let key = format!("{ns}/{name}");
+        let verb = match sub {
+            Some("portforward") => "portforward",
+            Some(_) => return None,
+            None => "get",
+        };
+        let mut s = self.state.lock().unwrap();
+        *s.requests
+            .entry((r.1.to_owned(), verb.to_owned()))
+            .or_default() += 1;
+        if s.forbidden.contains(r.1) || s.forbidden.contains(&format!("{}/{verb}", r.1)) {
+            let (res, v) = if verb == "portforward" {
+                ("pods/portforward".to_owned(), "create")
+            } else {
+                (r.1.to_owned(), verb)
+            };
+            let msg = format!(
+                "{res} \"{name}\" is forbidden: User \"tester\" cannot {v} resource \"{res}\" in API group \"\" in the namespace \"{ns}\""
+            );
+            return Some(full(403, &status(403, "Forbidden", msg)));
+        }
+        let Some(object) = s.objects.get(r.1).and_then(|m| m.get(&key)).cloned() else {
+            return Some(full(
+                404,
+                &status(404, "NotFound", format!("{} \"{name}\" not found", r.1)),
+            ));
+        };
+        if verb == "get" {
+            return Some(full(200, &object));
+        }
+        let target = s.forwards.get(&key).copied();
+        drop(s);
+        Some(portforward(req, target))
     }
 
     fn list(
@@ -556,4 +623,95 @@ pub fn pod_object(
             "name": owner, "uid": format!("uid-{owner}"), "controller": true}]);
     }
     o
+}
+
+/// Answers a pod port-forward: the WebSocket upgrade with the
+/// `v4.channel.k8s.io` subprotocol, then, for the one port asked, the data
+/// channel 0 and error channel 1, each opened by a frame carrying the port
+/// number (little endian), and bytes relayed to `target` and back, each
+/// WebSocket message prefixed by its channel.
+fn portforward(
+    req: &mut Request<hyper::body::Incoming>,
+    target: Option<SocketAddr>,
+) -> Response<Body> {
+    use futures::SinkExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+
+    let port: u16 = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ports="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return full(
+            400,
+            &status(400, "BadRequest", "not a WebSocket upgrade".into()),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut *req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let p = port.to_le_bytes();
+        if ws.send(Message::binary(vec![0, p[0], p[1]])).await.is_err()
+            || ws.send(Message::binary(vec![1, p[0], p[1]])).await.is_err()
+        {
+            return;
+        }
+        let Some(target) = target else {
+            let _ = ws
+                .send(Message::binary(
+                    [&[1u8][..], b"error forwarding port: no such pod network"].concat(),
+                ))
+                .await;
+            return;
+        };
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(target).await else {
+            let _ = ws
+                .send(Message::binary(
+                    [&[1u8][..], b"error forwarding port: connection refused"].concat(),
+                ))
+                .await;
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                m = futures::StreamExt::next(&mut ws) => match m {
+                    Some(Ok(Message::Binary(b))) if b.len() > 1 && b[0] == 0 => {
+                        if tcp.write_all(&b[1..]).await.is_err() { return; }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+                n = tcp.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => { let _ = ws.close(None).await; return; }
+                    Ok(n) => {
+                        let mut m = Vec::with_capacity(n + 1);
+                        m.push(0);
+                        m.extend_from_slice(&buf[..n]);
+                        if ws.send(Message::binary(m)).await.is_err() { return; }
+                    }
+                },
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
 }

@@ -59,6 +59,23 @@ pub struct ServerArgs {
     /// Name to verify the server's certificate against [default: the host]
     #[arg(long, value_name = "NAME", help_heading = "Server")]
     pub tls_server_name: Option<String>,
+    /// Reach the relay through a port-forward to its Service
+    /// (webb-relay in --kube-namespace), opened through the Kubernetes API
+    /// for the life of the command
+    #[arg(short = 'P', long, help_heading = "Server")]
+    pub port_forward: bool,
+    /// Local port of --port-forward (0: any free port)
+    #[arg(long, default_value_t = 4245, help_heading = "Server")]
+    pub port_forward_port: u16,
+    /// kubeconfig for --port-forward [default: KUBECONFIG, ~/.kube/config]
+    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context for --port-forward [default: its current context]
+    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    pub kube_context: Option<String>,
+    /// Namespace of the webb-relay Service for --port-forward
+    #[arg(long, default_value = "kube-system", help_heading = "Server")]
+    pub kube_namespace: String,
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -120,6 +137,26 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server, through a port-forward when `-P` asks for one (the
+    /// forward lasts as long as the returned guard).
+    pub async fn resolve_forwarded(
+        args: &ServerArgs,
+        config: &ConfigFile,
+    ) -> anyhow::Result<(Self, Option<crate::portforward::PortForward>)> {
+        if !args.port_forward {
+            return Ok((Self::resolve(args, config)?, None));
+        }
+        if args.server.is_some() {
+            return Err(Usage("--server and --port-forward cannot be used together".into()).into());
+        }
+        let pf = crate::portforward::PortForward::start(args).await?;
+        let forwarded = ServerArgs {
+            server: Some(pf.local.to_string()),
+            ..args.clone()
+        };
+        Ok((Self::resolve(&forwarded, config)?, Some(pf)))
+    }
+
     pub fn resolve(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<Self> {
         let raw = args
             .server

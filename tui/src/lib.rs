@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod filters;
 pub mod observe;
+pub mod portforward;
 pub mod printer;
 pub mod status;
 pub mod time;

@@ -196,7 +196,7 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
     config: &ConfigFile,
     mut printer: Printer<W, E>,
 ) -> anyhow::Result<()> {
-    let server = Server::resolve(&args.server, config)?;
+    let (server, _forward) = Server::resolve_forwarded(&args.server, config).await?;
     let channel = server.connect().await?;
     let mut stream = undecoded::get_flows(channel, request(args), 64 * 1024 * 1024)
         .await

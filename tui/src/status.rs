@@ -153,7 +153,7 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
 }
 
 pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()> {
-    let (server, channel) = connect(args, config).await?;
+    let (server, channel, _forward) = connect(args, config).await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let h = with_timeout(
         &server,
@@ -179,10 +179,13 @@ pub async fn status(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()
 }
 
 /// Resolves the server flags and connects.
-async fn connect(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<(Server, Channel)> {
-    let server = Server::resolve(args, config)?;
+async fn connect(
+    args: &ServerArgs,
+    config: &ConfigFile,
+) -> anyhow::Result<(Server, Channel, Option<crate::portforward::PortForward>)> {
+    let (server, forward) = Server::resolve_forwarded(args, config).await?;
     let channel = server.connect().await?;
-    Ok((server, channel))
+    Ok((server, channel, forward))
 }
 
 /// Aligns tab-separated rows as Hubble's tables are (min width 2, padding 3).
@@ -259,7 +262,7 @@ pub async fn list_nodes(
     config: &ConfigFile,
     format: ListFormat,
 ) -> anyhow::Result<()> {
-    let (server, channel) = connect(args, config).await?;
+    let (server, channel, _forward) = connect(args, config).await?;
     let mut r = with_timeout(
         &server,
         "GetNodes",
@@ -280,7 +283,7 @@ pub async fn list_namespaces(
     config: &ConfigFile,
     format: ListFormat,
 ) -> anyhow::Result<()> {
-    let (server, channel) = connect(args, config).await?;
+    let (server, channel, _forward) = connect(args, config).await?;
     let mut r = with_timeout(
         &server,
         "GetNamespaces",

@@ -141,6 +141,8 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
     // A file is read whole before the terminal is taken, so that a bad file
     // is a plain error; a server is followed in the background.
     let (tx, mut rx) = mpsc::channel::<Feed>(64);
+    // A port-forward (-P) lasts as long as the dashboard.
+    let mut forwarded = None;
     let (source_name, server, mut source) = match &args.input_file {
         Some(path) => {
             let lines = read_file(path)?;
@@ -148,7 +150,8 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
             (path.display().to_string(), None, task)
         }
         None => {
-            let s = Server::resolve(&args.server, config)?;
+            let (s, forward) = Server::resolve_forwarded(&args.server, config).await?;
+            forwarded = forward;
             let task = tokio::spawn(follow(
                 s.clone(),
                 args.filters.clone(),
@@ -158,6 +161,10 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
             (s.address.to_string(), Some(s), task)
         }
     };
+    if let Some(f) = &forwarded {
+        tracing::info!(local = %f.local, pod = %f.pod, "port-forwarding to the relay");
+    }
+
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
     app.message = log_note;
     tracing::info!(source = %app.source, buffer = args.buffer, "webb ui started");
