@@ -688,8 +688,10 @@ fn portforward(
         loop {
             tokio::select! {
                 m = futures::StreamExt::next(&mut ws) => match m {
-                    Some(Ok(Message::Binary(b))) if b.len() > 1 && b[0] == 0 => {
-                        if tcp.write_all(&b[1..]).await.is_err() { return; }
+                    Some(Ok(Message::Binary(b)))
+                        if b.len() > 1 && b[0] == 0 && tcp.write_all(&b[1..]).await.is_err() =>
+                    {
+                        return;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     _ => {}

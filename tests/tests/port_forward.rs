@@ -70,7 +70,11 @@ fn status_and_list_reach_the_relay_through_a_port_forward() {
     );
     assert!(stdout.contains("Connected Nodes: 0/1"), "{stdout}");
     let out = webb(&kubeconfig, &["list", "nodes"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:1"));
     let forwards = api
         .requests()
