@@ -13,7 +13,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # skips them: an image build needs only the toolchain).
 need_pkgs=()
 [ "${WEBB_SETUP_PACKAGES:-1}" = 0 ] || for pair in ip:iproute2 tc:iproute2 ping:iputils-ping iperf3:iperf3 dnsmasq:dnsmasq socat:socat \
-            curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq bc:bc dig:bind9-dnsutils prometheus:prometheus; do
+            curl:curl bpftool:bpftool tmux:tmux python3:python3 jq:jq bc:bc dig:bind9-dnsutils prometheus:prometheus nft:nftables; do
   cmd="${pair%%:*}" pkg="${pair#*:}"
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done

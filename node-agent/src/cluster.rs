@@ -97,6 +97,19 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A Service's frontends: a flow to (or a reply from) one of these
+/// address:port pairs is named with the Service (`destination_service`,
+/// `source_service`), as Cilium names flows by their frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// ClusterIPs, external IPs and load-balancer ingress addresses.
+    pub ips: Vec<IpAddr>,
+    /// `(IP protocol number, port)`.
+    pub ports: Vec<(u8, u16)>,
+}
+
 /// An intermediate owner (a ReplicaSet, a Job) and its own controller, so
 /// a pod's workload is named as Hubble names it (the Deployment, the CronJob).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -134,6 +147,7 @@ pub enum Update {
     Policies(Source, Change<NetworkPolicy>),
     Nodes(Source, Change<Node>),
     Owners(Source, Change<Owner>),
+    Services(Source, Change<Service>),
     /// The node's own addresses (identity `host`), as a source sees them.
     HostIps(Source, Vec<IpAddr>),
     /// The host-side interface of every local address the links source can
@@ -160,6 +174,11 @@ impl Keyed for Namespace {
 impl Keyed for Node {
     fn key(&self) -> String {
         self.name.clone()
+    }
+}
+impl Keyed for Service {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 }
 impl Keyed for Owner {
@@ -259,6 +278,7 @@ pub struct ClusterState {
     pub policies: Store<NetworkPolicy>,
     pub nodes: Store<Node>,
     pub owners: Store<Owner>,
+    pub services: Store<Service>,
     pub host_ips: BTreeMap<Source, Vec<IpAddr>>,
     pub interfaces: BTreeMap<IpAddr, String>,
     pub health: BTreeMap<Source, Health>,
@@ -286,6 +306,7 @@ pub struct Dirty {
     pub policies: bool,
     pub namespaces: bool,
     pub nodes: bool,
+    pub services: bool,
 }
 
 impl Dirty {
@@ -296,6 +317,7 @@ impl Dirty {
             || self.policies
             || self.namespaces
             || self.nodes
+            || self.services
     }
 }
 
@@ -307,6 +329,7 @@ impl ClusterState {
             Update::Namespaces(s, c) => dirty.namespaces |= !self.namespaces.apply(s, c).is_empty(),
             Update::Policies(s, c) => dirty.policies |= !self.policies.apply(s, c).is_empty(),
             Update::Nodes(s, c) => dirty.nodes |= !self.nodes.apply(s, c).is_empty(),
+            Update::Services(s, c) => dirty.services |= !self.services.apply(s, c).is_empty(),
             Update::HostIps(s, ips) => {
                 if self.host_ips.get(&s) != Some(&ips) {
                     self.host_ips.insert(s, ips);

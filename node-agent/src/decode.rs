@@ -226,6 +226,8 @@ impl Decoder {
         };
 
         let (l4, summary) = layer4(ev);
+        let source_service = table.service(&src, key.sport).cloned().map(Box::new);
+        let destination_service = table.service(&dst, key.dport).cloned().map(Box::new);
         let source = table.endpoint_for(&src).clone();
         let destination = table.endpoint_for(&dst).clone();
         let (source_names, destination_names) = if self.l7.names.is_empty() {
@@ -297,6 +299,9 @@ impl Decoder {
             destination_names,
             r#type: FlowType::L3L4 as i32,
             node_name: self.ctx.node_name.clone(),
+            node_labels: self.ctx.endpoints.node_labels.clone(),
+            source_service,
+            destination_service,
             event_type: Some(event_type),
             traffic_direction: direction as i32,
             trace_observation_point: obs_point as i32,

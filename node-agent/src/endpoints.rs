@@ -157,6 +157,9 @@ pub fn k8s_labels(label_map: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// Service frontends: (address, port) to the Service a flow is named with.
+pub type ServiceTable = HashMap<(IpAddr, u16), Arc<webb_proto::flow::Service>>;
+
 /// Every endpoint, indexed for the per-event lookups.
 #[derive(Debug, Default)]
 pub struct EndpointTable {
@@ -165,6 +168,11 @@ pub struct EndpointTable {
     pub host_ips: HashSet<IpAddr>,
     /// Other nodes' addresses, by node name (identity `remote-node`).
     pub remote_nodes: HashMap<IpAddr, String>,
+    /// This node's labels as flows carry them (`key=value`, sorted), for
+    /// `--node-label`.
+    pub node_labels: Vec<String>,
+    /// Service frontends (address, port) and the Service they name.
+    pub services: Arc<ServiceTable>,
     by_ip: HashMap<IpAddr, Arc<EndpointInfo>>,
     by_interface: HashMap<String, Arc<EndpointInfo>>,
     by_cgroup_path: HashMap<std::path::PathBuf, Arc<EndpointInfo>>,
@@ -251,6 +259,11 @@ impl EndpointTable {
 
     pub fn by_interface(&self, name: &str) -> Option<&Arc<EndpointInfo>> {
         self.by_interface.get(name)
+    }
+
+    /// The Service whose frontend is this address and port.
+    pub fn service(&self, ip: &IpAddr, port: u16) -> Option<&webb_proto::flow::Service> {
+        self.services.get(&(*ip, port)).map(|s| &**s)
     }
 
     pub fn by_ip(&self, ip: &IpAddr) -> Option<&Arc<EndpointInfo>> {

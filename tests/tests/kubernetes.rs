@@ -72,7 +72,26 @@ impl RoutedPod {
             "src",
             &host,
         ]);
+        // Replies to pods elsewhere (through a Service's NAT) go back
+        // through the node, as a CNI's default route sends them.
+        sh(&[
+            "ip", "-n", &netns, "route", "add", "default", "via", &host, "dev", "eth0",
+        ]);
         Self { netns, host_if, ip }
+    }
+
+    /// A TCP listener in the pod.
+    fn listen(&self, port: u16) -> webb_tests::traffic::Background {
+        let c = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "socat", "-u"])
+            .arg(format!("TCP-LISTEN:{port},reuseaddr,fork"))
+            .arg("OPEN:/dev/null")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat listener");
+        std::thread::sleep(Duration::from_millis(300));
+        webb_tests::traffic::Background(c)
     }
 
     fn ping_from_host(&self, count: u32) -> bool {
@@ -92,6 +111,52 @@ impl Drop for RoutedPod {
             .output();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// A Service's ClusterIP as kube-proxy's nftables mode makes one: a DNAT
+/// in the node's prerouting to the backend, replies un-NATed by conntrack.
+/// Its own table, removed on drop.
+struct ClusterIp {
+    table: String,
+}
+
+impl ClusterIp {
+    fn new(id: u32, vip: &str, port: u16, backend: Ipv4Addr, target: u16) -> Self {
+        let table = format!("webb{id}svc");
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .output();
+        let script = format!(
+            "table ip {table} {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n  \
+             ip daddr {vip} tcp dport {port} dnat to {backend}:{target}\n }}\n}}\n"
+        );
+        let out = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("nft");
+        assert!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { table }
+    }
+}
+
+impl Drop for ClusterIp {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
             .output();
     }
 }
@@ -212,6 +277,23 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
             None,
         ),
     );
+    let vip = format!("10.96.{}.20", lab.id % 250);
+    let _cluster_ip = ClusterIp::new(lab.id, &vip, 80, routed.ip, 8080);
+    // The node routes between its pods: forwarding on these two interfaces
+    // alone (IPv4 decides by the incoming one), gone with them.
+    for dev in [&lab.bridge, &routed.host_if] {
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{dev}.forwarding=1"),
+        ]);
+    }
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "payments", "namespace": "shop"},
+               "spec": {"clusterIP": vip, "clusterIPs": [vip],
+                        "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
+    );
     let kubeconfig = lab.dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     let agent = AgentProcess::start(&lab, NODE, &["--kubeconfig", kubeconfig.to_str().unwrap()]);
@@ -258,6 +340,22 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         );
         let dst = f.destination.as_ref().unwrap();
         assert_eq!(dst.workloads[0].kind, "StatefulSet");
+        assert_eq!(f.node_labels, ["topology.kubernetes.io/zone=lab-a"]);
+        // --node-label selects by them, on the server.
+        let zone = |z: &str| FlowFilter {
+            node_labels: vec![format!("topology.kubernetes.io/zone={z}")],
+            ..Default::default()
+        };
+        assert!(
+            !client::flows(&agent.addr, vec![zone("lab-a")])
+                .await
+                .is_empty()
+        );
+        assert!(
+            client::flows(&agent.addr, vec![zone("lab-b")])
+                .await
+                .is_empty()
+        );
         // `webb status` says where names come from.
         let st = client::status(&agent.addr).await;
         assert_eq!(st.webb_sources["kubernetes"], "synced");
@@ -272,6 +370,60 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
             !f.is_empty()
         })
         .await;
+
+        // A Service in front of the routed pod: a flow to its ClusterIP is
+        // named with it (destination_service), the NATed reply too
+        // (source_service), and --to-service selects them on the server.
+        let _listener = routed.listen(8080);
+        assert!(tcp_send(fe, &vip, 80, 3), "through the ClusterIP");
+        let to_svc = FlowFilter {
+            destination_service: vec!["shop/payments".into()],
+            ..Default::default()
+        };
+        let flows = client::wait_for(&agent.addr, vec![to_svc], Duration::from_secs(5), |f| {
+            !f.is_empty()
+        })
+        .await;
+        let f = &flows[0];
+        assert_eq!(f.ip.as_ref().unwrap().destination, vip);
+        let svc = f.destination_service.as_ref().unwrap();
+        assert_eq!((&*svc.namespace, &*svc.name), ("shop", "payments"));
+        assert_eq!(names(f).0, "shop/frontend-5f6d7-x1");
+        let from_svc = FlowFilter {
+            source_service: vec!["shop/payments".into()],
+            ..Default::default()
+        };
+        let replies = client::wait_for(&agent.addr, vec![from_svc], Duration::from_secs(5), |f| {
+            !f.is_empty()
+        })
+        .await;
+        assert!(
+            replies
+                .iter()
+                .all(|f| f.is_reply.as_ref().is_some_and(|b| b.value)
+                    && f.ip.as_ref().unwrap().source == vip),
+            "{:#?}",
+            replies
+                .iter()
+                .map(|f| (
+                    f.is_reply,
+                    f.ip.clone(),
+                    f.trace_observation_point,
+                    f.l4.clone()
+                ))
+                .collect::<Vec<_>>()
+        );
+        // The backend's own address is not the Service.
+        let at_backend = client::flows(
+            &agent.addr,
+            vec![FlowFilter {
+                destination_ip: vec![routed.ip.to_string()],
+                destination_service: vec!["shop/payments".into()],
+                ..Default::default()
+            }],
+        )
+        .await;
+        assert!(at_backend.is_empty(), "{at_backend:?}");
 
         // The Peer service lists every node's agent, so hubble-relay
         // pointed at this one agent finds the cluster; a node that goes is

@@ -24,7 +24,7 @@ use k8s_openapi::{
     api::{
         apps::v1::ReplicaSet,
         batch::v1::Job,
-        core::v1::{Namespace as KNamespace, Node as KNode, Pod as KPod},
+        core::v1::{Namespace as KNamespace, Node as KNode, Pod as KPod, Service as KService},
         networking::v1::NetworkPolicy as KNetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -40,7 +40,7 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
-use super::{Change, Health, Namespace, Node, Owner, Pod, Source, Update};
+use super::{Change, Health, Namespace, Node, Owner, Pod, Service, Source, Update};
 use crate::policy::NetworkPolicy;
 
 /// Every API request the agent makes: (API group, resource, verbs). The
@@ -49,6 +49,7 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("", "pods", &["list", "watch"]),
     ("", "namespaces", &["list", "watch"]),
     ("", "nodes", &["list", "watch"]),
+    ("", "services", &["list", "watch"]),
     ("networking.k8s.io", "networkpolicies", &["list", "watch"]),
     ("apps", "replicasets", &["list", "watch"]),
     ("batch", "jobs", &["list", "watch"]),
@@ -147,6 +148,14 @@ pub fn spawn(client: Client, tx: mpsc::Sender<Update>) -> Vec<tokio::task::JoinH
             "nodes",
             node,
             Update::Nodes,
+            tx.clone(),
+            s.clone(),
+        )),
+        tokio::spawn(watch(
+            Api::<KService>::all(c.clone()),
+            "services",
+            service,
+            Update::Services,
             tx.clone(),
             s.clone(),
         )),
@@ -431,6 +440,58 @@ pub fn node(n: KNode) -> anyhow::Result<Node> {
         name: n.metadata.name.clone().unwrap_or_default(),
         addresses,
         labels: labels(&n.metadata),
+    })
+}
+
+/// A Service's frontends: its ClusterIPs (not `None`, a headless Service),
+/// external IPs and load-balancer ingress addresses, with its ports.
+pub fn service(s: KService) -> anyhow::Result<Service> {
+    let spec = s.spec.as_ref();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut add = |a: &str| {
+        if let Ok(ip) = a.parse()
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+    };
+    if let Some(spec) = spec {
+        spec.cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .chain(spec.external_ips.iter().flatten())
+            .for_each(|a| add(a));
+    }
+    let ingress = s
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for i in ingress.into_iter().flatten() {
+        if let Some(a) = &i.ip {
+            add(a);
+        }
+    }
+    let ports = spec
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => 6,
+                "UDP" => 17,
+                "SCTP" => 132,
+                _ => return None,
+            };
+            u16::try_from(p.port).ok().map(|port| (proto, port))
+        })
+        .collect();
+    Ok(Service {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.metadata.name.clone().unwrap_or_default(),
+        ips,
+        ports,
     })
 }
 

@@ -13,7 +13,7 @@ use node_agent_ebpf::{endpoint_flags, identity as reserved};
 use super::{ClusterState, Dirty, Pod, Source, Update, identity};
 use crate::{
     decode::Context,
-    endpoints::{EndpointInfo, EndpointTable, EndpointsFile, k8s_labels, label_map},
+    endpoints::{EndpointInfo, EndpointTable, EndpointsFile, ServiceTable, k8s_labels, label_map},
     kernel::DropReasons,
     policy::{self, CompiledPolicy, PolicyKeyOrd},
 };
@@ -154,6 +154,7 @@ pub struct Reconciler {
     label_count: HashMap<Arc<[String]>, usize>,
     identities: HashMap<Arc<[String]>, u32>,
     table: Arc<EndpointTable>,
+    services: Arc<ServiceTable>,
     policy: Arc<CompiledPolicy>,
     pub(super) applied: KernelState,
     /// The last kernel update failed: the next reconcile retries it.
@@ -177,6 +178,7 @@ impl Reconciler {
             label_count: HashMap::new(),
             identities: HashMap::new(),
             table: Arc::new(EndpointTable::default()),
+            services: Arc::default(),
             policy: Arc::new(CompiledPolicy::default()),
             applied: KernelState::default(),
             kernel_stale: true,
@@ -447,7 +449,10 @@ impl Reconciler {
             }
         }
 
-        if endpoints_changed || dirty.nodes || dirty.namespaces {
+        if dirty.services {
+            self.services = Arc::new(service_table(&self.state));
+        }
+        if endpoints_changed || dirty.nodes || dirty.namespaces || dirty.services {
             let host_ips: HashSet<IpAddr> =
                 self.state.host_ips(&self.node_name).into_iter().collect();
             let remote_nodes: HashMap<IpAddr, String> = self
@@ -471,12 +476,17 @@ impl Reconciler {
                 .values()
                 .filter_map(|e| e.info.clone())
                 .collect();
-            self.table = Arc::new(EndpointTable::build(
-                endpoints,
-                namespace_labels,
-                host_ips,
-                remote_nodes,
-            ));
+            let mut table =
+                EndpointTable::build(endpoints, namespace_labels, host_ips, remote_nodes);
+            table.services = self.services.clone();
+            table.node_labels = self
+                .state
+                .nodes
+                .merged()
+                .get(self.node_name.as_str())
+                .map(|n| n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            self.table = Arc::new(table);
         }
         (sets_changed, changed_ips)
     }
@@ -616,4 +626,24 @@ pub fn table_of_file(file: EndpointsFile) -> EndpointTable {
             t.remote_nodes.clone(),
         )
     })
+}
+
+/// Every Service frontend. Two Services claiming one frontend (a
+/// misconfiguration the API server refuses for ClusterIPs, but possible with
+/// external IPs) go to the first by namespace and name, so every node names
+/// them alike.
+fn service_table(state: &ClusterState) -> ServiceTable {
+    let mut out = ServiceTable::new();
+    for svc in state.services.merged().into_values() {
+        let named = Arc::new(webb_proto::flow::Service {
+            name: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+        });
+        for ip in &svc.ips {
+            for (_, port) in &svc.ports {
+                out.entry((*ip, *port)).or_insert_with(|| named.clone());
+            }
+        }
+    }
+    out
 }

@@ -204,7 +204,10 @@ fn local_pods_remote_pods_and_nodes() {
             Node {
                 name: "node-1".into(),
                 addresses: vec![ip("192.168.0.1")],
-                ..Node::default()
+                labels: BTreeMap::from([
+                    ("topology.kubernetes.io/zone".to_owned(), "a".to_owned()),
+                    ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+                ]),
             },
             Node {
                 name: "node-2".into(),
@@ -221,6 +224,11 @@ fn local_pods_remote_pods_and_nodes() {
     r.reconcile(&mut k);
     assert_eq!(name_of(&r, "192.168.0.1"), "host");
     assert_eq!(name_of(&r, "192.168.0.2"), "remote-node");
+    assert_eq!(
+        r.table().node_labels,
+        ["kubernetes.io/os=linux", "topology.kubernetes.io/zone=a"],
+        "this node's labels, as flows carry them"
+    );
     let here = r.table().by_ip(&ip("10.3.0.2")).unwrap();
     let there = r.table().by_ip(&ip("10.3.1.2")).unwrap();
     assert!(here.local && !there.local);
@@ -502,4 +510,55 @@ fn incremental_updates_end_where_a_full_rebuild_does() {
         }
     }
     assert_eq!(r.kernel_state(), r.applied);
+}
+
+#[test]
+fn services_name_their_frontends_and_follow_changes() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    pods(
+        &mut r,
+        Change::Replace(vec![pod("shop", "db-0", "db", "10.3.0.9", "node-1")]),
+    );
+    let svc = |ips: &[&str], ports: &[(u8, u16)]| Service {
+        namespace: "shop".into(),
+        name: "db".into(),
+        ips: ips.iter().map(|a| ip(a)).collect(),
+        ports: ports.to_vec(),
+    };
+    r.apply(Update::Services(
+        Source::Kube,
+        Change::Replace(vec![svc(&["10.96.0.20", "fd00::20"], &[(6, 5432)])]),
+    ));
+    r.reconcile(&mut k);
+    let named = |r: &Reconciler, a: &str, port: u16| {
+        r.table()
+            .service(&ip(a), port)
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+    };
+    assert_eq!(named(&r, "10.96.0.20", 5432).as_deref(), Some("shop/db"));
+    assert_eq!(named(&r, "fd00::20", 5432).as_deref(), Some("shop/db"));
+    assert_eq!(named(&r, "10.96.0.20", 80), None, "another port");
+    assert_eq!(
+        named(&r, "10.3.0.9", 5432),
+        None,
+        "a backend is not a frontend"
+    );
+    // A port added, then the Service gone; pods are not rebuilt for it.
+    let before = r.stats.endpoints_rebuilt;
+    r.apply(Update::Services(
+        Source::Kube,
+        Change::Upsert(svc(&["10.96.0.20"], &[(6, 5432), (6, 80)])),
+    ));
+    r.reconcile(&mut k);
+    assert_eq!(named(&r, "10.96.0.20", 80).as_deref(), Some("shop/db"));
+    assert_eq!(named(&r, "fd00::20", 5432), None);
+    r.apply(Update::Services(
+        Source::Kube,
+        Change::Delete("shop/db".into()),
+    ));
+    r.reconcile(&mut k);
+    assert_eq!(named(&r, "10.96.0.20", 5432), None);
+    assert_eq!(r.stats.endpoints_rebuilt, before);
+    assert!(r.table().by_ip(&ip("10.3.0.9")).is_some());
 }

@@ -1,0 +1,246 @@
+//! The real `webb-agent` against a simulated cluster in the API double:
+//! 5,000 pods on 100 nodes (50 per node, 500 Deployments of 10 replicas in
+//! 20 namespaces, their ReplicaSets), 20 namespaces, 100 nodes, 50
+//! NetworkPolicies.
+//!
+//! `cargo build --release --bins && sudo target/release/webb-bench-kube`
+//!
+//! Measured:
+//! 1. start to fully named: from spawning the agent until its ServerStatus
+//!    says the Kubernetes source is synced and names all 5,000 endpoints;
+//! 2. memory: the agent's RSS with the cluster, against an agent started
+//!    the same way with an empty cluster;
+//! 3. churn: 500 pod changes/s for 10 s (a replica deleted, then recreated
+//!    at a new address: half the changes are deletions), then how long after
+//!    the last change the agent's endpoint count is right again, sampled
+//!    every 10 ms during the run as its lag in events;
+//! 4. API requests per kind (one list and one watch each is the target).
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use webb_tests::{
+    agent::AgentProcess,
+    block_on, client,
+    kube_api::{KubeApi, pod_object},
+    lab::Lab,
+};
+
+const PODS: u32 = 5000;
+const NODES: u32 = 100;
+
+fn ip(i: u32, generation: u32) -> String {
+    let n = i + generation * PODS;
+    format!("10.{}.{}.{}", 40 + (n >> 16), (n >> 8) & 255, n & 255)
+}
+
+fn pod(i: u32, generation: u32) -> serde_json::Value {
+    let d = i / 10;
+    pod_object(
+        &format!("ns-{}", d % 20),
+        &format!("app-{d}-{d:x}abc-{generation:x}{i:05}"),
+        &[
+            ("app", &format!("app-{d}")),
+            ("tier", ["web", "api", "db"][(d % 3) as usize]),
+            ("pod-template-hash", &format!("{d:x}abc")),
+        ],
+        &format!("node-{}", i % NODES),
+        &ip(i, generation),
+        Some(("ReplicaSet", &format!("app-{d}-{d:x}abc"))),
+    )
+}
+
+fn fill(api: &KubeApi) {
+    for n in 0..20 {
+        api.apply(
+            "namespaces",
+            json!({"metadata": {"name": format!("ns-{n}"), "labels": {"team": format!("t{}", n % 4)}}}),
+        );
+    }
+    for n in 0..NODES {
+        api.apply(
+            "nodes",
+            json!({"metadata": {"name": format!("node-{n}"), "labels": {"zone": format!("z{}", n % 3)}},
+                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.200.{}.{}", n / 250, n % 250 + 1)}]}}),
+        );
+    }
+    for d in 0..PODS / 10 {
+        api.apply(
+            "replicasets",
+            json!({"metadata": {"name": format!("app-{d}-{d:x}abc"), "namespace": format!("ns-{}", d % 20),
+                   "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("app-{d}"),
+                                        "uid": format!("d{d}"), "controller": true}]}}),
+        );
+    }
+    for p in 0..50 {
+        api.apply(
+            "networkpolicies",
+            json!({"metadata": {"name": format!("p{p}"), "namespace": format!("ns-{}", (p * 10) % 20)},
+                   "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", p * 10)}},
+                            "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}],
+                                         "ports": [{"port": 8080}]}]}}),
+        );
+    }
+    for i in 0..PODS {
+        api.apply("pods", pod(i, 0));
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn endpoints(addr: &str) -> (u64, String) {
+    block_on(async {
+        let s = client::status(addr).await;
+        (
+            s.webb_endpoints,
+            s.webb_sources
+                .get("kubernetes")
+                .cloned()
+                .unwrap_or_default(),
+        )
+    })
+}
+
+fn start_agent(lab: &Lab, kubeconfig: &Path) -> AgentProcess {
+    AgentProcess::start(
+        lab,
+        "node-7",
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--no-kernel-drops",
+        ],
+    )
+}
+
+fn main() {
+    if let Some(reason) = webb_tests::lab::privileged_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let lab = Lab::new(&[]);
+    lab.write_endpoints("");
+    let kubeconfig = lab.dir.join("kubeconfig");
+
+    // Baseline: the same agent, an empty cluster.
+    let empty = KubeApi::start();
+    empty.write_kubeconfig(&kubeconfig);
+    let agent = start_agent(&lab, &kubeconfig);
+    std::thread::sleep(Duration::from_secs(2));
+    let baseline = rss_mib(agent.child.as_ref().unwrap().id());
+    drop(agent);
+    drop(empty);
+
+    let api = KubeApi::start();
+    let filled = Instant::now();
+    fill(&api);
+    println!(
+        "cluster in the double: {PODS} pods, {NODES} nodes, 500 ReplicaSets, 50 policies ({:.1} s to create)",
+        filled.elapsed().as_secs_f64()
+    );
+    api.write_kubeconfig(&kubeconfig);
+    let started = Instant::now();
+    let agent = start_agent(&lab, &kubeconfig);
+    let serving = started.elapsed();
+    let named = loop {
+        let (n, state) = endpoints(&agent.addr);
+        if n == u64::from(PODS) && state == "synced" {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not named after 60 s: {n} endpoints, {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = agent.child.as_ref().unwrap().id();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_mib(pid);
+    println!(
+        "start to fully named: {:.2} s (serving gRPC after {:.2} s; target < 3 s)",
+        named.as_secs_f64(),
+        serving.as_secs_f64()
+    );
+    println!(
+        "agent RSS: {rss:.1} MiB with the cluster, {baseline:.1} MiB with an empty one: {:.1} MiB for the cluster (target <= 64 MiB)",
+        rss - baseline
+    );
+
+    // Churn at 500 changes/s for 10 s: even changes delete a replica, odd
+    // ones recreate it at a new address.
+    let rate = 500u32;
+    let seconds = 10u32;
+    let total = rate * seconds;
+    let mut generation = vec![0u32; PODS as usize];
+    let mut worst_lag = 0i64;
+    let began = Instant::now();
+    let mut deleted = 0i64;
+    for c in 0..total {
+        let due = began + Duration::from_secs_f64(f64::from(c) / f64::from(rate));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let i = (c / 2 * 7919) % PODS;
+        if c % 2 == 0 {
+            let p = pod(i, generation[i as usize]);
+            let key = format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap(),
+                p["metadata"]["name"].as_str().unwrap()
+            );
+            api.delete("pods", &key);
+            deleted += 1;
+        } else {
+            generation[i as usize] += 1;
+            api.apply("pods", pod(i, generation[i as usize]));
+            deleted -= 1;
+        }
+        if c % 50 == 0 {
+            let (n, _) = endpoints(&agent.addr);
+            let want = i64::from(PODS) - deleted;
+            worst_lag = worst_lag.max((want - n as i64).abs());
+        }
+    }
+    let sent = began.elapsed();
+    let settle = Instant::now();
+    loop {
+        let (n, _) = endpoints(&agent.addr);
+        if n == u64::from(PODS) {
+            break;
+        }
+        assert!(
+            settle.elapsed() < Duration::from_secs(30),
+            "never settled: {n}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "churn: {total} pod changes in {:.1} s ({:.0}/s); settled {:.0} ms after the last; largest sampled lag {worst_lag} events (every 50th change sampled)",
+        sent.as_secs_f64(),
+        f64::from(total) / sent.as_secs_f64(),
+        settle.elapsed().as_secs_f64() * 1e3
+    );
+    let requests = api.requests();
+    let line: Vec<String> = requests
+        .iter()
+        .map(|((k, v), n)| format!("{k} {v} {n}"))
+        .collect();
+    println!("API requests: {}", line.join(", "));
+    println!(
+        "agent RSS after churn: {:.1} MiB",
+        rss_mib(agent.child.as_ref().unwrap().id())
+    );
+}
