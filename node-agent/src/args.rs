@@ -71,6 +71,13 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
 
+    /// Where the kubelet's pod cgroups are (the directory holding
+    /// kubepods.slice or kubepods); default: under --cgroup, or one level
+    /// below it. Sockets' flows are named with their pod from it, host
+    /// network pods included.
+    #[arg(long, value_name = "PATH")]
+    pub kubelet_cgroup_root: Option<PathBuf>,
+
     /// YAML file naming the node's endpoints (pods); reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub endpoints: Option<PathBuf>,

@@ -14,6 +14,7 @@
 //!
 //! This is the relay's `pool.rs` shape: many sources, one owner of the state.
 
+pub mod cgroups;
 pub mod file;
 pub mod identity;
 pub mod k8s;
@@ -153,6 +154,9 @@ pub enum Update {
     /// The host-side interface of every local address the links source can
     /// place (routed or bridged veths), complete each time.
     Interfaces(BTreeMap<IpAddr, String>),
+    /// Every local pod cgroup by id, to the pod's UID ([`cgroups`]),
+    /// complete each time.
+    Cgroups(BTreeMap<u64, String>),
     Health(Source, Health),
 }
 
@@ -281,6 +285,7 @@ pub struct ClusterState {
     pub services: Store<Service>,
     pub host_ips: BTreeMap<Source, Vec<IpAddr>>,
     pub interfaces: BTreeMap<IpAddr, String>,
+    pub cgroups: BTreeMap<u64, String>,
     pub health: BTreeMap<Source, Health>,
 }
 
@@ -307,6 +312,7 @@ pub struct Dirty {
     pub namespaces: bool,
     pub nodes: bool,
     pub services: bool,
+    pub cgroups: bool,
 }
 
 impl Dirty {
@@ -318,6 +324,7 @@ impl Dirty {
             || self.namespaces
             || self.nodes
             || self.services
+            || self.cgroups
     }
 }
 
@@ -348,6 +355,12 @@ impl ClusterState {
                         .interfaces
                         .extend(old.keys().filter(|ip| !map.contains_key(ip)));
                     self.interfaces = map;
+                }
+            }
+            Update::Cgroups(map) => {
+                if self.cgroups != map {
+                    self.cgroups = map;
+                    dirty.cgroups = true;
                 }
             }
             Update::Health(s, h) => {

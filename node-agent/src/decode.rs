@@ -228,8 +228,23 @@ impl Decoder {
         let (l4, summary) = layer4(ev);
         let source_service = table.service(&src, key.sport).cloned().map(Box::new);
         let destination_service = table.service(&dst, key.dport).cloned().map(Box::new);
-        let source = table.endpoint_for(&src).clone();
-        let destination = table.endpoint_for(&dst).clone();
+        let mut source = table.endpoint_for(&src).clone();
+        let mut destination = table.endpoint_for(&dst).clone();
+        // A socket's own end is named with the pod its cgroup belongs to
+        // when its address does not say (a host-network pod: the node's).
+        if let Some(pod) = table.by_cgroup_id.get(&ev.cgroup_id) {
+            let mine = match key.point {
+                point::CGROUP_EGRESS => Some(&mut source),
+                point::CGROUP_INGRESS => Some(&mut destination),
+                _ => None,
+            };
+            if let Some(end) = mine
+                && end.pod_name.is_empty()
+                && end.identity == node_agent_ebpf::identity::HOST
+            {
+                *end = pod.proto.clone();
+            }
+        }
         let (source_names, destination_names) = if self.l7.names.is_empty() {
             (Vec::new(), Vec::new())
         } else {

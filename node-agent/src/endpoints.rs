@@ -173,6 +173,10 @@ pub struct EndpointTable {
     pub node_labels: Vec<String>,
     /// Service frontends (address, port) and the Service they name.
     pub services: Arc<ServiceTable>,
+    /// Local pods by the id of any of their cgroups (the kubelet's tree, or
+    /// a file's `cgroup:`), host-network pods included: a socket's flows
+    /// are named with its pod even when its address is the node's.
+    pub by_cgroup_id: HashMap<u64, Arc<EndpointInfo>>,
     by_ip: HashMap<IpAddr, Arc<EndpointInfo>>,
     by_interface: HashMap<String, Arc<EndpointInfo>>,
     by_cgroup_path: HashMap<std::path::PathBuf, Arc<EndpointInfo>>,

@@ -191,6 +191,10 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     if !args.no_interface_discovery {
         sources.push(tokio::spawn(cluster::links::run(tx.clone())));
     }
+    // Pod UIDs come from the API: without it the kubelet's tree names nothing.
+    if kubernetes && let Some(root) = args.kubelet_cgroup_root.as_ref().or(args.cgroup.as_ref()) {
+        sources.push(cluster::cgroups::spawn(root.clone(), tx.clone()));
+    }
     drop(tx);
     let published = context.clone();
     let (peers_tx, peers) = tokio::sync::watch::channel(Vec::new());

@@ -161,6 +161,47 @@ impl Drop for ClusterIp {
     }
 }
 
+/// A host-network pod's container cgroup where the kubelet (systemd
+/// driver) and containerd put it, under the lab's cgroup; removed on drop.
+struct KubeletCgroup {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl KubeletCgroup {
+    const UID: &str = "6f1d2c3b-4a5e-4f60-8a9b-0c1d2e3f4a5b";
+
+    fn new(parent: &std::path::Path) -> Self {
+        let mut dirs = Vec::new();
+        let mut at = parent.to_path_buf();
+        for d in [
+            "kubepods.slice".to_owned(),
+            "kubepods-besteffort.slice".to_owned(),
+            format!(
+                "kubepods-besteffort-pod{}.slice",
+                Self::UID.replace('-', "_")
+            ),
+            "cri-containerd-0a1b2c3d4e5f.scope".to_owned(),
+        ] {
+            at = at.join(d);
+            std::fs::create_dir(&at).unwrap();
+            dirs.push(at.clone());
+        }
+        Self { dirs }
+    }
+
+    fn container(&self) -> &std::path::Path {
+        self.dirs.last().unwrap()
+    }
+}
+
+impl Drop for KubeletCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 /// The agent's log without its colours.
 fn plain(log: &str) -> String {
     let mut out = String::with_capacity(log.len());
@@ -294,6 +335,20 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
                "spec": {"clusterIP": vip, "clusterIPs": [vip],
                         "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
     );
+    // A host-network pod (a node exporter): its address is the node's, its
+    // container's cgroup where the kubelet puts it.
+    let kubelet_cgroup = lab.cgroup_parent.as_deref().map(KubeletCgroup::new);
+    let mut exporter = pod_object(
+        "monitoring",
+        "node-exporter-7x",
+        &[("app", "node-exporter")],
+        NODE,
+        &lab.host_ip.to_string(),
+        Some(("DaemonSet", "node-exporter")),
+    );
+    exporter["metadata"]["uid"] = json!(KubeletCgroup::UID);
+    exporter["spec"]["hostNetwork"] = json!(true);
+    api.apply("pods", exporter);
     let kubeconfig = lab.dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
     let agent = AgentProcess::start(&lab, NODE, &["--kubeconfig", kubeconfig.to_str().unwrap()]);
@@ -370,6 +425,33 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
             !f.is_empty()
         })
         .await;
+
+        // The host-network pod's socket is named with its pod, from its
+        // cgroup, though its address is the node's.
+        if let Some(cg) = &kubelet_cgroup {
+            let sent = webb_tests::lab::in_cgroup(Some(cg.container()), "socat")
+                .args(["-u", "OPEN:/dev/null"])
+                .arg(format!("TCP:{}:5432,connect-timeout=3", db.ip))
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let flows = client::wait_for(
+                &agent.addr,
+                vec![from_pod("monitoring/node-exporter-7x")],
+                Duration::from_secs(5),
+                |f| f.iter().any(|f| names(f).1 == "shop/db-0"),
+            )
+            .await;
+            let f = flows.iter().find(|f| names(f).1 == "shop/db-0").unwrap();
+            let src = f.source.as_ref().unwrap();
+            assert_eq!(f.ip.as_ref().unwrap().source, lab.host_ip.to_string());
+            assert_eq!(
+                src.identity, 1,
+                "a host-network pod has the host's identity"
+            );
+            assert_eq!(src.workloads[0].kind, "DaemonSet");
+            assert!(f.cgroup_id != 0);
+        }
 
         // A Service in front of the routed pod: a flow to its ClusterIP is
         // named with it (destination_service), the NATed reply too

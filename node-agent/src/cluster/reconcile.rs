@@ -452,7 +452,7 @@ impl Reconciler {
         if dirty.services {
             self.services = Arc::new(service_table(&self.state));
         }
-        if endpoints_changed || dirty.nodes || dirty.namespaces || dirty.services {
+        if endpoints_changed || dirty.nodes || dirty.namespaces || dirty.services || dirty.cgroups {
             let host_ips: HashSet<IpAddr> =
                 self.state.host_ips(&self.node_name).into_iter().collect();
             let remote_nodes: HashMap<IpAddr, String> = self
@@ -479,6 +479,7 @@ impl Reconciler {
             let mut table =
                 EndpointTable::build(endpoints, namespace_labels, host_ips, remote_nodes);
             table.services = self.services.clone();
+            table.by_cgroup_id = self.cgroup_table();
             table.node_labels = self
                 .state
                 .nodes
@@ -489,6 +490,50 @@ impl Reconciler {
             self.table = Arc::new(table);
         }
         (sets_changed, changed_ips)
+    }
+
+    /// Local pods by cgroup id: the kubelet's cgroups by pod UID, and the
+    /// cgroups a file names. A host-network pod has no endpoint of its own
+    /// (its address is the node's): it is named here with identity `host`,
+    /// as Cilium numbers it.
+    fn cgroup_table(&self) -> HashMap<u64, Arc<EndpointInfo>> {
+        let mut out = HashMap::new();
+        let mut by_uid: HashMap<&str, Arc<EndpointInfo>> = HashMap::new();
+        if !self.state.cgroups.is_empty() {
+            let owners = self.state.owners.merged();
+            for pod in self.state.pods.merged().into_values() {
+                if pod.uid.is_empty() || pod.node.as_deref() != Some(self.node_name.as_str()) {
+                    continue;
+                }
+                let info = match self.entries.get(&pod.key()).and_then(|e| e.info.clone()) {
+                    Some(info) => info,
+                    None if pod.host_network => Arc::new(EndpointInfo::new(
+                        pod,
+                        reserved::HOST,
+                        ClusterState::workload_of(pod, &owners),
+                        Vec::new(),
+                        true,
+                        None,
+                    )),
+                    None => continue,
+                };
+                by_uid.insert(pod.uid.as_str(), info);
+            }
+        }
+        for (id, uid) in &self.state.cgroups {
+            if let Some(info) = by_uid.get(uid.as_str()) {
+                out.insert(*id, info.clone());
+            }
+        }
+        for e in self.entries.values() {
+            if let Some(info) = &e.info
+                && let Some(path) = &info.cgroup
+                && let Some(id) = super::cgroups::cgroup_id(path)
+            {
+                out.insert(id, info.clone());
+            }
+        }
+        out
     }
 
     /// What the kernel's endpoint map should hold for one address.

@@ -562,3 +562,56 @@ fn services_name_their_frontends_and_follow_changes() {
     assert_eq!(r.stats.endpoints_rebuilt, before);
     assert!(r.table().by_ip(&ip("10.3.0.9")).is_some());
 }
+
+#[test]
+fn pod_cgroups_name_local_pods_host_network_ones_too() {
+    let mut r = reconciler();
+    let mut k = Recorder::default();
+    let mut exporter = pod(
+        "monitoring",
+        "node-exporter-x",
+        "exporter",
+        "192.168.0.1",
+        "node-1",
+    );
+    exporter.host_network = true;
+    let elsewhere = pod("shop", "far", "far", "10.3.1.2", "node-2");
+    pods(
+        &mut r,
+        Change::Replace(vec![
+            pod("shop", "web", "web", "10.3.0.2", "node-1"),
+            exporter,
+            elsewhere,
+        ]),
+    );
+    r.apply(Update::Cgroups(BTreeMap::from([
+        (100, "uid-web".to_owned()),
+        (101, "uid-web".to_owned()),
+        (200, "uid-node-exporter-x".to_owned()),
+        // Another node's pod cannot be in our cgroup tree: ignored.
+        (300, "uid-far".to_owned()),
+        (400, "uid-gone".to_owned()),
+    ])));
+    r.reconcile(&mut k);
+    let t = r.table();
+    let name = |id: u64| t.by_cgroup_id.get(&id).map(|e| (e.pod.clone(), e.identity));
+    let web = t.by_ip(&ip("10.3.0.2")).unwrap().identity;
+    assert_eq!(name(100), Some(("web".into(), web)));
+    assert_eq!(name(101), Some(("web".into(), web)));
+    assert_eq!(
+        name(200),
+        Some(("node-exporter-x".into(), node_agent_ebpf::identity::HOST)),
+        "a host-network pod is named, with the host's identity"
+    );
+    assert_eq!(name(300), None);
+    assert_eq!(name(400), None);
+    // Its address stays the node's: no endpoint claims it.
+    assert!(t.by_ip(&ip("192.168.0.1")).is_none());
+    // The tree changes: the container is gone.
+    r.apply(Update::Cgroups(BTreeMap::from([(
+        100,
+        "uid-web".to_owned(),
+    )])));
+    r.reconcile(&mut k);
+    assert!(!r.table().by_cgroup_id.contains_key(&200));
+}
