@@ -140,6 +140,7 @@ async fn bench_follow(n: u64, rate: u64) -> (f64, u64, u64) {
         address: String::new(),
         peers: tokio::sync::watch::channel(Vec::new()).1,
         cluster_status: tokio::sync::watch::channel(Default::default()).1,
+        agent_events: Arc::new(webb_agent::agent_events::AgentEvents::new("bench-node")),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

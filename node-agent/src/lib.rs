@@ -12,6 +12,7 @@
 //! - [`endpoints`], [`policy`]: the endpoint table and NetworkPolicy;
 //! - [`kernel`]: facts about the running kernel (BTF, tracepoint layout).
 
+pub mod agent_events;
 pub mod args;
 pub mod cluster;
 pub mod datapath;
@@ -72,6 +73,12 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         drop_reasons.clone(),
         args.policy.is_some() || kubernetes,
     );
+    // Agent events (GetAgentEvents) start with this start.
+    let agent_events = Arc::new(agent_events::AgentEvents::new(&node_name));
+    agent_events.publish([agent_events::agent_started(
+        std::time::SystemTime::now().into(),
+    )]);
+    reconciler.set_events(agent_events.clone());
     for u in files.read()? {
         reconciler.apply(u);
     }
@@ -229,6 +236,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
             .unwrap_or_else(|| local.to_string()),
         peers,
         cluster_status,
+        agent_events,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -39,6 +39,8 @@ pub struct Service {
     pub peers: tokio::sync::watch::Receiver<Vec<(String, String)>>,
     /// What the reconciler knows, for ServerStatus.
     pub cluster_status: tokio::sync::watch::Receiver<crate::cluster::Status>,
+    /// What the agent learned and did, for GetAgentEvents.
+    pub agent_events: Arc<crate::agent_events::AgentEvents>,
 }
 
 /// Top-level Flow field names a field mask may name (proto names).
@@ -234,13 +236,52 @@ impl Observer for Service {
     type GetAgentEventsStream =
         Pin<Box<dyn Stream<Item = Result<GetAgentEventsResponse, Status>> + Send>>;
 
+    /// The kept agent events the request selects, then, with `follow`, new
+    /// ones as they happen. A follower too slow for them is told how many it
+    /// missed (and they are counted) rather than holding the reconciler.
     async fn get_agent_events(
         &self,
-        _: Request<GetAgentEventsRequest>,
+        request: Request<GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetAgentEvents is Cilium-agent specific; webb has no agent events",
-        ))
+        let req = request.into_inner();
+        if let (Some(s), Some(u)) = (req.since, req.until)
+            && s > u
+        {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        let live = req.follow.then(|| self.agent_events.subscribe());
+        let (kept, next) = self.agent_events.select(&req);
+        let history = futures::stream::iter(kept.into_iter().map(Ok));
+        let Some(rx) = live else {
+            return Ok(Response::new(Box::pin(history)));
+        };
+        let events = self.agent_events.clone();
+        let until = req.until;
+        let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(move |item| {
+                let events = events.clone();
+                async move {
+                    match item {
+                        Ok((seq, r)) if seq >= next => Some(Ok(r)),
+                        Ok(_) => None,
+                        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(
+                            n,
+                        )) => {
+                            events.count_lag(n);
+                            tracing::warn!("a GetAgentEvents follower missed {n} agent events");
+                            None
+                        }
+                    }
+                }
+            })
+            .take_while(move |r| {
+                let more = match (r, until) {
+                    (Ok(r), Some(u)) => r.time.is_none_or(|t| t <= u),
+                    _ => true,
+                };
+                async move { more }
+            });
+        Ok(Response::new(Box::pin(history.chain(live))))
     }
 
     type GetDebugEventsStream =

@@ -114,13 +114,53 @@ impl Observer for Relay {
 
     type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
 
+    /// Every connected node's agent events: without `follow`, each node's
+    /// selection merged in time order; with it, each node's stream as its
+    /// events come. A node that fails is left out and logged, as GetFlows
+    /// leaves out an unavailable node. (hubble-relay does not serve this.)
     async fn get_agent_events(
         &self,
-        _: Request<GetAgentEventsRequest>,
+        request: Request<GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetAgentEvents is specific to the Cilium agent",
-        ))
+        let req = request.into_inner();
+        let nodes = self.pool.connected();
+        let calls = nodes.into_iter().map(|n| async move {
+            let mut c = ObserverClient::new(n.channel);
+            match c.get_agent_events(req).await {
+                Ok(r) => Some(r.into_inner()),
+                Err(e) => {
+                    tracing::warn!(node = %n.name, "GetAgentEvents: {}", e.message());
+                    None
+                }
+            }
+        });
+        let streams: Vec<_> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if req.follow {
+            let merged = stream::select_all(streams.into_iter().map(|s| {
+                // One node's stream failing ends that node's part only.
+                s.take_while(|item| {
+                    if let Err(e) = item {
+                        tracing::warn!("GetAgentEvents: {}", e.message());
+                    }
+                    futures::future::ready(item.is_ok())
+                })
+                .boxed()
+            }));
+            return Ok(Response::new(Box::pin(merged)));
+        }
+        let mut all = Vec::new();
+        for s in streams {
+            let events: Vec<_> = s.filter_map(|i| async move { i.ok() }).collect().await;
+            all.extend(events);
+        }
+        all.sort_by_key(|r: &GetAgentEventsResponse| r.time.unwrap_or_default());
+        Ok(Response::new(Box::pin(stream::iter(
+            all.into_iter().map(Ok),
+        ))))
     }
 
     type GetDebugEventsStream = BoxStream<GetDebugEventsResponse>;

@@ -797,8 +797,24 @@ fn nodes_namespaces_peers_and_status_describe_the_agent() {
         assert!(st.seen_flows >= st.num_flows && st.uptime_ns > 0);
         assert!(st.num_connected_nodes.is_none(), "an agent is not a relay");
 
+        // Agent events: the start, and the endpoints the file names.
+        let mut events = obs
+            .get_agent_events(webb_proto::observer::GetAgentEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut types = Vec::new();
+        while let Some(e) = events.next().await {
+            let e = e.unwrap();
+            assert_eq!(e.node_name, "lab-node-7");
+            types.push(e.agent_event.unwrap().r#type);
+        }
+        use webb_proto::flow::AgentEventType as T;
+        assert_eq!(types[0], T::AgentStarted as i32, "{types:?}");
+        assert!(types.contains(&(T::EndpointCreated as i32)), "{types:?}");
+        assert!(types.contains(&(T::IpcacheUpserted as i32)), "{types:?}");
         let err = obs
-            .get_agent_events(webb_proto::observer::GetAgentEventsRequest {})
+            .get_debug_events(webb_proto::observer::GetDebugEventsRequest {})
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unimplemented);

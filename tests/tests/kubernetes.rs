@@ -601,6 +601,60 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         }
     });
 
+    // What the agent learned and did is served as Hubble's agent events:
+    // `webb observe agent-events` (and `hubble observe agent-events`), from
+    // the agent and through a relay.
+    let agent_events = |server: &str| {
+        let out = Command::new(webb_tests::agent::binary("webb"))
+            .args([
+                "observe",
+                "agent-events",
+                "--server",
+                server,
+                "--last",
+                "10000",
+            ])
+            .env("WEBB_CONFIG", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = agent_events(&agent.addr);
+    for want in [
+        ": AGENT_STARTED (start time: ".to_owned(),
+        "ENDPOINT_CREATED (id: ".to_owned(),
+        "namespace: shop, pod name: frontend-5f6d7-x1)".to_owned(),
+        // An interface attached: Cilium's endpoint regeneration.
+        "ENDPOINT_REGENERATE_SUCCESS (id: ".to_owned(),
+        "ENDPOINT_DELETED (id: ".to_owned(),
+        format!("IPCACHE_UPSERTED (cidr: {}/32, identity: ", db.ip),
+        format!("IPCACHE_DELETED (cidr: {}/32", db.ip),
+        "POLICY_UPDATED (labels: [k8s:io.cilium.k8s.policy.derived-from=NetworkPolicy,k8s:io.cilium.k8s.policy.name=db-allow-cart,k8s:io.cilium.k8s.policy.namespace=shop]"
+            .to_owned(),
+        format!("SERVICE_UPSERTED (id: 1, frontend: {vip}:80, type: ClusterIP, namespace: shop, name: payments)"),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in:\n{text}");
+    }
+    let relay = webb_tests::relay::RelayProcess::start(&["--peer", &agent.addr]);
+    let start = Instant::now();
+    loop {
+        let through = agent_events(&relay.addr);
+        if through.contains("SERVICE_UPSERTED (id: 1") && through.contains("AGENT_STARTED") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "through the relay:\n{through}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(relay);
+
     // The API server forgets history and drops every watch: the agent
     // re-lists (410 Gone) and keeps naming what changes after.
     let lists_before: u64 = api
@@ -649,6 +703,7 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         "pods",
         "namespaces",
         "nodes",
+        "services",
         "networkpolicies",
         "replicasets",
         "jobs",

@@ -2,6 +2,7 @@
 //! can drive them: the connection (`conn`), Hubble's filters (`filters`),
 //! `observe` and its printers, `status`, and the dashboard (`ui`).
 
+pub mod agent_events;
 pub mod conn;
 pub mod filters;
 pub mod observe;

@@ -3,7 +3,7 @@
 //! `observe` (Hubble's flags, filters and printers, from a server or a
 //! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`.
 
-use webb_tui::{conn, observe, status, ui};
+use webb_tui::{agent_events, conn, observe, status, ui};
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Observe flows from a webb or Hubble server, or from a file.
-    Observe(Box<observe::ObserveArgs>),
+    Observe(Box<ObserveCmd>),
     /// The interactive dashboard: live flows, verdict filters, details.
     Ui(Box<ui::UiArgs>),
     /// Show the server's health, flow counts and nodes.
@@ -43,6 +43,24 @@ enum Command {
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
     List(ListCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ObserveCmd {
+    #[command(flatten)]
+    flows: observe::ObserveArgs,
+    #[command(subcommand)]
+    kind: Option<ObserveKind>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ObserveKind {
+    /// Observe flows (what `webb observe` alone does)
+    Flows(Box<observe::ObserveArgs>),
+    /// Observe what the agents learn and do: endpoints, interfaces, the IP
+    /// cache, policies, Services
+    AgentEvents(Box<agent_events::AgentEventsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,8 +84,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = conn::load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Observe(a) => {
+            let run = async {
+                match a.kind {
+                    Some(ObserveKind::AgentEvents(e)) => agent_events::run(*e, &config).await,
+                    Some(ObserveKind::Flows(f)) => observe::run(*f, &config).await,
+                    None => observe::run(a.flows, &config).await,
+                }
+            };
             tokio::select! {
-                r = observe::run(*a, &config) => r,
+                r = run => r,
                 // Ctrl-C while following: stop cleanly.
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }

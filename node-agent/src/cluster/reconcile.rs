@@ -11,12 +11,14 @@ use ipnet::IpNet;
 use node_agent_ebpf::{endpoint_flags, identity as reserved};
 
 use super::{ClusterState, Dirty, Pod, Source, Update, identity};
+use crate::agent_events::{self, AgentEvents};
 use crate::{
     decode::Context,
     endpoints::{EndpointInfo, EndpointTable, EndpointsFile, ServiceTable, k8s_labels, label_map},
     kernel::DropReasons,
     policy::{self, CompiledPolicy, PolicyKeyOrd},
 };
+use webb_proto::flow::AgentEvent;
 
 /// What the kernel's endpoint, CIDR and policy maps hold.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -141,6 +143,9 @@ struct Entry {
     info: Option<Arc<EndpointInfo>>,
 }
 
+/// One endpoint before and after a rebuild (None: absent).
+type EndpointChange = (Option<Arc<EndpointInfo>>, Option<Arc<EndpointInfo>>);
+
 pub struct Reconciler {
     pub state: ClusterState,
     node_name: String,
@@ -161,6 +166,15 @@ pub struct Reconciler {
     kernel_stale: bool,
     watched: BTreeSet<String>,
     pub stats: Stats,
+    /// Where agent events go (GetAgentEvents); none in benches.
+    events: Option<Arc<AgentEvents>>,
+    pending: Vec<AgentEvent>,
+    /// The policies last compiled, to tell updated from deleted.
+    policies_seen: BTreeMap<String, Arc<crate::policy::NetworkPolicy>>,
+    policy_revision: u64,
+    /// A stable number per Service frontend, and the Service it last named,
+    /// for SERVICE_* events.
+    service_ids: BTreeMap<(IpAddr, u16), (u32, String, String)>,
 }
 
 impl Reconciler {
@@ -184,7 +198,17 @@ impl Reconciler {
             kernel_stale: true,
             watched: BTreeSet::new(),
             stats: Stats::default(),
+            events: None,
+            pending: Vec::new(),
+            policies_seen: BTreeMap::new(),
+            policy_revision: 0,
+            service_ids: BTreeMap::new(),
         }
+    }
+
+    /// Sends what the reconciler does from now on as agent events.
+    pub fn set_events(&mut self, events: Arc<AgentEvents>) {
+        self.events = Some(events);
     }
 
     pub fn apply(&mut self, update: Update) {
@@ -220,6 +244,12 @@ impl Reconciler {
         if dirty.any() {
             self.stats.rebuilds += 1;
             let (identities_changed, changed_ips) = self.rebuild_table(&dirty);
+            if dirty.policies {
+                self.policy_events();
+            }
+            if dirty.services {
+                self.service_events();
+            }
             if dirty.policies || dirty.namespaces || identities_changed {
                 let policies: Vec<_> = self
                     .state
@@ -276,9 +306,172 @@ impl Reconciler {
                 .map(|e| format!("{}/{}", e.namespace, e.pod))
                 .unwrap_or_default();
             tracing::info!(interface = %iface, %pod, "watching");
+            if let Some(e) = self.table.by_interface(&iface) {
+                self.pending.push(agent_events::endpoint_regenerated(
+                    e.proto.id, &e.labels, None,
+                ));
+            }
         }
         self.watched = wanted;
+        if let Some(sink) = &self.events
+            && !self.pending.is_empty()
+        {
+            sink.publish(self.pending.drain(..));
+        }
+        self.pending.clear();
         published
+    }
+
+    /// POLICY_UPDATED for each NetworkPolicy added or changed, POLICY_DELETED
+    /// for each gone; each change is a new revision.
+    fn policy_events(&mut self) {
+        let now: BTreeMap<String, Arc<crate::policy::NetworkPolicy>> = self
+            .state
+            .policies
+            .merged()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        let rules = |p: &crate::policy::NetworkPolicy| {
+            (p.spec.ingress.as_ref().map_or(0, Vec::len)
+                + p.spec.egress.as_ref().map_or(0, Vec::len)) as i64
+        };
+        for (k, p) in &now {
+            if self
+                .policies_seen
+                .get(k)
+                .is_none_or(|old| !Arc::ptr_eq(old, p) && **old != **p)
+            {
+                self.policy_revision += 1;
+                self.pending.push(agent_events::policy(
+                    true,
+                    &p.metadata.namespace,
+                    &p.metadata.name,
+                    self.policy_revision,
+                    rules(p),
+                ));
+            }
+        }
+        for (k, p) in &self.policies_seen {
+            if !now.contains_key(k) {
+                self.policy_revision += 1;
+                self.pending.push(agent_events::policy(
+                    false,
+                    &p.metadata.namespace,
+                    &p.metadata.name,
+                    self.policy_revision,
+                    rules(p),
+                ));
+            }
+        }
+        self.policies_seen = now;
+    }
+
+    /// SERVICE_UPSERTED for each frontend added or renamed, SERVICE_DELETED
+    /// for each gone, each frontend numbered once.
+    fn service_events(&mut self) {
+        let mut now: Vec<(&(IpAddr, u16), &Arc<webb_proto::flow::Service>)> =
+            self.services.iter().collect();
+        now.sort_by_key(|(f, _)| **f);
+        let mut next = self.service_ids.values().map(|v| v.0).max().unwrap_or(0) + 1;
+        for (f, svc) in now {
+            let named = (svc.namespace.clone(), svc.name.clone());
+            let id = match self.service_ids.get_mut(f) {
+                Some(v) if (v.1.clone(), v.2.clone()) == named => continue,
+                Some(v) => {
+                    (v.1, v.2) = named;
+                    v.0
+                }
+                None => {
+                    next += 1;
+                    self.service_ids.insert(*f, (next - 1, named.0, named.1));
+                    next - 1
+                }
+            };
+            self.pending.push(agent_events::service_upsert(
+                id,
+                &f.0,
+                f.1,
+                &svc.namespace,
+                &svc.name,
+            ));
+        }
+        let services = self.services.clone();
+        self.service_ids.retain(|f, v| {
+            let keep = services.contains_key(f);
+            if !keep {
+                self.pending.push(agent_events::service_delete(v.0));
+            }
+            keep
+        });
+    }
+
+    /// ENDPOINT_CREATED/DELETED for local pods, IPCACHE_* for every address
+    /// the change adds, moves or removes: removals first, so an address that
+    /// changed hands ends upserted.
+    fn endpoint_events(&mut self, changes: &[EndpointChange]) {
+        if self.events.is_none() {
+            return;
+        }
+        for (old, new) in changes {
+            if let Some(o) = old {
+                for ip in &o.ips {
+                    if new.as_ref().is_none_or(|n| !n.ips.contains(ip)) {
+                        self.pending.push(agent_events::ipcache(
+                            false,
+                            ip,
+                            o.identity,
+                            None,
+                            &o.namespace,
+                            &o.pod,
+                        ));
+                    }
+                }
+            }
+        }
+        for (old, new) in changes {
+            let was_local = old.as_ref().is_some_and(|o| o.local);
+            let is_local = new.as_ref().is_some_and(|n| n.local);
+            match (old, new) {
+                (Some(o), _) if was_local && !is_local => {
+                    self.pending.push(agent_events::endpoint_update(
+                        false,
+                        o.proto.id,
+                        &o.labels,
+                        &o.namespace,
+                        &o.pod,
+                    ))
+                }
+                (_, Some(n)) if is_local && !was_local => {
+                    self.pending.push(agent_events::endpoint_update(
+                        true,
+                        n.proto.id,
+                        &n.labels,
+                        &n.namespace,
+                        &n.pod,
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(n) = new {
+                for ip in &n.ips {
+                    let before = old
+                        .as_ref()
+                        .filter(|o| o.ips.contains(ip))
+                        .map(|o| o.identity);
+                    if before != Some(n.identity) {
+                        self.pending.push(agent_events::ipcache(
+                            true,
+                            ip,
+                            n.identity,
+                            before,
+                            &n.namespace,
+                            &n.pod,
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Brings the endpoints of the pods the updates touched up to date (all
@@ -299,6 +492,7 @@ impl Reconciler {
         let mut changed_ips: HashSet<IpAddr> = HashSet::new();
         let mut sets_changed = false;
         let mut endpoints_changed = false;
+        let mut changes: Vec<EndpointChange> = Vec::new();
 
         for k in &keys {
             let old = self.entries.remove(k);
@@ -355,6 +549,7 @@ impl Reconciler {
                     if let Some(info) = old.and_then(|o| o.info) {
                         endpoints_changed = true;
                         changed_ips.extend(info.ips.iter().copied());
+                        changes.push((Some(info), None));
                     }
                 }
             }
@@ -443,12 +638,14 @@ impl Reconciler {
                 for i in e.info.iter().chain(info.iter()) {
                     changed_ips.extend(i.ips.iter().copied());
                 }
+                changes.push((e.info.clone(), info.clone()));
                 if let Some(e) = self.entries.get_mut(k) {
                     e.info = info;
                 }
             }
         }
 
+        self.endpoint_events(&changes);
         if dirty.services {
             self.services = Arc::new(service_table(&self.state));
         }

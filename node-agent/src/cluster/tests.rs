@@ -615,3 +615,154 @@ fn pod_cgroups_name_local_pods_host_network_ones_too() {
     r.reconcile(&mut k);
     assert!(!r.table().by_cgroup_id.contains_key(&200));
 }
+
+/// Each agent event as one line: its type and the fields Hubble prints.
+fn event_lines(ev: &crate::agent_events::AgentEvents) -> Vec<String> {
+    use webb_proto::flow::{AgentEventType, agent_event::Notification as N};
+    let (all, _) = ev.select(&Default::default());
+    all.iter()
+        .map(|r| {
+            let e = r.agent_event.as_ref().unwrap();
+            let t = AgentEventType::try_from(e.r#type).unwrap().as_str_name();
+            let what = match &e.notification {
+                Some(N::EndpointUpdate(u)) => format!("{}/{}", u.namespace, u.pod_name),
+                Some(N::IpcacheUpdate(i)) => format!(
+                    "{} {} {:?} {}/{}",
+                    i.cidr,
+                    i.identity,
+                    i.old_identity.map(|o| o.value),
+                    i.namespace,
+                    i.pod_name
+                ),
+                Some(N::PolicyUpdate(p)) => {
+                    format!("{} r{} n{}", p.labels[1], p.revision, p.rule_count)
+                }
+                Some(N::ServiceUpsert(s)) => format!(
+                    "{} {}:{} {}/{}",
+                    s.id,
+                    s.frontend_address.as_ref().unwrap().ip,
+                    s.frontend_address.as_ref().unwrap().port,
+                    s.namespace,
+                    s.name
+                ),
+                Some(N::ServiceDelete(s)) => s.id.to_string(),
+                Some(N::EndpointRegenerate(r)) => r.id.to_string(),
+                _ => String::new(),
+            };
+            format!("{t} {what}")
+        })
+        .collect()
+}
+
+#[test]
+fn what_the_reconciler_does_is_told_as_agent_events() {
+    let mut r = reconciler();
+    let events = Arc::new(crate::agent_events::AgentEvents::new("node-1"));
+    r.set_events(events.clone());
+    let mut k = Recorder::default();
+    pods(
+        &mut r,
+        Change::Replace(vec![
+            pod("shop", "web", "web", "10.3.0.2", "node-1"),
+            pod("shop", "far", "far", "10.3.1.2", "node-2"),
+        ]),
+    );
+    r.reconcile(&mut k);
+    let lines = event_lines(&events);
+    let web = r.table().by_ip(&ip("10.3.0.2")).unwrap().identity;
+    let far = r.table().by_ip(&ip("10.3.1.2")).unwrap().identity;
+    assert!(
+        lines.contains(&"ENDPOINT_CREATED shop/web".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l == "ENDPOINT_CREATED shop/far"),
+        "not ours"
+    );
+    assert!(lines.contains(&format!("IPCACHE_UPSERTED 10.3.0.2/32 {web} None shop/web")));
+    assert!(lines.contains(&format!("IPCACHE_UPSERTED 10.3.1.2/32 {far} None shop/far")));
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+
+    // The local pod goes and a new one takes its address.
+    pods(&mut r, Change::Delete("shop/web".into()));
+    let mut newer = pod("shop", "web2", "other", "10.3.0.2", "node-1");
+    newer.created = 200;
+    pods(&mut r, Change::Upsert(newer));
+    r.reconcile(&mut k);
+    let lines = event_lines(&events)[3..].to_vec();
+    let web2 = r.table().by_ip(&ip("10.3.0.2")).unwrap().identity;
+    assert_eq!(
+        lines,
+        [
+            format!("IPCACHE_DELETED 10.3.0.2/32 {web} None shop/web"),
+            "ENDPOINT_DELETED shop/web".to_owned(),
+            "ENDPOINT_CREATED shop/web2".to_owned(),
+            format!("IPCACHE_UPSERTED 10.3.0.2/32 {web2} None shop/web2"),
+        ]
+    );
+
+    // Policies: added, changed, deleted, each a revision.
+    let policy = |name: &str, extra: &str| {
+        crate::policy::parse(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  podSelector: {{}}\n  ingress:\n  - {{}}\n{extra}"
+        ))
+        .unwrap()
+        .remove(0)
+    };
+    r.apply(Update::Policies(
+        Source::Kube,
+        Change::Replace(vec![policy("a", "")]),
+    ));
+    r.reconcile(&mut k);
+    r.apply(Update::Policies(
+        Source::Kube,
+        Change::Upsert(policy("a", "  egress:\n  - {}\n")),
+    ));
+    r.reconcile(&mut k);
+    r.apply(Update::Policies(
+        Source::Kube,
+        Change::Delete("shop/a".into()),
+    ));
+    r.reconcile(&mut k);
+    let lines = event_lines(&events)[7..].to_vec();
+    assert_eq!(
+        lines,
+        [
+            "POLICY_UPDATED k8s:io.cilium.k8s.policy.name=a r1 n1",
+            "POLICY_UPDATED k8s:io.cilium.k8s.policy.name=a r2 n2",
+            "POLICY_DELETED k8s:io.cilium.k8s.policy.name=a r3 n2",
+        ]
+    );
+
+    // Services: a frontend upserted once, kept its number when renamed,
+    // deleted by it.
+    let svc = |name: &str| Service {
+        namespace: "shop".into(),
+        name: name.into(),
+        ips: vec![ip("10.96.0.9")],
+        ports: vec![(6, 80)],
+    };
+    r.apply(Update::Services(
+        Source::Kube,
+        Change::Replace(vec![svc("web")]),
+    ));
+    r.reconcile(&mut k);
+    r.reconcile(&mut k);
+    r.apply(Update::Services(
+        Source::Kube,
+        Change::Replace(vec![svc("www")]),
+    ));
+    r.reconcile(&mut k);
+    r.apply(Update::Services(Source::Kube, Change::Replace(vec![])));
+    r.reconcile(&mut k);
+    let lines = event_lines(&events)[10..].to_vec();
+    assert_eq!(
+        lines,
+        [
+            "SERVICE_UPSERTED 1 10.96.0.9:80 shop/web",
+            "SERVICE_UPSERTED 1 10.96.0.9:80 shop/www",
+            "SERVICE_DELETED 1",
+        ]
+    );
+}
