@@ -265,6 +265,12 @@ impl<T: Keyed + PartialEq> Store<T> {
         out
     }
 
+    /// Every object of every source, without merging (a key two sources
+    /// hold comes twice).
+    pub fn values(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.by_source.values().flat_map(|m| m.values())
+    }
+
     pub fn len(&self) -> usize {
         self.by_source.values().map(BTreeMap::len).sum()
     }

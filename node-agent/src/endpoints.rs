@@ -157,6 +157,66 @@ pub fn k8s_labels(label_map: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// Endpoints by address, in shards that are shared between successive
+/// tables: a new table after one pod's change copies the one shard it
+/// touches, not the cluster's every address (5,000 pods: a change costs
+/// microseconds instead of a rebuild of the whole index).
+#[derive(Debug, Clone)]
+pub struct IpIndex {
+    shards: Vec<Arc<HashMap<IpAddr, Arc<EndpointInfo>, rustc_hash::FxBuildHasher>>>,
+}
+
+const IP_SHARDS: usize = 64;
+
+impl Default for IpIndex {
+    fn default() -> Self {
+        Self {
+            shards: (0..IP_SHARDS).map(|_| Arc::default()).collect(),
+        }
+    }
+}
+
+impl IpIndex {
+    fn shard(ip: &IpAddr) -> usize {
+        use std::hash::BuildHasher as _;
+        (rustc_hash::FxBuildHasher.hash_one(ip) >> 32) as usize % IP_SHARDS
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<&Arc<EndpointInfo>> {
+        self.shards[Self::shard(ip)].get(ip)
+    }
+
+    pub fn insert(&mut self, ip: IpAddr, e: Arc<EndpointInfo>) {
+        Arc::make_mut(&mut self.shards[Self::shard(&ip)]).insert(ip, e);
+    }
+
+    /// Removes the address if it is this endpoint's.
+    pub fn remove_if(&mut self, ip: &IpAddr, e: &Arc<EndpointInfo>) {
+        let i = Self::shard(ip);
+        if self.shards[i]
+            .get(ip)
+            .is_some_and(|now| Arc::ptr_eq(now, e))
+        {
+            Arc::make_mut(&mut self.shards[i]).remove(ip);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Arc<EndpointInfo>)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One endpoint before and after a change (None: absent).
+pub type EndpointChange = (Option<Arc<EndpointInfo>>, Option<Arc<EndpointInfo>>);
+
 /// Service frontends: (address, port) to the Service a flow is named with.
 pub type ServiceTable = HashMap<(IpAddr, u16), Arc<webb_proto::flow::Service>>;
 
@@ -177,7 +237,7 @@ pub struct EndpointTable {
     /// a file's `cgroup:`), host-network pods included: a socket's flows
     /// are named with its pod even when its address is the node's.
     pub by_cgroup_id: HashMap<u64, Arc<EndpointInfo>>,
-    by_ip: HashMap<IpAddr, Arc<EndpointInfo>>,
+    by_ip: IpIndex,
     by_interface: HashMap<String, Arc<EndpointInfo>>,
     by_cgroup_path: HashMap<std::path::PathBuf, Arc<EndpointInfo>>,
     host: Endpoint,
@@ -236,6 +296,50 @@ impl EndpointTable {
             table.endpoints.push(info);
         }
         table
+    }
+
+    /// A table like this one with these endpoints changed (before, after),
+    /// sharing the address index's untouched shards; the caller sets the
+    /// cluster-wide fields and gives the full endpoint list.
+    pub fn derive(&self, endpoints: Vec<Arc<EndpointInfo>>, changes: &[EndpointChange]) -> Self {
+        let mut by_ip = self.by_ip.clone();
+        for old in changes.iter().filter_map(|(o, _)| o.as_ref()) {
+            for ip in &old.ips {
+                by_ip.remove_if(ip, old);
+            }
+        }
+        for new in changes.iter().filter_map(|(_, n)| n.as_ref()) {
+            for ip in &new.ips {
+                by_ip.insert(*ip, new.clone());
+            }
+        }
+        // Interfaces and cgroups belong to local pods (tens): indexed anew,
+        // in the same order `build` uses, so a conflict settles alike.
+        let mut by_interface = HashMap::new();
+        let mut by_cgroup_path = HashMap::new();
+        for e in &endpoints {
+            if let Some(i) = &e.interface {
+                by_interface.insert(i.clone(), e.clone());
+            }
+            if let Some(c) = &e.cgroup {
+                by_cgroup_path.insert(c.clone(), e.clone());
+            }
+        }
+        Self {
+            endpoints,
+            by_ip,
+            by_interface,
+            by_cgroup_path,
+            host: self.host.clone(),
+            world: self.world.clone(),
+            remote_node: self.remote_node.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Every address and its endpoint.
+    pub fn addresses(&self) -> impl Iterator<Item = (&IpAddr, &Arc<EndpointInfo>)> {
+        self.by_ip.iter()
     }
 
     pub fn classify(&self, ip: &IpAddr) -> Peer<'_> {

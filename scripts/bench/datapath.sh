@@ -4,7 +4,7 @@
 # and UDP 64-byte packets/s; then ns per packet of the TC programs from
 # bpf_stats (enabled only for that last step, and restored).
 #
-# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http]
+# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http|kube]
 #
 # With `http`, an HTTP server (tests/data/http_server.py) runs in the cart pod
 # and 4 keep-alive clients (scripts/bench/http_load.py) in the frontend pod
@@ -12,6 +12,12 @@
 # every TCP run, so the attached agent copies and parses every request and
 # response head (L7 capture on, its default); the UDP runs are skipped and
 # the HTTP request rate is compared too.
+#
+# With `kube`, both sides are attached: the agent naming the lab from its
+# endpoints file alone, against the same agent with the Kubernetes source on
+# as well (webb-kube-double: KUBE_PODS pods on KUBE_NODES nodes, default
+# 5,000 on 100, churning KUBE_CHURN pod changes/s, default 100, during every
+# run), so the ratio is what the Kubernetes source costs the datapath.
 # Traffic stays inside the lab's namespaces; every run ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +32,7 @@ bin=target/release
 state="$(mktemp -d /tmp/webb-bench.XXXXXX)"
 cleanup() {
   [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "${double_pid:-}" ] && kill -TERM "$double_pid" 2>/dev/null && wait "$double_pid" 2>/dev/null || true
   [ -n "${CART_NETNS:-}" ] && ip netns pids "$CART_NETNS" 2>/dev/null | xargs -r kill 2>/dev/null || true
   [ -n "${lab_pid:-}" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null || true
   [ -n "${stats_before:-}" ] && sysctl -qw kernel.bpf_stats_enabled="$stats_before" || true
@@ -45,9 +52,10 @@ fi
 sleep 0.5
 
 start_agent() {
-  local cg=()
+  local cg=() kube=(--kubernetes off)
   [ -n "${LAB_CGROUP:-}" ] && cg=(--cgroup "$LAB_CGROUP")
-  "$bin/webb-agent" --listen 127.0.0.1:0 --node-name bench --endpoints "$state/endpoints.yaml" "${cg[@]}" 2>"$state/agent.log" &
+  [ "${1:-}" = kube ] && kube=(--kubeconfig "$state/kubeconfig")
+  "$bin/webb-agent" --listen 127.0.0.1:0 --node-name bench --endpoints "$state/endpoints.yaml" "${cg[@]}" "${kube[@]}" 2>"$state/agent.log" &
   agent_pid=$!
   for _ in $(seq 100); do grep -q "datapath attached" "$state/agent.log" && return 0; sleep 0.1; done
   cat "$state/agent.log" >&2; exit 1
@@ -69,6 +77,36 @@ udp_run() {
   ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
     | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; s=e.get("sum_received", e["sum"]); print((s["packets"]-s["lost_packets"])/s["seconds"])'
 }
+
+if [ "$mode_http" = kube ]; then
+  "$bin/webb-kube-double" --kubeconfig "$state/kubeconfig" --pods "${KUBE_PODS:-5000}" \
+    --nodes "${KUBE_NODES:-100}" --churn "${KUBE_CHURN:-100}" > "$state/double.out" &
+  double_pid=$!
+  for _ in $(seq 300); do grep -q ready "$state/double.out" 2>/dev/null && break; sleep 0.1; done
+  declare -a tcp_file tcp_kube udp_file udp_kube
+  for i in $(seq "$pairs"); do
+    for mode in $( [ $((i % 2)) -eq 0 ] && echo "kube file" || echo "file kube"); do
+      start_agent "$mode"
+      if [ "$mode" = kube ]; then
+        addr=$(sed 's/\x1b\[[0-9;]*m//g' "$state/agent.log" | grep -o 'listen=[0-9.:]*' | head -1 | cut -d= -f2)
+        # Proof the source was on and synced: the agent's own status.
+        for _ in $(seq 100); do "$bin/webb" status --server "$addr" 2>/dev/null | grep -q 'kubernetes: synced' && break; sleep 0.1; done
+        "$bin/webb" status --server "$addr" | grep -E 'kubernetes|Endpoints' >&2 || true
+      fi
+      t=$(tcp_run); u=$(udp_run)
+      stop_agent
+      if [ "$mode" = kube ]; then tcp_kube+=("$t"); udp_kube+=("$u"); else tcp_file+=("$t"); udp_file+=("$u"); fi
+      printf 'pair %d %-5s tcp %6.2f Gbit/s  udp %8.0f pkt/s\n' "$i" "$mode" "$(python3 -c "print($t/1e9)")" "$u"
+    done
+  done
+  python3 - "${tcp_file[*]}" "${tcp_kube[*]}" "${udp_file[*]}" "${udp_kube[*]}" <<'PY'
+import statistics as st, sys
+tf, tk, uf, uk = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+print(f"TCP throughput, attached: file only median {st.median(tf)/1e9:.2f} Gbit/s, with the Kubernetes source {st.median(tk)/1e9:.2f} Gbit/s, ratio {st.median(tk)/st.median(tf):.3f}")
+print(f"UDP 64-byte, attached:    file only median {st.median(uf):.0f} pkt/s, with the Kubernetes source {st.median(uk):.0f} pkt/s, ratio {st.median(uk)/st.median(uf):.3f}")
+PY
+  exit 0
+fi
 
 if [ "$mode_http" = http ]; then
   declare -a tcp_off tcp_on http_off http_on

@@ -14,7 +14,10 @@ use super::{ClusterState, Dirty, Pod, Source, Update, identity};
 use crate::agent_events::{self, AgentEvents};
 use crate::{
     decode::Context,
-    endpoints::{EndpointInfo, EndpointTable, EndpointsFile, ServiceTable, k8s_labels, label_map},
+    endpoints::{
+        EndpointChange, EndpointInfo, EndpointTable, EndpointsFile, ServiceTable, k8s_labels,
+        label_map,
+    },
     kernel::DropReasons,
     policy::{self, CompiledPolicy, PolicyKeyOrd},
 };
@@ -142,9 +145,6 @@ struct Entry {
     labels: Arc<[String]>,
     info: Option<Arc<EndpointInfo>>,
 }
-
-/// One endpoint before and after a rebuild (None: absent).
-type EndpointChange = (Option<Arc<EndpointInfo>>, Option<Arc<EndpointInfo>>);
 
 pub struct Reconciler {
     pub state: ClusterState,
@@ -673,8 +673,16 @@ impl Reconciler {
                 .values()
                 .filter_map(|e| e.info.clone())
                 .collect();
-            let mut table =
-                EndpointTable::build(endpoints, namespace_labels, host_ips, remote_nodes);
+            // Only what changed is re-indexed, unless everything may have.
+            let mut table = if dirty.all_endpoints || self.table.endpoints.is_empty() {
+                EndpointTable::build(endpoints, namespace_labels, host_ips, remote_nodes)
+            } else {
+                let mut t = self.table.derive(endpoints, &changes);
+                t.namespace_labels = namespace_labels;
+                t.host_ips = host_ips;
+                t.remote_nodes = remote_nodes;
+                t
+            };
             table.services = self.services.clone();
             table.by_cgroup_id = self.cgroup_table();
             table.node_labels = self
@@ -698,7 +706,7 @@ impl Reconciler {
         let mut by_uid: HashMap<&str, Arc<EndpointInfo>> = HashMap::new();
         if !self.state.cgroups.is_empty() {
             let owners = self.state.owners.merged();
-            for pod in self.state.pods.merged().into_values() {
+            for pod in self.state.pods.values() {
                 if pod.uid.is_empty() || pod.node.as_deref() != Some(self.node_name.as_str()) {
                     continue;
                 }

@@ -446,6 +446,20 @@ fn view(r: &Reconciler) -> Vec<String> {
             )
         })
         .collect();
+    // The indexes too: an incremental table must look up as a rebuilt one.
+    let t = r.table();
+    v.extend(
+        t.addresses()
+            .map(|(ip, e)| format!("ip {ip} -> {}/{}", e.namespace, e.pod)),
+    );
+    for e in &t.endpoints {
+        if let Some(i) = &e.interface {
+            let found = t
+                .by_interface(i)
+                .map(|x| format!("{}/{}", x.namespace, x.pod));
+            v.push(format!("if {i} -> {found:?}"));
+        }
+    }
     v.sort();
     v
 }

@@ -21,73 +21,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
 use webb_tests::{
     agent::AgentProcess,
     block_on, client,
-    kube_api::{KubeApi, pod_object},
+    kube_api::KubeApi,
+    kube_sim::{Churn, Cluster},
     lab::Lab,
 };
 
-const PODS: u32 = 5000;
-const NODES: u32 = 100;
-
-fn ip(i: u32, generation: u32) -> String {
-    let n = i + generation * PODS;
-    format!("10.{}.{}.{}", 40 + (n >> 16), (n >> 8) & 255, n & 255)
-}
-
-fn pod(i: u32, generation: u32) -> serde_json::Value {
-    let d = i / 10;
-    pod_object(
-        &format!("ns-{}", d % 20),
-        &format!("app-{d}-{d:x}abc-{generation:x}{i:05}"),
-        &[
-            ("app", &format!("app-{d}")),
-            ("tier", ["web", "api", "db"][(d % 3) as usize]),
-            ("pod-template-hash", &format!("{d:x}abc")),
-        ],
-        &format!("node-{}", i % NODES),
-        &ip(i, generation),
-        Some(("ReplicaSet", &format!("app-{d}-{d:x}abc"))),
-    )
-}
-
-fn fill(api: &KubeApi) {
-    for n in 0..20 {
-        api.apply(
-            "namespaces",
-            json!({"metadata": {"name": format!("ns-{n}"), "labels": {"team": format!("t{}", n % 4)}}}),
-        );
-    }
-    for n in 0..NODES {
-        api.apply(
-            "nodes",
-            json!({"metadata": {"name": format!("node-{n}"), "labels": {"zone": format!("z{}", n % 3)}},
-                   "status": {"addresses": [{"type": "InternalIP", "address": format!("10.200.{}.{}", n / 250, n % 250 + 1)}]}}),
-        );
-    }
-    for d in 0..PODS / 10 {
-        api.apply(
-            "replicasets",
-            json!({"metadata": {"name": format!("app-{d}-{d:x}abc"), "namespace": format!("ns-{}", d % 20),
-                   "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("app-{d}"),
-                                        "uid": format!("d{d}"), "controller": true}]}}),
-        );
-    }
-    for p in 0..50 {
-        api.apply(
-            "networkpolicies",
-            json!({"metadata": {"name": format!("p{p}"), "namespace": format!("ns-{}", (p * 10) % 20)},
-                   "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", p * 10)}},
-                            "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}],
-                                         "ports": [{"port": 8080}]}]}}),
-        );
-    }
-    for i in 0..PODS {
-        api.apply("pods", pod(i, 0));
-    }
-}
+const CLUSTER: Cluster = Cluster {
+    pods: 5000,
+    nodes: 100,
+};
+const PODS: u32 = CLUSTER.pods;
+const NODES: u32 = CLUSTER.nodes;
 
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -146,7 +93,7 @@ fn main() {
 
     let api = KubeApi::start();
     let filled = Instant::now();
-    fill(&api);
+    CLUSTER.fill(&api);
     println!(
         "cluster in the double: {PODS} pods, {NODES} nodes, 500 ReplicaSets, 50 policies ({:.1} s to create)",
         filled.elapsed().as_secs_f64()
@@ -184,7 +131,7 @@ fn main() {
     let rate = 500u32;
     let seconds = 10u32;
     let total = rate * seconds;
-    let mut generation = vec![0u32; PODS as usize];
+    let mut churn = Churn::new(CLUSTER);
     let mut worst_lag = 0i64;
     let began = Instant::now();
     let mut deleted = 0i64;
@@ -193,21 +140,7 @@ fn main() {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let i = (c / 2 * 7919) % PODS;
-        if c % 2 == 0 {
-            let p = pod(i, generation[i as usize]);
-            let key = format!(
-                "{}/{}",
-                p["metadata"]["namespace"].as_str().unwrap(),
-                p["metadata"]["name"].as_str().unwrap()
-            );
-            api.delete("pods", &key);
-            deleted += 1;
-        } else {
-            generation[i as usize] += 1;
-            api.apply("pods", pod(i, generation[i as usize]));
-            deleted -= 1;
-        }
+        deleted += churn.step(&api);
         if c % 50 == 0 {
             let (n, _) = endpoints(&agent.addr);
             let want = i64::from(PODS) - deleted;
