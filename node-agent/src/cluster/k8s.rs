@@ -255,16 +255,18 @@ async fn watch<K, T>(
                     tracing::info!("watching {resource} again");
                 }
                 failing = false;
+                // The list first, then the health: "synced" means named.
+                let list = wrap(Source::Kube, Change::Replace(std::mem::take(&mut listing)));
+                if tx.send(list).await.is_err() {
+                    return;
+                }
                 if let Some(h) = watches.set(resource, Ok(())) {
                     if h == Health::Synced {
                         tracing::info!("Kubernetes: every watch has listed and is watching");
                     }
                     let _ = tx.send(Update::Health(Source::Kube, h)).await;
                 }
-                Some(wrap(
-                    Source::Kube,
-                    Change::Replace(std::mem::take(&mut listing)),
-                ))
+                None
             }
             Event::Apply(o) => match convert(o) {
                 Ok(t) => Some(wrap(Source::Kube, Change::Upsert(t))),
@@ -335,10 +337,15 @@ async fn watch_owners<K>(
             }
             Event::InitDone => {
                 failing = false;
+                let list =
+                    Update::Owners(Source::Kube, Change::Replace(std::mem::take(&mut listing)));
+                if tx.send(list).await.is_err() {
+                    return;
+                }
                 if let Some(h) = watches.set(resource, Ok(())) {
                     let _ = tx.send(Update::Health(Source::Kube, h)).await;
                 }
-                Some(Change::Replace(std::mem::take(&mut listing)))
+                None
             }
             Event::Apply(o) => Some(Change::Upsert(owner(&o.metadata))),
             Event::Delete(o) => {
