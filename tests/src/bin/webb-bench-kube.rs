@@ -48,6 +48,18 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// User + system CPU time of a process, in seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start past ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; 12 and 13 after the state.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 fn endpoints(addr: &str) -> (u64, String) {
     block_on(async {
         let s = client::status(addr).await;
@@ -131,6 +143,7 @@ fn main() {
     let rate = 500u32;
     let seconds = 10u32;
     let total = rate * seconds;
+    let cpu_before = cpu_s(pid);
     let mut churn = Churn::new(CLUSTER);
     let mut worst_lag = 0i64;
     let began = Instant::now();
@@ -148,6 +161,7 @@ fn main() {
         }
     }
     let sent = began.elapsed();
+    let churn_cpu = cpu_s(pid) - cpu_before;
     let settle = Instant::now();
     loop {
         let (n, _) = endpoints(&agent.addr);
@@ -165,6 +179,13 @@ fn main() {
         sent.as_secs_f64(),
         f64::from(total) / sent.as_secs_f64(),
         settle.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "agent CPU during the churn: {:.2} s in {:.1} s ({:.0}% of a core, {:.0} us per change, the status polls included)",
+        churn_cpu,
+        sent.as_secs_f64(),
+        100.0 * churn_cpu / sent.as_secs_f64(),
+        churn_cpu * 1e6 / f64::from(total)
     );
     let requests = api.requests();
     let line: Vec<String> = requests
