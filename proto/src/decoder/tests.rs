@@ -48,30 +48,35 @@ fn recorded_responses_decode_as_prost_decodes_them_and_share_repeated_endpoints(
         decoded.push(ours);
     }
     assert!(decoded.len() > 7_000, "{} responses", decoded.len());
-    // Every endpoint equal to one decoded before is the same allocation,
-    // as long as it is still in the table: within the recording's few
-    // dozen endpoints, always.
+    // An endpoint equal to the one decoded last time is the same allocation
+    // while it is still in the table. The table is direct-mapped with a
+    // per-process seed, so two of the recording's few dozen endpoints may
+    // share a slot and evict each other now and then: a re-decode is
+    // allowed, but rarely.
     let mut seen: Vec<crate::flow::Endpoint> = Vec::new();
     let mut shared = 0;
+    let mut decoded_again = 0;
     for r in decoded
         .iter()
         .filter(|r| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
     {
         let f = flow(r);
         for e in [&f.source, &f.destination].into_iter().flatten() {
-            match seen.iter().find(|s| **s == *e) {
-                Some(first) => {
-                    assert!(
-                        first.ptr_eq(e),
-                        "an equal endpoint was decoded again: {e:?}"
-                    );
-                    shared += 1;
+            match seen.iter_mut().find(|s| **s == *e) {
+                Some(last) if last.ptr_eq(e) => shared += 1,
+                Some(last) => {
+                    decoded_again += 1;
+                    *last = e.clone();
                 }
                 None => seen.push(e.clone()),
             }
         }
     }
     assert!(shared > 10_000, "{shared} endpoints shared");
+    assert!(
+        decoded_again * 20 < shared,
+        "{decoded_again} equal endpoints decoded again, {shared} shared"
+    );
 }
 
 #[test]
