@@ -78,6 +78,13 @@ impl FlowFilters {
         self.whitelist.is_empty() && self.blacklist.is_empty()
     }
 
+    /// Whether a response that is not a flow (lost events, node status)
+    /// passes: no field of it can match an allowlist filter, and none can
+    /// match a denylist one, as Hubble's filters treat them.
+    pub fn passes_non_flow(&self) -> bool {
+        self.whitelist.is_empty()
+    }
+
     pub fn matches(&self, flow: &Flow) -> bool {
         (self.whitelist.is_empty() || self.whitelist.iter().any(|f| f.matches(flow)))
             && !self.blacklist.iter().any(|f| f.matches(flow))

@@ -351,7 +351,7 @@ impl Window<'_> {
         }
         match &resp.response_types {
             Some(ResponseTypes::Flow(f)) => self.filters.matches(f),
-            _ => true,
+            _ => self.filters.passes_non_flow(),
         }
     }
 }

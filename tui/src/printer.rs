@@ -128,6 +128,8 @@ pub struct Printer<W: Write, E: Write> {
     err: E,
     /// Records written so far (for the dict separator and table header).
     records: u64,
+    /// Which stream the first record went to (None: none yet).
+    err_first: Option<bool>,
     line: String,
     /// The JSON line being written, reused across records.
     json: Vec<u8>,
@@ -163,6 +165,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             out,
             err,
             records: 0,
+            err_first: None,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
             json_writer: Default::default(),
@@ -179,6 +182,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             out: Sink::Plain(Vec::with_capacity(512 * 1024)),
             err: Vec::new(),
             records: 1,
+            err_first: None,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
             json_writer: Default::default(),
@@ -186,8 +190,15 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 
     /// Writes the output of a [`Printer::for_chunk`] printer, in order.
-    pub fn write_chunk(&mut self, out: &[u8], err: &[u8]) -> io::Result<()> {
+    /// `err_first`: the chunk's first record went to stderr (then, in dict
+    /// format, that one loses its separator instead of stdout's first).
+    pub fn write_chunk(&mut self, out: &[u8], err: &[u8], err_first: bool) -> io::Result<()> {
         let mut out = out;
+        let mut err = err;
+        if self.records == 0 && self.opts.format == Format::Dict && err_first && !err.is_empty() {
+            err = err.strip_prefix(DICT_SEPARATOR.as_bytes()).unwrap_or(err);
+            self.records += 1;
+        }
         if !out.is_empty() {
             if self.records == 0 {
                 match self.opts.format {
@@ -209,6 +220,12 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 
     pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
+        if let Some(ResponseTypes::NodeStatus(n)) = &resp.response_types {
+            return self.node_status(n, resp);
+        }
+        if self.err_first.is_none() && resp.response_types.is_some() {
+            self.err_first = Some(false);
+        }
         if matches!(self.opts.format, Format::Json | Format::Jsonpb) {
             self.json.clear();
             self.json_writer.append_line(&mut self.json, resp);
@@ -219,17 +236,69 @@ impl<W: Write, E: Write> Printer<W, E> {
         match &resp.response_types {
             Some(ResponseTypes::Flow(f)) => self.flow(f),
             Some(ResponseTypes::LostEvents(l)) => self.lost(l, resp.time.as_ref()),
-            Some(ResponseTypes::NodeStatus(n)) => {
-                let text = node_status_line(n, resp.time.as_ref(), self.opts.time_format);
-                if let Some(text) = text {
-                    self.err.write_all(text.as_bytes())?;
-                }
-                return Ok(());
-            }
-            None => return Ok(()),
+            Some(ResponseTypes::NodeStatus(_)) | None => return Ok(()),
         }
         self.records += 1;
         self.out.write_all(self.line.as_bytes())
+    }
+
+    /// A relay's node status, as Hubble writes it: only a node becoming
+    /// unavailable or failing (connections and departures are not news),
+    /// always on stderr: JSON as the response, a dict block (its separator
+    /// counted with the flows'), or one line.
+    fn node_status(&mut self, n: &NodeStatusEvent, resp: &GetFlowsResponse) -> io::Result<()> {
+        let state = NodeState::try_from(n.state_change).unwrap_or(NodeState::UnknownNodeState);
+        if !matches!(state, NodeState::NodeUnavailable | NodeState::NodeError) {
+            return Ok(());
+        }
+        if self.err_first.is_none() {
+            self.err_first = Some(true);
+        }
+        let ts = self.time(resp.time.as_ref());
+        let nodes = join_with_cut_off(&n.node_names, ", ", 50);
+        let text = match self.opts.format {
+            Format::Json | Format::Jsonpb => {
+                self.json.clear();
+                self.json_writer.append_line(&mut self.json, resp);
+                self.json.push(b'\n');
+                return self.err.write_all(&self.json);
+            }
+            Format::Dict => {
+                let sep = if self.records != 0 {
+                    DICT_SEPARATOR
+                } else {
+                    self.records += 1;
+                    ""
+                };
+                let message = if n.message.is_empty() {
+                    "N/A".to_owned()
+                } else {
+                    go_quote(&n.message)
+                };
+                format!(
+                    "{sep}  TIMESTAMP: {ts}\n      STATE: {}\n      NODES: {nodes}\n    MESSAGE: {message}\n",
+                    state.as_str_name()
+                )
+            }
+            Format::Compact | Format::Table => {
+                let prefix = format!("{ts} [{}]", resp.node_name);
+                let count = n.node_names.len();
+                match state {
+                    NodeState::NodeError => format!(
+                        "{prefix}: Error {} on {count} nodes: {nodes}\n",
+                        go_quote(&n.message)
+                    ),
+                    _ => format!("{prefix}: {count} nodes are unavailable: {nodes}\n"),
+                }
+            }
+        };
+        self.err.write_all(escape_controls(&text).as_bytes())
+    }
+
+    /// Whether this printer's first record went to stderr (a node status),
+    /// for [`Printer::write_chunk`].
+    pub fn err_first(&self) -> bool {
+        self.err_first == Some(true)
     }
 
     /// Flushes; in table format this also aligns and writes the block of rows
@@ -404,36 +473,64 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 }
 
-/// What the human formats print on stderr for a relay's node status event:
-/// nothing for nodes connecting, a warning for nodes becoming unavailable or
-/// failing.
-fn node_status_line(
-    n: &NodeStatusEvent,
-    time: Option<&Timestamp>,
-    tf: TimeFormat,
-) -> Option<String> {
-    let state = NodeState::try_from(n.state_change).unwrap_or(NodeState::UnknownNodeState);
-    let what = match state {
-        // Hubble stays quiet about nodes that (re)connect.
-        NodeState::NodeConnected => return None,
-        NodeState::NodeUnavailable => "unavailable",
-        NodeState::NodeGone => "gone",
-        NodeState::NodeError => "error",
-        NodeState::UnknownNodeState => "unknown state",
-    };
-    let ts = time
-        .and_then(Timestamp::to_datetime)
-        .map(|t| tf.format(t))
-        .unwrap_or_else(|| "N/A".to_owned());
-    let message = if n.message.is_empty() {
-        "<no message>".to_owned()
-    } else {
-        format!("{:?}", n.message)
-    };
-    Some(format!(
-        "{ts} [{}]: node {what}: {message}\n",
-        n.node_names.join(", ")
-    ))
+/// Names joined until about `target` characters, then how many were left
+/// out: `a, b, c (and 4 more)`; at least one name is always shown.
+fn join_with_cut_off(names: &[String], sep: &str, target: usize) -> String {
+    let mut len = 0;
+    let mut end = names.len();
+    for (i, n) in names.iter().enumerate() {
+        len += n.len() + sep.len();
+        if len > target && i > 0 {
+            end = i;
+            break;
+        }
+    }
+    let joined = names[..end].join(sep);
+    match names.len() - end {
+        0 => joined,
+        more => format!("{joined} (and {more} more)"),
+    }
+}
+
+/// A string quoted as Go's `%q` quotes it: `\"` and `\\`, the usual
+/// letter escapes, `\xNN` for other control bytes, printable text as is.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Terminal control characters left in text bound for a terminal, written
+/// as escapes.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Source and destination as Hubble names them: `ns/pod:port` when the
@@ -671,6 +768,78 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn node_status_is_hubbles_on_stderr_and_shares_the_dict_separator() {
+        let status = |state: NodeState, names: &[&str], msg: &str| GetFlowsResponse {
+            node_name: "relay".into(),
+            response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
+                state_change: state as i32,
+                node_names: names.iter().map(|n| (*n).to_owned()).collect(),
+                message: msg.into(),
+            })),
+            ..Default::default()
+        };
+        let flow = GetFlowsResponse {
+            response_types: Some(ResponseTypes::Flow(Box::default())),
+            ..Default::default()
+        };
+        let run = |format: Format, items: &[GetFlowsResponse]| {
+            let (out, err) = (Shared::default(), Shared::default());
+            let mut p = Printer::new(
+                Options {
+                    format,
+                    ..Options::default()
+                },
+                out.clone(),
+                err.clone(),
+            );
+            for i in items {
+                p.write(i).unwrap();
+            }
+            p.flush().unwrap();
+            let text = |s: Shared| String::from_utf8(s.0.borrow().clone()).unwrap();
+            (text(out), text(err))
+        };
+        let many: Vec<String> = (0..20).map(|i| format!("node-{i:02}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (_, err) = run(
+            Format::Compact,
+            &[
+                status(NodeState::NodeConnected, &["a"], ""),
+                status(NodeState::NodeUnavailable, &many, ""),
+                status(NodeState::NodeError, &["b"], "refused \"x\"\u{1b}"),
+                status(NodeState::NodeGone, &["c"], ""),
+            ],
+        );
+        assert_eq!(
+            err,
+            "N/A [relay]: 20 nodes are unavailable: node-00, node-01, node-02, node-03, node-04 (and 15 more)\n\
+             N/A [relay]: Error \"refused \\\"x\\\"\\x1b\" on 1 nodes: b\n"
+        );
+        // Dict: the first record of either stream has no separator, and a
+        // node status before the first flow gives that flow one.
+        let (out, err) = run(
+            Format::Dict,
+            &[status(NodeState::NodeUnavailable, &["a"], ""), flow.clone()],
+        );
+        assert!(
+            err.starts_with("  TIMESTAMP: N/A\n      STATE: NODE_UNAVAILABLE\n"),
+            "{err}"
+        );
+        assert!(err.ends_with("    MESSAGE: N/A\n"), "{err}");
+        assert!(out.starts_with(DICT_SEPARATOR), "{out}");
+        // JSON: the response, on stderr only.
+        let (out, err) = run(
+            Format::Json,
+            &[status(NodeState::NodeUnavailable, &["a"], "")],
+        );
+        assert!(out.is_empty());
+        assert!(
+            err.starts_with("{\"node_status\":{\"state_change\":\"NODE_UNAVAILABLE\""),
+            "{err}"
+        );
     }
 
     #[test]

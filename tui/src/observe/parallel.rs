@@ -27,6 +27,8 @@ struct Chunk {
 struct Done {
     out: Vec<u8>,
     err: Vec<u8>,
+    /// The chunk's first record went to stderr.
+    err_first: bool,
     failure: Option<anyhow::Error>,
 }
 
@@ -87,7 +89,7 @@ pub(super) fn run<W: Write, E: Write>(
                 let Ok(done) = outputs[i % workers].recv() else {
                     return Ok(());
                 };
-                printer.write_chunk(&done.out, &done.err)?;
+                printer.write_chunk(&done.out, &done.err, done.err_first)?;
                 if let Some(e) = done.failure {
                     return Err(e);
                 }
@@ -125,6 +127,12 @@ fn work(chunk: &Chunk, window: &Window<'_>, opts: printer::Options, name: &str) 
             }
         }
     }
+    let err_first = p.err_first();
     let (out, err) = p.into_buffers();
-    Done { out, err, failure }
+    Done {
+        out,
+        err,
+        err_first,
+        failure,
+    }
 }
