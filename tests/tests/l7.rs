@@ -368,8 +368,10 @@ fn dns_and_http_from_real_servers_become_l7_flows() {
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.contains("http-response FORWARDED (HTTP/1.1 500 ")
-            && l.contains("latency=")),
+        // The latency is in Hubble's own summary (`500 3ms (GET ...)`).
+        text.lines()
+            .any(|l| l.contains("http-response FORWARDED (HTTP/1.1 500 ")
+                && l.contains("ms (GET http://web.shop.lab:8080/")),
         "{text}"
     );
     drop(agent);

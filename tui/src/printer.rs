@@ -235,7 +235,7 @@ impl<W: Write, E: Write> Printer<W, E> {
         self.line.clear();
         match &resp.response_types {
             Some(ResponseTypes::Flow(f)) => self.flow(f),
-            Some(ResponseTypes::LostEvents(l)) => self.lost(l, resp.time.as_ref()),
+            Some(ResponseTypes::LostEvents(l)) => self.lost(l, resp.time.as_ref(), &resp.node_name),
             Some(ResponseTypes::NodeStatus(_)) | None => return Ok(()),
         }
         self.records += 1;
@@ -330,7 +330,15 @@ impl<W: Write, E: Write> Printer<W, E> {
         let ty = flow_type(f);
         let verdict = verdict_text(f);
         let verdict_color = verdict_color(f.verdict);
-        let summary = summary(f);
+        let mut summary = summary(f);
+        // The policy's authentication, as Hubble appends it.
+        if f.auth_type != 0 {
+            let auth = webb_proto::flow::AuthType::try_from(f.auth_type)
+                .map(|a| a.as_str_name().to_owned())
+                .unwrap_or_else(|_| f.auth_type.to_string());
+            summary.push_str("; Auth: ");
+            summary.push_str(&auth);
+        }
         let extra = webb_extra(f);
         match self.opts.format {
             Format::Compact => {
@@ -439,33 +447,53 @@ impl<W: Write, E: Write> Printer<W, E> {
         }
     }
 
-    fn lost(&mut self, l: &LostEvent, time: Option<&Timestamp>) {
+    fn lost(&mut self, l: &LostEvent, time: Option<&Timestamp>, node: &str) {
         let source = LostEventSource::try_from(l.source)
             .map(|s| s.as_str_name())
             .unwrap_or("UNKNOWN_LOST_EVENT_SOURCE");
         let cpu = l.cpu.map_or(0, |c| c.value);
         let n = l.num_events_lost;
         let ts = self.time(time);
+        // When the server says which events the count covers.
+        let span = if l.first.is_some() || l.last.is_some() {
+            format!(
+                " (first: {}, last: {})",
+                self.time(l.first.as_ref()),
+                self.time(l.last.as_ref())
+            )
+        } else {
+            String::new()
+        };
+        let node = if node.is_empty() { "-" } else { node };
         match self.opts.format {
             Format::Compact => {
-                self.line
-                    .push_str(&format!("EVENTS LOST: {source} CPU({cpu}) {n}\n"));
+                self.line.push_str(&format!(
+                    "{ts} EVENTS LOST: {source} CPU({cpu}) {n}{span}\n"
+                ));
             }
             Format::Dict => {
                 if self.records > 0 {
                     self.line.push_str(DICT_SEPARATOR);
                 }
+                self.line.push_str(&format!("  TIMESTAMP: {ts}\n"));
+                if self.opts.node_name {
+                    self.line.push_str(&format!("       NODE: {node}\n"));
+                }
                 self.line.push_str(&format!(
-                    "  TIMESTAMP: {ts}\n     SOURCE: {source}\n       TYPE: EVENTS LOST\n    VERDICT: \n    SUMMARY: CPU({cpu}) - {n}\n"
+                    "     SOURCE: {source}\n       TYPE: EVENTS LOST\n    VERDICT: -\n    SUMMARY: CPU({cpu}) - {n}{span}\n"
                 ));
             }
             Format::Table => {
                 if self.records == 0 {
                     self.table_header();
                 }
-                let node = if self.opts.node_name { "\t" } else { "" };
+                let node = if self.opts.node_name {
+                    format!("{node}\t")
+                } else {
+                    String::new()
+                };
                 self.line.push_str(&format!(
-                    "{ts}\t{node}{source}\t\tEVENTS LOST\t\tCPU({cpu}) - {n}\n"
+                    "{ts}\t{node}{source}\t-\tEVENTS LOST\t-\tCPU({cpu}) - {n}{span}\n"
                 ));
             }
             Format::Json | Format::Jsonpb => unreachable!("handled in write"),
@@ -617,8 +645,18 @@ fn ports(f: &Flow) -> (u32, u32) {
 
 /// Hubble's TYPE column: `to-endpoint`, `Policy denied`, `http-request`,
 /// `policy-verdict:L3-L4 INGRESS`, ...
-#[allow(deprecated)] // Kafka records are deprecated but still named.
 pub fn flow_type(f: &Flow) -> String {
+    flow_type_with(f, true)
+}
+
+/// The type without a DNS record's observer (`dns-request`), for the
+/// dashboard's narrow column.
+pub fn flow_type_short(f: &Flow) -> String {
+    flow_type_with(f, false)
+}
+
+#[allow(deprecated)] // Kafka records are deprecated but still named.
+fn flow_type_with(f: &Flow, observer: bool) -> String {
     if let Some(l7) = &f.l7 {
         let proto = match &l7.record {
             Some(layer7::Record::Http(_)) => "http",
@@ -629,6 +667,13 @@ pub fn flow_type(f: &Flow) -> String {
         let ty = webb_proto::flow::L7FlowType::try_from(l7.r#type)
             .map(|t| t.as_str_name().to_ascii_lowercase())
             .unwrap_or_else(|_| "unknown_l7_type".to_owned());
+        // Hubble names a DNS record's observer after its type, space
+        // separated, even when it is empty: `dns-request proxy`.
+        if let Some(layer7::Record::Dns(d)) = &l7.record
+            && observer
+        {
+            return format!("{proto}-{ty} {}", d.observation_source);
+        }
         return format!("{proto}-{ty}");
     }
     let et = f.event_type.unwrap_or_default();
@@ -646,6 +691,8 @@ pub fn flow_type(f: &Flow) -> String {
                 2 => "L3-L4",
                 3 => "L4-Only",
                 4 => "all",
+                5 => "L3-Proto",
+                6 => "Proto-Only",
                 _ => "unknown",
             };
             let dir = webb_proto::flow::TrafficDirection::try_from(f.traffic_direction)
@@ -656,7 +703,17 @@ pub fn flow_type(f: &Flow) -> String {
         names::EVENT_CAPTURE => DebugCapturePoint::try_from(f.debug_capture_point)
             .map(|p| p.as_str_name().to_owned())
             .unwrap_or_else(|_| "UNKNOWN".to_owned()),
-        names::EVENT_TRACE_SOCK => "trace-sock".to_owned(),
+        // A socket translation is named by its point, as Hubble names it;
+        // a point it has no short name for prints as the enum value.
+        names::EVENT_TRACE_SOCK => match f.sock_xlate_point {
+            1 => "pre-xlate-fwd".to_owned(),
+            2 => "post-xlate-fwd".to_owned(),
+            3 => "pre-xlate-rev".to_owned(),
+            4 => "post-xlate-rev".to_owned(),
+            p => webb_proto::flow::SocketTranslationPoint::try_from(p)
+                .map(|p| p.as_str_name().to_owned())
+                .unwrap_or_else(|_| p.to_string()),
+        },
         _ => "UNKNOWN".to_owned(),
     }
 }
@@ -720,32 +777,19 @@ pub fn summary(f: &Flow) -> String {
     }
 }
 
-/// What webb knows beyond Hubble's text, as `key=value` pairs: the kernel's
-/// drop reason, the L7 latency, and whether the L7 record was cut short.
+/// What webb knows beyond Hubble's text, as `key=value` pairs, only from
+/// webb's extension fields (so Hubble's own data prints as Hubble prints
+/// it; an HTTP response's latency is already in its summary): the kernel's
+/// drop reason, and whether the L7 record was cut short.
 fn webb_extra(f: &Flow) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if !f.webb_kernel_drop_reason.is_empty() {
         out.push(("kernel-drop-reason", f.webb_kernel_drop_reason.clone()));
     }
-    if let Some(l7) = &f.l7
-        && l7.latency_ns > 0
-    {
-        out.push(("latency", format_latency(l7.latency_ns)));
-    }
     if f.l7.as_ref().is_some_and(|l| l.webb_truncated) {
         out.push(("truncated", "true".to_owned()));
     }
     out
-}
-
-fn format_latency(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.2}s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.2}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.1}us", ns as f64 / 1e3)
-    }
 }
 
 #[cfg(test)]

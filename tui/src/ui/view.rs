@@ -261,7 +261,7 @@ fn flow_table(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 Cell::from(dst),
             ];
             if !narrow {
-                cells.push(Cell::from(printer::flow_type(f)));
+                cells.push(Cell::from(printer::flow_type_short(f)));
             }
             cells.push(Cell::from(printer::verdict_text(f)).style(verdict_style(theme, f)));
             cells.push(Cell::from(printer::summary(f)));
