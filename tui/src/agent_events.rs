@@ -15,6 +15,7 @@ use crate::{
     conn::{ConfigFile, Server, ServerArgs},
     observe::{OutputArgs, Selectors},
     printer::Format,
+    status::printable,
     time::TimeFormat,
 };
 
@@ -31,23 +32,14 @@ pub struct AgentEventsArgs {
 /// The request the selectors make, as for flows: the last 20 when nothing
 /// selects.
 pub fn request(s: &Selectors) -> GetAgentEventsRequest {
-    let mut req = GetAgentEventsRequest {
+    let (number, first) = s.number_and_first();
+    GetAgentEventsRequest {
+        number,
+        first,
         follow: s.follow,
         since: s.since.map(Timestamp::from),
         until: s.until.map(Timestamp::from),
-        ..Default::default()
-    };
-    if s.all {
-        req.number = u64::MAX;
-    } else if let Some(n) = s.first {
-        req.number = n;
-        req.first = true;
-    } else if let Some(n) = s.last {
-        req.number = n;
-    } else if !s.follow && s.since.is_none() && s.until.is_none() {
-        req.number = 20;
     }
-    req
 }
 
 pub async fn run(args: AgentEventsArgs, config: &ConfigFile) -> anyhow::Result<()> {
@@ -112,8 +104,8 @@ impl<W: Write> EventPrinter<W> {
         };
         let ts = self.time(r.time.as_ref());
         let ty = type_name(e.r#type);
-        let details = escape(&details(e, self.time_format));
-        let node = escape(&r.node_name);
+        let details = printable(&details(e, self.time_format));
+        let node = printable(&r.node_name);
         match self.format {
             Format::Json | Format::Jsonpb => {
                 let json = serde_json::to_string(r).map_err(io::Error::other)?;
@@ -298,23 +290,6 @@ pub fn details(e: &AgentEvent, tf: TimeFormat) -> String {
         _ => None,
     };
     text.unwrap_or_else(|| "UNKNOWN".to_owned())
-}
-
-/// Terminal control characters (C0, DEL, C1) written as escapes, so a name
-/// cannot drive the reader's terminal.
-pub fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

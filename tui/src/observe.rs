@@ -67,6 +67,24 @@ pub struct Selectors {
     pub until: Option<DateTime<Utc>>,
 }
 
+impl Selectors {
+    /// The request's `number` and `first`: every record, the first or last
+    /// N, or the last 20 when nothing else selects (Hubble's default).
+    pub fn number_and_first(&self) -> (u64, bool) {
+        if self.all {
+            (u64::MAX, false)
+        } else if let Some(n) = self.first {
+            (n, true)
+        } else if let Some(n) = self.last {
+            (n, false)
+        } else if !self.follow && self.since.is_none() && self.until.is_none() {
+            (20, false)
+        } else {
+            (0, false)
+        }
+    }
+}
+
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     time::parse_time(s, Utc::now())
         .ok_or_else(|| format!("{s:?} is not a time; use {}", time::FORMATS_HELP))
@@ -143,16 +161,7 @@ pub fn request(args: &ObserveArgs) -> GetFlowsRequest {
         until: s.until.map(Timestamp::from),
         ..Default::default()
     };
-    if s.all {
-        req.number = u64::MAX;
-    } else if let Some(n) = s.first {
-        req.number = n;
-        req.first = true;
-    } else if let Some(n) = s.last {
-        req.number = n;
-    } else if !s.follow && s.since.is_none() && s.until.is_none() {
-        req.number = 20;
-    }
+    (req.number, req.first) = s.number_and_first();
     if !args.output.field_mask.is_empty() {
         req.field_mask = Some(FieldMask {
             paths: args.output.field_mask.clone(),

@@ -66,7 +66,7 @@ async fn with_timeout<T>(
 /// The text `webb status` prints for a server status.
 /// Text from a server with terminal control characters (C0, DEL, C1)
 /// written as escapes, so a message cannot drive the reader's terminal.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {
