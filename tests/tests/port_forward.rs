@@ -116,5 +116,5 @@ fn port_forward_errors_say_what_to_fix() {
     assert!(e.contains("cannot read --kubeconfig"), "{e}");
     // -P with --server is a usage error.
     let out = webb(&kubeconfig, &["status", "--server", "localhost:4245"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
 }

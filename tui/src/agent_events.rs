@@ -108,7 +108,7 @@ impl<W: Write> EventPrinter<W> {
         let node = printable(&r.node_name);
         match self.format {
             Format::Json | Format::Jsonpb => {
-                let json = serde_json::to_string(r).map_err(io::Error::other)?;
+                let json = webb_proto::json::to_go_string(r);
                 writeln!(self.out, "{json}")?;
             }
             Format::Compact => {
@@ -161,30 +161,14 @@ impl<W: Write> EventPrinter<W> {
         self.flush()
     }
 
-    /// Hubble's tabwriter: columns padded to the widest cell plus 3, the
-    /// last one as is.
+    /// The rows through Go's tabwriter, as Hubble aligns them.
     fn write_table(&mut self) -> io::Result<()> {
-        let cols = self.rows.first().map_or(0, Vec::len);
-        let mut widths = vec![0usize; cols];
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
+        let mut t = crate::printer::tabwriter::TabWriter::new(&mut self.out, 2, 3);
         for r in std::mem::take(&mut self.rows) {
-            let mut line = String::new();
-            for (i, c) in r.iter().enumerate() {
-                if i + 1 == r.len() {
-                    line.push_str(c);
-                } else {
-                    line.push_str(c);
-                    let pad = (widths[i] + 3).max(2) - c.chars().count();
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
-            }
-            writeln!(self.out, "{line}")?;
+            t.write_all(r.join("\t").as_bytes())?;
+            t.write_all(b"\n")?;
         }
-        Ok(())
+        t.flush()
     }
 }
 
@@ -317,6 +301,9 @@ mod tests {
             numeric: false,
             ip_translation: true,
             field_mask: Vec::new(),
+            print_policy_names: false,
+            silent: false,
+            debug: false,
         };
         let mut p = EventPrinter::new(&o, Vec::new());
         for e in events {

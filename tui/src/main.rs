@@ -109,10 +109,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    // A usage error exits 1, as `hubble` does (scripts check for it);
+    // --help and --version exit 0.
+    let usage = |e: clap::Error| -> ExitCode {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    };
+    let cli = match Cli::command().try_get_matches().and_then(|m| {
+        // Our own checks' errors get the usage line clap gives its own.
+        Cli::from_arg_matches(&m).map_err(|e| e.format(&mut Cli::command()))
+    }) {
         Ok(c) => c,
-        Err(e) => e.format(&mut Cli::command()).exit(),
+        Err(e) => return usage(e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,11 +140,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("webb: {e:#}");
-            if e.downcast_ref::<conn::Usage>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::FAILURE
         }
     }
 }

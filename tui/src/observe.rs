@@ -12,13 +12,14 @@ use futures::{FutureExt as _, StreamExt as _};
 use webb_proto::{
     decoder::ResponseDecoder,
     filter::FlowFilters,
+    flow::Flow,
     observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
     undecoded,
     wkt::{FieldMask, Timestamp},
 };
 
 use crate::{
-    conn::{ConfigFile, Server, ServerArgs},
+    conn::{ConfigFile, Server, ServerArgs, Usage},
     filters::{self, FilterArgs},
     printer::{self, Format, Printer},
     time::{self, TimeFormat},
@@ -90,24 +91,66 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("{s:?} is not a time; use {}", time::FORMATS_HELP))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--color`: `always`, `never`, or anything else (`auto`): when stdout is a
+/// terminal, `NO_COLOR` is unset and `TERM` is not `dumb`, as Hubble's colour
+/// library decides (it reads an unknown value as `auto` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColorWhen {
     Auto,
     Always,
     Never,
 }
 
+impl ColorWhen {
+    pub fn parse(v: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(match v.to_ascii_lowercase().as_str() {
+            "always" => Self::Always,
+            "never" => Self::Never,
+            _ => Self::Auto,
+        })
+    }
+}
+
+/// `-o`: Hubble's names (`json` and `JSON` are jsonpb's JSON, `tab` is
+/// `table`); anything else is refused as Hubble refuses it.
+fn parse_format(v: &str) -> Result<Format, String> {
+    Ok(match v {
+        "compact" => Format::Compact,
+        "dict" => Format::Dict,
+        "json" | "JSON" => Format::Json,
+        "jsonpb" => Format::Jsonpb,
+        "tab" | "table" => Format::Table,
+        _ => return Err(format!("invalid output format: {v}")),
+    })
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
-    /// Output format
-    #[arg(short, long, value_enum, default_value_t = Format::Compact, help_heading = "Output")]
+    /// Output format: compact, dict, json, jsonpb, table
+    #[arg(short, long, value_name = "FORMAT", default_value = "compact",
+          value_parser = parse_format, help_heading = "Output")]
     pub output: Format,
-    /// Time format
-    #[arg(long, value_enum, default_value_t = TimeFormat::StampMilli, help_heading = "Output")]
+    /// Time format: YearMonthDay, YearMonthDayHour, YearMonthDayHourMinute,
+    /// StampMilli, RFC3339, RFC3339Milli, RFC3339Micro, RFC3339Nano, RFC1123Z
+    /// (any case; an unknown name is StampMilli, as in Hubble)
+    #[arg(long, value_name = "NAME", default_value = "StampMilli",
+          value_parser = TimeFormat::parse, help_heading = "Output")]
     pub time_format: TimeFormat,
-    /// Colour the output (auto: when stdout is a terminal and NO_COLOR is unset)
-    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, help_heading = "Output")]
+    /// Colour the output: auto (when stdout is a terminal and NO_COLOR is
+    /// unset), always or never
+    #[arg(long, value_name = "WHEN", default_value = "auto",
+          value_parser = ColorWhen::parse, help_heading = "Output")]
     pub color: ColorWhen,
+    /// Name the policies that allowed or denied a policy verdict
+    /// (`ALLOWED BY name (kind)`)
+    #[arg(long, help_heading = "Output")]
+    pub print_policy_names: bool,
+    /// Silent: write nothing on stderr (node status, warnings)
+    #[arg(short = 's', long, help_heading = "Output")]
+    pub silent: bool,
+    /// Debug: log the request sent and every node status change on stderr
+    #[arg(short = 'D', long, help_heading = "Output")]
+    pub debug: bool,
     /// Print the node name of each flow
     #[arg(long, help_heading = "Output")]
     pub print_node_name: bool,
@@ -136,6 +179,7 @@ impl OutputArgs {
             ColorWhen::Never => false,
             ColorWhen::Auto => {
                 std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
                     && io::stdout().is_terminal()
             }
         };
@@ -146,7 +190,25 @@ impl OutputArgs {
             node_name: self.print_node_name,
             ip_translation: self.ip_translation && !self.numeric,
             numeric: self.numeric,
+            policy_names: self.print_policy_names,
+            debug: self.debug,
+            silent: self.silent,
         }
+    }
+
+    /// Hubble's checks of the output flags against the selectors.
+    pub fn check(&self, follow: bool) -> Result<(), String> {
+        let json = matches!(self.output, Format::Json | Format::Jsonpb);
+        if !json && !self.field_mask.is_empty() {
+            return Err(format!(
+                "{} output format is not compatible with custom field mask",
+                self.output.name()
+            ));
+        }
+        if self.output == Format::Table && follow {
+            return Err("table output format is not compatible with follow mode".into());
+        }
+        Ok(())
     }
 }
 
@@ -178,6 +240,9 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 mod parallel;
 
 pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
+    args.output
+        .check(args.selectors.follow)
+        .map_err(|e| anyhow::anyhow!(Usage(e)))?;
     if args.print_raw_filters {
         print!("{}", filters::raw_listing(&args.filters));
         return Ok(());
@@ -294,38 +359,45 @@ fn from_file<W: Write, E: Write>(
     let window = Window {
         since: s.since,
         until: s.until,
+        non_flow_passes: filters.matches(&Flow::default()),
         filters: &filters,
     };
-    let first = if s.all { None } else { s.first };
-    let last = if s.all { None } else { s.last };
+    let first = if s.all {
+        None
+    } else {
+        s.first.filter(|&n| n > 0)
+    };
+    let last = if s.all {
+        None
+    } else {
+        s.last.filter(|&n| n > 0)
+    };
+    if let Some(n) = last.filter(|&n| n > 1_000_000) {
+        anyhow::bail!(Usage(format!("--last must be <= 1_000_000, got {n}")));
+    }
     if first.is_none() && last.is_none() {
         return parallel::run(reader, path, &window, printer);
     }
-    // `--first`/`--last` count flows, as a server does; lost events and node
-    // status records inside the window come along.
-    let is_flow = |r: &GetFlowsResponse| matches!(r.response_types, Some(ResponseTypes::Flow(_)));
+    // As Hubble's file reader counts: every response that passes the time
+    // window and the filters counts towards --first/--last, whatever it
+    // carries (a node status too, even one that prints nothing).
     let mut tail: VecDeque<GetFlowsResponse> = VecDeque::new();
-    let mut tail_flows = 0u64;
-    let mut printed_flows = 0u64;
+    let mut returned = 0u64;
     for item in webb_proto::json::read_lines(reader) {
         let resp = item.map_err(|e| anyhow::anyhow!("--input-file {}: {e}", path.display()))?;
         if !window.keeps(&resp) {
             continue;
         }
-        let flow = is_flow(&resp);
         if let Some(n) = last {
-            tail_flows += u64::from(flow);
             tail.push_back(resp);
-            while tail_flows > n {
-                if tail.pop_front().is_some_and(|r| is_flow(&r)) {
-                    tail_flows -= 1;
-                }
+            if tail.len() as u64 > n {
+                tail.pop_front();
             }
             continue;
         }
         printer.write(&resp)?;
-        printed_flows += u64::from(flow);
-        if first.is_some_and(|n| printed_flows >= n) {
+        returned += 1;
+        if first.is_some_and(|n| returned >= n) {
             break;
         }
     }
@@ -339,28 +411,28 @@ pub(crate) struct Window<'a> {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     filters: &'a FlowFilters,
+    /// Whether the filters pass an empty flow: Hubble's file reader filters
+    /// a response that is not a flow (lost events, node status) as one.
+    non_flow_passes: bool,
 }
 
 impl Window<'_> {
+    /// Hubble's file reader: the response's own time (none is the Unix
+    /// epoch) within --since/--until, then the filters.
     pub(crate) fn keeps(&self, resp: &GetFlowsResponse) -> bool {
         if self.since.is_some() || self.until.is_some() {
             let t = resp
                 .time
                 .as_ref()
-                .or(match &resp.response_types {
-                    Some(ResponseTypes::Flow(f)) => f.time.as_ref(),
-                    _ => None,
-                })
-                .and_then(Timestamp::to_datetime);
-            if let Some(t) = t
-                && (self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u))
-            {
+                .and_then(Timestamp::to_datetime)
+                .unwrap_or(DateTime::UNIX_EPOCH);
+            if self.since.is_some_and(|s| s > t) || self.until.is_some_and(|u| u < t) {
                 return false;
             }
         }
         match &resp.response_types {
             Some(ResponseTypes::Flow(f)) => self.filters.matches(f),
-            _ => self.filters.passes_non_flow(),
+            _ => self.non_flow_passes,
         }
     }
 }
@@ -368,7 +440,7 @@ impl Window<'_> {
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
-    use webb_proto::flow::{Flow, Verdict};
+    use webb_proto::flow::Verdict;
 
     use super::*;
 

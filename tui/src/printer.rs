@@ -7,7 +7,6 @@
 use std::io::{self, Write};
 
 use chrono::{DateTime, Utc};
-use tabwriter::TabWriter;
 use webb_proto::{
     flow::{DebugCapturePoint, Flow, LostEvent, LostEventSource, Verdict, layer4, layer7},
     names,
@@ -17,6 +16,9 @@ use webb_proto::{
 };
 
 use crate::time::TimeFormat;
+
+pub(crate) mod tabwriter;
+use tabwriter::TabWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -42,8 +44,15 @@ pub struct Options {
     /// Show pod names instead of IPs (off with `--numeric` or
     /// `--ip-translation=false`).
     pub ip_translation: bool,
-    /// Identities as numbers, even reserved ones.
+    /// `--numeric` (IPs instead of names; reserved identities keep their
+    /// names, as in Hubble).
     pub numeric: bool,
+    /// `--print-policy-names`: `ALLOWED BY name (kind)`.
+    pub policy_names: bool,
+    /// `-D`: every node status change, not only failures.
+    pub debug: bool,
+    /// `-s`: nothing on stderr.
+    pub silent: bool,
 }
 
 impl Default for Options {
@@ -55,6 +64,22 @@ impl Default for Options {
             node_name: false,
             ip_translation: true,
             numeric: false,
+            policy_names: false,
+            debug: false,
+            silent: false,
+        }
+    }
+}
+
+impl Format {
+    /// The name `-o` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Dict => "dict",
+            Self::Json => "json",
+            Self::Jsonpb => "jsonpb",
+            Self::Table => "table",
         }
     }
 }
@@ -79,30 +104,24 @@ const TABLE_BLOCK_BYTES: usize = 1 << 20;
 
 enum Sink<W: Write> {
     Plain(W),
-    /// The tabwriter and the bytes written to it since it last flushed.
-    Table(TabWriter<W>, usize),
+    /// Go's tabwriter, holding the rows it has not aligned yet.
+    Table(TabWriter<W>),
 }
 
 impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Plain(w) => w.write(buf),
-            Self::Table(w, pending) => {
-                let n = w.write(buf)?;
-                *pending += n;
-                Ok(n)
-            }
+            Self::Table(w) => w.write(buf),
         }
     }
     /// Callers write whole lines, so a block ends at a line's end.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Self::Plain(w) => w.write_all(buf),
-            Self::Table(w, pending) => {
+            Self::Table(w) => {
                 w.write_all(buf)?;
-                *pending += buf.len();
-                if *pending >= TABLE_BLOCK_BYTES {
-                    *pending = 0;
+                if w.held() >= TABLE_BLOCK_BYTES {
                     w.flush()?;
                 }
                 Ok(())
@@ -112,10 +131,7 @@ impl<W: Write> Write for Sink<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(w) => w.flush(),
-            Self::Table(w, pending) => {
-                *pending = 0;
-                w.flush()
-            }
+            Self::Table(w) => w.flush(),
         }
     }
 }
@@ -149,15 +165,19 @@ impl<W: Write, E: Write> Printer<W, E> {
     {
         let out = match self.out {
             Sink::Plain(w) => w.into(),
-            Sink::Table(t, _) => t.into_inner().map(Into::into).unwrap_or_default(),
+            Sink::Table(t) => t.into_inner().map(Into::into).unwrap_or_default(),
         };
         (out, self.err.into())
     }
 
-    pub fn new(opts: Options, out: W, err: E) -> Self {
+    pub fn new(mut opts: Options, out: W, err: E) -> Self {
+        // Hubble's tabwriter cannot align coloured text: tables are plain.
+        if opts.format == Format::Table {
+            opts.color = false;
+        }
         let out = match opts.format {
             // Hubble's tabwriter: min width 2, padding 3, spaces.
-            Format::Table => Sink::Table(TabWriter::new(out).minwidth(2).padding(3), 0),
+            Format::Table => Sink::Table(TabWriter::new(out, 2, 3)),
             _ => Sink::Plain(out),
         };
         Self {
@@ -220,10 +240,13 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 
     pub fn write(&mut self, resp: &GetFlowsResponse) -> io::Result<()> {
-        if let Some(ResponseTypes::NodeStatus(n)) = &resp.response_types {
-            return self.node_status(n, resp);
+        match &resp.response_types {
+            Some(ResponseTypes::NodeStatus(n)) => return self.node_status(n, resp),
+            // A response with no payload is not printed, in any format.
+            None => return Ok(()),
+            Some(_) => {}
         }
-        if self.err_first.is_none() && resp.response_types.is_some() {
+        if self.err_first.is_none() {
             self.err_first = Some(false);
         }
         if matches!(self.opts.format, Format::Json | Format::Jsonpb) {
@@ -239,16 +262,23 @@ impl<W: Write, E: Write> Printer<W, E> {
             Some(ResponseTypes::NodeStatus(_)) | None => return Ok(()),
         }
         self.records += 1;
-        self.out.write_all(self.line.as_bytes())
+        let line = hubble_escape(&self.line, self.opts.color);
+        self.out.write_all(line.as_bytes())
     }
 
     /// A relay's node status, as Hubble writes it: only a node becoming
-    /// unavailable or failing (connections and departures are not news),
-    /// always on stderr: JSON as the response, a dict block (its separator
-    /// counted with the flows'), or one line.
+    /// unavailable or failing (connections and departures are not news,
+    /// except under `-D`), always on stderr (nothing under `-s`): JSON as
+    /// the response, a dict block (its separator counted with the flows'),
+    /// or one line.
     fn node_status(&mut self, n: &NodeStatusEvent, resp: &GetFlowsResponse) -> io::Result<()> {
-        let state = NodeState::try_from(n.state_change).unwrap_or(NodeState::UnknownNodeState);
-        if !matches!(state, NodeState::NodeUnavailable | NodeState::NodeError) {
+        let state = NodeState::try_from(n.state_change).ok();
+        if !self.opts.debug
+            && !matches!(
+                state,
+                Some(NodeState::NodeUnavailable | NodeState::NodeError)
+            )
+        {
             return Ok(());
         }
         if self.err_first.is_none() {
@@ -256,7 +286,12 @@ impl<W: Write, E: Write> Printer<W, E> {
         }
         let ts = self.time(resp.time.as_ref());
         let nodes = join_with_cut_off(&n.node_names, ", ", 50);
+        let state_name = state.map_or_else(
+            || n.state_change.to_string(),
+            |s| s.as_str_name().to_owned(),
+        );
         let text = match self.opts.format {
+            Format::Json | Format::Jsonpb if self.opts.silent => return Ok(()),
             Format::Json | Format::Jsonpb => {
                 self.json.clear();
                 self.json_writer.append_line(&mut self.json, resp);
@@ -276,23 +311,40 @@ impl<W: Write, E: Write> Printer<W, E> {
                     go_quote(&n.message)
                 };
                 format!(
-                    "{sep}  TIMESTAMP: {ts}\n      STATE: {}\n      NODES: {nodes}\n    MESSAGE: {message}\n",
-                    state.as_str_name()
+                    "{sep}  TIMESTAMP: {ts}\n      STATE: {state_name}\n      NODES: {nodes}\n    MESSAGE: {message}\n"
                 )
             }
             Format::Compact | Format::Table => {
                 let prefix = format!("{ts} [{}]", resp.node_name);
                 let count = n.node_names.len();
                 match state {
-                    NodeState::NodeError => format!(
+                    Some(NodeState::NodeConnected) => {
+                        format!("{prefix}: Receiving flows from {count} nodes: {nodes}\n")
+                    }
+                    Some(NodeState::NodeUnavailable) => {
+                        format!("{prefix}: {count} nodes are unavailable: {nodes}\n")
+                    }
+                    Some(NodeState::NodeGone) => {
+                        format!("{prefix}: {count} nodes removed from cluster: {nodes}\n")
+                    }
+                    Some(NodeState::NodeError) => format!(
                         "{prefix}: Error {} on {count} nodes: {nodes}\n",
                         go_quote(&n.message)
                     ),
-                    _ => format!("{prefix}: {count} nodes are unavailable: {nodes}\n"),
+                    _ => format!(
+                        "{prefix}: unknown node status event: {}\n",
+                        node_status_text(n)
+                    ),
                 }
             }
         };
-        self.err.write_all(escape_controls(&text).as_bytes())
+        // Under -s the text goes nowhere, but a dict block still counts
+        // for the separator, as in Hubble (which writes it to a discard).
+        if self.opts.silent {
+            return Ok(());
+        }
+        self.err
+            .write_all(hubble_escape(&text, self.opts.color).as_bytes())
     }
 
     /// Whether this printer's first record went to stderr (a node status),
@@ -308,36 +360,77 @@ impl<W: Write, E: Write> Printer<W, E> {
         self.err.flush()
     }
 
-    fn paint(&mut self, color: &str, text: &str) {
+    /// `text` in `color` when colours are on, as Hubble's colour library
+    /// writes it (the code, the text, a reset).
+    fn painted(&self, color: &str, text: &str) -> String {
         if self.opts.color {
-            self.line.push_str(color);
-            self.line.push_str(text);
-            self.line.push_str(ansi::RESET);
+            format!("{color}{text}{}", ansi::RESET)
         } else {
-            self.line.push_str(text);
+            text.to_owned()
         }
     }
 
     fn time(&self, t: Option<&Timestamp>) -> String {
         t.and_then(Timestamp::to_datetime)
+            .filter(go_time_is_valid)
             .map(|t: DateTime<Utc>| self.opts.time_format.format(t))
             .unwrap_or_else(|| "N/A".to_owned())
     }
 
+    /// The verdict column: Hubble's word, then under `--print-policy-names`
+    /// the policies that decided a policy verdict, in the verdict's colour.
+    fn verdict(&self, f: &Flow) -> String {
+        let mut v = verdict_text(f).to_owned();
+        if self.opts.policy_names
+            && f.event_type
+                .is_some_and(|t| t.r#type == names::EVENT_POLICY_VERDICT)
+        {
+            let lists = match v.as_str() {
+                "DENIED" => [&f.ingress_denied_by, &f.egress_denied_by],
+                _ => [&f.ingress_allowed_by, &f.egress_allowed_by],
+            };
+            let named: Vec<String> = lists
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.name.is_empty() && !p.kind.is_empty())
+                .map(|p| format!("{} ({})", p.name, p.kind))
+                .collect();
+            if !named.is_empty() {
+                v.push_str(" BY ");
+                v.push_str(&named.join(", "));
+            }
+        }
+        match verdict_color(f) {
+            Some(c) => self.painted(c, &v),
+            None => v,
+        }
+    }
+
     fn flow(&mut self, f: &Flow) {
-        let (mut src, mut dst) = host_names(f, self.opts.ip_translation);
+        let (mut src, mut dst) = host_names_with(f, self.opts.ip_translation, self.opts.color);
         let ts = self.time(f.time.as_ref());
         let ty = flow_type(f);
-        let verdict = verdict_text(f);
-        let verdict_color = verdict_color(f.verdict);
-        let mut summary = summary(f);
+        let verdict = self.verdict(f);
+        let mut summary = String::new();
+        if let Some(id) = f.ip_trace_id.as_ref().filter(|t| t.trace_id > 0) {
+            summary.push_str(&format!("IP Trace ID: {}; ", id.trace_id));
+        }
+        // The flow's own summary, as Hubble prints it (empty when the server
+        // sent none).
+        #[allow(deprecated)] // Summary is deprecated in the API but is what Hubble prints.
+        summary.push_str(&f.summary);
         // The policy's authentication, as Hubble appends it.
         if f.auth_type != 0 {
             let auth = webb_proto::flow::AuthType::try_from(f.auth_type)
                 .map(|a| a.as_str_name().to_owned())
                 .unwrap_or_else(|_| f.auth_type.to_string());
+            let color = if f.auth_type == webb_proto::flow::AuthType::TestAlwaysFail as i32 {
+                ansi::RED
+            } else {
+                ansi::GREEN
+            };
             summary.push_str("; Auth: ");
-            summary.push_str(&auth);
+            summary.push_str(&self.painted(color, &auth));
         }
         let extra = webb_extra(f);
         match self.opts.format {
@@ -355,34 +448,16 @@ impl<W: Write, E: Write> Printer<W, E> {
                     }
                     Some(_) => "->",
                 };
-                self.line.push_str(&ts);
-                if self.opts.node_name {
-                    self.line.push_str(" [");
-                    self.line.push_str(&f.node_name);
-                    self.line.push(']');
-                }
-                self.line.push_str(": ");
-                self.paint(ansi::CYAN, &src);
-                self.line.push(' ');
-                self.paint(ansi::MAGENTA, &src_id);
-                self.line.push(' ');
-                self.line.push_str(arrow);
-                self.line.push(' ');
-                self.paint(ansi::CYAN, &dst);
-                self.line.push(' ');
-                self.paint(ansi::MAGENTA, &dst_id);
-                self.line.push(' ');
-                self.line.push_str(&ty);
-                self.line.push(' ');
-                self.paint(verdict_color, verdict);
-                self.line.push_str(" (");
-                self.line.push_str(&summary);
-                self.line.push(')');
+                let node = if self.opts.node_name {
+                    format!(" [{}]", f.node_name)
+                } else {
+                    String::new()
+                };
+                self.line.push_str(&format!(
+                    "{ts}{node}: {src} {src_id} {arrow} {dst} {dst_id} {ty} {verdict} ({summary})"
+                ));
                 for (k, v) in &extra {
-                    self.line.push(' ');
-                    self.line.push_str(k);
-                    self.line.push('=');
-                    self.line.push_str(v);
+                    self.line.push_str(&format!(" {k}={v}"));
                 }
                 self.line.push('\n');
             }
@@ -400,7 +475,7 @@ impl<W: Write, E: Write> Printer<W, E> {
                 kv("SOURCE", &src);
                 kv("DESTINATION", &dst);
                 kv("TYPE", &ty);
-                kv("VERDICT", verdict);
+                kv("VERDICT", &verdict);
                 kv("SUMMARY", &summary);
                 for (k, v) in &extra {
                     let key = match *k {
@@ -420,7 +495,7 @@ impl<W: Write, E: Write> Printer<W, E> {
                     self.line.push_str(&f.node_name);
                     self.line.push('\t');
                 }
-                for col in [src.as_str(), dst.as_str(), ty.as_str(), verdict] {
+                for col in [src.as_str(), dst.as_str(), ty.as_str(), verdict.as_str()] {
                     self.line.push_str(col);
                     self.line.push('\t');
                 }
@@ -440,11 +515,14 @@ impl<W: Write, E: Write> Printer<W, E> {
             .push_str("SOURCE\tDESTINATION\tTYPE\tVERDICT\tSUMMARY\n");
     }
 
+    /// `(ID:n)`, or a reserved identity's name (also under `--numeric`, as
+    /// Hubble prints it), in magenta.
     fn identity(&self, id: u32) -> String {
-        match names::reserved_identity_name(id) {
-            Some(name) if !self.opts.numeric => format!("({name})"),
-            _ => format!("(ID:{id})"),
-        }
+        let text = match names::reserved_identity_name(id) {
+            Some(name) => format!("({name})"),
+            None => format!("(ID:{id})"),
+        };
+        self.painted(ansi::MAGENTA, &text)
     }
 
     fn lost(&mut self, l: &LostEvent, time: Option<&Timestamp>, node: &str) {
@@ -455,7 +533,7 @@ impl<W: Write, E: Write> Printer<W, E> {
         let n = l.num_events_lost;
         let ts = self.time(time);
         // When the server says which events the count covers.
-        let span = if l.first.is_some() || l.last.is_some() {
+        let span = if l.first.is_some() && l.last.is_some() {
             format!(
                 " (first: {}, last: {})",
                 self.time(l.first.as_ref()),
@@ -547,27 +625,93 @@ fn go_quote(s: &str) -> String {
     out
 }
 
-/// Terminal control characters left in text bound for a terminal, written
-/// as escapes.
-fn escape_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' {
-                format!("\\u{{{:x}}}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+/// The colour sequences Hubble's printer itself writes; with colours on,
+/// these pass its terminal escaper as they are.
+const HUBBLE_SEQUENCES: [&str; 7] = [
+    "\x1b[31m", "\x1b[32m", "\x1b[34m", "\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[0m",
+];
+
+/// Hubble's terminal escaper, applied to every line of text it prints: ESC
+/// becomes `^[` and CR `\\r`, so a name, URL or DNS answer cannot move the
+/// cursor, clear the screen or retitle the terminal. With colours on, the
+/// colour codes the printer uses are let through, wherever they appear (as
+/// in Hubble). Other characters (tab, newline, BEL) are left as they are,
+/// exactly as `hubble observe` leaves them; `webb ui` escapes more.
+pub fn hubble_escape(s: &str, color: bool) -> std::borrow::Cow<'_, str> {
+    if !s.bytes().any(|b| b == 0x1b || b == b'\r') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut rest = s;
+    while let Some(i) = rest.find(['\x1b', '\r']) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if rest.starts_with('\r') {
+            out.push_str("\\r");
+            rest = &rest[1..];
+        } else if let Some(seq) = HUBBLE_SEQUENCES
+            .iter()
+            .find(|q| color && rest.starts_with(**q))
+        {
+            out.push_str(seq);
+            rest = &rest[seq.len()..];
+        } else {
+            out.push_str("^[");
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// A node status in the protobuf text form Hubble prints for a state it
+/// has no sentence for.
+fn node_status_text(n: &NodeStatusEvent) -> String {
+    let mut parts = Vec::new();
+    if n.state_change != 0 {
+        parts.push(format!(
+            "state_change:{}",
+            NodeState::try_from(n.state_change).map_or_else(
+                |_| n.state_change.to_string(),
+                |s| s.as_str_name().to_owned()
+            )
+        ));
+    }
+    for name in &n.node_names {
+        parts.push(format!("node_names:{}", go_quote(name)));
+    }
+    if !n.message.is_empty() {
+        parts.push(format!("message:{}", go_quote(&n.message)));
+    }
+    parts.join(" ")
+}
+
+/// Go's `Timestamp.IsValid`: years 1 to 9999; other times print as `N/A`.
+fn go_time_is_valid(t: &DateTime<Utc>) -> bool {
+    use chrono::Datelike as _;
+    (1..=9999).contains(&t.year())
 }
 
 /// Source and destination as Hubble names them: `ns/pod:port` when the
 /// endpoint is a pod (and translation is on), else `ns/service`, else the DNS
 /// names, else the IP; IPv6 addresses with a port are bracketed.
 pub fn host_names(f: &Flow, translate: bool) -> (String, String) {
+    host_names_with(f, translate, false)
+}
+
+/// [`host_names`], coloured as Hubble colours them when `color`: the whole
+/// name in cyan with the port in yellow inside it.
+fn host_names_with(f: &Flow, translate: bool, color: bool) -> (String, String) {
+    let cyan = |h: String| {
+        if color {
+            format!("{}{h}{}", ansi::CYAN, ansi::RESET)
+        } else {
+            h
+        }
+    };
     let Some(ip) = f.ip.as_ref() else {
         return match &f.ethernet {
-            Some(e) => (e.source.clone(), e.destination.clone()),
+            Some(e) => (cyan(e.source.clone()), cyan(e.destination.clone())),
             None => (String::new(), String::new()),
         };
     };
@@ -576,6 +720,7 @@ pub fn host_names(f: &Flow, translate: bool) -> (String, String) {
         &ip.source,
         sp,
         translate,
+        color,
         f.source
             .as_ref()
             .map(|e| (e.namespace.as_str(), e.pod_name.as_str())),
@@ -588,6 +733,7 @@ pub fn host_names(f: &Flow, translate: bool) -> (String, String) {
         &ip.destination,
         dp,
         translate,
+        color,
         f.destination
             .as_ref()
             .map(|e| (e.namespace.as_str(), e.pod_name.as_str())),
@@ -596,7 +742,7 @@ pub fn host_names(f: &Flow, translate: bool) -> (String, String) {
             .map(|s| (s.namespace.as_str(), s.name.as_str())),
         &f.destination_names,
     );
-    (src, dst)
+    (cyan(src), cyan(dst))
 }
 
 fn join_ns(ns: &str, name: &str) -> String {
@@ -611,6 +757,7 @@ fn host(
     ip: &str,
     port: u32,
     translate: bool,
+    color: bool,
     pod: Option<(&str, &str)>,
     service: Option<(&str, &str)>,
     names: &[String],
@@ -626,8 +773,14 @@ fn host(
         }
     }
     if port == 0 {
-        h
-    } else if h.contains(':') {
+        return h;
+    }
+    let port = if color {
+        format!("{}{port}{}", ansi::YELLOW, ansi::RESET)
+    } else {
+        port.to_string()
+    };
+    if h.contains(':') {
         format!("[{h}]:{port}")
     } else {
         format!("{h}:{port}")
@@ -678,12 +831,12 @@ fn flow_type_with(f: &Flow, observer: bool) -> String {
     }
     let et = f.event_type.unwrap_or_default();
     match et.r#type {
-        names::EVENT_TRACE => names::trace_point_name(et.sub_type)
-            .unwrap_or("unknown")
-            .to_owned(),
-        names::EVENT_DROP => names::drop_reason_text(et.sub_type as u32)
-            .map(str::to_owned)
-            .unwrap_or_else(|| et.sub_type.to_string()),
+        // Hubble reads the sub type as a byte; one it has no name for
+        // prints as its number (a drop's with its extended error, 0).
+        names::EVENT_TRACE => names::trace_point_name(et.sub_type & 0xff)
+            .map_or_else(|| (et.sub_type & 0xff).to_string(), str::to_owned),
+        names::EVENT_DROP => names::drop_reason_text((et.sub_type & 0xff) as u32)
+            .map_or_else(|| format!("{}, 0", et.sub_type & 0xff), str::to_owned),
         names::EVENT_POLICY_VERDICT => {
             let m = match f.policy_match_type {
                 0 => "none",
@@ -727,7 +880,7 @@ pub fn verdict_text(f: &Flow) -> &'static str {
     {
         match v {
             Verdict::Forwarded | Verdict::Redirected => return "ALLOWED",
-            Verdict::Dropped => return "DENIED",
+            Verdict::Dropped | Verdict::Error => return "DENIED",
             Verdict::Audit => return "AUDITED",
             _ => {}
         }
@@ -735,16 +888,19 @@ pub fn verdict_text(f: &Flow) -> &'static str {
     v.as_str_name()
 }
 
-fn verdict_color(v: i32) -> &'static str {
-    match Verdict::try_from(v).unwrap_or(Verdict::Unknown) {
-        Verdict::Forwarded | Verdict::Redirected => ansi::GREEN,
-        Verdict::Dropped | Verdict::Error => ansi::RED,
-        _ => ansi::YELLOW,
+/// The verdict's colour in Hubble's printer; an unknown verdict has none.
+fn verdict_color(f: &Flow) -> Option<&'static str> {
+    match Verdict::try_from(f.verdict).ok()? {
+        Verdict::Forwarded | Verdict::Redirected => Some(ansi::GREEN),
+        Verdict::Dropped | Verdict::Error => Some(ansi::RED),
+        Verdict::Audit | Verdict::Traced | Verdict::Translated => Some(ansi::YELLOW),
+        Verdict::Unknown => None,
     }
 }
 
 /// The flow's Summary, or one built from its layers when the server sent
-/// none (a field-masked or hand-written flow).
+/// none (a field-masked or hand-written flow), for the dashboard; `observe`
+/// prints the field as it is, as Hubble does.
 #[allow(deprecated)] // Summary is deprecated in the API but is what Hubble prints.
 pub fn summary(f: &Flow) -> String {
     if !f.summary.is_empty() {
@@ -812,6 +968,26 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn terminal_escapes_are_neutralised_as_hubble_does() {
+        // ESC and CR are written out; a pod cannot clear the screen or
+        // retitle the terminal.
+        assert_eq!(
+            hubble_escape("evil\x1b[2J\rx\x1b]0;t\x07", false),
+            "evil^[[2J\\rx^[]0;t\x07"
+        );
+        // With colours on, only the printer's own colour codes pass.
+        assert_eq!(
+            hubble_escape("\x1b[31mred\x1b[0m\x1b[2J", true),
+            "\x1b[31mred\x1b[0m^[[2J"
+        );
+        assert_eq!(hubble_escape("\x1b[31m", false), "^[[31m");
+        assert!(matches!(
+            hubble_escape("plain", true),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -408,8 +408,7 @@ impl<'a> Object<'a> {
     fn serde<T: serde::Serialize + ?Sized>(&mut self, name: &str, v: Option<&T>) {
         if let Some(v) = v {
             self.key(name);
-            // Generated types serialize into memory without failing.
-            let _ = serde_json::to_writer(&mut *self.buf, v);
+            super::to_go_writer(self.buf, v);
         }
     }
 
@@ -420,19 +419,15 @@ impl<'a> Object<'a> {
     }
 }
 
-/// A JSON string as serde_json writes it: only `"`, `\` and control
-/// characters are escaped.
+/// A JSON string as Go's `encoding/json` writes it (see
+/// [`super::to_go_writer`]).
 fn string(buf: &mut Vec<u8>, s: &str) {
-    // No early exit: the fold compiles to a vector loop over short strings.
-    let plain = !s.bytes().fold(false, |esc, b| {
-        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
+    if !super::needs_escape(s) {
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
         buf.push(b'"');
     } else {
-        let _ = serde_json::to_writer(&mut *buf, s);
+        super::to_go_writer(buf, s);
     }
 }
 

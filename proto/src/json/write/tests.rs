@@ -98,3 +98,19 @@ fn a_line_writer_copies_shared_endpoints_and_writes_the_same_lines() {
     }
     assert!(n > 7_000, "{n} lines");
 }
+
+#[test]
+fn strings_are_escaped_as_go_escapes_them() {
+    // Go's encoding/json, which `hubble observe -o json` uses: HTML-safe
+    // escapes and the JavaScript line terminators, on top of JSON's own.
+    let s = "a&b<c>d\u{2028}e\u{2029}f\"g\\h\ti\u{1b}j\u{7f}é";
+    let want = r#""a\u0026b\u003cc\u003ed\u2028e\u2029f\"g\\h\ti\u001bj"#.to_owned() + "\u{7f}é\"";
+    let mut buf = Vec::new();
+    super::string(&mut buf, s);
+    assert_eq!(String::from_utf8(buf).unwrap(), want);
+    assert_eq!(crate::json::to_go_string(s), want);
+    // A plain string takes the fast path and is unchanged.
+    let mut buf = Vec::new();
+    super::string(&mut buf, "kube-system/coredns");
+    assert_eq!(buf, b"\"kube-system/coredns\"");
+}
