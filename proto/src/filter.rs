@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use regex::Regex;
 
+mod cel;
+
 use crate::flow::{
     Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags, Workload,
     layer4, layer7,
@@ -45,8 +47,8 @@ pub enum FilterError {
         "protocol: {value:?} is not one of tcp, udp, sctp, icmp, icmpv4, icmpv6, vrrp, igmp, dns, http, kafka"
     )]
     BadProtocol { value: String },
-    #[error("experimental.cel_expression: CEL filters are not supported by webb")]
-    CelUnsupported,
+    #[error("experimental.cel_expression: {value:?}: {reason}")]
+    BadCel { value: String, reason: String },
 }
 
 /// A compiled whitelist/blacklist pair.
@@ -79,10 +81,15 @@ impl FlowFilters {
     }
 
     /// Whether a response that is not a flow (lost events, node status)
-    /// passes: no field of it can match an allowlist filter, and none can
-    /// match a denylist one, as Hubble's filters treat them.
-    pub fn passes_non_flow(&self) -> bool {
-        self.whitelist.is_empty()
+    /// passes, as Hubble's file reader decides: it filters such a record as
+    /// a missing flow, which every getter reads as empty (so `--not
+    /// --verdict X` or `--to-label '!app'` let it through) except the IP
+    /// version filter, which refuses a missing flow.
+    pub fn matches_non_flow(&self) -> bool {
+        let empty = Flow::default();
+        let nil = |f: &CompiledFilter| f.ip_version.is_empty() && f.matches(&empty);
+        (self.whitelist.is_empty() || self.whitelist.iter().any(nil))
+            && !self.blacklist.iter().any(nil)
     }
 
     pub fn matches(&self, flow: &Flow) -> bool {
@@ -135,6 +142,7 @@ struct CompiledFilter {
     trace_id: Vec<String>,
     ip_trace_id: Vec<u64>,
     encrypted: Vec<bool>,
+    cel: Option<cel::CelFilter>,
 }
 
 /// Passes when the alternatives are empty or any of them matches.
@@ -144,13 +152,16 @@ fn any_of<T>(alternatives: &[T], mut f: impl FnMut(&T) -> bool) -> bool {
 
 impl CompiledFilter {
     fn new(f: &FlowFilter) -> Result<Self, FilterError> {
-        if f.experimental
+        let exprs = f
+            .experimental
             .as_ref()
-            .is_some_and(|e| !e.cel_expression.is_empty())
-        {
-            return Err(FilterError::CelUnsupported);
-        }
+            .map_or(&[][..], |e| &e.cel_expression[..]);
+        let cel = cel::CelFilter::compile(exprs).map_err(|reason| FilterError::BadCel {
+            value: exprs.join(" | "),
+            reason,
+        })?;
         Ok(Self {
+            cel,
             uuid: f.uuid.clone(),
             source_ip: ips("source_ip", &f.source_ip)?,
             source_ip_xlated: ips("source_ip_xlated", &f.source_ip_xlated)?,
@@ -244,11 +255,13 @@ impl CompiledFilter {
             && any_of(&self.destination_fqdn, |r| {
                 flow.destination_names.iter().any(|n| r.is_match(n))
             })
+            // A missing endpoint has no labels (so `!app` selects it) and a
+            // flow without IP header no IP version, as on Hubble's protobuf.
             && any_of(&self.source_label, |s| {
-                src.is_some_and(|e| s.matches(&e.labels))
+                s.matches(src.map_or(&[][..], |e| &e.labels[..]))
             })
             && any_of(&self.destination_label, |s| {
-                dst.is_some_and(|e| s.matches(&e.labels))
+                s.matches(dst.map_or(&[][..], |e| &e.labels[..]))
             })
             && any_of(&self.source_service, |m| {
                 flow.source_service
@@ -323,9 +336,7 @@ impl CompiledFilter {
             })
             && any_of(&self.node_name, |r| r.is_match(&flow.node_name))
             && any_of(&self.node_labels, |s| s.matches(&flow.node_labels))
-            && any_of(&self.ip_version, |v| {
-                ip.is_some_and(|ip| ip.ip_version == *v)
-            })
+            && any_of(&self.ip_version, |v| ip.map_or(0, |ip| ip.ip_version) == *v)
             && any_of(&self.trace_id, |t| {
                 flow.trace_context
                     .as_ref()
@@ -335,7 +346,8 @@ impl CompiledFilter {
             && any_of(&self.ip_trace_id, |t| {
                 flow.ip_trace_id.as_ref().is_some_and(|i| i.trace_id == *t)
             })
-            && any_of(&self.encrypted, |e| ip.is_some_and(|ip| ip.encrypted == *e))
+            && any_of(&self.encrypted, |e| ip.is_some_and(|ip| ip.encrypted) == *e)
+            && self.cel.as_ref().is_none_or(|c| c.matches(flow))
     }
 }
 
@@ -444,11 +456,15 @@ impl IpMatch {
     }
 }
 
-/// `namespace/name-prefix`; `namespace/` means every pod of the namespace, and
-/// a value without `/` is a name prefix in any namespace.
+/// Hubble's `[namespace/][name-prefix]`: `shop/cart` (a pod or service of
+/// shop whose name starts with cart), `shop/` (anything in shop), `cart` (in
+/// the namespace `default`, as Hubble reads it), `/` (anything in any
+/// namespace: `-A`). An endpoint with neither a namespace nor a name (world,
+/// host) never matches.
 #[derive(Debug, Clone)]
 struct PodMatch {
-    namespace: Option<String>,
+    /// Empty: any namespace.
+    namespace: String,
     prefix: String,
 }
 
@@ -456,23 +472,25 @@ impl PodMatch {
     fn new(value: &str) -> Self {
         match value.split_once('/') {
             Some((ns, prefix)) => Self {
-                namespace: Some(ns.to_owned()),
-                prefix: prefix.to_owned(),
+                namespace: ns.to_owned(),
+                prefix: prefix.split('/').next().unwrap_or("").to_owned(),
             },
             None => Self {
-                namespace: None,
+                namespace: "default".to_owned(),
                 prefix: value.to_owned(),
             },
         }
     }
 
     fn matches(&self, namespace: &str, name: &str) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| ns == namespace) && name.starts_with(&self.prefix)
+        if namespace.is_empty() && name.is_empty() {
+            return false;
+        }
+        (self.namespace.is_empty() || self.namespace == namespace) && name.starts_with(&self.prefix)
     }
 
     fn matches_pod(&self, e: &Endpoint) -> bool {
-        // A pod filter never matches endpoints without a pod (world, host).
-        !e.pod_name.is_empty() && self.matches(&e.namespace, &e.pod_name)
+        self.matches(&e.namespace, &e.pod_name)
     }
 }
 

@@ -45,6 +45,8 @@ enum Family {
     Ip,
     Pod,
     Namespace,
+    /// `-A`, `--from-all-namespaces`, `--to-all-namespaces`.
+    AllNamespaces,
     Fqdn,
     Label,
     Port,
@@ -76,7 +78,12 @@ enum Plain {
     TraceId,
     Ipv4,
     Ipv6,
-    IpXlated,
+    IpVersion,
+    SnatIp,
+    CelExpression,
+    Encrypted,
+    Unencrypted,
+    IpTraceId,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +91,6 @@ enum Kind {
     Family(Family, Side),
     Plain(Plain),
     Not,
-    AllNamespaces,
     Allowlist,
     Denylist,
 }
@@ -175,8 +181,22 @@ const SPECS: &[Spec] = &[
         id: "all-namespaces",
         short: Some('A'),
         value: "",
-        help: "Flows in every namespace (the default; refuses --namespace)",
-        kind: Kind::AllNamespaces,
+        help: "Flows from or to a pod in any namespace",
+        kind: Kind::Family(F::AllNamespaces, Either),
+    },
+    Spec {
+        id: "from-all-namespaces",
+        short: None,
+        value: "",
+        help: "Flows from a pod in any namespace",
+        kind: Kind::Family(F::AllNamespaces, From),
+    },
+    Spec {
+        id: "to-all-namespaces",
+        short: None,
+        value: "",
+        help: "Flows to a pod in any namespace",
+        kind: Kind::Family(F::AllNamespaces, To),
     },
     family(
         "namespace",
@@ -299,11 +319,11 @@ const SPECS: &[Spec] = &[
         To,
     ),
     plain(
-        "ip-xlated",
+        "snat-ip",
         None,
         "IP|CIDR",
-        "Flows whose source IP was translated to this address or CIDR",
-        P::IpXlated,
+        "Flows whose source IP was SNATed to this address or CIDR",
+        P::SnatIp,
     ),
     family(
         "port",
@@ -524,6 +544,41 @@ const SPECS: &[Spec] = &[
         help: "IPv6 flows only",
         kind: Kind::Plain(P::Ipv6),
     },
+    plain(
+        "ip-version",
+        None,
+        "VERSION",
+        "Flows of this IP version: v4, v6, or none (non-IP flows such as ARP)",
+        P::IpVersion,
+    ),
+    plain(
+        "cel-expression",
+        None,
+        "EXPR",
+        "Flows for which this CEL expression over _flow is true (e.g. '_flow.verdict == Verdict.DROPPED')",
+        P::CelExpression,
+    ),
+    Spec {
+        id: "encrypted",
+        short: None,
+        value: "",
+        help: "Encrypted flows only",
+        kind: Kind::Plain(P::Encrypted),
+    },
+    Spec {
+        id: "unencrypted",
+        short: None,
+        value: "",
+        help: "Unencrypted flows only",
+        kind: Kind::Plain(P::Unencrypted),
+    },
+    plain(
+        "ip-trace-id",
+        None,
+        "ID",
+        "Flows carrying this IP trace ID",
+        P::IpTraceId,
+    ),
     Spec {
         id: "allowlist",
         short: None,
@@ -571,8 +626,11 @@ impl clap::Args for FilterArgs {
                 arg = arg.short(c);
             }
             arg = if s.value.is_empty() {
-                // Counted so that every occurrence keeps its position.
-                arg.action(ArgAction::Count)
+                // Appended (an empty value each time) so that every
+                // occurrence keeps its position; a count keeps only the last.
+                arg.num_args(0)
+                    .default_missing_value("")
+                    .action(ArgAction::Append)
             } else {
                 arg.action(ArgAction::Append).value_name(s.value)
             };
@@ -594,33 +652,20 @@ impl FromArgMatches for FilterArgs {
             let Some(indices) = m.indices_of(s.id) else {
                 continue;
             };
-            if s.value.is_empty() {
-                if m.get_count(s.id) == 0 {
-                    continue;
-                }
-                events.extend(indices.map(|i| (i, s, None)));
-            } else {
-                let values = m.get_many::<String>(s.id).into_iter().flatten();
-                events.extend(indices.zip(values).map(|(i, v)| (i, s, Some(v.clone()))));
-            }
+            let values = m.get_many::<String>(s.id).into_iter().flatten();
+            events.extend(indices.zip(values).map(|(i, v)| (i, s, Some(v.clone()))));
         }
         events.sort_by_key(|(i, _, _)| *i);
-        let all_ns = events
-            .iter()
-            .any(|(_, s, _)| matches!(s.kind, Kind::AllNamespaces));
-        let some_ns = events
-            .iter()
-            .any(|(_, s, _)| matches!(s.kind, Kind::Family(Family::Namespace, _)));
-        if all_ns && some_ns {
-            return Err(clap::Error::raw(
-                ErrorKind::ArgumentConflict,
-                "-A/--all-namespaces cannot be used with --namespace, --from-namespace or --to-namespace\n",
-            ));
-        }
         let mut b = Builder::default();
         for (_, spec, value) in events {
             b.apply(spec, value.as_deref().unwrap_or(""))
                 .map_err(|msg| clap::Error::raw(ErrorKind::ValueValidation, format!("{msg}\n")))?;
+        }
+        if b.negate_next {
+            return Err(clap::Error::raw(
+                ErrorKind::ValueValidation,
+                "trailing --not found in the arguments\n",
+            ));
         }
         let out = b.finish();
         // Compile once here, so regex and selector errors are usage errors too.
@@ -636,77 +681,198 @@ impl FromArgMatches for FilterArgs {
     }
 }
 
-/// Names and pod prefixes gathered for one side of one filter: namespaces
-/// and bare pod names are combined at the end (`-n shop --pod cart` means
-/// `shop/cart`, not "namespace shop or pod cart").
-#[derive(Debug, Clone, Default, PartialEq)]
-struct PodParts {
-    namespaces: Vec<String>,
-    pods: Vec<String>,
-}
-
-impl PodParts {
-    /// Pods given: each bare pod name is qualified by every namespace given
-    /// (`-n shop --pod cart` is `shop/cart`); pods already qualified stand as
-    /// they are. No pods: the namespaces alone (`shop/`).
-    fn resolve(&self) -> Vec<String> {
-        if self.pods.is_empty() {
-            return self.namespaces.iter().map(|ns| format!("{ns}/")).collect();
-        }
-        let mut out = Vec::new();
-        for p in &self.pods {
-            if p.contains('/') || self.namespaces.is_empty() {
-                out.push(p.clone());
-            } else {
-                out.extend(self.namespaces.iter().map(|ns| format!("{ns}/{p}")));
-            }
-        }
-        out
-    }
-}
-
-/// A filter under construction, with its pod parts kept apart until the end.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Partial {
-    filter: FlowFilter,
-    source_pods: PodParts,
-    destination_pods: PodParts,
-}
-
-impl Partial {
-    fn finish(mut self) -> FlowFilter {
-        self.filter.source_pod.extend(self.source_pods.resolve());
-        self.filter
-            .destination_pod
-            .extend(self.destination_pods.resolve());
-        self.filter
-    }
-}
-
-/// Hubble's left/right tracker, one per list.
+/// One list's filters under construction, as Hubble's CLI builds them: a
+/// `left` and a `right` filter (OR-ed; one when they end up equal), the
+/// namespaces given, applied to the pods and services at the end, and the
+/// flags used so far (some cannot be combined).
 #[derive(Debug, Default)]
 struct Tracker {
-    left: Option<Partial>,
-    right: Option<Partial>,
+    left: Option<FlowFilter>,
+    right: Option<FlowFilter>,
+    ns: Vec<String>,
+    src_ns: Vec<String>,
+    dst_ns: Vec<String>,
+    changed: Vec<&'static str>,
+    /// `--allowlist`/`--denylist` filters, added after the built ones.
     raw: Vec<FlowFilter>,
 }
 
+/// Flags of which at most one of each group may be given (per list), as
+/// Hubble refuses them.
+const CONFLICTS: &[&[&str]] = &[
+    &[
+        "from-fqdn",
+        "from-ip",
+        "ip",
+        "fqdn",
+        "from-namespace",
+        "namespace",
+        "from-all-namespaces",
+        "all-namespaces",
+    ],
+    &["from-fqdn", "from-ip", "ip", "fqdn", "from-pod", "pod"],
+    &[
+        "to-fqdn",
+        "to-ip",
+        "ip",
+        "fqdn",
+        "to-namespace",
+        "namespace",
+        "to-all-namespaces",
+        "all-namespaces",
+    ],
+    &["to-fqdn", "to-ip", "ip", "fqdn", "to-pod", "pod"],
+    &["to-pod", "namespace", "all-namespaces"],
+    &["from-pod", "namespace", "all-namespaces"],
+    &["to-service", "namespace", "all-namespaces"],
+    &["from-service", "namespace", "all-namespaces"],
+    &["label", "from-label"],
+    &["label", "to-label"],
+    &["service", "from-service"],
+    &["service", "to-service"],
+    &["port", "to-port"],
+    &["port", "from-port"],
+    &["identity", "to-identity"],
+    &["identity", "from-identity"],
+    &["workload", "to-workload"],
+    &["workload", "from-workload"],
+    &["encrypted", "unencrypted"],
+];
+
 impl Tracker {
-    fn left(&mut self) -> &mut Partial {
-        self.left.get_or_insert_with(Partial::default)
+    fn apply(&mut self, update: &dyn Fn(&mut FlowFilter)) {
+        update(self.left.get_or_insert_with(FlowFilter::default));
+        update(self.right.get_or_insert_with(FlowFilter::default));
     }
-    fn right(&mut self) -> &mut Partial {
-        self.right.get_or_insert_with(Partial::default)
+
+    fn apply_left(&mut self, update: &dyn Fn(&mut FlowFilter)) {
+        update(self.left.get_or_insert_with(FlowFilter::default));
+    }
+
+    fn apply_right(&mut self, update: &dyn Fn(&mut FlowFilter)) {
+        update(self.right.get_or_insert_with(FlowFilter::default));
+    }
+
+    /// Records a flag's use and refuses it beside one it conflicts with.
+    fn track(&mut self, flag: &'static str) -> Result<(), String> {
+        if !self.changed.contains(&flag) {
+            self.changed.push(flag);
+        }
+        for group in CONFLICTS {
+            for a in group.iter().filter(|a| self.changed.contains(a)) {
+                if let Some(b) = group.iter().find(|b| *b != a && self.changed.contains(b)) {
+                    return Err(format!("filters --{a} and --{b} cannot be combined"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A pod or service named in another namespace than the one given.
+    fn check_namespaces(&self) -> Result<(), String> {
+        fn conflicts(nss: &[String], names: &[String]) -> Result<(), String> {
+            for ns in nss {
+                for name in names {
+                    let nn = namespace_of(name);
+                    if !nn.is_empty() && nn != ns {
+                        return Err(format!(
+                            "namespace conflict: {ns:?} does not contain {name:?}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn inconsistent(pods: &[String], services: &[String]) -> Result<(), String> {
+            for pod in pods {
+                let pod_ns = namespace_of(pod);
+                if pod_ns.is_empty() {
+                    continue;
+                }
+                if let Some(svc) = services.iter().find(|s| namespace_of(s) != pod_ns) {
+                    return Err(format!(
+                        "namespace of service {svc:?} conflict with pod {pod_ns:?}"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        for f in [&self.left, &self.right].into_iter().flatten() {
+            conflicts(&self.ns, &f.source_pod)?;
+            conflicts(&self.ns, &f.source_service)?;
+            conflicts(&self.ns, &f.destination_pod)?;
+            conflicts(&self.ns, &f.destination_service)?;
+            conflicts(&self.src_ns, &f.source_pod)?;
+            conflicts(&self.src_ns, &f.source_service)?;
+            conflicts(&self.dst_ns, &f.destination_pod)?;
+            conflicts(&self.dst_ns, &f.destination_service)?;
+            inconsistent(&f.source_pod, &f.source_service)?;
+            inconsistent(&f.destination_pod, &f.destination_service)?;
+        }
+        Ok(())
     }
 
     fn finish(self) -> Vec<FlowFilter> {
         let mut out = Vec::new();
-        match (self.left, self.right) {
-            (Some(l), Some(r)) if l == r => out.push(l.finish()),
-            (l, r) => out.extend(l.into_iter().chain(r).map(Partial::finish)),
+        let built = self.left.is_some()
+            || self.right.is_some()
+            || !self.ns.is_empty()
+            || !self.src_ns.is_empty()
+            || !self.dst_ns.is_empty();
+        if built {
+            let mut left = self.left.unwrap_or_default();
+            let mut right = self.right.unwrap_or_default();
+            if !self.dst_ns.is_empty() {
+                with_namespaces(&self.dst_ns, &mut left, false);
+                with_namespaces(&self.dst_ns, &mut right, false);
+            }
+            if !self.src_ns.is_empty() {
+                with_namespaces(&self.src_ns, &mut left, true);
+                with_namespaces(&self.src_ns, &mut right, true);
+            }
+            if !self.ns.is_empty() {
+                with_namespaces(&self.ns, &mut left, true);
+                with_namespaces(&self.ns, &mut right, false);
+            }
+            out.push(left.clone());
+            if left != right {
+                out.push(right);
+            }
         }
         out.extend(self.raw);
         out
+    }
+}
+
+fn namespace_of(name: &str) -> &str {
+    name.split_once('/').map_or("", |(ns, _)| ns)
+}
+
+/// The namespaces applied to one side's pods and services: a name without
+/// a namespace gets each; no pod and no service means the namespaces alone
+/// (`shop/`; `-A` is the namespace "", so `/`: any pod).
+fn with_namespaces(nss: &[String], f: &mut FlowFilter, source: bool) {
+    let (pods, services) = if source {
+        (&mut f.source_pod, &mut f.source_service)
+    } else {
+        (&mut f.destination_pod, &mut f.destination_service)
+    };
+    if pods.is_empty() && services.is_empty() {
+        *pods = vec![String::new()];
+    }
+    for list in [pods, services] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut out = Vec::new();
+        for name in list.iter() {
+            if name.contains('/') {
+                out.push(name.clone());
+            } else {
+                out.extend(nss.iter().map(|ns| format!("{ns}/{name}")));
+            }
+        }
+        *list = out;
     }
 }
 
@@ -717,12 +883,14 @@ struct Builder {
     negate_next: bool,
 }
 
-/// Applies `f` to the source or destination half of a filter.
-fn side_update(p: &mut Partial, source: bool, family: Family, value: &Value) {
-    let f = &mut p.filter;
+/// Applies a family's value to the source or destination half of a filter.
+fn side_update(f: &mut FlowFilter, source: bool, family: Family, value: &Value) {
     match (family, value) {
         (F::Ip, Value::Str(v)) => {
             pick(source, &mut f.source_ip, &mut f.destination_ip).push(v.clone())
+        }
+        (F::Pod, Value::Str(v)) => {
+            pick(source, &mut f.source_pod, &mut f.destination_pod).push(v.clone())
         }
         (F::Fqdn, Value::Str(v)) => {
             pick(source, &mut f.source_fqdn, &mut f.destination_fqdn).push(v.clone())
@@ -748,22 +916,6 @@ fn side_update(p: &mut Partial, source: bool, family: Family, value: &Value) {
         (F::Workload, Value::Workload(w)) => {
             pick(source, &mut f.source_workload, &mut f.destination_workload).push(w.clone())
         }
-        (F::Pod, Value::Str(v)) => {
-            let parts = if source {
-                &mut p.source_pods
-            } else {
-                &mut p.destination_pods
-            };
-            parts.pods.push(v.clone());
-        }
-        (F::Namespace, Value::Str(v)) => {
-            let parts = if source {
-                &mut p.source_pods
-            } else {
-                &mut p.destination_pods
-            };
-            parts.namespaces.push(v.clone());
-        }
         _ => unreachable!("value kinds are checked by parse_family"),
     }
 }
@@ -783,19 +935,27 @@ impl Builder {
         let flag = format!("--{}", spec.id);
         match spec.kind {
             Kind::Not => {
+                if self.negate_next {
+                    return Err("consecutive --not statements".into());
+                }
                 self.negate_next = true;
                 return Ok(());
             }
-            Kind::AllNamespaces => return Ok(()),
             Kind::Allowlist | Kind::Denylist => {
-                let f: FlowFilter = serde_json::from_str(value)
-                    .map_err(|e| format!("{flag}: {value:?} is not a FlowFilter in JSON: {e}"))?;
+                let mut filters = Vec::new();
+                let mut stream =
+                    serde_json::Deserializer::from_str(value).into_iter::<FlowFilter>();
+                for f in stream.by_ref() {
+                    filters.push(f.map_err(|e| {
+                        format!("invalid {flag} flag: failed to decode '{value}': {e}")
+                    })?);
+                }
                 let list = if matches!(spec.kind, Kind::Allowlist) {
                     &mut self.allow
                 } else {
                     &mut self.deny
                 };
-                list.raw.push(f);
+                list.raw.extend(filters);
                 return Ok(());
             }
             _ => {}
@@ -806,32 +966,38 @@ impl Builder {
         } else {
             &mut self.allow
         };
+        t.track(spec.id)?;
         match spec.kind {
+            Kind::Family(F::Namespace, side) | Kind::Family(F::AllNamespaces, side) => {
+                let ns = if matches!(spec.kind, Kind::Family(F::AllNamespaces, _)) {
+                    String::new()
+                } else {
+                    value.to_owned()
+                };
+                match side {
+                    Side::Either => t.ns.push(ns),
+                    Side::From => t.src_ns.push(ns),
+                    Side::To => t.dst_ns.push(ns),
+                }
+            }
             Kind::Family(family, side) => {
                 let v = parse_family(&flag, family, value)?;
                 match side {
-                    Side::From => {
-                        side_update(t.left(), true, family, &v);
-                        side_update(t.right(), true, family, &v);
-                    }
-                    Side::To => {
-                        side_update(t.left(), false, family, &v);
-                        side_update(t.right(), false, family, &v);
-                    }
+                    Side::From => t.apply(&|f| side_update(f, true, family, &v)),
+                    Side::To => t.apply(&|f| side_update(f, false, family, &v)),
                     Side::Either => {
-                        side_update(t.left(), true, family, &v);
-                        side_update(t.right(), false, family, &v);
+                        t.apply_left(&|f| side_update(f, true, family, &v));
+                        t.apply_right(&|f| side_update(f, false, family, &v));
                     }
                 }
             }
             Kind::Plain(p) => {
                 let update = parse_plain(&flag, p, value)?;
-                update(&mut t.left().filter);
-                update(&mut t.right().filter);
+                t.apply(&*update);
             }
             _ => unreachable!(),
         }
-        Ok(())
+        t.check_namespaces()
     }
 
     fn finish(self) -> FilterArgs {
@@ -857,18 +1023,27 @@ fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String
             Ok(_) => Ok(Value::Str(v.to_owned())),
             Err(_) => Err(format!("{flag}: {value:?} is not a port number (0-65535)")),
         },
+        // A number, or a reserved identity's name (`world`, `host`, ...).
         F::Identity => v
             .parse::<u32>()
+            .ok()
+            .or_else(|| (0..=255).find(|&i| names::reserved_identity_name(i) == Some(v)))
             .map(Value::Id)
-            .map_err(|_| format!("{flag}: {value:?} is not a numeric identity")),
+            .ok_or_else(|| {
+                format!(
+                    "{flag}: {value:?} is not a security identity: a number or one of {}",
+                    choices((0..=255).filter_map(names::reserved_identity_name))
+                )
+            }),
+        // KIND/NAME, KIND/ (any workload of a kind) or NAME.
         F::Workload => {
             let (kind, name) = match v.split_once('/') {
                 Some((k, n)) => (k, n),
                 None => ("", v),
             };
-            if name.is_empty() {
+            if name.is_empty() && kind.is_empty() {
                 return Err(format!(
-                    "{flag}: {value:?} has no workload name (use NAME or KIND/NAME)"
+                    "{flag}: the value is empty (use NAME or KIND/NAME)"
                 ));
             }
             Ok(Value::Workload(Workload {
@@ -876,10 +1051,8 @@ fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String
                 kind: kind.to_owned(),
             }))
         }
-        F::Namespace if v.is_empty() || v.contains('/') => {
-            Err(format!("{flag}: {value:?} is not a namespace name"))
-        }
-        F::Pod | F::Namespace | F::Fqdn | F::Label | F::Service | F::Cluster => {
+        F::Namespace | F::AllNamespaces => unreachable!("namespaces are kept apart"),
+        F::Pod | F::Fqdn | F::Label | F::Service | F::Cluster => {
             if v.is_empty() {
                 return Err(format!("{flag}: the value is empty"));
             }
@@ -898,18 +1071,17 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
     let v = value.trim().to_owned();
     let u: Update = match p {
         P::Verdict => {
-            let verdict = Verdict::from_str_name(&v.to_ascii_uppercase())
-                .filter(|x| *x != Verdict::Unknown)
-                .ok_or_else(|| {
-                    format!(
-                        "{flag}: {value:?} is not a verdict; valid: {}",
-                        choices(VERDICTS.iter().map(|v| v.as_str_name()))
-                    )
-                })?;
+            // Hubble's names, in capitals (VERDICT_UNKNOWN too).
+            let verdict = Verdict::from_str_name(&v).ok_or_else(|| {
+                format!(
+                    "{flag}: {value:?} is not a verdict; valid: {}",
+                    choices(VERDICTS.iter().map(|v| v.as_str_name()))
+                )
+            })?;
             Box::new(move |f| f.verdict.push(verdict as i32))
         }
         P::DropReasonDesc => {
-            let r = DropReason::from_str_name(&v.to_ascii_uppercase()).ok_or_else(|| {
+            let r = DropReason::from_str_name(&v).ok_or_else(|| {
                 format!(
                     "{flag}: {value:?} is not a drop reason; valid names are DropReason's, e.g. POLICY_DENIED, POLICY_DENY, SOCKET_LOOKUP_FAILED, FIB_LOOKUP_FAILED"
                 )
@@ -938,7 +1110,7 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
                     VALID.join(", ")
                 ));
             }
-            Box::new(move |f| f.protocol.push(lower.clone()))
+            Box::new(move |f| f.protocol.push(v.clone()))
         }
         P::HttpStatus => {
             let ok = match v.strip_suffix('+') {
@@ -962,18 +1134,18 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
                     "{flag}: {value:?} is not an HTTP method (GET, POST, ...)"
                 ));
             }
-            let m = v.to_ascii_uppercase();
-            Box::new(move |f| f.http_method.push(m.clone()))
+            // As given: the match ignores case.
+            Box::new(move |f| f.http_method.push(v.clone()))
         }
         P::HttpPath => Box::new(move |f| f.http_path.push(v.clone())),
         P::HttpUrl => Box::new(move |f| f.http_url.push(v.clone())),
         P::HttpHeader => {
-            let Some((k, val)) = v.split_once(':') else {
+            let Some((k, val)) = value.split_once(':') else {
                 return Err(format!("{flag}: {value:?} is not KEY:VALUE"));
             };
             let h = HttpHeader {
-                key: k.trim().to_owned(),
-                value: val.trim().to_owned(),
+                key: k.to_owned(),
+                value: val.to_owned(),
             };
             Box::new(move |f| f.http_header.push(h.clone()))
         }
@@ -1001,15 +1173,9 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
         P::NodeName => Box::new(move |f| f.node_name.push(v.clone())),
         P::NodeLabel => Box::new(move |f| f.node_labels.push(v.clone())),
         P::Interface => {
-            let iface = match v.parse::<u32>() {
-                Ok(index) => NetworkInterface {
-                    index,
-                    name: String::new(),
-                },
-                Err(_) => NetworkInterface {
-                    index: 0,
-                    name: v.clone(),
-                },
+            let iface = NetworkInterface {
+                index: 0,
+                name: v.clone(),
             };
             Box::new(move |f| f.interface.push(iface.clone()))
         }
@@ -1017,11 +1183,34 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
         P::TraceId => Box::new(move |f| f.trace_id.push(v.clone())),
         P::Ipv4 => Box::new(|f| f.ip_version.push(IpVersion::IPv4 as i32)),
         P::Ipv6 => Box::new(|f| f.ip_version.push(IpVersion::IPv6 as i32)),
-        P::IpXlated => {
+        P::SnatIp => {
             if v.parse::<IpAddr>().is_err() && v.parse::<IpNet>().is_err() {
                 return Err(format!("{flag}: {value:?} is not an IP address or CIDR"));
             }
             Box::new(move |f| f.source_ip_xlated.push(v.clone()))
+        }
+        // Hubble's spellings; anything else means flows without IP.
+        P::IpVersion => {
+            let version = match v.to_ascii_lowercase().as_str() {
+                "4" | "v4" | "ipv4" | "ip4" => IpVersion::IPv4,
+                "6" | "v6" | "ipv6" | "ip6" => IpVersion::IPv6,
+                _ => IpVersion::IpNotUsed,
+            };
+            Box::new(move |f| f.ip_version.push(version as i32))
+        }
+        P::CelExpression => Box::new(move |f| {
+            f.experimental
+                .get_or_insert_with(Default::default)
+                .cel_expression
+                .push(v.clone())
+        }),
+        P::Encrypted => Box::new(|f| f.encrypted.push(true)),
+        P::Unencrypted => Box::new(|f| f.encrypted.push(false)),
+        P::IpTraceId => {
+            let id = v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                format!("{flag}: {value:?} is not an IP trace ID (a number greater than 0)")
+            })?;
+            Box::new(move |f| f.ip_trace_id.push(id))
         }
     };
     Ok(u)
@@ -1043,17 +1232,26 @@ fn parse_event_type(v: &str) -> Option<EventTypeFilter> {
         Some((t, s)) => (t, Some(s)),
         None => (v, None),
     };
-    let r#type = names::event_type_number(ty).or_else(|| ty.parse().ok())?;
+    // Names as Hubble spells them (lower case), or numbers.
+    let r#type = names::EVENT_TYPES
+        .iter()
+        .find(|(n, _)| *n == ty)
+        .map(|&(_, v)| v)
+        .or_else(|| ty.parse().ok())?;
+    let named_sub = |s: &str| match r#type {
+        names::EVENT_TRACE => names::TRACE_POINTS
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|&(_, v)| v),
+        names::EVENT_AGENT => AGENT_SUB_TYPES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|&(_, v)| v),
+        _ => None,
+    };
     let sub_type = match sub {
         None => None,
-        Some(s) => Some(match s.parse::<i32>() {
-            Ok(n) => n,
-            Err(_) if r#type == names::EVENT_TRACE => names::TRACE_POINTS
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(s))
-                .map(|&(_, v)| v)?,
-            Err(_) => return None,
-        }),
+        Some(s) => Some(named_sub(s).or_else(|| s.parse::<u32>().ok().map(|n| n as i32))?),
     };
     Some(EventTypeFilter {
         r#type,
@@ -1061,6 +1259,22 @@ fn parse_event_type(v: &str) -> Option<EventTypeFilter> {
         sub_type: sub_type.unwrap_or(0),
     })
 }
+
+/// Agent event sub types by the names `--type agent:NAME` takes (Cilium's
+/// agent notification numbers).
+const AGENT_SUB_TYPES: &[(&str, i32)] = &[
+    ("unspecified", 0),
+    ("message", 1),
+    ("agent-started", 2),
+    ("endpoint-regenerate-success", 3),
+    ("endpoint-regenerate-failure", 4),
+    ("policy-updated", 5),
+    ("policy-deleted", 6),
+    ("endpoint-created", 7),
+    ("endpoint-deleted", 8),
+    ("ipcache-upserted", 9),
+    ("ipcache-deleted", 10),
+];
 
 fn parse_tcp_flags(v: &str) -> Option<TcpFlags> {
     let mut f = TcpFlags::default();
@@ -1093,9 +1307,13 @@ pub fn raw_listing(f: &FilterArgs) -> String {
         out.push_str(name);
         out.push_str(":\n");
         for filter in list {
-            let json = serde_json::to_string(filter).unwrap_or_default();
+            let json = webb_proto::json::to_go_string(filter);
             out.push_str(&format!("    - '{}'\n", json.replace('\'', "''")));
         }
+    }
+    // Hubble marshals an empty listing as an empty YAML mapping.
+    if out.is_empty() {
+        out.push_str("{}\n");
     }
     out
 }

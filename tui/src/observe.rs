@@ -12,7 +12,6 @@ use futures::{FutureExt as _, StreamExt as _};
 use webb_proto::{
     decoder::ResponseDecoder,
     filter::FlowFilters,
-    flow::Flow,
     observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
     undecoded,
     wkt::{FieldMask, Timestamp},
@@ -359,7 +358,7 @@ fn from_file<W: Write, E: Write>(
     let window = Window {
         since: s.since,
         until: s.until,
-        non_flow_passes: filters.matches(&Flow::default()),
+        non_flow_passes: filters.matches_non_flow(),
         filters: &filters,
     };
     let first = if s.all {
@@ -411,8 +410,8 @@ pub(crate) struct Window<'a> {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     filters: &'a FlowFilters,
-    /// Whether the filters pass an empty flow: Hubble's file reader filters
-    /// a response that is not a flow (lost events, node status) as one.
+    /// Whether a response that is not a flow passes the filters (see
+    /// [`FlowFilters::matches_non_flow`]).
     non_flow_passes: bool,
 }
 
@@ -440,7 +439,7 @@ impl Window<'_> {
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
-    use webb_proto::flow::Verdict;
+    use webb_proto::flow::{Flow, Verdict};
 
     use super::*;
 

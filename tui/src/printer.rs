@@ -215,7 +215,8 @@ impl<W: Write, E: Write> Printer<W, E> {
     pub fn write_chunk(&mut self, out: &[u8], err: &[u8], err_first: bool) -> io::Result<()> {
         let mut out = out;
         let mut err = err;
-        if self.records == 0 && self.opts.format == Format::Dict && err_first && !err.is_empty() {
+        // (Under -s the node status wrote nothing, but still counts.)
+        if self.records == 0 && self.opts.format == Format::Dict && err_first {
             err = err.strip_prefix(DICT_SEPARATOR.as_bytes()).unwrap_or(err);
             self.records += 1;
         }

@@ -210,8 +210,14 @@ fn table() {
             [false, false, false, false],
         ),
         (
-            "pod prefix any namespace",
+            // As Hubble reads it: a name without a namespace is in "default".
+            "pod prefix without namespace is in default",
             ff!(source_pod: s(&["front"])),
+            [false, false, false, false],
+        ),
+        (
+            "pod prefix in any namespace",
+            ff!(source_pod: s(&["/front"])),
             [true, true, false, false],
         ),
         (
@@ -235,9 +241,11 @@ fn table() {
             [true, false, false, false],
         ),
         (
+            // Flows 3 and 4 have no source endpoint: no labels, so notin
+            // holds (a Kubernetes selector's meaning, and Hubble's).
             "label notin",
             ff!(source_label: s(&["k8s:app notin (frontend)"])),
-            [false, false, false, false],
+            [false, false, true, true],
         ),
         (
             "label exists",
@@ -247,7 +255,7 @@ fn table() {
         (
             "label not exists",
             ff!(source_label: s(&["!tier"])),
-            [false, true, false, false],
+            [false, true, true, true],
         ),
         (
             "verdict",
@@ -447,8 +455,8 @@ fn bad_filters_are_errors() {
         (ff!(protocol: s(&["quic"])), "protocol"),
         (ff!(source_label: s(&["app in (a"])), "source_label"),
         (
-            ff!(experimental: Some(crate::flow::flow_filter::Experimental { cel_expression: s(&["true"]) })),
-            "CEL",
+            ff!(experimental: Some(crate::flow::flow_filter::Experimental { cel_expression: s(&["_flow.verdict =="]) })),
+            "cel_expression",
         ),
     ];
     for (f, needle) in bad {

@@ -23,7 +23,7 @@ fn plain_flags_make_one_filter_and_repeats_are_ored() {
         "--verdict",
         "DROPPED",
         "--verdict",
-        "forwarded",
+        "FORWARDED",
         "--protocol",
         "TCP",
     ]);
@@ -32,7 +32,10 @@ fn plain_flags_make_one_filter_and_repeats_are_ored() {
         f.allowlist[0].verdict,
         vec![Verdict::Dropped as i32, Verdict::Forwarded as i32]
     );
-    assert_eq!(f.allowlist[0].protocol, vec!["tcp"]);
+    // As given, as Hubble sends it (the match ignores case).
+    assert_eq!(f.allowlist[0].protocol, vec!["TCP"]);
+    // Verdict names are Hubble's, in capitals.
+    assert!(parse(&["--verdict", "forwarded"]).is_err());
     assert!(f.denylist.is_empty());
 }
 
@@ -63,8 +66,23 @@ fn namespace_and_bare_pod_combine() {
     assert_eq!(f.allowlist[1].destination_pod, vec!["shop/cart"]);
     let f = ok(&["--to-namespace", "shop"]);
     assert_eq!(f.allowlist[0].destination_pod, vec!["shop/"]);
-    let f = ok(&["--from-namespace", "a", "--from-pod", "kube-system/dns"]);
+    let f = ok(&[
+        "--from-namespace",
+        "kube-system",
+        "--from-pod",
+        "kube-system/dns",
+    ]);
     assert_eq!(f.allowlist[0].source_pod, vec!["kube-system/dns"]);
+    // A pod named in another namespace than the one given, and flags
+    // Hubble does not combine, are refused as Hubble refuses them.
+    let err = parse(&["--from-namespace", "a", "--from-pod", "kube-system/dns"]).unwrap_err();
+    assert!(err.to_string().contains("namespace conflict"), "{err}");
+    let err = parse(&["-n", "shop", "--to-pod", "db"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("filters --to-pod and --namespace cannot be combined"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,7 +131,8 @@ fn tcp_flags_headers_workloads_ip_versions() {
     let a = &f.allowlist[0];
     assert!(a.tcp_flags[0].syn && a.tcp_flags[0].ack && !a.tcp_flags[0].fin);
     assert_eq!(a.http_header[0].key, "X-Env");
-    assert_eq!(a.http_header[0].value, "prod");
+    // Split at the first colon and kept as given, as Hubble does.
+    assert_eq!(a.http_header[0].value, " prod");
     assert_eq!(a.destination_workload[0].kind, "Deployment");
     assert_eq!(a.ip_version, vec![IpVersion::IPv4 as i32]);
 }
@@ -207,15 +226,60 @@ fn built_filters_match_what_they_say() {
     assert!(m(&["--pod", "shop/db"]));
     assert!(m(&["--ip", "10.0.0.2"]));
     assert!(!m(&["--from-ip", "10.0.0.2"]));
-    assert!(m(&["-n", "shop", "--to-pod", "db"]));
+    assert!(m(&["--to-pod", "shop/db"]));
+    assert!(m(&["--to-namespace", "shop"]));
+    assert!(m(&["-A"]));
     assert!(!m(&["--from-namespace", "other"]));
     assert!(m(&["--ip", "10.0.0.0/24", "--verdict", "DROPPED"]));
 }
 
 #[test]
-fn all_namespaces_is_the_default_and_refuses_a_namespace() {
-    assert!(ok(&["-A", "--verdict", "DROPPED"]).denylist.is_empty());
+fn all_namespaces_selects_pods_of_any_namespace_and_refuses_a_namespace() {
+    // As Hubble: a pod of any namespace on one side.
+    let f = ok(&["-A"]);
+    assert_eq!(f.allowlist[0].source_pod, vec!["/"]);
+    assert_eq!(f.allowlist[1].destination_pod, vec!["/"]);
     let err = parse(&["-A", "-n", "shop"]).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
-    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("cannot be combined"), "{err}");
+}
+
+#[test]
+fn not_applies_to_the_next_flag_each_time() {
+    // `--not` is repeated; each one moves the next flag into the denylist.
+    let f = ok(&[
+        "--not",
+        "--namespace",
+        "kube-system",
+        "--not",
+        "--protocol",
+        "dns",
+    ]);
+    assert!(f.allowlist.is_empty());
+    assert_eq!(f.denylist.len(), 2);
+    assert_eq!(f.denylist[0].source_pod, vec!["kube-system/"]);
+    assert_eq!(f.denylist[0].protocol, vec!["dns"]);
+    assert!(parse(&["--verdict", "DROPPED", "--not"]).is_err());
+    assert!(parse(&["--not", "--not", "--verdict", "DROPPED"]).is_err());
+}
+
+#[test]
+fn hubble_1_19_flags() {
+    let a = &ok(&["--snat-ip", "172.18.0.3"]).allowlist[0];
+    assert_eq!(a.source_ip_xlated, vec!["172.18.0.3"]);
+    let a = &ok(&["--ip-version", "none"]).allowlist[0];
+    assert_eq!(a.ip_version, vec![IpVersion::IpNotUsed as i32]);
+    let a = &ok(&["--encrypted"]).allowlist[0];
+    assert_eq!(a.encrypted, vec![true]);
+    let a = &ok(&["--workload", "StatefulSet/"]).allowlist[0];
+    assert_eq!(a.source_workload[0].kind, "StatefulSet");
+    assert!(a.source_workload[0].name.is_empty());
+    let a = &ok(&["--cel-expression", "_flow.verdict == Verdict.DROPPED"]).allowlist[0];
+    assert_eq!(
+        a.experimental.as_ref().unwrap().cel_expression,
+        vec!["_flow.verdict == Verdict.DROPPED"]
+    );
+    let a = &ok(&["--from-identity", "world"]).allowlist[0];
+    assert_eq!(a.source_identity, vec![2]);
+    assert!(parse(&["--encrypted", "--unencrypted"]).is_err());
+    assert_eq!(raw_listing(&ok(&[])), "{}\n");
 }
