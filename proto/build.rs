@@ -58,5 +58,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".flow.Endpoint", "crate::endpoint::Endpoint")
         .exclude([".flow.Endpoint"])
         .build(&[".flow", ".observer", ".peer", ".relay", ".shared"])?;
+    for package in ["flow", "observer", "peer", "relay", "shared"] {
+        open_reading(&out_dir.join(format!("{package}.serde.rs")))?;
+    }
+    Ok(())
+}
+
+/// Makes pbjson's generated readers read as Hubble's reader does
+/// (`crate::json::open`): an enum field takes any number and, by name, an
+/// unknown name is noted and left at zero; an unknown field is noted and
+/// skipped. The generated code is pbjson-build 0.9's; the build fails if
+/// its shape changes and nothing was rewritten.
+fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = String::with_capacity(text.len() + 4096);
+    let mut field = String::new();
+    let (mut enums, mut unknown) = (0, 0);
+    for line in text.lines() {
+        if let Some(rest) = line.split("duplicate_field(\"").nth(1) {
+            field = rest.split('"').next().unwrap_or_default().to_owned();
+        }
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if let Some((lhs, rest)) = trimmed.split_once("= Some(map_.next_value::<")
+            && let Some(ty) = rest.strip_suffix(">()? as i32);")
+        {
+            out.push_str(&format!(
+                "{indent}{lhs}= Some(crate::json::open::enum_value::<{ty}, _>(&mut map_, \"{field}\")?);\n"
+            ));
+            enums += 1;
+        } else if let Some((lhs, rest)) = trimmed.split_once("= Some(map_.next_value::<Vec<")
+            && let Some(ty) = rest.strip_suffix(">>()?.into_iter().map(|x| x as i32).collect());")
+        {
+            out.push_str(&format!(
+                "{indent}{lhs}= Some(crate::json::open::enum_values::<{ty}, _>(&mut map_, \"{field}\")?);\n"
+            ));
+            enums += 1;
+        } else if trimmed == "_ => Ok(GeneratedField::__SkipField__)," {
+            out.push_str(&format!(
+                "{indent}_ => {{ crate::json::open::unknown_field(value); Ok(GeneratedField::__SkipField__) }}\n"
+            ));
+            unknown += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let name = path.display();
+    if text.contains(" as i32") && enums == 0 {
+        return Err(format!("{name}: no enum field rewritten; pbjson's output changed").into());
+    }
+    if text.contains("__SkipField__") && unknown == 0 {
+        return Err(
+            format!("{name}: no unknown-field arm rewritten; pbjson's output changed").into(),
+        );
+    }
+    std::fs::write(path, out)?;
     Ok(())
 }

@@ -42,6 +42,25 @@ rm -rf "$install_root"
 step "tests"
 cargo test --workspace
 
+step "Hubble 1.19.4's own output: python3 hubble-oracle/check.py target/debug/webb"
+# The recorded runs of the real hubble CLI (../shared/hubble-oracle beside
+# the checkout, or WEBB_HUBBLE_ORACLE). Every case must pass.
+oracle=""
+for dir in "${WEBB_HUBBLE_ORACLE:-}" ../shared/hubble-oracle /work/shared/hubble-oracle; do
+  if [ -n "$dir" ] && [ -f "$dir/check.py" ]; then oracle="$dir"; break; fi
+done
+if [ -n "$oracle" ]; then
+  oracle_out="$(python3 "$oracle/check.py" target/debug/webb)" || true
+  printf '%s\n' "$oracle_out" | tail -n 5 >&2
+  printf '%s\n' "$oracle_out" | tail -n 1 | grep -q ' 0 failed$' || {
+    python3 "$oracle/check.py" target/debug/webb -v | head -n 60 >&2
+    echo "webb observe differs from hubble's recorded output" >&2
+    exit 1
+  }
+else
+  echo "warning: the Hubble oracle was not found (set WEBB_HUBBLE_ORACLE); not checked" >&2
+fi
+
 step "the README's first command, headless: sudo bash scripts/demo.sh --no-ui --seconds 10"
 if [ "$(id -u)" -eq 0 ]; then
   demo_out="$(mktemp)"

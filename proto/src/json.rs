@@ -7,6 +7,7 @@ use std::io::{self, BufRead, Write};
 
 use crate::observer::GetFlowsResponse;
 
+pub(crate) mod open;
 mod write;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,8 @@ pub enum JsonError {
     #[error("line {line}: not a Hubble GetFlowsResponse: {source}")]
     Parse {
         line: usize,
+        /// The line as read.
+        text: String,
         #[source]
         source: serde_json::Error,
     },
@@ -131,9 +134,46 @@ pub(crate) fn needs_escape(s: &str) -> bool {
 }
 
 /// Parses one JSON line written by `hubble observe -o json` (or by webb).
-/// Unknown fields are ignored; both proto and lowerCamelCase names are read.
+/// Unknown fields are ignored, enum values from a newer Hubble kept as
+/// numbers (see [`open`]); both proto and lowerCamelCase names are read.
 pub fn parse_line(line: &str) -> Result<GetFlowsResponse, serde_json::Error> {
     serde_json::from_str(line)
+}
+
+/// A line read as Hubble's reader reads it: the response, and what in it
+/// this build did not know (the first unknown field or enum name; the field
+/// was skipped, the enum left at zero), for a one-time warning.
+#[derive(Debug)]
+pub struct Parsed {
+    pub response: GetFlowsResponse,
+    pub unknown: Option<String>,
+}
+
+/// [`parse_line`], saying what it did not know.
+pub fn parse_line_noting(line: &str) -> Result<Parsed, serde_json::Error> {
+    let _ = open::take();
+    let parsed = serde_json::from_str(line);
+    let unknown = open::take();
+    parsed.map(|response| Parsed { response, unknown })
+}
+
+/// [`read_lines`], saying what each line held that this build did not know.
+pub fn read_lines_noting<R: BufRead>(reader: R) -> impl Iterator<Item = Result<Parsed, JsonError>> {
+    reader.lines().enumerate().filter_map(|(i, line)| {
+        let line_no = i + 1;
+        match line {
+            Err(source) => Some(Err(JsonError::Io {
+                line: line_no,
+                source,
+            })),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(parse_line_noting(&l).map_err(|source| JsonError::Parse {
+                line: line_no,
+                text: l,
+                source,
+            })),
+        }
+    })
 }
 
 /// Reads NDJSON responses, skipping blank lines; each item says which line
@@ -151,6 +191,7 @@ pub fn read_lines<R: BufRead>(
             Ok(l) if l.trim().is_empty() => None,
             Ok(l) => Some(parse_line(&l).map_err(|source| JsonError::Parse {
                 line: line_no,
+                text: l,
                 source,
             })),
         }

@@ -237,6 +237,112 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 }
 
 mod parallel;
+mod prototext;
+
+/// The fields Hubble's CLI asks for when it prints text (its default field
+/// mask for compact, dict and table output).
+const HUBBLE_TEXT_FIELDS: &[&str] = &[
+    "time",
+    "verdict",
+    "ethernet",
+    "IP",
+    "l4",
+    "source.identity",
+    "source.namespace",
+    "source.pod_name",
+    "destination.identity",
+    "destination.namespace",
+    "destination.pod_name",
+    "Type",
+    "node_name",
+    "l7",
+    "event_type",
+    "source_service",
+    "destination_service",
+    "is_reply",
+    "Summary",
+    "ip_trace_id",
+];
+
+/// A value as Go's log/slog text handler writes it: quoted (Go's `%q`) when
+/// empty or holding a space, `=`, `"` or an unprintable character.
+fn slog_value(v: &str) -> String {
+    if v.is_empty()
+        || v.chars()
+            .any(|c| c == ' ' || c == '=' || c == '"' || c.is_control())
+    {
+        printer::go_quote(v)
+    } else {
+        v.to_owned()
+    }
+}
+
+/// One line of Hubble's log (slog's text form) at `level`.
+pub(crate) fn log_line(level: &str, msg: &str, fields: &[(&str, &str)]) -> String {
+    let mut line = format!(
+        "time={} level={level} msg={}",
+        Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        slog_value(msg)
+    );
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={}", slog_value(v)));
+    }
+    line.push('\n');
+    line
+}
+
+/// Hubble's one-time warning for a capture from a newer Hubble (a field or
+/// enum value this build does not know: the field is skipped, the value
+/// read as 0 or kept as its number).
+pub(crate) fn unknown_warning(what: &str) -> String {
+    log_line(
+        "WARN",
+        "unknown field detected, upgrade the Hubble CLI to get rid of this warning",
+        &[("error", &format!("proto: {what}"))],
+    )
+}
+
+/// Hubble's warning for a line that is not a response; the line is skipped
+/// and reading goes on.
+pub(crate) fn bad_line_warning(err: &serde_json::Error, line: &str) -> String {
+    log_line(
+        "WARN",
+        "Failed to unmarshal json to flow",
+        &[("error", &err.to_string()), ("line", line)],
+    )
+}
+
+/// `-D`: the request logged as Hubble's CLI logs it, on stderr. From a file
+/// it is the request Hubble's CLI forms for these flags (every record when
+/// nothing selects, its text field mask), which a file reader applies as
+/// Hubble's does (the mask is not applied to a file); from a server it is
+/// the request sent.
+fn log_request(args: &ObserveArgs) {
+    let mut req = request(args);
+    if args.input_file.is_some() {
+        let s = &args.selectors;
+        if !s.all && s.first.is_none() && s.last.is_none() {
+            req.number = 0;
+        }
+        if req.field_mask.is_none() && !matches!(args.output.output, Format::Json | Format::Jsonpb)
+        {
+            req.field_mask = Some(FieldMask {
+                paths: HUBBLE_TEXT_FIELDS.iter().map(|p| (*p).to_owned()).collect(),
+            });
+        }
+    }
+    if req.follow {
+        req.until = None;
+    }
+    eprint!(
+        "{}",
+        log_line(
+            "DEBUG",
+            "Sending GetFlows request",
+            &[("req", &prototext::request(&req))]
+        )
+    );
+}
 
 pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     args.output
@@ -245,6 +351,9 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     if args.print_raw_filters {
         print!("{}", filters::raw_listing(&args.filters));
         return Ok(());
+    }
+    if args.output.debug {
+        log_request(&args);
     }
     let opts = args.output.printer_options();
     let out = BufWriter::with_capacity(64 * 1024, io::stdout());
@@ -382,8 +491,22 @@ fn from_file<W: Write, E: Write>(
     // carries (a node status too, even one that prints nothing).
     let mut tail: VecDeque<GetFlowsResponse> = VecDeque::new();
     let mut returned = 0u64;
-    for item in webb_proto::json::read_lines(reader) {
-        let resp = item.map_err(|e| anyhow::anyhow!("--input-file {}: {e}", path.display()))?;
+    let mut warned = false;
+    for item in webb_proto::json::read_lines_noting(reader) {
+        let resp = match item {
+            Ok(parsed) => {
+                if let Some(what) = parsed.unknown.filter(|_| !warned) {
+                    warned = true;
+                    printer.log(&unknown_warning(&what))?;
+                }
+                parsed.response
+            }
+            Err(webb_proto::json::JsonError::Parse { text, source, .. }) => {
+                printer.log(&bad_line_warning(&source, &text))?;
+                continue;
+            }
+            Err(e) => anyhow::bail!("--input-file {}: {e}", path.display()),
+        };
         if !window.keeps(&resp) {
             continue;
         }

@@ -146,6 +146,8 @@ pub struct Printer<W: Write, E: Write> {
     records: u64,
     /// Which stream the first record went to (None: none yet).
     err_first: Option<bool>,
+    /// Bytes written to `err` so far.
+    err_bytes: usize,
     line: String,
     /// The JSON line being written, reused across records.
     json: Vec<u8>,
@@ -186,6 +188,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             err,
             records: 0,
             err_first: None,
+            err_bytes: 0,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
             json_writer: Default::default(),
@@ -203,6 +206,7 @@ impl<W: Write, E: Write> Printer<W, E> {
             err: Vec::new(),
             records: 1,
             err_first: None,
+            err_bytes: 0,
             line: String::with_capacity(256),
             json: Vec::with_capacity(2048),
             json_writer: Default::default(),
@@ -297,6 +301,7 @@ impl<W: Write, E: Write> Printer<W, E> {
                 self.json.clear();
                 self.json_writer.append_line(&mut self.json, resp);
                 self.json.push(b'\n');
+                self.err_bytes += self.json.len();
                 return self.err.write_all(&self.json);
             }
             Format::Dict => {
@@ -344,8 +349,21 @@ impl<W: Write, E: Write> Printer<W, E> {
         if self.opts.silent {
             return Ok(());
         }
-        self.err
-            .write_all(hubble_escape(&text, self.opts.color).as_bytes())
+        let text = hubble_escape(&text, self.opts.color);
+        self.err_bytes += text.len();
+        self.err.write_all(text.as_bytes())
+    }
+
+    /// A log line (a reader's warning) on stderr, where Hubble's logger
+    /// writes it, in order with the node statuses; `-s` does not silence it.
+    pub fn log(&mut self, line: &str) -> io::Result<()> {
+        self.err_bytes += line.len();
+        self.err.write_all(line.as_bytes())
+    }
+
+    /// Bytes written to stderr so far.
+    pub fn err_bytes(&self) -> usize {
+        self.err_bytes
     }
 
     /// Whether this printer's first record went to stderr (a node status),
@@ -381,7 +399,7 @@ impl<W: Write, E: Write> Printer<W, E> {
     /// The verdict column: Hubble's word, then under `--print-policy-names`
     /// the policies that decided a policy verdict, in the verdict's colour.
     fn verdict(&self, f: &Flow) -> String {
-        let mut v = verdict_text(f).to_owned();
+        let mut v = verdict_text(f);
         if self.opts.policy_names
             && f.event_type
                 .is_some_and(|t| t.r#type == names::EVENT_POLICY_VERDICT)
@@ -528,8 +546,7 @@ impl<W: Write, E: Write> Printer<W, E> {
 
     fn lost(&mut self, l: &LostEvent, time: Option<&Timestamp>, node: &str) {
         let source = LostEventSource::try_from(l.source)
-            .map(|s| s.as_str_name())
-            .unwrap_or("UNKNOWN_LOST_EVENT_SOURCE");
+            .map_or_else(|_| l.source.to_string(), |s| s.as_str_name().to_owned());
         let cpu = l.cpu.map_or(0, |c| c.value);
         let n = l.num_events_lost;
         let ts = self.time(time);
@@ -601,7 +618,7 @@ fn join_with_cut_off(names: &[String], sep: &str, target: usize) -> String {
 
 /// A string quoted as Go's `%q` quotes it: `\"` and `\\`, the usual
 /// letter escapes, `\xNN` for other control bytes, printable text as is.
-fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -820,7 +837,7 @@ fn flow_type_with(f: &Flow, observer: bool) -> String {
         };
         let ty = webb_proto::flow::L7FlowType::try_from(l7.r#type)
             .map(|t| t.as_str_name().to_ascii_lowercase())
-            .unwrap_or_else(|_| "unknown_l7_type".to_owned());
+            .unwrap_or_else(|_| l7.r#type.to_string());
         // Hubble names a DNS record's observer after its type, space
         // separated, even when it is empty: `dns-request proxy`.
         if let Some(layer7::Record::Dns(d)) = &l7.record
@@ -850,13 +867,15 @@ fn flow_type_with(f: &Flow, observer: bool) -> String {
                 _ => "unknown",
             };
             let dir = webb_proto::flow::TrafficDirection::try_from(f.traffic_direction)
-                .map(|d| d.as_str_name())
-                .unwrap_or("TRAFFIC_DIRECTION_UNKNOWN");
+                .map_or_else(
+                    |_| f.traffic_direction.to_string(),
+                    |d| d.as_str_name().to_owned(),
+                );
             format!("policy-verdict:{m} {dir}")
         }
         names::EVENT_CAPTURE => DebugCapturePoint::try_from(f.debug_capture_point)
             .map(|p| p.as_str_name().to_owned())
-            .unwrap_or_else(|_| "UNKNOWN".to_owned()),
+            .unwrap_or_else(|_| f.debug_capture_point.to_string()),
         // A socket translation is named by its point, as Hubble names it;
         // a point it has no short name for prints as the enum value.
         names::EVENT_TRACE_SOCK => match f.sock_xlate_point {
@@ -873,20 +892,22 @@ fn flow_type_with(f: &Flow, observer: bool) -> String {
 }
 
 /// The verdict as Hubble prints it; policy verdict events say ALLOWED /
-/// DENIED / AUDITED.
-pub fn verdict_text(f: &Flow) -> &'static str {
-    let v = Verdict::try_from(f.verdict).unwrap_or(Verdict::Unknown);
+/// DENIED / AUDITED; a value from a newer Hubble prints as its number.
+pub fn verdict_text(f: &Flow) -> String {
+    let Ok(v) = Verdict::try_from(f.verdict) else {
+        return f.verdict.to_string();
+    };
     if f.event_type
         .is_some_and(|t| t.r#type == names::EVENT_POLICY_VERDICT)
     {
         match v {
-            Verdict::Forwarded | Verdict::Redirected => return "ALLOWED",
-            Verdict::Dropped | Verdict::Error => return "DENIED",
-            Verdict::Audit => return "AUDITED",
+            Verdict::Forwarded | Verdict::Redirected => return "ALLOWED".into(),
+            Verdict::Dropped | Verdict::Error => return "DENIED".into(),
+            Verdict::Audit => return "AUDITED".into(),
             _ => {}
         }
     }
-    v.as_str_name()
+    v.as_str_name().into()
 }
 
 /// The verdict's colour in Hubble's printer; an unknown verdict has none.

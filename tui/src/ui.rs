@@ -143,9 +143,11 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Feed>(64);
     // A port-forward (-P) lasts as long as the dashboard.
     let mut forwarded = None;
+    let mut read_note = None;
     let (source_name, server, mut source) = match &args.input_file {
         Some(path) => {
-            let lines = read_file(path)?;
+            let (lines, note) = read_file(path)?;
+            read_note = note;
             let task = tokio::spawn(replay(lines, args.replay_speed, tx.clone()));
             (path.display().to_string(), None, task)
         }
@@ -166,7 +168,7 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
     }
 
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
-    app.message = log_note;
+    app.message = read_note.or(log_note);
     tracing::info!(source = %app.source, buffer = args.buffer, "webb ui started");
 
     let mut terminal = ratatui::init();
@@ -338,12 +340,43 @@ fn save(app: &App, all: bool) -> String {
     }
 }
 
-fn read_file(path: &std::path::Path) -> anyhow::Result<Vec<GetFlowsResponse>> {
+/// Reads a capture as `webb observe --input-file` does: a line that is not
+/// a response is skipped (each is logged; the dashboard says how many), and
+/// fields or values from a newer Hubble are read as Hubble's reader reads
+/// them. The note says what was skipped or not understood.
+fn read_file(path: &std::path::Path) -> anyhow::Result<(Vec<GetFlowsResponse>, Option<String>)> {
     let f = std::fs::File::open(path)
         .map_err(|e| Usage(format!("--input-file {}: {e}", path.display())))?;
-    webb_proto::json::read_lines(std::io::BufReader::new(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Usage(format!("--input-file {}: {e}", path.display())).into())
+    let mut lines = Vec::new();
+    let (mut skipped, mut first_bad, mut unknown) = (0u64, None, None);
+    for item in webb_proto::json::read_lines_noting(std::io::BufReader::new(f)) {
+        match item {
+            Ok(p) => {
+                if unknown.is_none() {
+                    unknown = p.unknown;
+                }
+                lines.push(p.response);
+            }
+            Err(e @ webb_proto::json::JsonError::Parse { .. }) => {
+                tracing::warn!("--input-file {}: {e}; skipped", path.display());
+                skipped += 1;
+                first_bad.get_or_insert_with(|| e.to_string());
+            }
+            Err(e) => return Err(Usage(format!("--input-file {}: {e}", path.display())).into()),
+        }
+    }
+    let mut notes = Vec::new();
+    if let Some(first) = first_bad {
+        notes.push(format!(
+            "skipped {skipped} lines that are not Hubble responses ({first})"
+        ));
+    }
+    if let Some(what) = unknown {
+        notes.push(format!(
+            "the capture has fields or values this webb does not know ({what}): skipped, or kept as numbers"
+        ));
+    }
+    Ok((lines, (!notes.is_empty()).then(|| notes.join("; "))))
 }
 
 /// Sends a recorded file at `speed` times its recorded pace.

@@ -306,12 +306,14 @@ fn bad_capture_lines_name_the_line() {
         "--color",
         "never",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    // As Hubble's reader: the bad line is named in a warning and skipped.
+    assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("line 2"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("msg=\"Failed to unmarshal json to flow\"")
+            && err.contains("line=\"{\\\"flow\\\": 3}\""),
+        "{err}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -334,4 +336,75 @@ fn help() {
             String::from_utf8(out.stdout).unwrap()
         );
     }
+}
+
+/// A capture from a newer Hubble, and a torn one: what can be read is read,
+/// as Hubble's reader reads it, and what cannot is said, never lost quietly.
+#[test]
+fn newer_and_torn_captures_are_read_with_warnings() {
+    let lines: Vec<&str> = include_str!("fixtures/flows.jsonl").lines().collect();
+    let first_flow = lines
+        .iter()
+        .position(|l| l.contains("\"verdict\":\"FORWARDED\""))
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("webb-cli-capture-{}.jsonl", std::process::id()));
+    let mut text = String::new();
+    // A field this build does not know, twice (one warning).
+    text.push_str(&lines[first_flow].replacen("{\"flow\":{", "{\"flow\":{\"future_field\":1,", 1));
+    text.push('\n');
+    text.push_str(&lines[first_flow].replacen("{\"flow\":{", "{\"flow\":{\"future_field\":2,", 1));
+    text.push('\n');
+    // A line cut short by a crash, and one that is not JSON at all.
+    text.push_str(&lines[first_flow][..40]);
+    text.push_str("\nnot json\n");
+    // An enum value by a name this build does not know, and by a number.
+    text.push_str(&lines[first_flow].replace("\"FORWARDED\"", "\"FUTURE_VERDICT\""));
+    text.push('\n');
+    text.push_str(&lines[first_flow].replace("\"FORWARDED\"", "99"));
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    for extra in [&[][..], &["--last", "10"][..]] {
+        let mut args = vec![
+            "observe",
+            "--input-file",
+            p,
+            "--color",
+            "never",
+            "-o",
+            "compact",
+        ];
+        args.extend_from_slice(extra);
+        let out = webb(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{extra:?}: {stderr}");
+        // Every readable line is printed, the number kept as Hubble keeps it.
+        assert_eq!(stdout.lines().count(), 4, "{extra:?}: {stdout}");
+        assert!(
+            stdout.lines().nth(2).unwrap().contains("VERDICT_UNKNOWN"),
+            "{stdout}"
+        );
+        assert!(stdout.lines().nth(3).unwrap().contains(" 99 "), "{stdout}");
+        // One warning about what this build does not know, one per bad line.
+        assert_eq!(
+            stderr
+                .matches("level=WARN msg=\"unknown field detected")
+                .count(),
+            1,
+            "{stderr}"
+        );
+        assert!(stderr.contains("future_field"), "{stderr}");
+        assert_eq!(
+            stderr
+                .matches("msg=\"Failed to unmarshal json to flow\"")
+                .count(),
+            2,
+            "{stderr}"
+        );
+        assert!(stderr.contains("line=\"not json\""), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&path);
 }

@@ -20,7 +20,6 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const DEPTH: usize = 2;
 
 struct Chunk {
-    first_line: usize,
     text: String,
 }
 
@@ -29,7 +28,9 @@ struct Done {
     err: Vec<u8>,
     /// The chunk's first record went to stderr.
     err_first: bool,
-    failure: Option<anyhow::Error>,
+    /// Where in `err` the chunk's warning about a field or value this build
+    /// does not know is (Hubble warns once per capture).
+    unknown: Option<std::ops::Range<usize>>,
 }
 
 pub(super) fn run<W: Write, E: Write>(
@@ -49,10 +50,9 @@ pub(super) fn run<W: Write, E: Write>(
             let (out_tx, out_rx) = sync_channel::<Done>(DEPTH);
             inputs.push(in_tx);
             outputs.push(out_rx);
-            let name = name.clone();
             scope.spawn(move || {
                 for chunk in in_rx {
-                    if out_tx.send(work(&chunk, window, opts, &name)).is_err() {
+                    if out_tx.send(work(&chunk, window, opts)).is_err() {
                         return;
                     }
                 }
@@ -61,38 +61,35 @@ pub(super) fn run<W: Write, E: Write>(
         // The reader deals chunks round-robin; the writer collects them in
         // the same order, which keeps the output in input order.
         let reader_thread = scope.spawn(move || -> std::io::Result<()> {
-            let mut line_no = 1usize;
             for i in 0.. {
                 let mut text = String::with_capacity(CHUNK_BYTES + 4096);
-                let first_line = line_no;
                 while text.len() < CHUNK_BYTES {
-                    let n = reader.read_line(&mut text)?;
-                    if n == 0 {
+                    if reader.read_line(&mut text)? == 0 {
                         break;
                     }
-                    line_no += 1;
                 }
                 if text.is_empty() {
                     return Ok(());
                 }
-                if inputs[i % workers]
-                    .send(Chunk { first_line, text })
-                    .is_err()
-                {
+                if inputs[i % workers].send(Chunk { text }).is_err() {
                     return Ok(());
                 }
             }
             Ok(())
         });
         let written = (|| -> anyhow::Result<()> {
+            let mut warned = false;
             for i in 0.. {
-                let Ok(done) = outputs[i % workers].recv() else {
+                let Ok(mut done) = outputs[i % workers].recv() else {
                     return Ok(());
                 };
-                printer.write_chunk(&done.out, &done.err, done.err_first)?;
-                if let Some(e) = done.failure {
-                    return Err(e);
+                if let Some(r) = done.unknown.take() {
+                    if warned {
+                        done.err.drain(r);
+                    }
+                    warned = true;
                 }
+                printer.write_chunk(&done.out, &done.err, done.err_first)?;
             }
             Ok(())
         })();
@@ -104,26 +101,29 @@ pub(super) fn run<W: Write, E: Write>(
     })
 }
 
-fn work(chunk: &Chunk, window: &Window<'_>, opts: printer::Options, name: &str) -> Done {
+fn work(chunk: &Chunk, window: &Window<'_>, opts: printer::Options) -> Done {
     let mut p = Printer::<Vec<u8>, Vec<u8>>::for_chunk(opts);
-    let mut failure = None;
-    for (i, line) in chunk.text.lines().enumerate() {
+    let mut unknown = None;
+    // Writing to memory cannot fail.
+    for line in chunk.text.lines() {
         if line.trim().is_empty() {
             continue;
         }
-        match webb_proto::json::parse_line(line) {
-            Ok(resp) => {
-                if window.keeps(&resp) {
-                    // Writing to memory cannot fail.
-                    let _ = p.write(&resp);
+        match webb_proto::json::parse_line_noting(line) {
+            Ok(parsed) => {
+                if let Some(what) = parsed.unknown.filter(|_| unknown.is_none()) {
+                    let start = p.err_bytes();
+                    let _ = p.log(&super::unknown_warning(&what));
+                    unknown = Some(start..p.err_bytes());
+                }
+                if window.keeps(&parsed.response) {
+                    let _ = p.write(&parsed.response);
                 }
             }
+            // As Hubble's reader: the line is named in a warning, skipped,
+            // and reading goes on.
             Err(e) => {
-                failure = Some(anyhow::anyhow!(
-                    "--input-file {name}: line {}: not a Hubble GetFlowsResponse: {e}",
-                    chunk.first_line + i
-                ));
-                break;
+                let _ = p.log(&super::bad_line_warning(&e, line));
             }
         }
     }
@@ -133,6 +133,6 @@ fn work(chunk: &Chunk, window: &Window<'_>, opts: printer::Options, name: &str) 
         out,
         err,
         err_first,
-        failure,
+        unknown,
     }
 }
