@@ -287,13 +287,19 @@ impl Observer for Service {
     type GetDebugEventsStream =
         Pin<Box<dyn Stream<Item = Result<GetDebugEventsResponse, Status>> + Send>>;
 
+    /// Cilium's datapath debug messages. webb's datapath writes none, so
+    /// the answer is empty: it ends at once, or with `follow` stays open
+    /// (as Cilium's would with debug output off) until the client leaves.
     async fn get_debug_events(
         &self,
-        _: Request<GetDebugEventsRequest>,
+        req: Request<GetDebugEventsRequest>,
     ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetDebugEvents is Cilium-agent specific; webb has no debug events",
-        ))
+        let stream: Self::GetDebugEventsStream = if req.get_ref().follow {
+            Box::pin(futures::stream::pending())
+        } else {
+            Box::pin(futures::stream::empty())
+        };
+        Ok(Response::new(stream))
     }
 
     async fn get_nodes(
