@@ -82,7 +82,6 @@ pub fn reserved_identity_name(identity: u32) -> Option<&'static str> {
         8 => "ingress",
         9 => "world-ipv4",
         10 => "world-ipv6",
-        11 => "overlay-to-encrypt",
         _ => return None,
     })
 }
