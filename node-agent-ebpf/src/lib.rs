@@ -57,7 +57,15 @@ pub mod l7 {
     pub const DNS_TCP: u8 = 2;
     /// A TCP segment that starts like an HTTP/1.x request or status line.
     pub const HTTP: u8 = 3;
+    /// A TCP segment that starts a TLS handshake record holding a
+    /// ClientHello.
+    pub const TLS: u8 = 4;
 }
+
+/// The bytes a TLS ClientHello's copy takes at least (the hello's
+/// extensions, SNI among them, often come after a kilobyte of key shares),
+/// whatever [`Config::l7_capture`] asks for.
+pub const TLS_CAPTURE: u32 = 2048;
 
 /// The most payload bytes one L7 record can carry, whatever
 /// [`Config::l7_capture`] asks for.
@@ -596,6 +604,13 @@ pub fn looks_like_http(head: [u8; 4]) -> bool {
             | b"TRAC"
             | b"HTTP"
     )
+}
+
+/// A TLS record carrying a ClientHello: content type 22 (handshake),
+/// version 3.0 to 3.4, then handshake type 1 after the 2-byte length.
+#[inline(always)]
+pub fn looks_like_client_hello(head: [u8; 6]) -> bool {
+    head[0] == 22 && head[1] == 3 && head[2] <= 4 && head[5] == 1
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use aya_ebpf::{
 use node_agent_ebpf::{
     Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
     L7_RECORD_HEADER, L7Header, L7Record, MAX_CAPTURE, Packet, ParseError, Parsed, PolicyKey,
-    counter, dir, emit, endpoint_flags, flags, identity, is_dns_port, kind, l7, looks_like_http,
-    parse_packet, point, tcp,
+    TLS_CAPTURE, counter, dir, emit, endpoint_flags, flags, identity, is_dns_port, kind, l7,
+    looks_like_client_hello, looks_like_http, parse_packet, point, tcp,
 };
 
 /// Do not wake the consumer per record (a wakeup per record caps throughput
@@ -253,8 +253,9 @@ fn capture_l7<P: Packet>(
     let proto = match key.proto {
         IPPROTO_UDP if dns => l7::DNS_UDP,
         IPPROTO_TCP if dns => l7::DNS_TCP,
-        IPPROTO_TCP => match pkt.load::<4>(parsed.payload_off as usize) {
-            Some(head) if looks_like_http(head) => l7::HTTP,
+        IPPROTO_TCP => match pkt.load::<6>(parsed.payload_off as usize) {
+            Some(h) if looks_like_http([h[0], h[1], h[2], h[3]]) => l7::HTTP,
+            Some(h) if looks_like_client_hello(h) => l7::TLS,
             _ => return,
         },
         _ => return,
@@ -278,6 +279,11 @@ fn capture_l7<P: Packet>(
         parsed.payload_len
     } else {
         in_packet
+    };
+    let snap = if proto == l7::TLS && snap < TLS_CAPTURE {
+        TLS_CAPTURE
+    } else {
+        snap
     };
     let mut n = if payload_len < snap {
         payload_len

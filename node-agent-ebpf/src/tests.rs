@@ -219,4 +219,21 @@ fn dns_ports_and_http_heads() {
     for head in [b"get ", b"\0\0\0\0", b"SSH-", b"\x16\x03\x01\x02"] {
         assert!(!looks_like_http(*head), "{head:?}");
     }
+    // A TLS 1.0-1.3 handshake record holding a ClientHello; not a
+    // ServerHello, application data, or plain text.
+    for head in [
+        [22, 3, 1, 2, 0, 1],
+        [22, 3, 3, 0, 200, 1],
+        [22, 3, 4, 9, 9, 1],
+    ] {
+        assert!(looks_like_client_hello(head), "{head:?}");
+    }
+    for head in [
+        [22, 3, 3, 0, 90, 2],
+        [23, 3, 3, 0, 90, 1],
+        [22, 3, 9, 0, 1, 1],
+        *b"GET / ",
+    ] {
+        assert!(!looks_like_client_hello(head), "{head:?}");
+    }
 }

@@ -2,7 +2,8 @@
 //! through the agent's real decoder, one core, as the ingest thread runs
 //! them: DNS queries and answers (hickory-proto) and HTTP request and
 //! response heads (httparse), each paired with its request and turned into
-//! a Hubble `Flow`.
+//! a Hubble `Flow`, and TLS ClientHellos (tls-parser) read for their server
+//! name.
 //!
 //! `cargo bench -p webb-agent --bench l7`
 //!
@@ -58,7 +59,11 @@ fn record(
             dst: v4_mapped(dst),
             sport,
             dport,
-            proto: if proto == l7::HTTP { 6 } else { 17 },
+            proto: if proto == l7::HTTP || proto == l7::TLS {
+                6
+            } else {
+                17
+            },
             point: if from_client {
                 point::TC_INGRESS
             } else {
@@ -160,6 +165,30 @@ fn http_records(pairs: u64) -> Vec<Vec<u8>> {
     out
 }
 
+/// ClientHellos of about 500 bytes (what curl and browsers send before
+/// their post-quantum key shares), each to another server name.
+fn tls_records(n: u64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let hello = webb_agent::l7::tls::client_hello(
+                &format!("api-{}.shop.example.com", i % 500),
+                &["h2", "http/1.1"],
+                &[0x0a0a, 0x0304, 0x0303],
+                300,
+            );
+            record(
+                1_000_000 + i * 10_000,
+                30_000 + (i % 2_000) as u16,
+                ([10, 99, 0, 11], 443),
+                true,
+                l7::TLS,
+                1,
+                &hello,
+            )
+        })
+        .collect()
+}
+
 /// Decodes every record `rounds` times with a fresh decoder per round;
 /// returns records per second and checks each became a flow.
 fn rate(records: &[Vec<u8>], rounds: u32) -> f64 {
@@ -196,6 +225,13 @@ fn main() {
         "l7/http: {:.0} heads/s (requests and responses, paired, redacted, into flows; best of 5 x {})",
         http_rate,
         http.len()
+    );
+    let tls = tls_records(200_000);
+    println!(
+        "l7/tls: {:.0} ClientHellos/s (SNI, ALPN and versions read, into flows; best of 5 x {}, {} bytes each)",
+        rate(&tls, 5),
+        tls.len(),
+        tls[0].len()
     );
     // Requests alone, the unit.
     let requests: Vec<Vec<u8>> = http.iter().step_by(2).cloned().collect();

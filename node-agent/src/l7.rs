@@ -14,6 +14,7 @@
 pub mod dns;
 pub mod http;
 mod names;
+pub mod tls;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -41,6 +42,10 @@ pub enum Error {
     HttpShort,
     /// Not HTTP/1.x after all.
     HttpBadHead,
+    /// Shorter than a TLS record and ClientHello header.
+    TlsShort,
+    /// Not a well-formed ClientHello.
+    TlsBadHello,
     /// The kernel record is shorter than its header says.
     BadRecord,
 }
@@ -60,7 +65,7 @@ pub enum Count {
 }
 
 impl Count {
-    pub const ALL: [Count; 11] = [
+    pub const ALL: [Count; 13] = [
         Count::Error(Error::DnsShort),
         Count::Error(Error::DnsTcpSegment),
         Count::Error(Error::DnsNoQuestion),
@@ -68,6 +73,8 @@ impl Count {
         Count::Error(Error::DnsBadRecord),
         Count::Error(Error::HttpShort),
         Count::Error(Error::HttpBadHead),
+        Count::Error(Error::TlsShort),
+        Count::Error(Error::TlsBadHello),
         Count::Error(Error::BadRecord),
         Count::Retransmission,
         Count::Unmatched,
@@ -83,6 +90,8 @@ impl Count {
             Count::Error(Error::DnsBadRecord) => "dns_bad_record",
             Count::Error(Error::HttpShort) => "http_short",
             Count::Error(Error::HttpBadHead) => "http_bad_head",
+            Count::Error(Error::TlsShort) => "tls_short",
+            Count::Error(Error::TlsBadHello) => "tls_bad_hello",
             Count::Error(Error::BadRecord) => "bad_kernel_record",
             Count::Retransmission => "retransmission",
             Count::Unmatched => "unmatched_response",
@@ -225,6 +234,7 @@ impl Tracker {
             l7::DNS_UDP => self.dns(ev, payload, false, cut),
             l7::DNS_TCP => self.dns(ev, payload, true, cut),
             l7::HTTP => self.http(ev, hdr, payload),
+            l7::TLS => self.tls(hdr, payload),
             _ => Err(Count::Error(Error::BadRecord)),
         };
         match result {
@@ -307,6 +317,7 @@ impl Tracker {
                     rrtypes: m.rrtypes,
                 })),
                 webb_truncated: m.truncated,
+                webb_tls: None,
             },
             summary,
             response: m.response,
@@ -431,9 +442,38 @@ impl Tracker {
                 latency_ns,
                 record: Some(layer7::Record::Http(http)),
                 webb_truncated: truncated,
+                webb_tls: None,
             },
             summary,
             response,
+        })
+    }
+
+    /// A ClientHello: one request flow carrying what the client offered.
+    fn tls(&mut self, hdr: &L7Header, payload: &[u8]) -> Result<Record, Count> {
+        let h = tls::parse(payload).map_err(Count::Error)?;
+        let truncated = h.truncated || hdr.captured < hdr.payload_len;
+        let mut summary = format!("TLS ClientHello {}", h.version);
+        if !h.server_name.is_empty() {
+            summary.push_str(&format!(" SNI {}", h.server_name));
+        }
+        if !h.alpn.is_empty() {
+            summary.push_str(&format!(" ALPN {}", h.alpn.join(",")));
+        }
+        Ok(Record {
+            l7: Layer7 {
+                r#type: L7FlowType::Request as i32,
+                latency_ns: 0,
+                record: None,
+                webb_truncated: truncated,
+                webb_tls: Some(flow::WebbTlsClientHello {
+                    server_name: h.server_name,
+                    alpn: h.alpn,
+                    version: h.version,
+                }),
+            },
+            summary,
+            response: false,
         })
     }
 

@@ -143,6 +143,8 @@ struct CompiledFilter {
     ip_trace_id: Vec<u64>,
     encrypted: Vec<bool>,
     cel: Option<cel::CelFilter>,
+    tls_sni: Vec<Regex>,
+    tls_version: Vec<String>,
 }
 
 /// Passes when the alternatives are empty or any of them matches.
@@ -162,6 +164,12 @@ impl CompiledFilter {
         })?;
         Ok(Self {
             cel,
+            tls_sni: fqdns("webb_tls_sni", &f.webb_tls_sni)?,
+            tls_version: f
+                .webb_tls_version
+                .iter()
+                .map(|v| tls_version_name(v.trim()))
+                .collect(),
             uuid: f.uuid.clone(),
             source_ip: ips("source_ip", &f.source_ip)?,
             source_ip_xlated: ips("source_ip_xlated", &f.source_ip_xlated)?,
@@ -348,6 +356,10 @@ impl CompiledFilter {
             })
             && any_of(&self.encrypted, |e| ip.is_some_and(|ip| ip.encrypted) == *e)
             && self.cel.as_ref().is_none_or(|c| c.matches(flow))
+            && any_of(&self.tls_sni, |r| {
+                tls(flow).is_some_and(|t| r.is_match(&t.server_name))
+            })
+            && any_of(&self.tls_version, |v| tls(flow).is_some_and(|t| t.version == *v))
     }
 }
 
@@ -386,6 +398,24 @@ fn selectors(field: &'static str, values: &[String]) -> Result<Vec<Selector>, Fi
 
 /// FQDN patterns: `*` stands for one DNS label or part of one (Cilium's
 /// matchPattern), matching is case-insensitive and ignores a trailing dot.
+/// A TLS ClientHello a flow carries (webb's extension).
+fn tls(flow: &Flow) -> Option<&crate::flow::WebbTlsClientHello> {
+    flow.l7.as_ref()?.webb_tls.as_ref()
+}
+
+/// "1.3", "tls1.3", "TLS 1.3" all name TLS 1.3, as the flow spells it.
+fn tls_version_name(v: &str) -> String {
+    let lower = v.to_ascii_lowercase();
+    let number = lower
+        .trim_start_matches("tls")
+        .trim_start_matches(['v', ' ', '_', '-']);
+    if number.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("TLS {number}")
+    } else {
+        v.to_owned()
+    }
+}
+
 fn fqdns(field: &'static str, values: &[String]) -> Result<Vec<Regex>, FilterError> {
     values
         .iter()

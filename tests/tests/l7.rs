@@ -425,3 +425,123 @@ fn a_head_longer_than_the_capture_length_is_shown_truncated() {
         );
     });
 }
+
+/// A real TLS server (openssl s_server) and a real client (curl): the
+/// ClientHello's server name, ALPN and version become a flow, without
+/// decrypting anything, and `--tls-sni` / `--tls-version` select it.
+#[test]
+fn tls_client_hellos_name_the_server_asked_for() {
+    let Some(_g) = privileged() else { return };
+    let lab = Lab::new(&[
+        PodSpec::new("shop", "client", "client"),
+        PodSpec::new("shop", "web", "web"),
+    ]);
+    let (c, web) = (lab.pod("client"), lab.pod("web"));
+    let dir = std::env::temp_dir().join(format!("webb-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=shop.example"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "openssl req: {made:?}");
+    let mut server = web
+        .cmd(
+            "openssl",
+            &["s_server", "-quiet", "-www", "-accept", "8443"],
+        )
+        .arg("-key")
+        .arg(&key)
+        .arg("-cert")
+        .arg(&cert)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let agent = AgentProcess::start(&lab, "lab-node-1", &[]);
+    // Wait for the server, then connect as shop.example (SNI), offering
+    // http/1.1 by ALPN.
+    let resolve = format!("shop.example:8443:{}", web.ip);
+    let mut ok = false;
+    for _ in 0..50 {
+        let out = c.run(
+            "curl",
+            &[
+                "-sk",
+                "--http1.1",
+                "--max-time",
+                "3",
+                "--resolve",
+                &resolve,
+                "-o",
+                "/dev/null",
+                "https://shop.example:8443/",
+            ],
+        );
+        if out.status.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "curl never reached the TLS server");
+    block_on(async {
+        let tls = |f: &Flow| f.l7.as_ref().and_then(|l| l.webb_tls.clone());
+        let flows = client::wait_for(
+            &agent.addr,
+            filter(|f| f.webb_tls_sni = vec!["shop.example".into()]),
+            TIMEOUT,
+            |fl| !fl.is_empty(),
+        )
+        .await;
+        let f = &flows[0];
+        let hello = tls(f).expect("a TLS flow");
+        assert_eq!(hello.server_name, "shop.example");
+        assert_eq!(hello.alpn, vec!["http/1.1"]);
+        assert_eq!(hello.version, "TLS 1.3");
+        assert_eq!(f.source.as_ref().unwrap().pod_name, c.name);
+        assert_eq!(f.destination.as_ref().unwrap().pod_name, web.name);
+        #[allow(deprecated)] // Summary is what users read.
+        let summary = &f.summary;
+        assert!(summary.contains("SNI shop.example"), "{summary}");
+        // The version filter in the spellings users type; another name or
+        // version selects nothing.
+        let by_version = client::flows(
+            &agent.addr,
+            filter(|f| f.webb_tls_version = vec!["1.3".into()]),
+        )
+        .await;
+        assert!(
+            by_version.iter().any(|f| tls(f).is_some()),
+            "{by_version:?}"
+        );
+        let none = client::flows(
+            &agent.addr,
+            filter(|f| f.webb_tls_sni = vec!["other.example".into()]),
+        )
+        .await;
+        assert!(none.is_empty(), "{none:?}");
+        let none = client::flows(
+            &agent.addr,
+            filter(|f| f.webb_tls_version = vec!["TLS 1.2".into()]),
+        )
+        .await;
+        assert!(none.is_empty(), "{none:?}");
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -84,6 +84,8 @@ enum Plain {
     Encrypted,
     Unencrypted,
     IpTraceId,
+    TlsSni,
+    TlsVersion,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -572,6 +574,20 @@ const SPECS: &[Spec] = &[
         help: "Unencrypted flows only",
         kind: Kind::Plain(P::Unencrypted),
     },
+    plain(
+        "tls-sni",
+        None,
+        "NAME",
+        "TLS connections whose ClientHello asks for this server name ('*' wildcards; webb)",
+        P::TlsSni,
+    ),
+    plain(
+        "tls-version",
+        None,
+        "VERSION",
+        "TLS connections whose ClientHello offers at most this version (1.2, 1.3; webb)",
+        P::TlsVersion,
+    ),
     plain(
         "ip-trace-id",
         None,
@@ -1204,6 +1220,8 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
                 .cel_expression
                 .push(v.clone())
         }),
+        P::TlsSni => Box::new(move |f| f.webb_tls_sni.push(v.clone())),
+        P::TlsVersion => Box::new(move |f| f.webb_tls_version.push(v.clone())),
         P::Encrypted => Box::new(|f| f.encrypted.push(true)),
         P::Unencrypted => Box::new(|f| f.encrypted.push(false)),
         P::IpTraceId => {

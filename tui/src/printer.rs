@@ -833,6 +833,8 @@ fn flow_type_with(f: &Flow, observer: bool) -> String {
             Some(layer7::Record::Http(_)) => "http",
             Some(layer7::Record::Dns(_)) => "dns",
             Some(layer7::Record::Kafka(_)) => "kafka",
+            // webb's TLS ClientHello (no Hubble record type exists for it).
+            None if l7.webb_tls.is_some() => "tls",
             None => "l7",
         };
         let ty = webb_proto::flow::L7FlowType::try_from(l7.r#type)
@@ -990,6 +992,22 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_tls_client_hello_is_a_tls_request() {
+        let f = Flow {
+            l7: Some(Box::new(webb_proto::flow::Layer7 {
+                r#type: webb_proto::flow::L7FlowType::Request as i32,
+                webb_tls: Some(webb_proto::flow::WebbTlsClientHello {
+                    server_name: "shop.example".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(flow_type(&f), "tls-request");
     }
 
     #[test]

@@ -79,6 +79,7 @@ fn l7_flow(record: layer7::Record, response: bool, latency_ns: u64) -> Flow {
             latency_ns,
             record: Some(record),
             webb_truncated: false,
+            webb_tls: None,
         })),
         source: ep("shop", "frontend-1", "frontend"),
         destination: ep("shop", "cart-1", "cart"),

@@ -119,6 +119,7 @@ fn http_flow() -> Flow {
             r#type: 2,
             latency_ns: 3_000_000,
             webb_truncated: false,
+            webb_tls: None,
             record: Some(layer7::Record::Http(Http {
                 code: 503,
                 method: "GET".into(),

@@ -281,5 +281,9 @@ fn hubble_1_19_flags() {
     let a = &ok(&["--from-identity", "world"]).allowlist[0];
     assert_eq!(a.source_identity, vec![2]);
     assert!(parse(&["--encrypted", "--unencrypted"]).is_err());
+    // webb's TLS filters.
+    let a = &ok(&["--tls-sni", "*.example.com", "--tls-version", "1.3"]).allowlist[0];
+    assert_eq!(a.webb_tls_sni, vec!["*.example.com"]);
+    assert_eq!(a.webb_tls_version, vec!["1.3"]);
     assert_eq!(raw_listing(&ok(&[])), "{}\n");
 }

@@ -178,6 +178,8 @@ fn filter(f: &FlowFilter) -> Text {
     x.strings("trace_id", &f.trace_id);
     x.numbers("ip_trace_id", &f.ip_trace_id);
     x.numbers("encrypted", &f.encrypted);
+    x.strings("webb_tls_sni", &f.webb_tls_sni);
+    x.strings("webb_tls_version", &f.webb_tls_version);
     if let Some(e) = f.experimental.as_ref() {
         let mut y = Text::default();
         y.strings("cel_expression", &e.cel_expression);
