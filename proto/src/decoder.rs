@@ -41,7 +41,7 @@ const SLOTS: usize = 1024;
 /// the recent ones. One per reading thread.
 pub struct ResponseDecoder {
     slots: Box<[Slot]>,
-    hasher: foldhash::fast::RandomState,
+    hasher: foldhash::fast::SeedableRandomState,
 }
 
 #[derive(Default)]
@@ -58,10 +58,23 @@ impl Default for ResponseDecoder {
 }
 
 impl ResponseDecoder {
+    /// A table seeded per process, so which endpoints share a slot cannot
+    /// be chosen from outside.
     pub fn new() -> Self {
+        Self::with_hasher(foldhash::fast::SeedableRandomState::random())
+    }
+
+    /// A table whose slots are the same in every run, for tests that count
+    /// what was shared.
+    #[cfg(test)]
+    fn fixed() -> Self {
+        Self::with_hasher(foldhash::fast::SeedableRandomState::fixed())
+    }
+
+    fn with_hasher(hasher: foldhash::fast::SeedableRandomState) -> Self {
         Self {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
         }
     }
 
