@@ -843,6 +843,37 @@ fn nodes_namespaces_peers_and_status_describe_the_agent() {
         );
         assert!(me.tls.is_none(), "plaintext peers carry no tls field");
     });
+
+    // The same through the CLI, as Hubble's: `observe debug-events` reads
+    // the empty answer and exits 0; `watch peers` prints the node and keeps
+    // the stream open until stopped.
+    let webb = |args: &[&str]| {
+        Command::new(binary("webb"))
+            .args(args)
+            .args(["--server", &agent.addr])
+            .env("WEBB_CONFIG", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    let out = webb(&["observe", "debug-events", "-o", "compact"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let mut watch = Command::new(binary("webb"))
+        .args(["watch", "peers", "--server", &agent.addr])
+        .env("WEBB_CONFIG", "/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, format!("PEER_ADDED   {} lab-node-7\n", agent.addr));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "watch peers ended while the server kept the stream open"
+    );
+    watch.kill().unwrap();
+    let _ = watch.wait();
 }
 
 #[test]

@@ -2,32 +2,18 @@
 //! interfaces, the IP cache, policies, Services), printed as `hubble observe
 //! agent-events` prints them.
 
-use std::io::{self, Write};
-
-use futures::StreamExt as _;
 use webb_proto::{
     flow::{AgentEvent, AgentEventType, ServiceUpsertNotificationAddr, agent_event::Notification},
-    observer::{GetAgentEventsRequest, GetAgentEventsResponse, observer_client::ObserverClient},
+    observer::{GetAgentEventsRequest, GetAgentEventsResponse},
     wkt::Timestamp,
 };
 
 use crate::{
-    conn::{ConfigFile, Server, ServerArgs},
-    observe::{OutputArgs, Selectors},
-    printer::Format,
-    status::printable,
+    conn::ConfigFile,
+    events::{self, Event, EventsArgs},
+    observe::Selectors,
     time::TimeFormat,
 };
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct AgentEventsArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub selectors: Selectors,
-    #[command(flatten)]
-    pub output: OutputArgs,
-}
 
 /// The request the selectors make, as for flows: the last 20 when nothing
 /// selects.
@@ -42,133 +28,46 @@ pub fn request(s: &Selectors) -> GetAgentEventsRequest {
     }
 }
 
-pub async fn run(args: AgentEventsArgs, config: &ConfigFile) -> anyhow::Result<()> {
-    let (server, _forward) = Server::resolve_forwarded(&args.server, config).await?;
-    let channel = server.connect().await?;
-    let mut stream = ObserverClient::new(channel)
-        .get_agent_events(request(&args.selectors))
-        .await
-        .map_err(|s| server.call_error("GetAgentEvents", &s))?
-        .into_inner();
-    let mut printer = EventPrinter::new(&args.output, io::BufWriter::new(io::stdout()));
-    while let Some(item) = stream.next().await {
-        let r = item.map_err(|s| server.call_error("GetAgentEvents stream", &s))?;
-        match printer.write(&r) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            other => other?,
-        }
-        if args.selectors.follow {
-            printer.flush()?;
-        }
-    }
-    match printer.finish() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+pub async fn run(args: EventsArgs, config: &ConfigFile) -> anyhow::Result<()> {
+    let req = request(&args.selectors);
+    events::run(&args, config, "GetAgentEvents", |mut c| async move {
+        c.get_agent_events(req).await
+    })
+    .await
 }
 
-/// Prints agent events in the chosen format; `table` aligns its columns
-/// when finished.
-pub struct EventPrinter<W: Write> {
-    format: Format,
-    time_format: TimeFormat,
-    node_name: bool,
-    out: W,
-    lines: u64,
-    /// Table rows, aligned on finish.
-    rows: Vec<Vec<String>>,
-}
+impl Event for GetAgentEventsResponse {
+    const TABLE_HEADER: &'static [&'static str] = &["TYPE", "DETAILS"];
 
-impl<W: Write> EventPrinter<W> {
-    pub fn new(o: &OutputArgs, out: W) -> Self {
-        Self {
-            format: o.output,
-            time_format: o.time_format,
-            node_name: o.print_node_name,
-            out,
-            lines: 0,
-            rows: Vec::new(),
-        }
+    fn time(&self) -> Option<&Timestamp> {
+        self.time.as_ref()
     }
 
-    fn time(&self, t: Option<&Timestamp>) -> String {
-        t.and_then(Timestamp::to_datetime)
-            .map(|t| self.time_format.format(t))
-            .unwrap_or_else(|| "N/A".to_owned())
+    fn node_name(&self) -> &str {
+        &self.node_name
     }
 
-    pub fn write(&mut self, r: &GetAgentEventsResponse) -> io::Result<()> {
-        let Some(e) = &r.agent_event else {
-            // Hubble skips a response without an event.
-            return Ok(());
+    fn present(&self) -> bool {
+        self.agent_event.is_some()
+    }
+
+    fn fields(&self, tf: TimeFormat) -> Vec<(&'static str, String)> {
+        let Some(e) = &self.agent_event else {
+            return Vec::new();
         };
-        let ts = self.time(r.time.as_ref());
-        let ty = type_name(e.r#type);
-        let details = printable(&details(e, self.time_format));
-        let node = printable(&r.node_name);
-        match self.format {
-            Format::Json | Format::Jsonpb => {
-                let json = webb_proto::json::to_go_string(r);
-                writeln!(self.out, "{json}")?;
-            }
-            Format::Compact => {
-                let node = if self.node_name {
-                    format!(" [{node}]")
-                } else {
-                    String::new()
-                };
-                writeln!(self.out, "{ts}{node}: {ty} ({details})")?;
-            }
-            Format::Dict => {
-                if self.lines != 0 {
-                    self.out.write_all(b"------------\n")?;
-                }
-                writeln!(self.out, "  TIMESTAMP: {ts}")?;
-                if self.node_name {
-                    writeln!(self.out, "       NODE: {node}")?;
-                }
-                writeln!(self.out, "       TYPE: {ty}\n    DETAILS: {details}")?;
-            }
-            Format::Table => {
-                if self.rows.is_empty() {
-                    let mut h = vec!["TIMESTAMP".to_owned()];
-                    if self.node_name {
-                        h.push("NODE".to_owned());
-                    }
-                    h.extend(["TYPE".to_owned(), "DETAILS".to_owned()]);
-                    self.rows.push(h);
-                }
-                let mut row = vec![ts];
-                if self.node_name {
-                    row.push(node);
-                }
-                row.extend([ty, details]);
-                self.rows.push(row);
-            }
-        }
-        self.lines += 1;
-        Ok(())
+        vec![("TYPE", type_name(e.r#type)), ("DETAILS", details(e, tf))]
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        if self.format == Format::Table {
-            self.write_table()?;
-        }
-        self.out.flush()
+    fn compact(fields: &[(&'static str, String)]) -> String {
+        format!("{} ({})", fields[0].1, fields[1].1)
     }
 
-    pub fn finish(mut self) -> io::Result<()> {
-        self.flush()
+    fn table_cells(fields: Vec<(&'static str, String)>) -> Vec<String> {
+        fields.into_iter().map(|(_, v)| v).collect()
     }
 
-    /// The rows through Go's tabwriter, as Hubble aligns them.
-    fn write_table(&mut self) -> io::Result<()> {
-        let mut t = crate::printer::tabwriter::TabWriter::new(&mut self.out, 2, 3);
-        for r in std::mem::take(&mut self.rows) {
-            t.write_all(r.join("\t").as_bytes())?;
-            t.write_all(b"\n")?;
-        }
-        t.flush()
+    fn json(&self) -> String {
+        webb_proto::json::to_go_string(self)
     }
 }
 
@@ -279,6 +178,7 @@ pub fn details(e: &AgentEvent, tf: TimeFormat) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::printer::Format;
     use webb_proto::flow::{EndpointUpdateNotification, IpCacheNotification};
 
     fn resp(e: AgentEvent) -> GetAgentEventsResponse {
@@ -293,24 +193,7 @@ mod tests {
     }
 
     fn out(format: Format, node: bool, events: &[GetAgentEventsResponse]) -> String {
-        let o = OutputArgs {
-            output: format,
-            time_format: TimeFormat::StampMilli,
-            color: crate::observe::ColorWhen::Never,
-            print_node_name: node,
-            numeric: false,
-            ip_translation: true,
-            field_mask: Vec::new(),
-            print_policy_names: false,
-            silent: false,
-            debug: false,
-        };
-        let mut p = EventPrinter::new(&o, Vec::new());
-        for e in events {
-            p.write(e).unwrap();
-        }
-        p.flush().unwrap();
-        String::from_utf8(p.out).unwrap()
+        events::tests::printed(format, node, events)
     }
 
     fn created() -> GetAgentEventsResponse {
@@ -341,7 +224,7 @@ mod tests {
     fn compact_dict_and_table_as_hubble_writes_them() {
         assert_eq!(
             out(Format::Compact, true, &[created(), ipcache()]),
-            "Nov 14 22:13:20.123 [kind-worker]: ENDPOINT_CREATED (id: 1234, namespace: shop, pod name: web-1\\u{1b}[2J)\n\
+            "Nov 14 22:13:20.123 [kind-worker]: ENDPOINT_CREATED (id: 1234, namespace: shop, pod name: web-1^[[2J)\n\
              Nov 14 22:13:20.123 [kind-worker]: IPCACHE_UPSERTED (cidr: 10.0.0.7/32, identity: 5001, old identity: 5000, encrypt key: 0)\n"
         );
         assert_eq!(

@@ -4,6 +4,8 @@
 
 pub mod agent_events;
 pub mod conn;
+pub mod debug_events;
+pub mod events;
 pub mod filters;
 pub mod observe;
 pub mod portforward;
@@ -11,3 +13,14 @@ pub mod printer;
 pub mod status;
 pub mod time;
 pub mod ui;
+pub mod watch;
+
+/// What `webb version` prints, in the shape of `hubble version`'s line.
+pub const VERSION: &str = concat!(
+    "webb v",
+    env!("CARGO_PKG_VERSION"),
+    " compiled with ",
+    env!("WEBB_RUSTC_VERSION"),
+    " on ",
+    env!("WEBB_TARGET"),
+);

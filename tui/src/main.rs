@@ -1,9 +1,10 @@
 //! `webb`: the command line for webb and Hubble servers.
 //!
 //! `observe` (Hubble's flags, filters and printers, from a server or a
-//! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`.
+//! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`,
+//! `watch peers`, `version`.
 
-use webb_tui::{agent_events, conn, observe, status, ui};
+use webb_tui::{agent_events, conn, debug_events, observe, status, ui, watch};
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -43,6 +44,19 @@ enum Command {
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
     List(ListCommand),
+    /// Watch a server's objects as they change.
+    #[command(subcommand, visible_alias = "w")]
+    Watch(WatchCommand),
+    /// Print the version of this webb.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum WatchCommand {
+    /// The nodes a server knows, as they are added, updated and deleted
+    /// (its Peer service).
+    #[command(visible_alias = "peer")]
+    Peers(conn::ServerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +74,10 @@ enum ObserveKind {
     Flows(Box<observe::ObserveArgs>),
     /// Observe what the agents learn and do: endpoints, interfaces, the IP
     /// cache, policies, Services
-    AgentEvents(Box<agent_events::AgentEventsArgs>),
+    AgentEvents(Box<webb_tui::events::EventsArgs>),
+    /// Observe the datapath's debug messages (a Cilium agent writes them;
+    /// webb's agent writes none, so from webb this prints nothing)
+    DebugEvents(Box<webb_tui::events::EventsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let run = async {
                 match a.kind {
                     Some(ObserveKind::AgentEvents(e)) => agent_events::run(*e, &config).await,
+                    Some(ObserveKind::DebugEvents(e)) => debug_events::run(*e, &config).await,
                     Some(ObserveKind::Flows(f)) => observe::run(*f, &config).await,
                     None => observe::run(a.flows, &config).await,
                 }
@@ -104,6 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::List(ListCommand::Namespaces(a)) => {
             status::list_namespaces(&a.server, &config, a.output).await
+        }
+        Command::Watch(WatchCommand::Peers(a)) => {
+            tokio::select! {
+                r = watch::peers(&a, &config) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        Command::Version => {
+            println!("{}", webb_tui::VERSION);
+            Ok(())
         }
     }
 }
