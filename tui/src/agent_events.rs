@@ -59,7 +59,10 @@ impl Event for GetAgentEventsResponse {
     }
 
     fn compact(fields: &[(&'static str, String)]) -> String {
-        format!("{} ({})", fields[0].1, fields[1].1)
+        match fields {
+            [(_, ty), (_, details)] => format!("{ty} ({details})"),
+            _ => String::new(),
+        }
     }
 
     fn table_cells(fields: Vec<(&'static str, String)>) -> Vec<String> {

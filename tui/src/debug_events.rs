@@ -95,17 +95,25 @@ impl Event for GetDebugEventsResponse {
     }
 
     fn compact(f: &[(&'static str, String)]) -> String {
-        format!(
-            "{} {} MARK: {} CPU: {} ({})",
-            f[1].1, f[0].1, f[2].1, f[3].1, f[4].1
-        )
+        match f {
+            [(_, ty), (_, from), (_, mark), (_, cpu), (_, message)] => {
+                format!("{from} {ty} MARK: {mark} CPU: {cpu} ({message})")
+            }
+            _ => String::new(),
+        }
     }
 
     fn table_cells(f: Vec<(&'static str, String)>) -> Vec<String> {
-        let [ty, from, mark, cpu, message] = <[_; 5]>::try_from(f)
-            .map(|f| f.map(|(_, v)| v))
-            .unwrap_or_default();
-        vec![from, String::new(), ty, format!("{cpu} {mark}"), message]
+        match f.as_slice() {
+            [(_, ty), (_, from), (_, mark), (_, cpu), (_, message)] => vec![
+                from.clone(),
+                String::new(),
+                ty.clone(),
+                format!("{cpu} {mark}"),
+                message.clone(),
+            ],
+            _ => Vec::new(),
+        }
     }
 
     fn json(&self) -> String {

@@ -82,6 +82,12 @@ impl<W: Write> EventPrinter<W> {
         if !r.present() {
             return Ok(());
         }
+        if matches!(self.format, Format::Json | Format::Jsonpb) {
+            // Go's JSON escapes control characters itself.
+            writeln!(self.out, "{}", r.json())?;
+            self.lines += 1;
+            return Ok(());
+        }
         let ts = self.time(r.time());
         // Hubble's terminal escaper on every text line, as on flows: a pod
         // cannot write escape sequences into the operator's terminal.
@@ -93,7 +99,7 @@ impl<W: Write> EventPrinter<W> {
             .map(|(label, value)| (label, esc(&value)))
             .collect();
         match self.format {
-            Format::Json | Format::Jsonpb => writeln!(self.out, "{}", r.json())?,
+            Format::Json | Format::Jsonpb => {} // written above
             Format::Compact => {
                 let node = if self.node_name {
                     format!(" [{node}]")
