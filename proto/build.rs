@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["proto"])?;
     let descriptor_path = out_dir.join("webb_descriptor.bin");
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
+    std::fs::write(out_dir.join("mask_schema.rs"), mask_schema(&fds))?;
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -62,6 +63,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         open_reading(&out_dir.join(format!("{package}.serde.rs")))?;
     }
     Ok(())
+}
+
+/// Every message's fields (name, number, message type, repeated, wire type) as a
+/// static table, for `crate::mask` to resolve field-mask paths by name and
+/// filter encoded messages by number without a descriptor at run time.
+fn mask_schema(fds: &prost_types::FileDescriptorSet) -> String {
+    fn walk(prefix: &str, m: &prost_types::DescriptorProto, out: &mut String) {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        let name = format!("{prefix}.{}", m.name());
+        out.push_str(&format!("    ({name:?}, &[\n"));
+        for f in &m.field {
+            let message = if f.r#type() == Type::Message {
+                f.type_name().trim_start_matches('.')
+            } else {
+                ""
+            };
+            let repeated = f.label() == Label::Repeated;
+            // The wire type of one value (tests build messages from it).
+            let wire = match f.r#type() {
+                Type::Double | Type::Fixed64 | Type::Sfixed64 => 1,
+                Type::Float | Type::Fixed32 | Type::Sfixed32 => 5,
+                Type::String | Type::Bytes | Type::Message | Type::Group => 2,
+                _ => 0,
+            };
+            out.push_str(&format!(
+                "        ({:?}, {}, {message:?}, {repeated}, {wire}),\n",
+                f.name(),
+                f.number()
+            ));
+        }
+        out.push_str("    ]),\n");
+        for nested in &m.nested_type {
+            walk(&name, nested, out);
+        }
+    }
+    let mut out = String::from(
+        "/// (message, [(field, number, message type or \"\", repeated, wire type)])\n\
+         pub(crate) static SCHEMA: &[(&str, &[Field])] = &[\n",
+    );
+    for file in &fds.file {
+        for m in &file.message_type {
+            walk(file.package(), m, &mut out);
+        }
+    }
+    out.push_str("];\n");
+    out
 }
 
 /// Makes pbjson's generated readers read as Hubble's reader does

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use webb_proto::{
     filter::FlowFilters,
     flow::{LostEvent, LostEventSource},
+    mask::FlowMask,
     observer::{
         self, GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
         GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
@@ -19,7 +20,7 @@ use webb_proto::{
     },
     peer::{ChangeNotification, ChangeNotificationType, NotifyRequest, peer_server::Peer},
     relay::NodeState,
-    wkt::{FieldMask, Timestamp},
+    wkt::Timestamp,
 };
 
 use crate::observer::{Hub, Item, Query, count_lost};
@@ -43,79 +44,12 @@ pub struct Service {
     pub agent_events: Arc<crate::agent_events::AgentEvents>,
 }
 
-/// Top-level Flow field names a field mask may name (proto names).
-const FLOW_FIELDS: &[&str] = &[
-    "time",
-    "uuid",
-    "emitter",
-    "verdict",
-    "drop_reason",
-    "auth_type",
-    "ethernet",
-    "IP",
-    "l4",
-    "tunnel",
-    "source",
-    "destination",
-    "Type",
-    "node_name",
-    "node_labels",
-    "source_names",
-    "destination_names",
-    "l7",
-    "reply",
-    "event_type",
-    "source_service",
-    "destination_service",
-    "traffic_direction",
-    "policy_match_type",
-    "trace_observation_point",
-    "trace_reason",
-    "file",
-    "ip_trace_id",
-    "drop_reason_desc",
-    "is_reply",
-    "debug_capture_point",
-    "interface",
-    "proxy_port",
-    "trace_context",
-    "sock_xlate_point",
-    "socket_cookie",
-    "cgroup_id",
-    "Summary",
-    "extensions",
-    "egress_allowed_by",
-    "ingress_allowed_by",
-    "egress_denied_by",
-    "ingress_denied_by",
-    "policy_log",
-    "aggregate",
-];
-
-/// Accepts a field mask in either place Hubble CLIs send it. webb returns
-/// whole flows (a superset of any mask), but a mask naming no Flow field is
-/// the client's mistake and is reported as one.
-fn check_field_mask(req: &GetFlowsRequest) -> Result<(), Status> {
-    let masks: [Option<&FieldMask>; 2] = [
-        req.field_mask.as_ref(),
-        req.experimental
-            .as_ref()
-            .and_then(|e| e.field_mask.as_ref()),
-    ];
-    for mask in masks.into_iter().flatten() {
-        for path in &mask.paths {
-            let top = path.split('.').next().unwrap_or("");
-            let top = top.strip_prefix("flow.").unwrap_or(top);
-            if !FLOW_FIELDS.contains(&top)
-                && !FLOW_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(top))
-            {
-                return Err(Status::invalid_argument(format!(
-                    "field_mask: {path:?} names no field of flow.Flow"
-                )));
-            }
-        }
-    }
-    Ok(())
+/// The request's field mask, compiled; a path naming no Flow field is the
+/// client's mistake and is answered as one.
+fn field_mask(req: &GetFlowsRequest) -> Result<Option<Arc<FlowMask>>, Status> {
+    FlowMask::from_request(req)
+        .map(|m| m.map(Arc::new))
+        .map_err(|e| Status::invalid_argument(format!("invalid fieldmask: {e}")))
 }
 
 fn lost_report(node_name: &str, count: u64) -> GetFlowsResponse {
@@ -154,7 +88,7 @@ impl Observer for Service {
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<FlowStream>, Status> {
         let req = request.into_inner();
-        check_field_mask(&req)?;
+        let mask = field_mask(&req)?;
         let filters = FlowFilters::compile(&req.whitelist, &req.blacklist)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let (Some(s), Some(u)) = (req.since, req.until)
@@ -182,6 +116,15 @@ impl Observer for Service {
 
         let hub = self.hub.clone();
         let until = req.until;
+        // Each response leaves as its own message: cloned whole, or built
+        // from just the masked fields.
+        let mut masker = mask.map(|m| m.masker());
+        let send = move |item: Item| {
+            Ok(match &mut masker {
+                Some(m) => m.response(&item),
+                None => Arc::unwrap_or_clone(item),
+            })
+        };
         let out: FlowStream = match (snap.live.take(), snap.subscriber_id) {
             (Some(rx), Some(id)) => {
                 let guard = Unsubscribe {
@@ -225,10 +168,10 @@ impl Observer for Service {
                             let within = until.is_none_or(|u| item.time.is_none_or(|t| t <= u));
                             std::future::ready(within)
                         })
-                        .map(|item| Ok(Arc::unwrap_or_clone(item))),
+                        .map(send),
                 )
             }
-            _ => Box::pin(history.map(|item| Ok(Arc::unwrap_or_clone(item)))),
+            _ => Box::pin(history.map(send)),
         };
         Ok(Response::new(out))
     }

@@ -2,13 +2,14 @@
 //! client does with each response, on one thread: protobuf decode (what
 //! every gRPC client pays; then with `ResponseDecoder`, which `webb observe`
 //! uses), the JSON line (`-o json`, also with shared endpoints), and JSON parsing
-//! (`--input-file`). The flows are `examples/demo.jsonl`, 30 s of the demo
+//! (`--input-file`), and field masks (bytes on the wire, the agent's cost
+//! per masked flow). The flows are `examples/demo.jsonl`, 30 s of the demo
 //! lab (L3/L4, drops, DNS and HTTP).
 
 use std::time::Instant;
 
 use prost::Message as _;
-use webb_proto::{json, observer::GetFlowsResponse};
+use webb_proto::{json, mask, observer::GetFlowsResponse};
 
 /// The allocator of the webb binaries.
 #[global_allocator]
@@ -107,6 +108,38 @@ fn main() {
         lines
             .iter()
             .map(|l| json::parse_line(l).map_or(0, |r| r.node_name.len()))
+            .sum()
+    });
+    // Field masks, as the agent applies them: the bytes each response
+    // takes on the wire whole and masked, and the agent's cost per flow
+    // (a whole clone, which an unmasked stream pays, against building the
+    // masked flow).
+    for (name, paths) in [
+        ("webb text", mask::WEBB_TEXT),
+        ("hubble text", mask::HUBBLE_TEXT),
+        ("time,verdict", &["time", "verdict"][..]),
+    ] {
+        let m = std::sync::Arc::new(mask::FlowMask::new(paths).unwrap().unwrap());
+        let mut masker = m.masker();
+        let bytes: usize = responses
+            .iter()
+            .map(|r| masker.response(r).encoded_len())
+            .sum();
+        println!(
+            "field mask {name:<12} {} bytes per response on the wire ({:.2} of whole)",
+            bytes / n,
+            bytes as f64 / wire as f64
+        );
+    }
+    best("agent: whole response (clone)", &mut || {
+        responses.iter().map(|r| r.clone().node_name.len()).sum()
+    });
+    let m = std::sync::Arc::new(mask::FlowMask::new(mask::WEBB_TEXT).unwrap().unwrap());
+    let mut masker = m.masker();
+    best("agent: masked response (webb text)", &mut || {
+        responses
+            .iter()
+            .map(|r| masker.response(r).node_name.len())
             .sum()
     });
 }

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod filter;
 pub mod json;
+pub mod mask;
 pub mod metrics_http;
 pub mod names;
 pub mod transport;

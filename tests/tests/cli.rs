@@ -213,6 +213,67 @@ fn observe_status_and_list_against_a_live_agent() {
         );
     }
 
+    // Field masks: the agent sends only the fields asked for; text output
+    // asks for what it prints and prints the same as with whole flows.
+    let masked = json_lines(&stdout_ok(
+        &server,
+        &[
+            "observe",
+            "--all",
+            "-o",
+            "json",
+            "--field-mask",
+            "time,verdict,source.pod_name",
+        ],
+    ));
+    assert!(!masked.is_empty());
+    for r in &masked {
+        let f = r["flow"].as_object().expect("a flow");
+        let mut keys: Vec<&str> = f.keys().map(String::as_str).collect();
+        keys.sort();
+        assert!(
+            keys.iter()
+                .all(|k| ["time", "verdict", "source"].contains(k)),
+            "{keys:?}"
+        );
+        if let Some(src) = f.get("source") {
+            let src: Vec<&String> = src.as_object().unwrap().keys().collect();
+            assert!(src.iter().all(|k| *k == "pod_name"), "{src:?}");
+        }
+    }
+    for format in ["compact", "dict", "table"] {
+        let with = stdout_ok(
+            &server,
+            &["observe", "--all", "-o", format, "--until", "1s"],
+        );
+        let without = stdout_ok(
+            &server,
+            &[
+                "observe",
+                "--all",
+                "-o",
+                format,
+                "--until",
+                "1s",
+                "--use-default-field-masks=false",
+            ],
+        );
+        assert!(!with.is_empty());
+        assert_eq!(with, without, "{format}");
+    }
+    let bad = webb(
+        &server,
+        &["observe", "--all", "-o", "json", "--field-mask", "nope"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(
+            "failed to construct field mask: proto: invalid path \"nope\" for message \"flow.Flow\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     // status and list nodes describe the agent.
     let status = stdout_ok(&server, &["status"]);
     assert!(

@@ -236,6 +236,7 @@ pub(crate) mod tests {
             numeric: false,
             ip_translation: true,
             field_mask: Vec::new(),
+            use_default_field_masks: true,
             print_policy_names: false,
             silent: false,
             debug: false,

@@ -169,6 +169,11 @@ pub struct OutputArgs {
         help_heading = "Output"
     )]
     pub field_mask: Vec<String>,
+    /// Request only visible fields when the output format is compact,
+    /// tab, or dict
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set, help_heading = "Output")]
+    pub use_default_field_masks: bool,
 }
 
 impl OutputArgs {
@@ -207,6 +212,9 @@ impl OutputArgs {
         if self.output == Format::Table && follow {
             return Err("table output format is not compatible with follow mode".into());
         }
+        if let Err(e) = webb_proto::mask::FlowMask::new(&self.field_mask) {
+            return Err(format!("failed to construct field mask: {e}"));
+        }
         Ok(())
     }
 }
@@ -223,9 +231,17 @@ pub fn request(args: &ObserveArgs) -> GetFlowsRequest {
         ..Default::default()
     };
     (req.number, req.first) = s.number_and_first();
-    if !args.output.field_mask.is_empty() {
+    let o = &args.output;
+    if !o.field_mask.is_empty() {
         req.field_mask = Some(FieldMask {
-            paths: args.output.field_mask.clone(),
+            paths: o.field_mask.clone(),
+        });
+    } else if o.use_default_field_masks && !matches!(o.output, Format::Json | Format::Jsonpb) {
+        req.field_mask = Some(FieldMask {
+            paths: webb_proto::mask::WEBB_TEXT
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         });
     }
     req
@@ -238,31 +254,6 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 
 mod parallel;
 mod prototext;
-
-/// The fields Hubble's CLI asks for when it prints text (its default field
-/// mask for compact, dict and table output).
-const HUBBLE_TEXT_FIELDS: &[&str] = &[
-    "time",
-    "verdict",
-    "ethernet",
-    "IP",
-    "l4",
-    "source.identity",
-    "source.namespace",
-    "source.pod_name",
-    "destination.identity",
-    "destination.namespace",
-    "destination.pod_name",
-    "Type",
-    "node_name",
-    "l7",
-    "event_type",
-    "source_service",
-    "destination_service",
-    "is_reply",
-    "Summary",
-    "ip_trace_id",
-];
 
 /// A value as Go's log/slog text handler writes it: quoted (Go's `%q`) when
 /// empty or holding a space, `=`, `"` or an unprintable character.
@@ -324,10 +315,15 @@ fn log_request(args: &ObserveArgs) {
         if !s.all && s.first.is_none() && s.last.is_none() {
             req.number = 0;
         }
-        if req.field_mask.is_none() && !matches!(args.output.output, Format::Json | Format::Jsonpb)
+        if args.output.field_mask.is_empty()
+            && args.output.use_default_field_masks
+            && !matches!(args.output.output, Format::Json | Format::Jsonpb)
         {
             req.field_mask = Some(FieldMask {
-                paths: HUBBLE_TEXT_FIELDS.iter().map(|p| (*p).to_owned()).collect(),
+                paths: webb_proto::mask::HUBBLE_TEXT
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
             });
         }
     }
@@ -380,8 +376,28 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
 ) -> anyhow::Result<()> {
     let (server, _forward) = Server::resolve_forwarded(&args.server, config).await?;
     let channel = server.connect().await?;
-    let mut stream = undecoded::get_flows(channel, request(args), 64 * 1024 * 1024)
-        .await
+    let req = request(args);
+    let mut stream =
+        match undecoded::get_flows(channel.clone(), req.clone(), 64 * 1024 * 1024).await {
+            // A Hubble server knows only Hubble's fields: ask again with
+            // Hubble's own text mask (webb-only fields are then not printed).
+            Err(s)
+                if s.code() == tonic::Code::InvalidArgument
+                    && s.message().contains("fieldmask")
+                    && args.output.field_mask.is_empty()
+                    && req.field_mask.is_some() =>
+            {
+                let mut req = req;
+                req.field_mask = Some(FieldMask {
+                    paths: webb_proto::mask::HUBBLE_TEXT
+                        .iter()
+                        .map(|p| (*p).to_owned())
+                        .collect(),
+                });
+                undecoded::get_flows(channel, req, 64 * 1024 * 1024).await
+            }
+            other => other,
+        }
         .map_err(|s| server.call_error("GetFlows", &s))?;
 
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(8);
@@ -605,5 +621,91 @@ mod tests {
             text.lines().all(|l| l.contains(r#""verdict":"DROPPED""#)),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use std::sync::Arc;
+
+    use webb_proto::{json, mask::FlowMask};
+
+    use super::*;
+
+    /// Recorded flows: the repository's fixtures and, when present beside
+    /// the checkout, the shared Hubble corpus.
+    fn recorded() -> Vec<GetFlowsResponse> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files = [
+            dir.join("tests/fixtures/flows.jsonl"),
+            dir.join("../proto/tests/golden/hubble.jsonl"),
+            dir.join("../examples/demo.jsonl"),
+            dir.join("../../shared/hubble-oracle/flows.jsonl"),
+            dir.join("../../shared/hubble-oracle/edge-cases.jsonl"),
+        ];
+        let mut out = Vec::new();
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            out.extend(text.lines().filter_map(|l| json::parse_line(l).ok()));
+        }
+        assert!(out.len() > 100, "{} recorded flows", out.len());
+        out
+    }
+
+    fn print(opts: printer::Options, resps: &[GetFlowsResponse]) -> (String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut p = Printer::new(opts, &mut out, &mut err);
+        for r in resps {
+            p.write(r).unwrap();
+        }
+        p.flush().unwrap();
+        drop(p);
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    /// The default text mask holds every field webb's printers read: each
+    /// format and option prints the masked flows exactly as the whole ones.
+    #[test]
+    fn text_output_of_masked_flows_is_the_same() {
+        let all = recorded();
+        let mask = Arc::new(FlowMask::new(webb_proto::mask::WEBB_TEXT).unwrap().unwrap());
+        let mut m = mask.masker();
+        let masked: Vec<_> = all.iter().map(|r| m.response(r)).collect();
+        assert_ne!(masked, all, "the mask removes something");
+        for format in [Format::Compact, Format::Dict, Format::Table] {
+            for (numeric, node_name, policy_names, color) in [
+                (false, false, false, false),
+                (true, true, true, false),
+                (false, true, true, true),
+            ] {
+                let opts = printer::Options {
+                    format,
+                    numeric,
+                    ip_translation: !numeric,
+                    node_name,
+                    policy_names,
+                    color,
+                    ..Default::default()
+                };
+                let (whole, masked) = (print(opts, &all), print(opts, &masked));
+                for (n, (a, b)) in whole.0.lines().zip(masked.0.lines()).enumerate() {
+                    assert_eq!(a, b, "{format:?} {opts:?} line {n}");
+                }
+                assert_eq!(whole, masked, "{format:?} {opts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hubbles_mask_is_a_subset_of_webbs_and_both_are_valid() {
+        for f in webb_proto::mask::HUBBLE_TEXT {
+            assert!(webb_proto::mask::WEBB_TEXT.contains(f), "{f}");
+        }
+        assert!(FlowMask::new(webb_proto::mask::HUBBLE_TEXT).is_ok());
     }
 }
