@@ -12,6 +12,11 @@
 //!   only rule for Hubble agents, which send no heartbeats), or
 //! - the node's stream has ended.
 //!
+//! A historical `--first N`/`--last N` is the cluster's oldest/newest N:
+//! each node answers its N and the merge keeps the first N released, or
+//! holds the last N released until every node has answered (Hubble's
+//! relay forwards N per node).
+//!
 //! Memory is bounded. Each node has its own bounded channel to the merger
 //! (so one node's backlog never delays another's flows) and a bounded
 //! queue in it; a node whose queue is full is not read until it drains. A
@@ -54,6 +59,9 @@ const MERGE_QUEUE: usize = 16_384;
 /// Responses per message from a node's reader, and messages handled per
 /// wake-up of the merger, at most.
 const BATCH: usize = 256;
+/// The largest historical `--last N` the merge answers with exactly the
+/// cluster's newest N (held in memory until every node has answered).
+const LAST_HELD_MAX: u64 = 1 << 20;
 /// A historical (non-follow) query waits this long for a silent node.
 const HISTORY_SILENCE: Duration = Duration::from_secs(5);
 /// A live node whose stream broke is re-subscribed after this long.
@@ -120,6 +128,19 @@ struct Merger {
     /// Flows this client missed because it read too slowly.
     lost: u64,
     closed: bool,
+    /// A historical `--first N`/`--last N`: N for the cluster, not per node.
+    limit: Option<Limit>,
+}
+
+/// Each node answers N; the merge keeps the cluster's N. The merge
+/// releases in time order, so the oldest N are the first released and the
+/// newest N the last.
+enum Limit {
+    /// Flows still to send.
+    First(u64),
+    /// The newest flows released so far, at most N, sent when every node
+    /// has answered.
+    Last(usize, VecDeque<Raw>),
 }
 
 impl Merger {
@@ -129,6 +150,17 @@ impl Merger {
         opts: Options,
         out: mpsc::Sender<Result<Raw, Status>>,
     ) -> Self {
+        let limit = match (req.follow, req.number, req.first) {
+            (true, _, _) | (_, 0, _) => None,
+            (false, n, true) => Some(Limit::First(n)),
+            // The newest N are held until every node answered, so N
+            // bounds the memory; above the bound (`--all` asks for
+            // u64::MAX), every node's answer streams through.
+            (false, n, false) if n <= LAST_HELD_MAX => {
+                Some(Limit::Last(n as usize, VecDeque::new()))
+            }
+            _ => None,
+        };
         Self {
             pool,
             req,
@@ -138,6 +170,7 @@ impl Merger {
             opened: Vec::new(),
             lost: 0,
             closed: false,
+            limit,
         }
     }
 
@@ -276,6 +309,9 @@ impl Merger {
             if !follow && self.nodes.values().all(|n| n.done && n.queue.is_empty()) {
                 break;
             }
+            if matches!(self.limit, Some(Limit::First(0))) {
+                break;
+            }
             // A historical query waits for a slow client (nothing is lost);
             // a live one never does (see `emit`). Either way the merger's
             // own queues stay bounded.
@@ -328,6 +364,14 @@ impl Merger {
         for n in self.nodes.values_mut() {
             if let Some(stop) = n.stop.take() {
                 let _ = stop.send(());
+            }
+        }
+        if let Some(Limit::Last(_, tail)) = self.limit.take() {
+            for r in tail {
+                if self.out.send(Ok(r)).await.is_err() {
+                    break;
+                }
+                crate::metrics::METRICS.forwarded.inc();
             }
         }
     }
@@ -444,7 +488,8 @@ impl Merger {
     /// Releases every flow no live node can still precede.
     fn release(&mut self, silence: Duration) {
         loop {
-            if !self.req.follow && self.out.capacity() == 0 {
+            let holding = matches!(self.limit, Some(Limit::Last(..)));
+            if !self.req.follow && !holding && self.out.capacity() == 0 {
                 return;
             }
             let Some((key, t)) = self
@@ -469,9 +514,28 @@ impl Merger {
             }
             let r = self.nodes.get_mut(&key).and_then(|n| n.queue.pop_front());
             if let Some(r) = r {
-                self.emit(r);
+                self.deliver(r);
             }
         }
+    }
+
+    /// A released response, through the cluster-wide `--first`/`--last`.
+    fn deliver(&mut self, r: Raw) {
+        if r.kind == Kind::Flow {
+            match &mut self.limit {
+                Some(Limit::Last(n, tail)) => {
+                    tail.push_back(r);
+                    if tail.len() > *n {
+                        tail.pop_front();
+                    }
+                    return;
+                }
+                Some(Limit::First(0)) => return,
+                Some(Limit::First(left)) => *left -= 1,
+                None => {}
+            }
+        }
+        self.emit(r);
     }
 
     /// Sends to the client without waiting: a full queue counts the flow as

@@ -45,11 +45,13 @@ pub struct ObserveArgs {
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Selectors {
-    /// The last N flows of the server's buffer (N per node through a relay);
-    /// 20 when nothing else selects
+    /// The last N flows of the server's buffer (through webb-relay the
+    /// cluster's newest N; Hubble's relay gives N per node); 20 when
+    /// nothing else selects
     #[arg(long, value_name = "N", conflicts_with_all = ["first", "all"], help_heading = "Selectors")]
     pub last: Option<u64>,
-    /// The first N flows of the server's buffer (N per node through a relay)
+    /// The first N flows of the server's buffer (through webb-relay the
+    /// cluster's oldest N; Hubble's relay gives N per node)
     #[arg(long, value_name = "N", conflicts_with_all = ["all", "follow"], help_heading = "Selectors")]
     pub first: Option<u64>,
     /// Every flow in the server's buffer

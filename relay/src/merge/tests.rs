@@ -229,7 +229,7 @@ fn flows_only(v: &[(Instant, GetFlowsResponse)]) -> Vec<&GetFlowsResponse> {
 }
 
 #[tokio::test]
-async fn history_is_merged_in_time_order_with_number_per_node_and_filters_pushed_down() {
+async fn history_is_merged_in_time_order_with_the_clusters_last_n_and_filters_pushed_down() {
     let c = cluster(vec![
         ("a", vec![0, 30, 60, 90, 120], vec![]),
         ("b", vec![10, 20, 70, 100, 110], vec![]),
@@ -248,14 +248,38 @@ async fn history_is_merged_in_time_order_with_number_per_node_and_filters_pushed
     let mut rx = start(c.pool.clone(), req, OPTS);
     let got = collect(&mut rx, 100, Duration::from_secs(3)).await;
     let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
-    // The last 3 of each node, merged.
-    assert_eq!(times, [25, 35, 45, 60, 70, 90, 100, 110, 120]);
+    // Each node sends its last 3; the cluster's newest 3 come out.
+    assert_eq!(times, [100, 110, 120]);
     assert!(rx.recv().await.is_none(), "a historical query ends");
     for seen in &c.seen {
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].number, 3);
         assert_eq!(seen[0].whitelist, vec![filter.clone()]);
         assert_eq!(seen[0].webb_heartbeat_ms, 0);
+    }
+}
+
+#[tokio::test]
+async fn first_n_is_the_clusters_oldest_n() {
+    let c = cluster(vec![
+        ("a", vec![0, 30, 60, 90, 120], vec![]),
+        ("b", vec![10, 20, 70, 100, 110], vec![]),
+        ("c", vec![5, 15, 25, 35, 45], vec![]),
+    ])
+    .await;
+    let req = GetFlowsRequest {
+        number: 4,
+        first: true,
+        ..Default::default()
+    };
+    let mut rx = start(c.pool.clone(), req, OPTS);
+    let got = collect(&mut rx, 100, Duration::from_secs(3)).await;
+    let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
+    assert_eq!(times, [0, 5, 10, 15]);
+    assert!(rx.recv().await.is_none(), "a historical query ends");
+    for seen in &c.seen {
+        let seen = seen.lock().unwrap();
+        assert_eq!((seen[0].number, seen[0].first), (4, true));
     }
 }
 
