@@ -249,6 +249,16 @@ pub fn request(args: &ObserveArgs) -> GetFlowsRequest {
     req
 }
 
+/// Whether a server refused the request's field mask: Cilium answers an
+/// unknown path with "invalid fieldmask" (as Unknown), webb-agent with
+/// InvalidArgument and the same words.
+fn refuses_mask(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::InvalidArgument | tonic::Code::Unknown
+    ) && s.message().to_ascii_lowercase().contains("fieldmask")
+}
+
 /// What ended the output early: the reader went away (`| head`).
 fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
@@ -384,8 +394,7 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
             // A Hubble server knows only Hubble's fields: ask again with
             // Hubble's own text mask (webb-only fields are then not printed).
             Err(s)
-                if s.code() == tonic::Code::InvalidArgument
-                    && s.message().contains("fieldmask")
+                if refuses_mask(&s)
                     && args.output.field_mask.is_empty()
                     && req.field_mask.is_some() =>
             {
@@ -701,6 +710,20 @@ mod mask_tests {
                 assert_eq!(whole, masked, "{format:?} {opts:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_refused_mask_is_recognised_from_cilium_and_webb() {
+        assert!(refuses_mask(&tonic::Status::unknown("invalid fieldmask")));
+        assert!(refuses_mask(&tonic::Status::invalid_argument(
+            "invalid fieldmask: proto: invalid path \"x\" for message \"flow.Flow\""
+        )));
+        assert!(!refuses_mask(&tonic::Status::unavailable(
+            "invalid fieldmask"
+        )));
+        assert!(!refuses_mask(&tonic::Status::invalid_argument(
+            "since is after until"
+        )));
     }
 
     #[test]
