@@ -124,7 +124,27 @@ pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
         }
         Err(e) => anyhow::bail!("config file {}: {e}", path.display()),
     };
-    toml::from_str(&text).map_err(|e| Usage(format!("config file {}: {e}", path.display())).into())
+    let mut conf: ConfigFile =
+        toml::from_str(&text).map_err(|e| Usage(format!("config file {}: {e}", path.display())))?;
+    // An empty value is an unset one (`webb config reset` writes them).
+    let blank = |s: &mut Option<String>| {
+        if s.as_deref() == Some("") {
+            *s = None;
+        }
+    };
+    blank(&mut conf.server);
+    blank(&mut conf.timeout);
+    blank(&mut conf.request_timeout);
+    blank(&mut conf.tls_server_name);
+    for p in [
+        &mut conf.tls_client_cert_file,
+        &mut conf.tls_client_key_file,
+    ] {
+        if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            *p = None;
+        }
+    }
+    Ok(conf)
 }
 
 /// The server options after flags, environment and config file are merged.

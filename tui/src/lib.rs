@@ -3,6 +3,7 @@
 //! `observe` and its printers, `status`, and the dashboard (`ui`).
 
 pub mod agent_events;
+pub mod config;
 pub mod conn;
 pub mod debug_events;
 pub mod events;

@@ -47,6 +47,9 @@ enum Command {
     /// Watch a server's objects as they change.
     #[command(subcommand, visible_alias = "w")]
     Watch(WatchCommand),
+    /// Modify or view webb's config file (Hubble's `hubble config`).
+    #[command(subcommand)]
+    Config(webb_tui::config::ConfigCmd),
     /// Print the version of this webb.
     Version,
 }
@@ -98,7 +101,12 @@ struct ListArgs {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = conn::load_config(cli.config.as_deref())?;
+    // `config` reads the file itself: it mends a file the others refuse.
+    let config = if matches!(cli.command, Command::Config(_)) {
+        conn::ConfigFile::default()
+    } else {
+        conn::load_config(cli.config.as_deref())?
+    };
     match cli.command {
         Command::Observe(a) => {
             let run = async {
@@ -129,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
+        Command::Config(c) => webb_tui::config::run(c, cli.config.as_deref()),
         Command::Version => {
             println!("{}", webb_tui::VERSION);
             Ok(())
