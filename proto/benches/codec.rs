@@ -115,7 +115,7 @@ fn main() {
     // (a whole clone, which an unmasked stream pays, against building the
     // masked flow).
     for (name, paths) in [
-        ("webb text", mask::WEBB_TEXT),
+        ("webb text", &mask::webb_text()[..]),
         ("hubble text", mask::HUBBLE_TEXT),
         ("time,verdict", &["time", "verdict"][..]),
     ] {
@@ -134,7 +134,7 @@ fn main() {
     best("agent: whole response (clone)", &mut || {
         responses.iter().map(|r| r.clone().node_name.len()).sum()
     });
-    let m = std::sync::Arc::new(mask::FlowMask::new(mask::WEBB_TEXT).unwrap().unwrap());
+    let m = std::sync::Arc::new(mask::FlowMask::new(&mask::webb_text()).unwrap().unwrap());
     let mut masker = m.masker();
     best("agent: masked response (webb text)", &mut || {
         responses

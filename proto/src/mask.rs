@@ -57,32 +57,11 @@ pub const HUBBLE_TEXT: &[&str] = &[
     "ip_trace_id",
 ];
 
-/// What webb's compact, dict and table printers read: Hubble's text mask
-/// and the fields webb prints that Hubble's mask leaves out (policy
-/// names, DNS names of IPs, directions, capture points, webb's kernel
-/// drop reason). A test in webb's CLI prints recorded flows masked and
-/// whole and compares.
-pub const WEBB_TEXT: &[&str] = &[
-    "time",
-    "verdict",
-    "ethernet",
-    "IP",
-    "l4",
-    "source.identity",
-    "source.namespace",
-    "source.pod_name",
-    "destination.identity",
-    "destination.namespace",
-    "destination.pod_name",
-    "Type",
-    "node_name",
-    "l7",
-    "event_type",
-    "source_service",
-    "destination_service",
-    "is_reply",
-    "Summary",
-    "ip_trace_id",
+/// What webb's compact, dict and table printers read beyond
+/// [`HUBBLE_TEXT`]: the fields webb prints that Hubble's mask leaves out
+/// (policy names, DNS names of IPs, directions, capture points, webb's
+/// kernel drop reason).
+const WEBB_EXTRA: &[&str] = &[
     "auth_type",
     "traffic_direction",
     "policy_match_type",
@@ -96,6 +75,12 @@ pub const WEBB_TEXT: &[&str] = &[
     "ingress_denied_by",
     "webb_kernel_drop_reason",
 ];
+
+/// The mask webb's text printers ask for: Hubble's and [`WEBB_EXTRA`]. A
+/// test in webb's CLI prints recorded flows masked and whole and compares.
+pub fn webb_text() -> Vec<&'static str> {
+    HUBBLE_TEXT.iter().chain(WEBB_EXTRA).copied().collect()
+}
 
 mod schema {
     /// (name, number, message type or "", repeated, wire type)
@@ -198,13 +183,13 @@ impl FlowMask {
         let flow = message_fields("flow.Flow").unwrap_or_default();
         let mut top = Vec::new();
         for (name, sub) in &tree.0 {
-            let &(_, _, message, ..) = flow
-                .iter()
-                .find(|(n, ..)| n == name)
-                .expect("validated above");
-            let copier = copier(name).expect("every flow.Flow field has a copier");
-            let sub = sub.as_ref().map(|t| resolve(message, t));
-            top.push((copier, sub));
+            // Validated above; a field without a copier (a test keeps there
+            // being none) is refused rather than served whole.
+            let field = flow.iter().find(|(n, ..)| n == name);
+            let (Some(&(_, _, message, ..)), Some(copier)) = (field, copier(name)) else {
+                return Err(InvalidPath { path: name.clone() });
+            };
+            top.push((copier, sub.as_ref().map(|t| resolve(message, t))));
         }
         Ok(Some(Self {
             top,

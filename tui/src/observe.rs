@@ -202,6 +202,14 @@ impl OutputArgs {
         }
     }
 
+    /// Whether the request carries a text mask: text output, no
+    /// `--field-mask`, `--use-default-field-masks` on.
+    fn default_text_mask(&self) -> bool {
+        self.field_mask.is_empty()
+            && self.use_default_field_masks
+            && !matches!(self.output, Format::Json | Format::Jsonpb)
+    }
+
     /// Hubble's checks of the output flags against the selectors.
     pub fn check(&self, follow: bool) -> Result<(), String> {
         let json = matches!(self.output, Format::Json | Format::Jsonpb);
@@ -238,15 +246,17 @@ pub fn request(args: &ObserveArgs) -> GetFlowsRequest {
         req.field_mask = Some(FieldMask {
             paths: o.field_mask.clone(),
         });
-    } else if o.use_default_field_masks && !matches!(o.output, Format::Json | Format::Jsonpb) {
-        req.field_mask = Some(FieldMask {
-            paths: webb_proto::mask::WEBB_TEXT
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
-        });
+    } else if o.default_text_mask() {
+        req.field_mask = Some(text_mask(&webb_proto::mask::webb_text()));
     }
     req
+}
+
+/// A field mask of these paths.
+fn text_mask(paths: &[&str]) -> FieldMask {
+    FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    }
 }
 
 /// Whether a server refused the request's field mask: Cilium answers an
@@ -327,16 +337,8 @@ fn log_request(args: &ObserveArgs) {
         if !s.all && s.first.is_none() && s.last.is_none() {
             req.number = 0;
         }
-        if args.output.field_mask.is_empty()
-            && args.output.use_default_field_masks
-            && !matches!(args.output.output, Format::Json | Format::Jsonpb)
-        {
-            req.field_mask = Some(FieldMask {
-                paths: webb_proto::mask::HUBBLE_TEXT
-                    .iter()
-                    .map(|p| (*p).to_owned())
-                    .collect(),
-            });
+        if args.output.default_text_mask() {
+            req.field_mask = Some(text_mask(webb_proto::mask::HUBBLE_TEXT));
         }
     }
     if req.follow {
@@ -393,18 +395,9 @@ async fn from_server<W: Write + Send + 'static, E: Write + Send + 'static>(
         match undecoded::get_flows(channel.clone(), req.clone(), 64 * 1024 * 1024).await {
             // A Hubble server knows only Hubble's fields: ask again with
             // Hubble's own text mask (webb-only fields are then not printed).
-            Err(s)
-                if refuses_mask(&s)
-                    && args.output.field_mask.is_empty()
-                    && req.field_mask.is_some() =>
-            {
+            Err(s) if refuses_mask(&s) && args.output.default_text_mask() => {
                 let mut req = req;
-                req.field_mask = Some(FieldMask {
-                    paths: webb_proto::mask::HUBBLE_TEXT
-                        .iter()
-                        .map(|p| (*p).to_owned())
-                        .collect(),
-                });
+                req.field_mask = Some(text_mask(webb_proto::mask::HUBBLE_TEXT));
                 undecoded::get_flows(channel, req, 64 * 1024 * 1024).await
             }
             other => other,
@@ -684,7 +677,11 @@ mod mask_tests {
     #[test]
     fn text_output_of_masked_flows_is_the_same() {
         let all = recorded();
-        let mask = Arc::new(FlowMask::new(webb_proto::mask::WEBB_TEXT).unwrap().unwrap());
+        let mask = Arc::new(
+            FlowMask::new(&webb_proto::mask::webb_text())
+                .unwrap()
+                .unwrap(),
+        );
         let mut m = mask.masker();
         let masked: Vec<_> = all.iter().map(|r| m.response(r)).collect();
         assert_ne!(masked, all, "the mask removes something");
@@ -729,7 +726,7 @@ mod mask_tests {
     #[test]
     fn hubbles_mask_is_a_subset_of_webbs_and_both_are_valid() {
         for f in webb_proto::mask::HUBBLE_TEXT {
-            assert!(webb_proto::mask::WEBB_TEXT.contains(f), "{f}");
+            assert!(webb_proto::mask::webb_text().contains(f), "{f}");
         }
         assert!(FlowMask::new(webb_proto::mask::HUBBLE_TEXT).is_ok());
     }
