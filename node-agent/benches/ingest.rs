@@ -3,7 +3,8 @@
 //! long a 1%-selective query over a full 65,535-flow ring takes.
 //!
 //! `cargo bench -p webb-agent --bench ingest`
-//! (`-- --metrics`: ingest with every metric family on versus off)
+//! (`-- --metrics`: ingest with every metric family on versus off;
+//! `-- --store`: the flow store's write rate and bytes per flow on disk)
 //!
 //! The records are synthetic FlowEvents with the kernel's layout (varied
 //! 5-tuples, points, kinds), decoded by the agent's real decoder and
@@ -21,9 +22,11 @@ use node_agent_ebpf::{FlowEvent, FlowKey, emit, kind, point, tcp, v4_mapped};
 use tokio_stream::wrappers::TcpListenerStream;
 use webb_agent::{
     decode::Decoder,
+    ingest::{FlowSink, MadeRecords, Pipeline, SourceCounters, record_bytes},
     metrics::{self, Metrics},
     observer::{Hub, Query},
     server::Service,
+    store::{self, FlowStore},
 };
 use webb_proto::{
     filter::FlowFilters,
@@ -101,33 +104,96 @@ const ALL_METRICS: &str = "flow:sourceContext=namespace;destinationContext=names
     drop:sourceContext=namespace;destinationContext=namespace tcp icmp port-distribution dns:query http";
 
 /// Like `bench_ingest`, counting every batch into the metrics first when
-/// `metrics` is given (as the ingest loop does with `--metrics`).
+/// `metrics` is given (as the agent does with `--metrics`): the agent's own
+/// ingest pipeline over made-up records.
 fn bench_ingest_with(n: u64, metrics: Option<&str>) -> f64 {
     let hub = Arc::new(Hub::new(65_535));
-    let metrics = metrics.map(|spec| {
-        Metrics::new(
+    let mut sinks: Vec<Box<dyn FlowSink>> = Vec::new();
+    if let Some(spec) = metrics {
+        sinks.push(Box::new(Arc::new(Metrics::new(
             metrics::options::parse(spec).expect("metrics spec"),
             2000,
             hub.clone(),
-        )
-    });
-    let mut d = decoder();
-    // Records are made as they are consumed, like a ring buffer's.
-    let start = Instant::now();
-    let mut batch = Vec::with_capacity(4096);
-    let mut i = 0;
-    while i < n {
-        let end = (i + 4096).min(n);
-        batch.extend((i..end).map(|k| d.decode(&event(k))));
-        if let Some(m) = &metrics {
-            m.observe(&batch);
-        }
-        hub.publish(&mut batch, "bench-node");
-        i = end;
+        ))));
     }
+    sinks.push(Box::new(hub.clone()));
+    let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
+    // Records are made as they are consumed, like a ring buffer's.
+    let mut i = 0;
+    let mut source = MadeRecords {
+        make: move || {
+            (i < n).then(|| {
+                i += 1;
+                record_bytes(&event(i - 1)).to_vec()
+            })
+        },
+        counters: SourceCounters::default(),
+    };
+    let start = Instant::now();
+    while pipeline.step(&mut source) > 0 {}
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(hub.status().seen_flows, n);
     n as f64 / secs
+}
+
+/// The flow store: flows/s written (encoded, compressed, on disk), bytes on
+/// disk per flow for this mix, the time to open the store again, and the
+/// median of three 1%-selective queries over all of it.
+fn bench_store(n: u64) -> (f64, f64, Duration, Duration, usize) {
+    let dir = std::env::temp_dir().join(format!("webb-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = store::Options {
+        dir: dir.clone(),
+        max_size: u64::MAX,
+        max_age: Duration::from_secs(86_400),
+    };
+    let store = FlowStore::open(opts.clone()).expect("open store");
+    let mut d = decoder();
+    let mut seq = 0;
+    let start = Instant::now();
+    while seq < n {
+        let items: Vec<_> = (seq..(seq + 4096).min(n))
+            .map(|k| webb_agent::observer::flow_item(d.decode(&event(k)), "bench-node"))
+            .collect();
+        store.append(seq, &items);
+        seq += items.len() as u64;
+    }
+    store.close();
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = store.status().bytes;
+    drop(store);
+    let start = Instant::now();
+    let store = FlowStore::open(opts).expect("reopen store");
+    let open = start.elapsed();
+    let ports: Vec<String> = (30_000..30_300).map(|p| p.to_string()).collect();
+    let q = Query {
+        filters: FlowFilters::compile(
+            &[FlowFilter {
+                source_port: ports,
+                ..Default::default()
+            }],
+            &[],
+        )
+        .expect("filter"),
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut matched = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        matched = store.read(&q, n, usize::MAX, false).0.len();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        n as f64 / secs,
+        bytes as f64 / n as f64,
+        open,
+        times[1],
+        matched,
+    )
 }
 
 /// Flows/s delivered to one follow subscriber over loopback when flows are
@@ -136,6 +202,7 @@ async fn bench_follow(n: u64, rate: u64) -> (f64, u64, u64) {
     let hub = Arc::new(Hub::new(65_535));
     let svc = Service {
         hub: hub.clone(),
+        store: None,
         node_name: "bench-node".into(),
         address: String::new(),
         peers: tokio::sync::watch::channel(Vec::new()).1,
@@ -238,6 +305,19 @@ fn main() {
     let rate = bench_ingest(n);
     println!("ingest: {n} events decoded and stored in {rate:.0} events/s");
     if std::env::args().any(|a| a == "--ingest-only") {
+        return;
+    }
+    if std::env::args().any(|a| a == "--store") {
+        let n = 10_000_000;
+        let (rate, per_flow, open, query, matched) = bench_store(n);
+        println!(
+            "store: {n} flows written at {rate:.0} flows/s (the writer thread encodes, compresses, writes), {per_flow:.1} bytes per flow on disk"
+        );
+        println!(
+            "store: reopened in {:.1} ms; 1%-selective query over all {n} -> {matched} flows, median {:.0} ms",
+            open.as_secs_f64() * 1e3,
+            query.as_secs_f64() * 1e3
+        );
         return;
     }
     if std::env::args().any(|a| a == "--metrics") {

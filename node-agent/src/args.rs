@@ -95,6 +95,21 @@ pub struct Args {
     #[arg(long, default_value_t = 4095, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
     pub ring_capacity: u32,
 
+    /// Keep every flow on disk in DIR as well (compressed, time-indexed
+    /// segments), so `--since` reaches past the ring and across restarts.
+    /// Off by default; one agent per directory.
+    #[arg(long, value_name = "DIR")]
+    pub flow_store: Option<PathBuf>,
+
+    /// Most bytes the flow store keeps on disk (e.g. 2GiB, 500MiB); the
+    /// oldest flows are removed first.
+    #[arg(long, default_value = "2GiB", value_name = "SIZE")]
+    pub flow_store_max_size: ByteSize,
+
+    /// Flows older than this are removed from the flow store (e.g. 24h).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub flow_store_max_age: HumanDuration,
+
     /// Maximum number of flows the kernel tracks at once (LRU).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_map_size: u32,
@@ -309,6 +324,48 @@ impl FromStr for HumanDuration {
     }
 }
 
+/// A size flag: a number of bytes with an optional unit (`KiB`, `MiB`,
+/// `GiB`, `TiB`, or `K`/`M`/`G`/`T` for the same; `KB`, `MB`, `GB` are
+/// powers of ten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 2GiB, 500MiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => {
+                return Err(format!(
+                    "{s:?}: unknown unit {unit:?} (use KiB, MiB, GiB or TiB)"
+                ));
+            }
+        };
+        let v = n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large"))?;
+        if v < 1 << 20 {
+            return Err(format!("{s:?} is too small: at least 1MiB"));
+        }
+        Ok(Self(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
@@ -327,6 +384,14 @@ mod tests {
             (
                 vec!["webb-agent", "--ring-capacity", "0"],
                 "--ring-capacity",
+            ),
+            (
+                vec!["webb-agent", "--flow-store-max-size", "2 parsecs"],
+                "--flow-store-max-size",
+            ),
+            (
+                vec!["webb-agent", "--flow-store-max-size", "100"],
+                "at least 1MiB",
             ),
             (
                 vec!["webb-agent", "--flush-interval", "10parsecs"],
@@ -353,6 +418,12 @@ mod tests {
         let a = Args::try_parse_from(["webb-agent", "--flush-interval", "500ms"]).unwrap();
         assert_eq!(Duration::from(a.flush_interval), Duration::from_millis(500));
         assert_eq!(a.ring_capacity, 4095);
+        assert_eq!(a.flow_store, None);
+        assert_eq!(a.flow_store_max_size, ByteSize(2 << 30));
+        assert_eq!(
+            Duration::from(a.flow_store_max_age),
+            Duration::from_secs(86_400)
+        );
         assert_eq!(a.l7_capture_bytes, 512);
         assert_eq!(a.dns_ports, [53]);
         let r = a.redaction();

@@ -1,5 +1,6 @@
-//! Loads webb's kernel programs, attaches them, keeps the endpoint and policy
-//! maps in step with the files, and drains the event ring.
+//! Loads webb's kernel programs, attaches them, applies the reconciler's
+//! changes to the endpoint and policy maps, and is the ingest pipeline's
+//! record source (the event ring).
 //!
 //! Architecture invariant: only this module touches the kernel. Dropping a
 //! [`Datapath`] detaches everything it attached: TC programs are TCX links
@@ -11,11 +12,8 @@ use std::{
     fs::File,
     net::IpAddr,
     path::PathBuf,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail};
@@ -28,13 +26,11 @@ use aya::{
     },
 };
 use node_agent_ebpf::{Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind};
-use webb_proto::flow::LostEventSource;
 
 use crate::{
     cluster::{Kernel, KernelDiff},
-    decode::{Context, Decoded, Decoder},
+    ingest::{RecordSource, SourceCounters},
     kernel::{self, Tracefs},
-    observer::Hub,
 };
 
 /// The kernel object, built by build.rs.
@@ -446,124 +442,47 @@ impl Kernel for DatapathKernel {
     }
 }
 
-/// The ingest loop: drains the ring in batches (the kernel submits without
-/// wakeups), decodes, publishes, and turns counter increases into lost
-/// events. Runs on its own thread until `stop` is set.
-pub struct Ingest {
+/// The kernel's event ring as the ingest pipeline's record source: the
+/// kernel submits without wakeups, so the pipeline drains in batches and
+/// polls the ring's fd in between.
+pub struct KernelRing {
     pub ring: RingBuf<MapData>,
-    pub hub: Arc<Hub>,
-    pub context: Arc<RwLock<Context>>,
-    /// Bumped after each new context: the ingest thread takes it up on its
-    /// next drain, not a second later.
-    pub context_generation: Arc<std::sync::atomic::AtomicU64>,
     pub maps: Arc<std::sync::Mutex<KernelMaps>>,
-    pub stop: Arc<AtomicBool>,
-    pub poll_interval: Duration,
-    pub redaction: crate::l7::http::Redaction,
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-impl Ingest {
-    /// Sleeps until the kernel signals a filling ring or the poll interval
-    /// passes, whichever is first.
-    fn wait_for_events(&self) {
+impl RecordSource for KernelRing {
+    fn drain(&mut self, max: usize, record: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(item) = self.ring.next() else { break };
+            record(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Sleeps until the kernel signals a filling ring or the timeout passes,
+    /// whichever is first.
+    fn wait(&mut self, timeout: Duration) {
         use std::os::fd::AsRawFd as _;
         let mut pfd = libc::pollfd {
             fd: self.ring.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = self.poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd for the ring buffer's fd, which we own.
         unsafe { libc::poll(&mut pfd, 1, ms) };
     }
-}
 
-/// Records drained per publish; bounds the time the hub's lock is held.
-const BATCH: usize = 4096;
-
-impl Ingest {
-    pub fn run(mut self) {
-        let ctx = self
-            .context
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
-        let mut decoder = Decoder::new(ctx);
-        decoder.l7 = crate::l7::Tracker::new(
-            std::mem::take(&mut self.redaction),
-            self.hub.counters.l7.clone(),
-        );
-        let mut last_counters = DatapathCounters::default();
-        let mut last_check = Instant::now();
-        let mut undecodable = 0u64;
-        // Reused across polls (see Hub::publish).
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut generation = self.context_generation.load(Ordering::Acquire);
-        while !self.stop.load(Ordering::Relaxed) {
-            let now = self.context_generation.load(Ordering::Acquire);
-            if now != generation
-                && let Ok(c) = self.context.read()
-            {
-                generation = now;
-                decoder.ctx = c.clone();
-            }
-            // Everything the kernel committed before this instant is drained
-            // below; the kernel timestamps of those events are earlier still.
-            let drain_began = std::time::SystemTime::now();
-            while let Some(item) = self.ring.next() {
-                match decoder.decode_record(&item) {
-                    Decoded::Flow(f) => batch.push(f),
-                    Decoded::Skipped => {}
-                    Decoded::Undecodable => undecodable += 1,
-                }
-                drop(item);
-                if batch.len() >= BATCH {
-                    break;
-                }
-            }
-            let drained = batch.len();
-            if let Some(m) = &self.metrics {
-                m.observe(&batch);
-            }
-            self.hub.publish(&mut batch, &decoder.ctx.node_name);
-            if drained < BATCH {
-                // The ring was emptied: the watermark may move.
-                self.hub.advance_watermark(drain_began);
-            }
-
-            if last_check.elapsed() >= Duration::from_secs(1) {
-                last_check = Instant::now();
-                decoder.refresh_clock();
-                decoder.l7.sweep(crate::decode::monotonic_ns());
-                let now = self.maps.lock().map(|m| m.counters()).unwrap_or_default();
-                let lost = now.ring_full.saturating_sub(last_counters.ring_full)
-                    + std::mem::take(&mut undecodable);
-                if lost > 0 {
-                    tracing::warn!(lost, "kernel event ring was full; reporting lost events");
-                    self.hub.publish_lost(
-                        LostEventSource::PerfEventRingBuffer,
-                        lost,
-                        &decoder.ctx.node_name,
-                    );
-                }
-                let malformed = now.malformed.saturating_sub(last_counters.malformed);
-                if malformed > 0 {
-                    tracing::info!(
-                        malformed,
-                        "packets with malformed headers were counted and passed"
-                    );
-                }
-                let c = &self.hub.counters;
-                c.malformed_packets.store(now.malformed, Ordering::Relaxed);
-                c.non_ip_packets.store(now.not_ip, Ordering::Relaxed);
-                c.packets.store(now.packets, Ordering::Relaxed);
-                c.policy_drops.store(now.policy_drops, Ordering::Relaxed);
-                last_counters = now;
-            }
-            if drained == 0 {
-                self.wait_for_events();
-            }
+    fn counters(&mut self) -> SourceCounters {
+        let c = self.maps.lock().map(|m| m.counters()).unwrap_or_default();
+        SourceCounters {
+            ring_full: c.ring_full,
+            malformed: c.malformed,
+            not_ip: c.not_ip,
+            packets: c.packets,
+            policy_drops: c.policy_drops,
         }
     }
 }

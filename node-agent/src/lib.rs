@@ -18,12 +18,14 @@ pub mod cluster;
 pub mod datapath;
 pub mod decode;
 pub mod endpoints;
+pub mod ingest;
 pub mod kernel;
 pub mod l7;
 pub mod metrics;
 pub mod observer;
 pub mod policy;
 pub mod server;
+pub mod store;
 
 use std::{
     path::Path,
@@ -39,7 +41,7 @@ use webb_proto::{observer::observer_server::ObserverServer, peer::peer_server::P
 use crate::{
     args::{Args, PolicyMode},
     cluster::{Reconciler, file::FileSource},
-    datapath::{Datapath, DatapathKernel, Ingest, KernelMaps, Options},
+    datapath::{Datapath, DatapathKernel, KernelMaps, KernelRing, Options},
     kernel::DropReasons,
     observer::Hub,
     server::Service,
@@ -51,6 +53,21 @@ use crate::{
 pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()> {
     args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let node_name = args.node_name();
+    // The store first: a directory another agent holds stops the start
+    // before anything is attached.
+    let flow_store = match &args.flow_store {
+        Some(dir) => {
+            let store = store::FlowStore::open(store::Options {
+                dir: dir.clone(),
+                max_size: args.flow_store_max_size.0,
+                max_age: args.flow_store_max_age.into(),
+            })?;
+            let st = store.status();
+            tracing::info!(dir = %dir.display(), flows = st.items, bytes = st.bytes, oldest = ?st.oldest, "flow store open");
+            Some(store)
+        }
+        None => None,
+    };
     let files = FileSource {
         endpoints: args.endpoints.clone(),
         policy: args.policy.clone(),
@@ -174,20 +191,39 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         }
         None => None,
     };
-    let ingest = Ingest {
+    // The sinks, in order: metrics count a flow, the store keeps it, then
+    // the ring holds it and subscribers get it.
+    let mut sinks: Vec<Box<dyn ingest::FlowSink>> = Vec::new();
+    if let Some(m) = metrics {
+        sinks.push(Box::new(m));
+    }
+    let mut first_seq = 0;
+    if let Some(store) = &flow_store {
+        first_seq = store.next_seq();
+        sinks.push(Box::new(store.clone()));
+    }
+    sinks.push(Box::new(hub.clone()));
+    let mut decoder = decode::Decoder::new(
+        context
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone()),
+    );
+    decoder.l7 = l7::Tracker::new(args.redaction(), hub.counters.l7.clone());
+    let pipeline = ingest::Pipeline::new(decoder, hub.clone(), sinks)
+        .starting_at(first_seq)
+        .with_updates(ingest::ContextUpdates {
+            context: context.clone(),
+            generation: generation.clone(),
+        });
+    let source = KernelRing {
         ring,
-        hub: hub.clone(),
-        context: context.clone(),
-        context_generation: generation.clone(),
         maps: maps.clone(),
-        stop: stop.clone(),
-        poll_interval: args.ring_poll_interval.into(),
-        redaction: args.redaction(),
-        metrics,
     };
+    let (ingest_stop, poll) = (stop.clone(), args.ring_poll_interval.into());
     let ingest_thread = std::thread::Builder::new()
         .name("webb-ingest".into())
-        .spawn(move || ingest.run())?;
+        .spawn(move || pipeline.run(source, &ingest_stop, poll))?;
 
     // Sources of cluster state, and the reconciler they feed.
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
@@ -229,6 +265,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
 
     let service = Service {
         hub,
+        store: flow_store.clone(),
         node_name,
         address: args
             .advertise_address
@@ -280,6 +317,9 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = ingest_thread.join();
+    if let Some(store) = &flow_store {
+        store.close();
+    }
     drop(maps);
     drop(dp);
     tracing::info!("detached");

@@ -380,7 +380,7 @@ impl Metrics {
     }
 
     /// Counts a batch of flows.
-    pub fn observe(&self, flows: &[Flow]) {
+    pub fn observe<'a>(&self, flows: impl IntoIterator<Item = &'a Flow>) {
         let mut st = match self.store.lock() {
             Ok(s) => s,
             Err(e) => e.into_inner(),

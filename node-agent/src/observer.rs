@@ -63,6 +63,11 @@ struct State {
     ring: VecDeque<Item>,
     capacity: usize,
     seen: u64,
+    /// The sequence number of the next item stored: the ring holds
+    /// `next_seq - ring.len() .. next_seq`. Numbers continue across restarts
+    /// when a flow store gives the first one, so that the store and the ring
+    /// meet without a gap or an overlap.
+    next_seq: u64,
     /// Evicted flows per second of their timestamp, oldest first.
     evicted: VecDeque<(i64, u64)>,
     subscribers: Vec<Subscriber>,
@@ -87,6 +92,9 @@ pub struct Snapshot {
     pub overwritten: u64,
     pub live: Option<mpsc::Receiver<Item>>,
     pub subscriber_id: Option<u64>,
+    /// The sequence number of the oldest item the ring held: anything older
+    /// comes from the flow store.
+    pub ring_first_seq: u64,
 }
 
 /// What a GetFlows query asks of the ring.
@@ -101,8 +109,37 @@ pub struct Query {
     pub until: Option<Timestamp>,
 }
 
+impl Query {
+    /// Whether a stored item is in the query's time range and passes its
+    /// filters.
+    pub fn wants(&self, item: &GetFlowsResponse) -> bool {
+        let t = flow_time(item);
+        let after = self.since.is_none_or(|s| t.is_some_and(|t| t >= s));
+        let before = self.until.is_none_or(|u| t.is_some_and(|t| t <= u));
+        after && before && matches_item(&self.filters, item)
+    }
+
+    /// The most items the query returns from history.
+    pub fn limit(&self) -> usize {
+        if self.number == 0 {
+            usize::MAX
+        } else {
+            self.number.min(usize::MAX as u64) as usize
+        }
+    }
+}
+
 fn flow_time(item: &GetFlowsResponse) -> Option<Timestamp> {
     item.time
+}
+
+/// A flow as the ring stores it.
+pub fn flow_item(flow: Flow, node_name: &str) -> Item {
+    Arc::new(GetFlowsResponse {
+        time: flow.time,
+        node_name: node_name.to_owned(),
+        response_types: Some(ResponseTypes::Flow(Box::new(flow))),
+    })
 }
 
 impl Hub {
@@ -112,6 +149,7 @@ impl Hub {
                 ring: VecDeque::with_capacity(capacity.min(1 << 20)),
                 capacity: capacity.max(1),
                 seen: 0,
+                next_seq: 0,
                 evicted: VecDeque::new(),
                 subscribers: Vec::new(),
                 next_id: 1,
@@ -128,24 +166,33 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores flows in the ring and hands each to the subscribers it matches.
-    /// The batch is drained, so the caller can reuse its buffer: a fresh
-    /// multi-megabyte batch per call would cost a page fault per 4 KiB.
+    /// Stores flows in the ring and hands each to the subscribers it matches,
+    /// numbering them after what the ring holds. The batch is drained, so
+    /// the caller can reuse its buffer. (The ingest pipeline numbers items
+    /// itself and calls [`Hub::publish_items`].)
     pub fn publish(&self, flows: &mut Vec<Flow>, node_name: &str) {
-        if flows.is_empty() {
+        let items: Vec<Item> = flows
+            .drain(..)
+            .map(|flow| flow_item(flow, node_name))
+            .collect();
+        let first = self.lock().next_seq;
+        self.publish_items(first, &items);
+    }
+
+    /// Stores numbered items (`first_seq`, `first_seq + 1`, ...) in the ring
+    /// and hands each to the subscribers it matches.
+    pub fn publish_items(&self, first_seq: u64, items: &[Item]) {
+        if items.is_empty() {
             return;
         }
         let now_sec = unix_secs();
         let mut st = self.lock();
-        let n = flows.len() as u64;
-        for flow in flows.drain(..) {
-            let item = Arc::new(GetFlowsResponse {
-                time: flow.time,
-                node_name: node_name.to_owned(),
-                response_types: Some(ResponseTypes::Flow(Box::new(flow))),
-            });
-            st.push(item);
+        let mut n = 0;
+        for item in items {
+            n += u64::from(matches!(item.response_types, Some(ResponseTypes::Flow(_))));
+            st.push(item.clone());
         }
+        st.next_seq = first_seq + items.len() as u64;
         st.seen += n;
         match st.rate.back_mut() {
             Some((sec, count)) if *sec == now_sec => *count += n,
@@ -164,12 +211,20 @@ impl Hub {
         if count == 0 {
             return;
         }
+        let item = self.lost_item(source, count, node_name);
+        let first = self.lock().next_seq;
+        self.publish_items(first, &[item]);
+    }
+
+    /// A report of `count` events lost at `source`, counted in the hub's
+    /// counters; the caller publishes it.
+    pub fn lost_item(&self, source: LostEventSource, count: u64, node_name: &str) -> Item {
         self.counters
             .lost_events
             .fetch_add(count, Ordering::Relaxed);
         self.counters.count_lost_source(source as i32, count);
         let now = Timestamp::from(std::time::SystemTime::now());
-        let item = Arc::new(GetFlowsResponse {
+        Arc::new(GetFlowsResponse {
             time: Some(now),
             node_name: node_name.to_owned(),
             response_types: Some(ResponseTypes::LostEvents(LostEvent {
@@ -179,25 +234,15 @@ impl Hub {
                 first: Some(now),
                 last: Some(now),
             })),
-        });
-        self.lock().push(item);
+        })
     }
 
     /// Registers a query: the matching history now, and (with follow) a queue
     /// of live flows from this instant on.
     pub fn query(&self, q: &Query) -> Snapshot {
         let mut st = self.lock();
-        let in_range = |item: &Item| {
-            let t = flow_time(item);
-            let after = q.since.is_none_or(|s| t.is_some_and(|t| t >= s));
-            let before = q.until.is_none_or(|u| t.is_some_and(|t| t <= u));
-            after && before && matches_item(&q.filters, item)
-        };
-        let limit = if q.number == 0 {
-            usize::MAX
-        } else {
-            q.number.min(usize::MAX as u64) as usize
-        };
+        let in_range = |item: &Item| q.wants(item);
+        let limit = q.limit();
         let history: Vec<Item> = if q.first {
             st.ring
                 .iter()
@@ -253,6 +298,7 @@ impl Hub {
             overwritten,
             live,
             subscriber_id,
+            ring_first_seq: st.next_seq - st.ring.len() as u64,
         }
     }
 
@@ -291,6 +337,7 @@ impl Hub {
             seen_flows: st.seen,
             flows_rate: window.iter().map(|(_, n)| *n as f64).sum::<f64>() / secs,
             namespaces: namespaces(&st.ring),
+            oldest: st.ring.front().and_then(|i| i.time),
         }
     }
 }
@@ -301,6 +348,8 @@ pub struct RingStatus {
     pub seen_flows: u64,
     pub flows_rate: f64,
     pub namespaces: Vec<String>,
+    /// The oldest item's time.
+    pub oldest: Option<Timestamp>,
 }
 
 fn namespaces(ring: &VecDeque<Item>) -> Vec<String> {

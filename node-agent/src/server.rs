@@ -31,6 +31,8 @@ type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + 
 #[derive(Clone)]
 pub struct Service {
     pub hub: Arc<Hub>,
+    /// `--flow-store`: history older than the ring.
+    pub store: Option<Arc<crate::store::FlowStore>>,
     pub node_name: String,
     /// The address peers and relays should dial (`--listen`, or
     /// `--advertise-address`).
@@ -104,7 +106,13 @@ impl Observer for Service {
             since: req.since,
             until: req.until,
         };
-        let mut snap = self.hub.query(&query);
+        // The store reads files: off the async workers.
+        let (hub, store) = (self.hub.clone(), self.store.clone());
+        let mut snap = tokio::task::spawn_blocking(move || {
+            crate::store::history(&hub, store.as_deref(), &query)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading history: {e}")))?;
         let mut head: Vec<Item> = Vec::with_capacity(snap.history.len() + 1);
         if snap.overwritten > 0 {
             let report = lost_report(&self.node_name, snap.overwritten);
@@ -292,6 +300,22 @@ impl Observer for Service {
         let st = self.hub.status();
         let c = &self.hub.counters;
         let cluster = self.cluster_status.borrow().clone();
+        let stored = self.store.as_ref().map(|s| (s.status(), s.counters()));
+        let oldest = stored
+            .as_ref()
+            .and_then(|(s, _)| s.oldest)
+            .into_iter()
+            .chain(st.oldest)
+            .min();
+        let (stored_flows, store_bytes, not_stored, corrupt) =
+            stored.as_ref().map_or((0, 0, 0, 0), |(s, c)| {
+                (
+                    s.items,
+                    s.bytes,
+                    c.not_stored.load(Ordering::Relaxed),
+                    c.corrupt_blocks.load(Ordering::Relaxed),
+                )
+            });
         Ok(Response::new(ServerStatusResponse {
             num_flows: st.num_flows,
             max_flows: st.max_flows,
@@ -316,6 +340,11 @@ impl Observer for Service {
                 .collect(),
             webb_sources: cluster.sources.into_iter().collect(),
             webb_endpoints: cluster.endpoints,
+            webb_oldest_flow: oldest,
+            webb_stored_flows: stored_flows,
+            webb_store_bytes: store_bytes,
+            webb_store_not_stored: not_stored,
+            webb_store_corrupt_blocks: corrupt,
         }))
     }
 }

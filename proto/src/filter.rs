@@ -98,6 +98,101 @@ impl FlowFilters {
     }
 }
 
+/// What a block of stored responses is known to hold, so that a query whose
+/// filters cannot match it skips it unread: the verdicts seen (a bit per
+/// value below 31, bit 31 for any other), Bloom filters of the L4 ports and
+/// of the endpoints' namespaces, and whether it holds anything but flows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub verdicts: u32,
+    pub ports: [u64; 2],
+    pub namespaces: u64,
+    pub non_flows: bool,
+}
+
+/// Two bit positions in a 128-bit filter (or, folded, a 64-bit one).
+fn bloom_bits(bytes: &[u8]) -> (u32, u32) {
+    // FNV-1a: stable across builds and versions, which the files need.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h & 127) as u32, ((h >> 7) & 127) as u32)
+}
+
+fn verdict_bit(v: i32) -> u32 {
+    1 << u32::try_from(v).unwrap_or(31).min(31)
+}
+
+impl Summary {
+    /// Adds what a stored flow holds.
+    pub fn add(&mut self, flow: &Flow) {
+        self.verdicts |= verdict_bit(flow.verdict);
+        let (sport, dport) = l4_ports(flow);
+        for p in [sport, dport].into_iter().flatten() {
+            let (a, b) = bloom_bits(&p.to_le_bytes());
+            for bit in [a, b] {
+                self.ports[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        for e in [&flow.source, &flow.destination].into_iter().flatten() {
+            self.add_namespace(&e.namespace);
+        }
+    }
+
+    fn add_namespace(&mut self, ns: &str) {
+        let (a, b) = bloom_bits(ns.as_bytes());
+        self.namespaces |= (1 << (a % 64)) | (1 << (b % 64));
+    }
+
+    fn may_have_port(&self, p: u16) -> bool {
+        let (a, b) = bloom_bits(&p.to_le_bytes());
+        [a, b]
+            .iter()
+            .all(|bit| self.ports[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn may_have_namespace(&self, ns: &str) -> bool {
+        let (a, b) = bloom_bits(ns.as_bytes());
+        let mask = (1 << (a % 64)) | (1 << (b % 64));
+        self.namespaces & mask == mask
+    }
+}
+
+impl FlowFilters {
+    /// Whether anything in a block with this summary may pass. False only
+    /// when it certainly cannot: every whitelist filter asks for a verdict,
+    /// port or pod namespace the block does not hold. (A blacklist never
+    /// rules a block out: it says what to leave, not what to find.)
+    pub fn may_match(&self, s: &Summary) -> bool {
+        if self.whitelist.is_empty() || (s.non_flows && self.matches_non_flow()) {
+            return true;
+        }
+        self.whitelist.iter().any(|f| f.may_match(s))
+    }
+}
+
+impl CompiledFilter {
+    fn may_match(&self, s: &Summary) -> bool {
+        let pods = |m: &[PodMatch]| {
+            m.is_empty()
+                || m.iter()
+                    .any(|p| p.namespace.is_empty() || s.may_have_namespace(&p.namespace))
+        };
+        let ports = |ps: &[u16]| ps.is_empty() || ps.iter().any(|p| s.may_have_port(*p));
+        (self.verdict.is_empty()
+            || self
+                .verdict
+                .iter()
+                .any(|v| s.verdicts & verdict_bit(*v) != 0))
+            && ports(&self.source_port)
+            && ports(&self.destination_port)
+            && pods(&self.source_pod)
+            && pods(&self.destination_pod)
+    }
+}
+
 /// One `FlowFilter` with its patterns parsed. Every check is a list of
 /// alternatives; an empty list means the field is not constrained.
 #[derive(Debug, Clone, Default)]

@@ -58,6 +58,11 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
                     *s.webb_l7_counts.entry(k.clone()).or_default() += v;
                 }
                 s.webb_endpoints += st.webb_endpoints;
+                s.webb_oldest_flow = s.webb_oldest_flow.max(st.webb_oldest_flow);
+                s.webb_stored_flows += st.webb_stored_flows;
+                s.webb_store_bytes += st.webb_store_bytes;
+                s.webb_store_not_stored += st.webb_store_not_stored;
+                s.webb_store_corrupt_blocks += st.webb_store_corrupt_blocks;
                 for (k, v) in &st.webb_sources {
                     s.webb_sources.insert(format!("{}/{k}", n.name), v.clone());
                 }

@@ -915,3 +915,111 @@ fn pods_that_appear_later_are_watched() {
         }
     });
 }
+
+fn udp_ports(flows: &[Flow]) -> std::collections::BTreeSet<u32> {
+    flows
+        .iter()
+        .filter_map(|f| match f.l4.as_ref()?.protocol.as_ref()? {
+            Protocol::Udp(u) => Some(u.destination_port),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `--flow-store`: history past the ring and across a `kill -9`, each flow
+/// exactly once and in order; a second agent on the directory is refused.
+#[test]
+fn the_flow_store_keeps_history_past_the_ring_and_across_a_restart() {
+    let Some(_g) = privileged() else { return };
+    let lab = two_pods();
+    let store = lab.dir.join("flows");
+    let store_arg = store.to_string_lossy().into_owned();
+    let extra = ["--ring-capacity", "8", "--flow-store", &store_arg];
+    let mut agent = AgentProcess::start(&lab, "lab-node-1", &extra);
+    let since = Timestamp::from(std::time::SystemTime::now());
+    let (c, s) = (lab.pod("client"), lab.pod("server"));
+    let server_ip = s.ip.to_string();
+    for port in 21000..21010 {
+        udp_send(c, &server_ip, port);
+    }
+    let query = |addr: String| async move {
+        client::responses(
+            &addr,
+            GetFlowsRequest {
+                since: Some(since),
+                ..Default::default()
+            },
+        )
+        .await
+    };
+    let before: Vec<Flow> = block_on(async {
+        let start = Instant::now();
+        loop {
+            let rs = query(agent.addr.clone()).await;
+            assert!(
+                rs.iter()
+                    .all(|r| !matches!(r.response_types, Some(ResponseTypes::LostEvents(_)))),
+                "the store had what the 8-flow ring overwrote: {rs:?}"
+            );
+            let flows = client::only_flows(rs);
+            if udp_ports(&flows).contains(&21009) || start.elapsed() > Duration::from_secs(5) {
+                break flows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(before.len() >= 20, "{} flows", before.len());
+    assert_eq!(udp_ports(&before), (21000..21010).collect());
+
+    // A second agent on the same directory is refused before it attaches.
+    let out = Command::new(binary("webb-agent"))
+        .args(["--flow-store", &store_arg, "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run webb-agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("in use by another webb-agent"), "{err}");
+
+    // kill -9 once the last flows are at most a flush old.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = agent.child.take().expect("running");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let agent = AgentProcess::start(&lab, "lab-node-1", &extra);
+    for port in 22000..22003 {
+        udp_send(c, &server_ip, port);
+    }
+    block_on(async {
+        let start = Instant::now();
+        let flows = loop {
+            let flows = client::only_flows(query(agent.addr.clone()).await);
+            if udp_ports(&flows).contains(&22002) || start.elapsed() > Duration::from_secs(5) {
+                break flows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut want: std::collections::BTreeSet<u32> = (21000..21010).collect();
+        want.extend(22000..22003);
+        assert_eq!(udp_ports(&flows), want, "before and after the restart");
+        let ids: std::collections::HashSet<&str> = flows.iter().map(|f| f.uuid.as_str()).collect();
+        assert_eq!(ids.len(), flows.len(), "each flow once");
+        for old in &before {
+            assert!(
+                ids.contains(old.uuid.as_str()),
+                "kept across the restart: {old:?}"
+            );
+        }
+        let times: Vec<Timestamp> = flows.iter().filter_map(|f| f.time).collect();
+        assert!(times.is_sorted(), "in time order");
+        // ServerStatus tells the window the node holds.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let st = client::status(&agent.addr).await;
+        assert!(st.webb_stored_flows >= flows.len() as u64, "{st:?}");
+        assert!(st.webb_store_bytes > 0);
+        assert!(st.webb_oldest_flow.is_some_and(|t| t <= times[0]), "{st:?}");
+        assert_eq!(
+            (st.webb_store_not_stored, st.webb_store_corrupt_blocks),
+            (0, 0)
+        );
+    });
+}

@@ -26,6 +26,19 @@ pub enum ListFormat {
 }
 
 /// `1234567` -> `1,234,567`, as Hubble prints counts.
+/// A history bound as RFC 3339 in UTC, to the second.
+fn history_time(t: webb_proto::wkt::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.seconds, 0).map_or_else(
+        || format!("{}s", t.seconds),
+        |d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// Bytes in MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
@@ -130,6 +143,18 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
                 list.join(", ")
             ));
         }
+    }
+    if let Some(oldest) = s.webb_oldest_flow {
+        out.push_str(&format!("History from: {}\n", history_time(oldest)));
+    }
+    if s.webb_stored_flows > 0 || s.webb_store_bytes > 0 {
+        out.push_str(&format!(
+            "Flow store: {} flows, {} on disk (not stored {}, corrupt blocks skipped {})\n",
+            thousands(s.webb_stored_flows),
+            mib(s.webb_store_bytes),
+            thousands(s.webb_store_not_stored),
+            thousands(s.webb_store_corrupt_blocks)
+        ));
     }
     if !s.webb_sources.is_empty() {
         out.push_str(&format!(
@@ -354,6 +379,37 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn the_history_window_is_shown() {
+        let s = ServerStatusResponse {
+            webb_oldest_flow: Some(webb_proto::wkt::Timestamp {
+                seconds: 1_764_806_400,
+                nanos: 5,
+            }),
+            webb_stored_flows: 1_234_567,
+            webb_store_bytes: 3 << 20,
+            webb_store_not_stored: 12,
+            ..Default::default()
+        };
+        let text = status_text("localhost:4245", true, &s);
+        assert!(
+            text.contains("History from: 2025-12-04T00:00:00Z\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Flow store: 1,234,567 flows, 3.0 MiB on disk (not stored 12, corrupt blocks skipped 0)\n"
+            ),
+            "{text}"
+        );
+        // An agent without a store shows no store line.
+        let text = status_text("localhost:4245", true, &ServerStatusResponse::default());
+        assert!(
+            !text.contains("History") && !text.contains("Flow store"),
+            "{text}"
+        );
     }
 
     #[test]
