@@ -108,19 +108,37 @@ impl Observer for Service {
         };
         // The store reads files: off the async workers.
         let (hub, store) = (self.hub.clone(), self.store.clone());
-        let mut snap = tokio::task::spawn_blocking(move || {
+        let found = tokio::task::spawn_blocking(move || {
             crate::store::history(&hub, store.as_deref(), &query)
         })
         .await
         .map_err(|e| Status::internal(format!("reading history: {e}")))?;
-        let mut head: Vec<Item> = Vec::with_capacity(snap.history.len() + 1);
+        let mut snap = found.snapshot;
+        let mut head: Vec<Item> = Vec::with_capacity(1);
         if snap.overwritten > 0 {
             let report = lost_report(&self.node_name, snap.overwritten);
             count_lost(&self.hub, &report);
             head.push(Arc::new(report));
         }
-        head.append(&mut snap.history);
-        let history = stream::iter(head);
+        let ring = stream::iter(std::mem::take(&mut snap.history));
+        // The store's part streams from a blocking reader a block at a
+        // time, ahead of the ring's; the two together give at most `limit`.
+        let history: Pin<Box<dyn Stream<Item = Item> + Send>> = match found.older {
+            Some(scan) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::task::spawn_blocking(move || {
+                    for item in scan {
+                        if tx.blocking_send(item).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Box::pin(
+                    stream::iter(head).chain(ReceiverStream::new(rx).chain(ring).take(found.limit)),
+                )
+            }
+            None => Box::pin(stream::iter(head).chain(ring)),
+        };
 
         let hub = self.hub.clone();
         let until = req.until;

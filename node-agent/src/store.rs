@@ -162,6 +162,9 @@ impl BlockMeta {
     }
 }
 
+/// Blocks (with their segment's path) and numbered items in memory.
+type Held = (Vec<(PathBuf, BlockMeta)>, Vec<(u64, Item)>);
+
 struct Segment {
     path: PathBuf,
     blocks: Vec<BlockMeta>,
@@ -439,113 +442,140 @@ impl FlowStore {
         }
     }
 
-    /// The items with numbers below `before` that the query wants, oldest
-    /// first: the first `limit` of them, or with `newest` the last `limit`.
-    /// Also how many numbers in the range the store does not hold (not
-    /// stored, or removed by retention) before the first item returned.
-    pub fn read(&self, q: &Query, before: u64, limit: usize, newest: bool) -> (Vec<Item>, u64) {
-        let (blocks, memory) = {
-            let st = self.inner.lock();
-            let blocks: Vec<(PathBuf, BlockMeta)> = st
-                .segments
-                .iter()
-                .flat_map(|s| s.blocks.iter().map(|b| (s.path.clone(), *b)))
-                .filter(|(_, b)| b.first_seq < before)
-                .collect();
-            let mut memory: Vec<(u64, Item)> = Vec::new();
-            for (first, items) in &st.waiting {
-                memory.extend(
-                    items
-                        .iter()
-                        .cloned()
-                        .enumerate()
-                        .map(|(i, it)| (first + i as u64, it)),
-                );
-            }
+    /// What the store holds below `before`: its blocks, and the items not
+    /// yet written, numbered.
+    fn held(&self, before: u64) -> Held {
+        let st = self.inner.lock();
+        let blocks: Vec<(PathBuf, BlockMeta)> = st
+            .segments
+            .iter()
+            .flat_map(|s| s.blocks.iter().map(|b| (s.path.clone(), *b)))
+            .filter(|(_, b)| b.first_seq < before)
+            .collect();
+        let mut memory: Vec<(u64, Item)> = Vec::new();
+        for (first, items) in &st.waiting {
             memory.extend(
-                st.pending
+                items
                     .iter()
                     .cloned()
                     .enumerate()
-                    .map(|(i, it)| (st.pending_first + i as u64, it)),
+                    .map(|(i, it)| (first + i as u64, it)),
             );
-            memory.retain(|(seq, _)| *seq < before);
-            (blocks, memory)
-        };
-        let since = q.since.map(|t| time_ns(Some(t)));
-        let until = q.until.map(|t| time_ns(Some(t)));
-        let missing = missing_numbers(&blocks, &memory, before, since);
-        let could_match = |b: &BlockMeta| {
-            let in_time =
-                since.is_none_or(|s| b.max_ns >= s) && until.is_none_or(|u| b.min_ns <= u);
-            if !in_time {
-                return false;
-            }
-            let may = q.filters.may_match(&b.summary);
-            if !may {
-                self.inner
-                    .counters
-                    .blocks_skipped_by_summary
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            may
-        };
+        }
+        memory.extend(
+            st.pending
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, it)| (st.pending_first + i as u64, it)),
+        );
+        memory.retain(|(seq, _)| *seq < before);
+        (blocks, memory)
+    }
+
+    /// The items with numbers below `before` that the query wants, oldest
+    /// first, read a block at a time as the iterator is advanced (a query
+    /// over hours of flows never holds them all); with how many numbers in
+    /// the range the store does not hold (not stored, or removed).
+    pub fn scan(&self, q: &Query, before: u64) -> Scan {
+        let (blocks, memory) = self.held(before);
+        let missing = missing_numbers(&blocks, &memory, before, q.since.map(|t| time_ns(Some(t))));
+        Scan {
+            inner: self.inner.clone(),
+            query: q.clone(),
+            before,
+            blocks: blocks.into(),
+            memory: memory.into(),
+            current: Vec::new().into_iter(),
+            missing,
+        }
+    }
+
+    /// The items with numbers below `before` that the query wants, oldest
+    /// first: the first `limit` of them, or with `newest` the last `limit`.
+    /// Also how many numbers in the range the store does not hold.
+    pub fn read(&self, q: &Query, before: u64, limit: usize, newest: bool) -> (Vec<Item>, u64) {
+        if !newest {
+            let mut scan = self.scan(q, before);
+            let items = scan.by_ref().take(limit).collect();
+            return (items, scan.missing);
+        }
+        let (blocks, memory) = self.held(before);
+        let missing = missing_numbers(&blocks, &memory, before, q.since.map(|t| time_ns(Some(t))));
         let mut out: Vec<Item> = Vec::new();
         let take = |seq: u64, item: Item, out: &mut Vec<Item>| {
             if seq < before && q.wants(&item) {
                 out.push(item);
             }
         };
-        if newest {
-            // Newest first, then turned around.
-            for (seq, item) in memory.into_iter().rev() {
+        // Newest first, then turned around.
+        for (seq, item) in memory.into_iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            take(seq, item, &mut out);
+        }
+        for (path, b) in blocks.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            if !self.inner.could_match(q, b) {
+                continue;
+            }
+            let items = self.inner.read_block(path, b);
+            for (i, item) in items.into_iter().enumerate().rev() {
                 if out.len() >= limit {
                     break;
                 }
-                take(seq, item, &mut out);
-            }
-            for (path, b) in blocks.iter().rev() {
-                if out.len() >= limit {
-                    break;
-                }
-                if !could_match(b) {
-                    continue;
-                }
-                let items = self.inner.read_block(path, b);
-                for (i, item) in items.into_iter().enumerate().rev() {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    take(b.first_seq + i as u64, item, &mut out);
-                }
-            }
-            out.reverse();
-        } else {
-            'blocks: for (path, b) in &blocks {
-                if !could_match(b) {
-                    continue;
-                }
-                for (i, item) in self.inner.read_block(path, b).into_iter().enumerate() {
-                    if out.len() >= limit {
-                        break 'blocks;
-                    }
-                    take(b.first_seq + i as u64, item, &mut out);
-                }
-            }
-            for (seq, item) in memory {
-                if out.len() >= limit {
-                    break;
-                }
-                take(seq, item, &mut out);
+                take(b.first_seq + i as u64, item, &mut out);
             }
         }
+        out.reverse();
         // A query for the newest N that found them all missed nothing.
-        let missing = if newest && q.since.is_none() {
+        let missing = if q.since.is_none() {
             missing.min(limit.saturating_sub(out.len()) as u64)
         } else {
             missing
         };
         (out, missing)
+    }
+}
+
+/// A forward read of the store (see [`FlowStore::scan`]).
+pub struct Scan {
+    inner: Arc<Inner>,
+    query: Query,
+    before: u64,
+    blocks: VecDeque<(PathBuf, BlockMeta)>,
+    memory: VecDeque<(u64, Item)>,
+    current: std::vec::IntoIter<(u64, Item)>,
+    /// Numbers in the range the store does not hold.
+    pub missing: u64,
+}
+
+impl Iterator for Scan {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        loop {
+            let (seq, item) = match self.current.next() {
+                Some(next) => next,
+                None => match self.blocks.pop_front() {
+                    Some((path, b)) => {
+                        if self.inner.could_match(&self.query, &b) {
+                            let items = self.inner.read_block(&path, &b);
+                            self.current =
+                                (b.first_seq..).zip(items).collect::<Vec<_>>().into_iter();
+                        }
+                        continue;
+                    }
+                    None => self.memory.pop_front()?,
+                },
+            };
+            if seq < self.before && self.query.wants(&item) {
+                return Some(item);
+            }
+        }
     }
 }
 
@@ -593,6 +623,24 @@ fn missing_numbers(
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a block may hold something the query wants: its time range
+    /// meets the query's, and its summary passes the filters (a block
+    /// skipped so is counted).
+    fn could_match(&self, q: &Query, b: &BlockMeta) -> bool {
+        let since = q.since.map(|t| time_ns(Some(t)));
+        let until = q.until.map(|t| time_ns(Some(t)));
+        if since.is_some_and(|s| b.max_ns < s) || until.is_some_and(|u| b.min_ns > u) {
+            return false;
+        }
+        let may = q.filters.may_match(&b.summary);
+        if !may {
+            self.counters
+                .blocks_skipped_by_summary
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        may
     }
 
     /// Hands the pending items to the writer.
@@ -889,33 +937,62 @@ impl crate::ingest::FlowSink for Arc<FlowStore> {
     }
 }
 
+/// A query's history: the ring's part, and before it the store's.
+pub struct History {
+    pub snapshot: Snapshot,
+    /// The store's items older than the ring's, to be sent first.
+    pub older: Option<Scan>,
+    /// The most items the history (older then the ring's) may give.
+    pub limit: usize,
+}
+
+impl History {
+    /// The whole history at once (tests; the server streams it).
+    pub fn collect(self) -> Vec<Item> {
+        let older = self.older.into_iter().flatten();
+        older
+            .chain(self.snapshot.history)
+            .take(self.limit)
+            .collect()
+    }
+}
+
 /// A query over the whole history: the ring, and before what it holds, the
 /// store. Items are numbered by the pipeline, so the two meet with no gap
 /// or overlap: the store answers only numbers below the ring's first.
-pub fn history(hub: &Hub, store: Option<&FlowStore>, q: &Query) -> Snapshot {
-    let mut snap = hub.query(q);
-    let Some(store) = store else {
-        return snap;
-    };
+/// Numbers neither holds any more are `snapshot.overwritten`.
+pub fn history(hub: &Hub, store: Option<&FlowStore>, q: &Query) -> History {
+    let mut snapshot = hub.query(q);
     let limit = q.limit();
-    if q.first {
-        let (mut older, missing) = store.read(q, snap.ring_first_seq, limit, false);
-        older.append(&mut snap.history);
-        older.truncate(limit);
-        snap.history = older;
-        snap.overwritten = missing;
+    let Some(store) = store else {
+        return History {
+            snapshot,
+            older: None,
+            limit,
+        };
+    };
+    let mut older = None;
+    if q.first || q.number == 0 {
+        // Oldest first, or all of it: streamed from the store.
+        let scan = store.scan(q, snapshot.ring_first_seq);
+        snapshot.overwritten = scan.missing;
+        older = Some(scan);
     } else {
-        let want = limit.saturating_sub(snap.history.len());
+        // The newest N: what the ring lacks, from the store's newest.
+        let want = limit.saturating_sub(snapshot.history.len());
+        snapshot.overwritten = 0;
         if want > 0 {
-            let (mut older, missing) = store.read(q, snap.ring_first_seq, want, true);
-            older.append(&mut snap.history);
-            snap.history = older;
-            snap.overwritten = missing;
-        } else {
-            snap.overwritten = 0;
+            let (mut items, missing) = store.read(q, snapshot.ring_first_seq, want, true);
+            items.append(&mut snapshot.history);
+            snapshot.history = items;
+            snapshot.overwritten = missing;
         }
     }
-    snap
+    History {
+        snapshot,
+        older,
+        limit,
+    }
 }
 
 #[cfg(test)]

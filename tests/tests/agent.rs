@@ -1011,6 +1011,22 @@ fn the_flow_store_keeps_history_past_the_ring_and_across_a_restart() {
         }
         let times: Vec<Timestamp> = flows.iter().filter_map(|f| f.time).collect();
         assert!(times.is_sorted(), "in time order");
+        // --first 3: the oldest three, from the store, before the restart.
+        let first = client::only_flows(
+            client::responses(
+                &agent.addr,
+                GetFlowsRequest {
+                    since: Some(since),
+                    first: true,
+                    number: 3,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+        let ids: Vec<&str> = first.iter().map(|f| f.uuid.as_str()).collect();
+        let oldest: Vec<&str> = flows.iter().take(3).map(|f| f.uuid.as_str()).collect();
+        assert_eq!(ids, oldest);
         // ServerStatus tells the window the node holds.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let st = client::status(&agent.addr).await;

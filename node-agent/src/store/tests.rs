@@ -313,7 +313,7 @@ fn history_meets_the_ring_with_no_gap_or_overlap() {
                     ..Default::default()
                 },
             )
-            .history,
+            .collect(),
         )
     };
     assert_eq!(q(0, false, None), (1..=10).collect::<Vec<_>>());
@@ -321,8 +321,12 @@ fn history_meets_the_ring_with_no_gap_or_overlap() {
     assert_eq!(q(3, false, None), [8, 9, 10], "the ring alone");
     assert_eq!(q(3, true, None), [1, 2, 3]);
     assert_eq!(q(0, false, Some(3)), (3..=10).collect::<Vec<_>>());
-    let snap = history(&hub, Some(&store), &since(1));
-    assert_eq!(snap.overwritten, 0, "the store had what the ring overwrote");
+    let h = history(&hub, Some(&store), &since(1));
+    assert_eq!(
+        h.snapshot.overwritten, 0,
+        "the store had what the ring overwrote"
+    );
+    assert_eq!(secs(&h.collect()), (1..=10).collect::<Vec<_>>());
     store.close();
     let _ = fs::remove_dir_all(&d);
 }
