@@ -363,3 +363,68 @@ fn a_segment_replaced_under_the_writer_is_left_and_the_lost_block_counted() {
     );
     let _ = fs::remove_dir_all(&d);
 }
+
+/// A full disk (a 512 KiB tmpfs, so root): writes fail, are counted as not
+/// stored and warned about once, and writing resumes once there is room.
+#[test]
+fn a_full_disk_is_counted_and_writing_resumes_when_there_is_room() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let d = dir("enospc");
+    fs::create_dir_all(&d).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&d)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs");
+        return;
+    }
+    let store = FlowStore::open(opts(&d)).unwrap();
+    // Fill the disk but for a few KiB.
+    let filler = d.join("filler");
+    let mut f = File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    let block = |first: i64| -> Vec<Item> {
+        (first..first + 200)
+            .map(|s| {
+                let mut item = flow(s, 80, Verdict::Forwarded);
+                if let Some(ResponseTypes::Flow(fl)) = &mut Arc::make_mut(&mut item).response_types
+                    && let Some(src) = &mut fl.source
+                {
+                    src.make_mut().pod_name = uuid::Uuid::new_v4().to_string();
+                }
+                item
+            })
+            .collect()
+    };
+    let wait_written = |store: &FlowStore| {
+        store.inner.seal(&mut store.inner.lock());
+        while !store.inner.lock().waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    store.append(0, &block(0));
+    wait_written(&store);
+    assert_eq!(store.counters().not_stored.load(Ordering::Relaxed), 200);
+    assert_eq!(store.counters().write_errors.load(Ordering::Relaxed), 1);
+    // Room again.
+    fs::remove_file(&filler).unwrap();
+    store.append(200, &block(200));
+    wait_written(&store);
+    assert_eq!(store.counters().not_stored.load(Ordering::Relaxed), 200);
+    let (items, missing) = store.read(&all(), 400, usize::MAX, false);
+    assert_eq!(items.len(), 200);
+    assert_eq!(items[0].time.unwrap().seconds, 200);
+    assert_eq!(missing, 200, "the block that did not fit is reported");
+    store.close();
+    drop(store);
+    let _ = std::process::Command::new("umount").arg(&d).status();
+    let _ = fs::remove_dir_all(&d);
+}
