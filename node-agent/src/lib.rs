@@ -176,6 +176,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
                     args.metrics_max_series as usize,
                     hub.clone(),
                 )
+                .with_flow_store(flow_store.clone())
                 .with_program_stats(Arc::new(move || {
                     stats_dp
                         .lock()

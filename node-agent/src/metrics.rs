@@ -286,6 +286,7 @@ pub struct Metrics {
     store: Mutex<Store>,
     hub: Arc<Hub>,
     programs: Option<ProgramStats>,
+    flow_store: Option<Arc<crate::store::FlowStore>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -355,6 +356,7 @@ impl Metrics {
             }),
             hub,
             programs: None,
+            flow_store: None,
         }
     }
 
@@ -371,6 +373,12 @@ impl Metrics {
     #[cfg(test)]
     fn memo_len(&self) -> usize {
         self.store.lock().map_or(0, |st| st.memo.len())
+    }
+
+    /// Adds the flow store's window and fault counters at scrape.
+    pub fn with_flow_store(mut self, store: Option<Arc<crate::store::FlowStore>>) -> Self {
+        self.flow_store = store;
+        self
     }
 
     /// Adds the kernel programs' run time and count (bpf_stats) at scrape.
@@ -933,6 +941,50 @@ impl Collector for Metrics {
         ] {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(value as i64).encode(m)?;
+        }
+        if let Some(fs) = &self.flow_store {
+            let st = fs.status();
+            let fc = fs.counters();
+            for (name, help, value) in [
+                (
+                    "webb_flow_store_flows",
+                    "Flows in the on-disk flow store",
+                    st.items,
+                ),
+                (
+                    "webb_flow_store_bytes",
+                    "Bytes the flow store holds on disk",
+                    st.bytes,
+                ),
+                (
+                    "webb_flow_store_oldest_flow_seconds",
+                    "Unix time of the oldest flow in the flow store",
+                    st.oldest.map_or(0, |t| t.seconds.max(0) as u64),
+                ),
+            ] {
+                let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(value as i64).encode(m)?;
+            }
+            for (name, help, value) in [
+                (
+                    "webb_flow_store_not_stored",
+                    "Flows the flow store could not write (disk full, write errors); they stayed in the ring",
+                    fc.not_stored.load(Ordering::Relaxed),
+                ),
+                (
+                    "webb_flow_store_write_errors",
+                    "Failed block writes",
+                    fc.write_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "webb_flow_store_corrupt_blocks",
+                    "Stored blocks that did not check and were skipped",
+                    fc.corrupt_blocks.load(Ordering::Relaxed),
+                ),
+            ] {
+                let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(value).encode(m)?;
+            }
         }
         if let Some(stats) = &self.programs {
             let stats = stats();

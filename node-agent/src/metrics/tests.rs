@@ -458,3 +458,34 @@ fn contexts_beyond_the_endpoints_turn_the_memo_off() {
         assert_eq!(m.memo_len(), 0, "{spec}");
     }
 }
+
+#[test]
+fn the_flow_store_is_measured() {
+    let dir = std::env::temp_dir().join(format!("webb-metrics-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = crate::store::FlowStore::open(crate::store::Options {
+        dir: dir.clone(),
+        max_size: 1 << 30,
+        max_age: std::time::Duration::from_secs(3600),
+    })
+    .unwrap();
+    let flows: Vec<_> = (0..3)
+        .map(|_| crate::observer::flow_item(tcp_flow(Verdict::Forwarded, true, false), "n1"))
+        .collect();
+    store.append(0, &flows);
+    let m = Arc::new(
+        Metrics::new(options::parse("flow").unwrap(), 100, Arc::new(Hub::new(16)))
+            .with_flow_store(Some(store.clone())),
+    );
+    let text = m.encode();
+    assert_eq!(
+        samples(&text, "webb_flow_store_flows"),
+        ["webb_flow_store_flows 3"]
+    );
+    assert_eq!(
+        samples(&text, "webb_flow_store_not_stored"),
+        ["webb_flow_store_not_stored_total 0"]
+    );
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
