@@ -218,7 +218,18 @@ fn lock_dir(dir: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))?;
     use std::os::fd::AsRawFd as _;
     // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let try_lock = || unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // A lock can outlive its holder for a moment: a process forked between
+    // the holder's open and its close shares the lock until it execs (or an
+    // agent being replaced is still exiting). So wait up to a second before
+    // calling the directory taken; a live agent holds it far longer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut locked = try_lock();
+    while !locked && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        locked = try_lock();
+    }
+    if !locked {
         let holder = fs::read_to_string(&path).unwrap_or_default();
         bail!(
             "--flow-store {}: in use by another webb-agent (pid {}); give each agent its own directory",
