@@ -463,7 +463,7 @@ fn print_batches<W: Write, E: Write>(
         }
         // A batch ends where the stream had nothing more ready: show it now
         // (this is what makes --follow immediate).
-        printer.flush()?;
+        printer.flush_ready()?;
     }
     Ok(printer.flush()?)
 }

@@ -373,9 +373,20 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 
     /// Flushes; in table format this also aligns and writes the block of rows
-    /// buffered so far (in `--follow` mode the caller calls it when idle).
+    /// buffered so far. Call it at the end of the output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()?;
+        self.err.flush()
+    }
+
+    /// Shows what is ready when the stream pauses: flushes, except the table
+    /// rows held for alignment. Where a table's columns break must not
+    /// depend on when the network paused (Hubble aligns the whole table at
+    /// its end; webb only every [`TABLE_BLOCK_BYTES`]).
+    pub fn flush_ready(&mut self) -> io::Result<()> {
+        if let Sink::Plain(w) = &mut self.out {
+            w.flush()?;
+        }
         self.err.flush()
     }
 
@@ -1100,6 +1111,43 @@ mod tests {
             err.starts_with("{\"node_status\":{\"state_change\":\"NODE_UNAVAILABLE\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_pause_in_the_stream_does_not_break_a_table_s_columns() {
+        let table = Options {
+            format: Format::Table,
+            ..Default::default()
+        };
+        let flow = |src: &str| GetFlowsResponse {
+            response_types: Some(ResponseTypes::Flow(Box::new(Flow {
+                ip: Some(Ip {
+                    source: src.into(),
+                    destination: "10.9.9.9".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))),
+            ..Default::default()
+        };
+        let print = |pause: bool| {
+            let out = Shared::default();
+            let mut p = Printer::new(table, out.clone(), io::sink());
+            p.write(&flow("fe80::c8bf:a8ff:fe43:9fa2")).unwrap();
+            if pause {
+                p.flush_ready().unwrap();
+                assert!(out.0.borrow().is_empty(), "rows are held until the end");
+            }
+            p.write(&flow("10.0.0.1")).unwrap();
+            p.flush().unwrap();
+            let bytes = out.0.borrow().clone();
+            String::from_utf8(bytes).unwrap()
+        };
+        let whole = print(false);
+        assert_eq!(print(true), whole);
+        // And both rows are aligned together.
+        let cols: Vec<_> = whole.lines().map(|l| l.find("10.9.9.9")).collect();
+        assert_eq!(cols[1], cols[2], "{whole}");
     }
 
     #[test]
