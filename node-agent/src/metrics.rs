@@ -814,6 +814,18 @@ fn context_value(out: &mut String, ctx: &Context, ep: Option<&Endpoint>, f: &Flo
     }
 }
 
+/// One unlabelled counter.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(m)
+}
+
+/// One unlabelled gauge.
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value as i64).encode(m)
+}
+
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let st = match self.store.lock() {
@@ -919,8 +931,7 @@ impl Collector for Metrics {
                 c.l7.flows.load(Ordering::Relaxed),
             ),
         ] {
-            let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value).encode(m)?;
+            counter(&mut enc, name, help, value)?;
         }
         let mut m = enc.encode_descriptor(
             "webb_l7_events",
@@ -939,8 +950,7 @@ impl Collector for Metrics {
                 ring.max_flows,
             ),
         ] {
-            let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            ConstGauge::new(value as i64).encode(m)?;
+            gauge(&mut enc, name, help, value)?;
         }
         if let Some(fs) = &self.flow_store {
             let st = fs.status();
@@ -962,8 +972,7 @@ impl Collector for Metrics {
                     st.oldest.map_or(0, |t| t.seconds.max(0) as u64),
                 ),
             ] {
-                let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-                ConstGauge::new(value as i64).encode(m)?;
+                gauge(&mut enc, name, help, value)?;
             }
             for (name, help, value) in [
                 (
@@ -982,8 +991,7 @@ impl Collector for Metrics {
                     fc.corrupt_blocks.load(Ordering::Relaxed),
                 ),
             ] {
-                let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-                ConstCounter::new(value).encode(m)?;
+                counter(&mut enc, name, help, value)?;
             }
         }
         if let Some(stats) = &self.programs {
