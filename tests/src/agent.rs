@@ -77,13 +77,19 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], on a given loopback port (to restart an
     /// agent where its relay expects it).
     pub fn start_on(lab: &Lab, node_name: &str, port: u16, extra: &[&str]) -> Self {
-        let mut agent = Self::spawn(lab, node_name, port, extra);
+        Self::start_at(lab, node_name, &format!("127.0.0.1:{port}"), extra)
+    }
+
+    /// Like [`AgentProcess::start`], listening on `addr` (the lab host's
+    /// address, where an EndpointSlice may name it: not loopback).
+    pub fn start_at(lab: &Lab, node_name: &str, addr: &str, extra: &[&str]) -> Self {
+        let mut agent = Self::spawn(lab, node_name, addr, extra);
         agent.wait_ready(Duration::from_secs(20));
         agent
     }
 
-    fn spawn(lab: &Lab, node_name: &str, port: u16, extra: &[&str]) -> Self {
-        let addr = format!("127.0.0.1:{port}");
+    fn spawn(lab: &Lab, node_name: &str, addr: &str, extra: &[&str]) -> Self {
+        let addr = addr.to_owned();
         let log = lab.dir.join(format!("agent-{node_name}.log"));
         let mut cmd = Command::new(binary("webb-agent"));
         cmd.args(["--listen", &addr, "--node-name", node_name])
@@ -109,7 +115,7 @@ impl AgentProcess {
     /// certificate); readiness is the port accepting connections.
     pub fn start_tls(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let mut agent = Self::spawn(lab, node_name, port, extra);
+        let mut agent = Self::spawn(lab, node_name, &format!("127.0.0.1:{port}"), extra);
         if let Some(child) = agent.child.as_mut() {
             wait_listening(
                 child,

@@ -17,6 +17,10 @@
 //!
 //! Every request is counted by resource and verb, so tests and benchmarks
 //! can check that an agent makes one watch per kind.
+//!
+//! With `WEBB_TEST_KUBE_API`, `_CA` and `_TOKEN` set, the same calls go to
+//! that real API server instead (`crate::kube_real`), so the same scenarios
+//! run against the real thing.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -112,6 +116,7 @@ pub struct KubeApi {
     /// Bumped to end every open watch.
     drops: broadcast::Sender<()>,
     runtime: Option<tokio::runtime::Runtime>,
+    real: Option<crate::kube_real::Real>,
 }
 
 fn resource(name: &str) -> &'static (&'static str, &'static str, &'static str, &'static str) {
@@ -170,17 +175,34 @@ impl KubeApi {
                 });
             }
         });
+        let real = crate::kube_real::Real::from_env();
         Self {
-            addr,
+            addr: real.as_ref().map_or(addr, |r| r.addr()),
             state,
             events,
             drops,
             runtime: Some(runtime),
+            real,
         }
+    }
+
+    /// Whether this is a real API server (see `crate::kube_real`): it
+    /// cannot forward to a pod (no kubelet).
+    pub fn is_real(&self) -> bool {
+        self.real.is_some()
+    }
+
+    /// Whether [`KubeApi::compact`] and [`KubeApi::drop_watches`] work: on
+    /// the double always, on a real server when it can be restarted.
+    pub fn supports_faults(&self) -> bool {
+        self.real.as_ref().is_none_or(|r| r.supports_faults())
     }
 
     /// A kubeconfig that points at the double (plain HTTP, no credentials).
     pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        if let Some(real) = &self.real {
+            return real.write_kubeconfig(path);
+        }
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: http://{}\n\
              contexts:\n- name: double\n  context:\n    cluster: double\n    user: agent\n\
@@ -190,14 +212,18 @@ impl KubeApi {
         std::fs::write(path, text).expect("kubeconfig");
     }
 
-    /// Creates or replaces an object (`MODIFIED` if it existed).
-    pub fn apply(&self, resource_name: &str, mut object: Value) {
+    /// Creates or replaces an object (`MODIFIED` if it existed); returns
+    /// it as the server holds it (with its uid).
+    pub fn apply(&self, resource_name: &str, mut object: Value) -> Value {
         let r = resource(resource_name);
+        object["apiVersion"] = json!(r.3);
+        object["kind"] = json!(r.2);
+        if let Some(real) = &self.real {
+            return real.apply(r, object);
+        }
         let mut s = self.state.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
-        object["apiVersion"] = json!(r.3);
-        object["kind"] = json!(r.2);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         if object["metadata"]["uid"].is_null() {
             object["metadata"]["uid"] = json!(format!("uid-{rv}"));
@@ -216,15 +242,19 @@ impl KubeApi {
             rv,
             resource: r.1,
             kind: if existed { "MODIFIED" } else { "ADDED" },
-            object,
+            object: object.clone(),
         };
         s.log.push(ev.clone());
         drop(s);
         let _ = self.events.send(ev);
+        object
     }
 
     pub fn delete(&self, resource_name: &str, key: &str) {
         let r = resource(resource_name);
+        if let Some(real) = &self.real {
+            return real.delete(r, key);
+        }
         let mut s = self.state.lock().unwrap();
         let Some(mut object) = s.objects.entry(r.1).or_default().remove(key) else {
             return;
@@ -244,7 +274,12 @@ impl KubeApi {
     }
 
     /// Forgets history: a watch resuming from before now gets `410 Gone`.
+    /// (A real server's restart, in `drop_watches`, forgets its history.)
     pub fn compact(&self) {
+        if let Some(real) = &self.real {
+            assert!(real.supports_faults(), "WEBB_TEST_KUBE_RESTART");
+            return;
+        }
         let mut s = self.state.lock().unwrap();
         s.compacted = s.rv;
         s.log.clear();
@@ -252,11 +287,17 @@ impl KubeApi {
 
     /// Ends every open watch (a restarted API server, a dropped connection).
     pub fn drop_watches(&self) {
+        if let Some(real) = &self.real {
+            return real.restart();
+        }
         let _ = self.drops.send(());
     }
 
     /// Answers list and watch of a resource with 403 Forbidden (or not).
     pub fn forbid(&self, resource_name: &str, forbidden: bool) {
+        if let Some(real) = &self.real {
+            return real.forbid(resource_name, forbidden);
+        }
         let mut s = self.state.lock().unwrap();
         if forbidden {
             s.forbidden.insert(resource_name.to_owned());
@@ -268,6 +309,7 @@ impl KubeApi {
     /// Makes `pods/portforward` of this pod reach `addr` (the double's
     /// stand-in for the pod's network namespace).
     pub fn forward_pod(&self, key: &str, addr: SocketAddr) {
+        assert!(!self.is_real(), "a real pod port-forward needs a kubelet");
         self.state
             .lock()
             .unwrap()
@@ -277,6 +319,9 @@ impl KubeApi {
 
     /// Requests served so far, by (resource, verb: list or watch).
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
+        if let Some(real) = &self.real {
+            return real.requests();
+        }
         self.state.lock().unwrap().requests.clone()
     }
 }

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod client;
 pub mod demo;
 pub mod kube_api;
+pub mod kube_real;
 pub mod kube_sim;
 pub mod lab;
 pub mod prometheus;

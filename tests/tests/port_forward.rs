@@ -56,6 +56,10 @@ fn tempdir() -> std::path::PathBuf {
 fn status_and_list_reach_the_relay_through_a_port_forward() {
     let relay = RelayProcess::start(&["--peer", "127.0.0.1:1"]);
     let api = KubeApi::start();
+    if api.is_real() {
+        eprintln!("skipped: a real pod port-forward needs a kubelet");
+        return;
+    }
     cluster_with_relay(&api, &relay);
     let dir = tempdir();
     let kubeconfig = dir.join("kubeconfig");
@@ -88,6 +92,10 @@ fn status_and_list_reach_the_relay_through_a_port_forward() {
 fn port_forward_errors_say_what_to_fix() {
     let relay = RelayProcess::start(&["--peer", "127.0.0.1:1"]);
     let api = KubeApi::start();
+    if api.is_real() {
+        eprintln!("skipped: a real pod port-forward needs a kubelet");
+        return;
+    }
     let dir = tempdir();
     let kubeconfig = dir.join("kubeconfig");
     api.write_kubeconfig(&kubeconfig);
