@@ -5,8 +5,11 @@
 //! their first item (`00000000000000000042.wfs`), each an 8-byte magic then
 //! blocks. A block is a fixed header ([`HEADER`] bytes: sizes, item count,
 //! first sequence number, time range, a [`Summary`] of what it holds, CRC-32
-//! of the payload and of the header) and a zstd-compressed payload of
-//! length-delimited `GetFlowsResponse` messages. Blocks are written whole,
+//! of the payload and of the header) and a payload of two zstd frames: the
+//! items' keys (an [`ItemKey`] each: verdict, ports, namespaces), then the
+//! length-delimited `GetFlowsResponse` messages. A query skips a block by
+//! its summary, then by its keys (decompressing only them), and decodes
+//! only the items whose key may pass. Blocks are written whole,
 //! at most [`FLUSH`] apart, by one writer thread; the index (headers only)
 //! is rebuilt at start by reading headers, not payloads.
 //!
@@ -40,7 +43,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use prost::Message as _;
 use webb_proto::{
-    filter::Summary,
+    filter::{FlowFilters, ItemKey, Summary},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
     wkt::Timestamp,
 };
@@ -48,7 +51,9 @@ use webb_proto::{
 use crate::observer::{Hub, Item, Query, Snapshot};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"WEBBFS01";
-const BLOCK_MAGIC: &[u8; 4] = b"WFB1";
+const BLOCK_MAGIC: &[u8; 4] = b"WFB2";
+/// Blocks written before keys: items only, all decoded. Still read.
+const BLOCK_MAGIC_UNKEYED: &[u8; 4] = b"WFB1";
 /// Bytes in a block header.
 pub const HEADER: usize = 80;
 /// Items per block at most.
@@ -83,6 +88,11 @@ pub struct Counters {
     /// Bytes cut from torn segment tails at start.
     pub torn_bytes: AtomicU64,
     pub blocks_skipped_by_summary: AtomicU64,
+    /// Blocks read whose keys ruled every item out (items not decompressed).
+    pub blocks_skipped_by_keys: AtomicU64,
+    /// Items decoded for queries, and items their keys let a query skip.
+    pub items_decoded: AtomicU64,
+    pub items_skipped_by_keys: AtomicU64,
 }
 
 /// The window the store holds.
@@ -105,6 +115,8 @@ struct BlockMeta {
     min_ns: i64,
     max_ns: i64,
     summary: Summary,
+    /// Its payload starts with the items' keys (not a `WFB1` block).
+    keyed: bool,
 }
 
 impl BlockMeta {
@@ -114,7 +126,11 @@ impl BlockMeta {
 
     fn encode(&self, payload_crc: u32) -> [u8; HEADER] {
         let mut h = [0u8; HEADER];
-        h[0..4].copy_from_slice(BLOCK_MAGIC);
+        h[0..4].copy_from_slice(if self.keyed {
+            BLOCK_MAGIC
+        } else {
+            BLOCK_MAGIC_UNKEYED
+        });
         h[4..8].copy_from_slice(&self.len.to_le_bytes());
         h[8..12].copy_from_slice(&self.raw_len.to_le_bytes());
         h[12..16].copy_from_slice(&self.count.to_le_bytes());
@@ -140,7 +156,8 @@ impl BlockMeta {
             b.copy_from_slice(&h[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        if &h[0..4] != BLOCK_MAGIC || crc32fast::hash(&h[..76]) != u32_at(76) {
+        let keyed = &h[0..4] == BLOCK_MAGIC;
+        if !(keyed || &h[0..4] == BLOCK_MAGIC_UNKEYED) || crc32fast::hash(&h[..76]) != u32_at(76) {
             return None;
         }
         let meta = Self {
@@ -157,6 +174,7 @@ impl BlockMeta {
                 namespaces: u64_at(60),
                 non_flows: h[68] != 0,
             },
+            keyed,
         };
         Some((meta, u32_at(72)))
     }
@@ -533,12 +551,11 @@ impl FlowStore {
             if !self.inner.could_match(q, b) {
                 continue;
             }
-            let items = self.inner.read_block(path, b);
-            for (i, item) in items.into_iter().enumerate().rev() {
+            for (seq, item) in self.inner.read_block(path, b, &q.filters).into_iter().rev() {
                 if out.len() >= limit {
                     break;
                 }
-                take(b.first_seq + i as u64, item, &mut out);
+                take(seq, item, &mut out);
             }
         }
         out.reverse();
@@ -574,9 +591,10 @@ impl Iterator for Scan {
                 None => match self.blocks.pop_front() {
                     Some((path, b)) => {
                         if self.inner.could_match(&self.query, &b) {
-                            let items = self.inner.read_block(&path, &b);
-                            self.current =
-                                (b.first_seq..).zip(items).collect::<Vec<_>>().into_iter();
+                            self.current = self
+                                .inner
+                                .read_block(&path, &b, &self.query.filters)
+                                .into_iter();
                         }
                         continue;
                     }
@@ -753,19 +771,31 @@ impl Inner {
             return Ok(None);
         }
         let mut raw = Vec::with_capacity(items.len() * 512);
+        let mut keys = Vec::with_capacity(items.len() * ItemKey::LEN);
         let mut summary = Summary::default();
         let (mut min_ns, mut max_ns) = (i64::MAX, i64::MIN);
         for item in items {
             item.encode_length_delimited(&mut raw)?;
-            match &item.response_types {
-                Some(ResponseTypes::Flow(f)) => summary.add(f),
-                _ => summary.non_flows = true,
-            }
+            let key = match &item.response_types {
+                Some(ResponseTypes::Flow(f)) => {
+                    summary.add(f);
+                    ItemKey::of_flow(f)
+                }
+                _ => {
+                    summary.non_flows = true;
+                    ItemKey::non_flow()
+                }
+            };
+            keys.extend_from_slice(&key.to_bytes());
             let t = time_ns(item.time);
             min_ns = min_ns.min(t);
             max_ns = max_ns.max(t);
         }
-        let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
+        let keys = zstd::bulk::compress(&keys, ZSTD_LEVEL)?;
+        let mut payload = Vec::with_capacity(4 + keys.len() + raw.len() / 4);
+        payload.extend_from_slice(&u32::try_from(keys.len())?.to_le_bytes());
+        payload.extend_from_slice(&keys);
+        payload.extend_from_slice(&zstd::bulk::compress(&raw, ZSTD_LEVEL)?);
         let mut meta = BlockMeta {
             offset: 0,
             len: u32::try_from(payload.len())?,
@@ -775,6 +805,7 @@ impl Inner {
             min_ns,
             max_ns,
             summary,
+            keyed: true,
         };
         let (path, size, new_segment) = self.active_segment(active, first)?;
         let Some(f) = active.as_ref() else {
@@ -888,9 +919,10 @@ impl Inner {
         }
     }
 
-    /// A block's items; none (and counted) when it does not check.
-    fn read_block(&self, path: &Path, b: &BlockMeta) -> Vec<Item> {
-        match read_block(path, b) {
+    /// A block's items that the filters may want, with their numbers;
+    /// none (and counted) when it does not check.
+    fn read_block(&self, path: &Path, b: &BlockMeta, filters: &FlowFilters) -> Vec<(u64, Item)> {
+        match read_block(path, b, filters, &self.counters) {
             Ok(items) => items,
             Err(e) => {
                 // A segment removed by retention meanwhile is not corrupt.
@@ -912,7 +944,12 @@ fn same_file(f: &File, path: &Path) -> bool {
     }
 }
 
-fn read_block(path: &Path, b: &BlockMeta) -> anyhow::Result<Vec<Item>> {
+fn read_block(
+    path: &Path,
+    b: &BlockMeta,
+    filters: &FlowFilters,
+    counters: &Counters,
+) -> anyhow::Result<Vec<(u64, Item)>> {
     let f = File::open(path)?;
     let mut h = [0u8; HEADER];
     f.read_exact_at(&mut h, b.offset)?;
@@ -927,18 +964,75 @@ fn read_block(path: &Path, b: &BlockMeta) -> anyhow::Result<Vec<Item>> {
     if crc32fast::hash(&payload) != crc {
         bail!("the block's checksum does not match");
     }
-    let raw = zstd::bulk::decompress(&payload, b.raw_len as usize)?;
+    let count = b.count as usize;
+    let (wanted, frame) = if b.keyed {
+        let Some((len, rest)) = payload.split_first_chunk::<4>() else {
+            bail!("the block's keys are cut short");
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            bail!("the block's keys are cut short");
+        }
+        let (keys, items) = rest.split_at(len);
+        if filters.is_empty() {
+            (None, items)
+        } else {
+            let keys = zstd::bulk::decompress(keys, count * ItemKey::LEN)?;
+            if keys.len() != count * ItemKey::LEN {
+                bail!(
+                    "the block holds {} keys, not {count}",
+                    keys.len() / ItemKey::LEN
+                );
+            }
+            let wanted: Vec<bool> = keys
+                .as_chunks::<{ ItemKey::LEN }>()
+                .0
+                .iter()
+                .map(|k| filters.may_match_key(&ItemKey::from_bytes(k)))
+                .collect();
+            let n = wanted.iter().filter(|w| **w).count();
+            counters
+                .items_skipped_by_keys
+                .fetch_add((count - n) as u64, Ordering::Relaxed);
+            if n == 0 {
+                counters
+                    .blocks_skipped_by_keys
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(Vec::new());
+            }
+            (Some(wanted), items)
+        }
+    } else {
+        (None, &payload[..])
+    };
+    let raw = zstd::bulk::decompress(frame, b.raw_len as usize)?;
     let mut buf = raw.as_slice();
-    let mut items = Vec::with_capacity(b.count as usize);
+    let mut out = Vec::with_capacity(if wanted.is_some() { 64 } else { count });
+    let mut i = 0usize;
     while !buf.is_empty() {
-        items.push(Arc::new(GetFlowsResponse::decode_length_delimited(
-            &mut buf,
-        )?));
+        let len = prost::encoding::decode_varint(&mut buf)?;
+        let Some(msg) = usize::try_from(len).ok().and_then(|l| buf.get(..l)) else {
+            bail!("item {i} of the block is cut short");
+        };
+        buf = &buf[msg.len()..];
+        if wanted
+            .as_ref()
+            .is_none_or(|w| w.get(i).copied().unwrap_or(true))
+        {
+            out.push((
+                b.first_seq + i as u64,
+                Arc::new(GetFlowsResponse::decode(msg)?),
+            ));
+        }
+        i += 1;
     }
-    if items.len() != b.count as usize {
-        bail!("the block holds {} items, not {}", items.len(), b.count);
+    if i != count {
+        bail!("the block holds {i} items, not {count}");
     }
-    Ok(items)
+    counters
+        .items_decoded
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    Ok(out)
 }
 
 /// The store as a sink of the ingest pipeline.

@@ -160,6 +160,118 @@ impl Summary {
     }
 }
 
+/// What one stored response is known to hold, exactly where [`Summary`]
+/// is a Bloom filter: kept beside each response of a block, so that a
+/// query decodes only the responses whose key may pass. The verdict
+/// (255 for any value outside 0..255), the L4 ports, and 16-bit hashes of
+/// the source's and destination's namespaces.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ItemKey {
+    flags: u8,
+    verdict: u8,
+    sport: u16,
+    dport: u16,
+    src_ns: u16,
+    dst_ns: u16,
+}
+
+const KEY_NON_FLOW: u8 = 1;
+const KEY_SPORT: u8 = 2;
+const KEY_DPORT: u8 = 4;
+
+fn ns_hash(ns: &str) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ns.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 48) as u16
+}
+
+impl ItemKey {
+    /// Bytes per key on disk.
+    pub const LEN: usize = 10;
+
+    pub fn of_flow(flow: &Flow) -> Self {
+        let (sport, dport) = l4_ports(flow);
+        let ns = |e: &Option<Endpoint>| ns_hash(e.as_ref().map_or("", |e| e.namespace.as_str()));
+        Self {
+            flags: if sport.is_some() { KEY_SPORT } else { 0 }
+                | if dport.is_some() { KEY_DPORT } else { 0 },
+            verdict: u8::try_from(flow.verdict).unwrap_or(255),
+            sport: sport.unwrap_or(0),
+            dport: dport.unwrap_or(0),
+            src_ns: ns(&flow.source),
+            dst_ns: ns(&flow.destination),
+        }
+    }
+
+    /// The key of a response that is not a flow (lost events, node status).
+    pub fn non_flow() -> Self {
+        Self {
+            flags: KEY_NON_FLOW,
+            ..Self::default()
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.flags;
+        b[1] = self.verdict;
+        b[2..4].copy_from_slice(&self.sport.to_le_bytes());
+        b[4..6].copy_from_slice(&self.dport.to_le_bytes());
+        b[6..8].copy_from_slice(&self.src_ns.to_le_bytes());
+        b[8..10].copy_from_slice(&self.dst_ns.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; Self::LEN]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Self {
+            flags: b[0],
+            verdict: b[1],
+            sport: u16_at(2),
+            dport: u16_at(4),
+            src_ns: u16_at(6),
+            dst_ns: u16_at(8),
+        }
+    }
+}
+
+impl FlowFilters {
+    /// Whether the response with this key may pass. False only when it
+    /// certainly cannot (as [`FlowFilters::may_match`] for a block); a
+    /// response that is not a flow always may, as the observer passes it.
+    pub fn may_match_key(&self, k: &ItemKey) -> bool {
+        if self.whitelist.is_empty() || k.flags & KEY_NON_FLOW != 0 {
+            return true;
+        }
+        self.whitelist.iter().any(|f| f.may_match_key(k))
+    }
+}
+
+impl CompiledFilter {
+    fn may_match_key(&self, k: &ItemKey) -> bool {
+        let pods = |m: &[PodMatch], hash: u16| {
+            m.is_empty()
+                || m.iter()
+                    .any(|p| p.namespace.is_empty() || ns_hash(&p.namespace) == hash)
+        };
+        let port = |ps: &[u16], flag: u8, p: u16| {
+            ps.is_empty() || (k.flags & flag != 0 && ps.contains(&p))
+        };
+        (self.verdict.is_empty()
+            || self
+                .verdict
+                .iter()
+                .any(|v| k.verdict == 255 || i32::from(k.verdict) == *v))
+            && port(&self.source_port, KEY_SPORT, k.sport)
+            && port(&self.destination_port, KEY_DPORT, k.dport)
+            && pods(&self.source_pod, k.src_ns)
+            && pods(&self.destination_pod, k.dst_ns)
+    }
+}
+
 impl FlowFilters {
     /// Whether anything in a block with this summary may pass. False only
     /// when it certainly cannot: every whitelist filter asks for a verdict,

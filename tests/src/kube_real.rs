@@ -48,13 +48,13 @@ pub struct Real {
     applied: Mutex<Vec<(&'static Resource, String)>>,
     /// Counts at the start (or the last restart), and what was counted
     /// before the last restart.
-    baseline: Mutex<(
-        BTreeMap<(String, String), u64>,
-        BTreeMap<(String, String), u64>,
-    )>,
+    baseline: Mutex<(Counts, Counts)>,
     restart: Option<String>,
     _serial: MutexGuard<'static, ()>,
 }
+
+/// Requests by (resource, verb).
+type Counts = BTreeMap<(String, String), u64>;
 
 /// (path prefix, resource, kind, apiVersion), as the double's table.
 pub type Resource = (&'static str, &'static str, &'static str, &'static str);

@@ -291,6 +291,109 @@ fn filters_skip_blocks_by_their_summary() {
 }
 
 #[test]
+fn keys_let_a_query_decode_only_the_items_that_may_pass() {
+    let d = dir("keys");
+    let store = FlowStore::open(opts(&d)).unwrap();
+    // One block, ports and verdicts mixed: its summary cannot rule
+    // anything out. Every tenth flow goes to the database, and is dropped.
+    let items: Vec<Item> = (1..=100)
+        .map(|s| match s % 10 {
+            0 => flow(s, 5432, Verdict::Dropped),
+            _ => flow(s, 80, Verdict::Forwarded),
+        })
+        .collect();
+    store.append(0, &items);
+    store.close();
+    let q = |f: FlowFilter| Query {
+        filters: FlowFilters::compile(&[f], &[]).unwrap(),
+        ..Default::default()
+    };
+    let c = store.counters();
+    let db = q(FlowFilter {
+        destination_port: vec!["5432".into()],
+        ..Default::default()
+    });
+    let got = store.read(&db, 100, usize::MAX, false).0;
+    assert_eq!(secs(&got), (1..=10).map(|k| k * 10).collect::<Vec<_>>());
+    assert_eq!(c.items_decoded.load(Ordering::Relaxed), 10);
+    assert_eq!(c.items_skipped_by_keys.load(Ordering::Relaxed), 90);
+    // The newest-N path reads the same way.
+    assert_eq!(secs(&store.read(&db, 100, 2, true).0), [90, 100]);
+    // No item of the block may pass (though its summary holds port 80 and
+    // a drop): its items are not even decompressed.
+    let dropped = q(FlowFilter {
+        destination_port: vec!["80".into()],
+        verdict: vec![Verdict::Dropped as i32],
+        ..Default::default()
+    });
+    let before = c.items_decoded.load(Ordering::Relaxed);
+    assert!(store.read(&dropped, 100, usize::MAX, false).0.is_empty());
+    assert_eq!(c.blocks_skipped_by_keys.load(Ordering::Relaxed), 1);
+    assert_eq!(c.items_decoded.load(Ordering::Relaxed), before);
+    // Unfiltered, everything is decoded.
+    assert_eq!(store.read(&all(), 100, usize::MAX, false).0.len(), 100);
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_store_written_before_keys_is_still_read() {
+    let d = dir("unkeyed");
+    fs::create_dir_all(&d).unwrap();
+    // A `WFB1` segment as the first format wrote it: items only.
+    let items: Vec<Item> = (1..=5).map(|s| flow(s, 80, Verdict::Forwarded)).collect();
+    let mut raw = Vec::new();
+    let mut summary = Summary::default();
+    for i in &items {
+        i.encode_length_delimited(&mut raw).unwrap();
+        if let Some(ResponseTypes::Flow(f)) = &i.response_types {
+            summary.add(f);
+        }
+    }
+    let payload = zstd::bulk::compress(&raw, 3).unwrap();
+    let meta = BlockMeta {
+        offset: 8,
+        len: payload.len() as u32,
+        raw_len: raw.len() as u32,
+        count: 5,
+        first_seq: 0,
+        min_ns: 1_000_000_000,
+        max_ns: 5_000_000_000,
+        summary,
+        keyed: false,
+    };
+    let mut file = SEGMENT_MAGIC.to_vec();
+    file.extend_from_slice(&meta.encode(crc32fast::hash(&payload)));
+    file.extend_from_slice(&payload);
+    fs::write(d.join(format!("{:020}.wfs", 0)), file).unwrap();
+    let store = FlowStore::open(opts(&d)).unwrap();
+    assert_eq!(
+        secs(&store.read(&all(), 5, usize::MAX, false).0),
+        [1, 2, 3, 4, 5]
+    );
+    let port = Query {
+        filters: FlowFilters::compile(
+            &[FlowFilter {
+                destination_port: vec!["80".into()],
+                ..Default::default()
+            }],
+            &[],
+        )
+        .unwrap(),
+        ..Default::default()
+    };
+    assert_eq!(store.read(&port, 5, usize::MAX, false).0.len(), 5);
+    // New blocks follow it, keyed.
+    append(&store, 6..8);
+    store.close();
+    assert_eq!(
+        secs(&store.read(&port, 7, usize::MAX, false).0),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(store.counters().corrupt_blocks.load(Ordering::Relaxed), 0);
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
 fn history_meets_the_ring_with_no_gap_or_overlap() {
     let d = dir("seam");
     let store = FlowStore::open(opts(&d)).unwrap();

@@ -426,8 +426,62 @@ fn table() {
         ),
     ];
     for (name, filter, want) in cases {
-        assert_eq!(selected(filter), want, "case {name:?}");
+        assert_eq!(selected(filter.clone()), want, "case {name:?}");
+        // What the store skips by, never skips a flow that passes.
+        let filters = FlowFilters::compile(&[filter], &[]).unwrap();
+        for (i, fl) in [tcp_flow(), drop_flow(), http_flow(), dns_flow()]
+            .iter()
+            .enumerate()
+        {
+            let mut summary = Summary::default();
+            summary.add(fl);
+            assert!(
+                filters.may_match_key(&ItemKey::of_flow(fl)) >= want[i],
+                "case {name:?}, flow {i}: its key rules out a flow that passes"
+            );
+            assert!(
+                filters.may_match(&summary) >= want[i],
+                "case {name:?}, flow {i}"
+            );
+        }
     }
+}
+
+#[test]
+fn item_keys_rule_out_what_cannot_pass() {
+    let key = ItemKey::of_flow(&tcp_flow());
+    assert_eq!(ItemKey::from_bytes(&key.to_bytes()), key);
+    let may = |f: FlowFilter| FlowFilters::compile(&[f], &[]).unwrap().may_match_key(&key);
+    assert!(may(ff!(destination_port: s(&["80"]))));
+    assert!(!may(ff!(destination_port: s(&["81"]))));
+    assert!(!may(ff!(source_port: s(&["80"]))));
+    assert!(!may(ff!(verdict: vec![Verdict::Dropped as i32])));
+    assert!(may(ff!(source_pod: s(&["shop/front"]))));
+    assert!(!may(ff!(source_pod: s(&["kube-system/"]))));
+    // Any one whitelist filter may let it through; a filter on what keys
+    // do not hold (an IP) never rules it out.
+    let either = FlowFilters::compile(
+        &[
+            ff!(destination_port: s(&["81"])),
+            ff!(source_ip: s(&["10.9.9.9"])),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(either.may_match_key(&key));
+    // Responses that are not flows always may.
+    let strict = FlowFilters::compile(&[ff!(destination_port: s(&["81"]))], &[]).unwrap();
+    assert!(strict.may_match_key(&ItemKey::non_flow()));
+    // A verdict out of the key's range may be anything.
+    let odd = ItemKey::of_flow(&Flow {
+        verdict: 300,
+        ..tcp_flow()
+    });
+    assert!(
+        FlowFilters::compile(&[ff!(verdict: vec![7])], &[])
+            .unwrap()
+            .may_match_key(&odd)
+    );
 }
 
 #[test]
