@@ -510,7 +510,7 @@ impl<W: Write, E: Write> Printer<W, E> {
                 for (k, v) in &extra {
                     let key = match *k {
                         "kernel-drop-reason" => "KERNEL DROP",
-                        _ => "LATENCY",
+                        _ => "TRUNCATED",
                     };
                     kv(key, v);
                 }
