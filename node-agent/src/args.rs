@@ -110,6 +110,39 @@ pub struct Args {
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub flow_store_max_age: HumanDuration,
 
+    /// Export every flow (that passes --export-allowlist/--export-denylist)
+    /// as a JSON line to this file, as Hubble's exporter does (`stdout` for
+    /// standard output): what Fluent Bit, Vector or Promtail ship, and what
+    /// `webb observe --input-file` reads back. Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub export_file_path: Option<PathBuf>,
+
+    /// Size in MB at which the export file is rotated.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_file_max_size_mb: u64,
+
+    /// Rotated export files to keep (0: all).
+    #[arg(long, default_value_t = 5)]
+    pub export_file_max_backups: usize,
+
+    /// Gzip rotated export files.
+    #[arg(long)]
+    pub export_file_compress: bool,
+
+    /// Export only flows that match one of these JSON FlowFilters (as
+    /// `webb observe --allowlist` takes them; several separated by commas).
+    #[arg(long, value_name = "JSON")]
+    pub export_allowlist: Option<String>,
+
+    /// Do not export flows that match one of these JSON FlowFilters.
+    #[arg(long, value_name = "JSON")]
+    pub export_denylist: Option<String>,
+
+    /// Export only these fields of each flow (e.g. `time,source,verdict`;
+    /// commas or spaces between them).
+    #[arg(long, value_name = "FIELDS")]
+    pub export_fieldmask: Vec<String>,
+
     /// Maximum number of flows the kernel tracks at once (LRU).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_map_size: u32,
@@ -255,6 +288,35 @@ impl Args {
             .metrics_listen
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT)));
         Some((handlers, addr))
+    }
+
+    /// The exporter the `--export-*` flags ask for, if any; bad filters and
+    /// field paths are errors that name the flag.
+    pub fn export_options(&self) -> anyhow::Result<Option<crate::export::Options>> {
+        use crate::export;
+        let Some(path) = &self.export_file_path else {
+            return Ok(None);
+        };
+        let list = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map_or(Ok(Vec::new()), |t| export::parse_filters(flag, t))
+        };
+        let allow = list("--export-allowlist", &self.export_allowlist)?;
+        let deny = list("--export-denylist", &self.export_denylist)?;
+        let filters = webb_proto::filter::FlowFilters::compile(&allow, &deny)
+            .map_err(|e| anyhow::anyhow!("--export-allowlist/--export-denylist: {e}"))?;
+        Ok(Some(export::Options {
+            target: if path.as_os_str() == "stdout" {
+                export::Target::Stdout
+            } else {
+                export::Target::File(path.clone())
+            },
+            max_size: self.export_file_max_size_mb.saturating_mul(1 << 20),
+            max_backups: self.export_file_max_backups,
+            compress: self.export_file_compress,
+            filters,
+            mask: export::parse_mask(&self.export_fieldmask)?,
+        }))
     }
 
     /// The redaction the flags ask for.

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod datapath;
 pub mod decode;
 pub mod endpoints;
+pub mod export;
 pub mod ingest;
 pub mod kernel;
 pub mod l7;
@@ -65,6 +66,16 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
             let st = store.status();
             tracing::info!(dir = %dir.display(), flows = st.items, bytes = st.bytes, oldest = ?st.oldest, "flow store open");
             Some(store)
+        }
+        None => None,
+    };
+    // The exporter too: a bad filter or an unwritable file stops the start.
+    let exporter = match args.export_options()? {
+        Some(opts) => {
+            let target = opts.target.clone();
+            let e = export::Exporter::start(opts)?;
+            tracing::info!(to = ?target, "exporting flows");
+            Some(e)
         }
         None => None,
     };
@@ -177,6 +188,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
                     hub.clone(),
                 )
                 .with_flow_store(flow_store.clone())
+                .with_exporter(exporter.as_ref().map(|e| e.counters()))
                 .with_program_stats(Arc::new(move || {
                     stats_dp
                         .lock()
@@ -192,8 +204,8 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         }
         None => None,
     };
-    // The sinks, in order: metrics count a flow, the store keeps it, then
-    // the ring holds it and subscribers get it.
+    // The sinks, in order: metrics count a flow, the store keeps it, the
+    // exporter writes it out, then the ring holds it and subscribers get it.
     let mut sinks: Vec<Box<dyn ingest::FlowSink>> = Vec::new();
     if let Some(m) = metrics {
         sinks.push(Box::new(m));
@@ -202,6 +214,9 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     if let Some(store) = &flow_store {
         first_seq = store.next_seq();
         sinks.push(Box::new(store.clone()));
+    }
+    if let Some(e) = exporter {
+        sinks.push(Box::new(e));
     }
     sinks.push(Box::new(hub.clone()));
     let mut decoder = decode::Decoder::new(

@@ -287,6 +287,7 @@ pub struct Metrics {
     hub: Arc<Hub>,
     programs: Option<ProgramStats>,
     flow_store: Option<Arc<crate::store::FlowStore>>,
+    exporter: Option<Arc<crate::export::Counters>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -357,6 +358,7 @@ impl Metrics {
             hub,
             programs: None,
             flow_store: None,
+            exporter: None,
         }
     }
 
@@ -373,6 +375,12 @@ impl Metrics {
     #[cfg(test)]
     fn memo_len(&self) -> usize {
         self.store.lock().map_or(0, |st| st.memo.len())
+    }
+
+    /// Adds the flow exporter's counters at scrape.
+    pub fn with_exporter(mut self, counters: Option<Arc<crate::export::Counters>>) -> Self {
+        self.exporter = counters;
+        self
     }
 
     /// Adds the flow store's window and fault counters at scrape.
@@ -989,6 +997,32 @@ impl Collector for Metrics {
                     "webb_flow_store_corrupt_blocks",
                     "Stored blocks that did not check and were skipped",
                     fc.corrupt_blocks.load(Ordering::Relaxed),
+                ),
+            ] {
+                counter(&mut enc, name, help, value)?;
+            }
+        }
+        if let Some(ec) = &self.exporter {
+            for (name, help, value) in [
+                (
+                    "webb_export_flows",
+                    "Flows (and lost-event records) written by the flow exporter",
+                    ec.exported.load(Ordering::Relaxed),
+                ),
+                (
+                    "webb_export_dropped",
+                    "Flows the exporter could not write (its writer behind, or a failed write)",
+                    ec.dropped.load(Ordering::Relaxed),
+                ),
+                (
+                    "webb_export_write_errors",
+                    "Failed writes to the export file",
+                    ec.write_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "webb_export_rotations",
+                    "Times the export file was rotated",
+                    ec.rotations.load(Ordering::Relaxed),
                 ),
             ] {
                 counter(&mut enc, name, help, value)?;

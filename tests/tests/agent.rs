@@ -1039,3 +1039,192 @@ fn the_flow_store_keeps_history_past_the_ring_and_across_a_restart() {
         );
     });
 }
+
+/// Follows the export file as log shippers do (Fluent Bit, Vector): reads
+/// what is written; when the file is rotated away, drains the old one,
+/// then reads any rotated file it has not read (several rotations may pass
+/// between two looks), oldest first, before the new live file.
+fn follow(
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    use std::io::Read as _;
+    let dir = path.parent().unwrap().to_owned();
+    let mut seen = std::collections::HashSet::new();
+    let (mut text, mut lines) = (Vec::new(), Vec::new());
+    let take = |text: &mut Vec<u8>, lines: &mut Vec<String>| {
+        let Some(last) = text.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let whole: Vec<u8> = text.drain(..=last).collect();
+        lines.extend(
+            std::str::from_utf8(&whole)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+    };
+    // Reads the rotated files not read yet, oldest (by name) first.
+    let catch_up = |seen: &mut std::collections::HashSet<u64>, lines: &mut Vec<String>| {
+        let mut backups: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| *p != path)
+            .collect();
+        backups.sort();
+        for b in backups {
+            let mut f = std::fs::File::open(&b).unwrap();
+            if seen.insert(f.metadata().unwrap().ino()) {
+                let mut t = Vec::new();
+                f.read_to_end(&mut t).unwrap();
+                assert!(t.ends_with(b"\n"), "a rotated file ends mid-line: {b:?}");
+                take(&mut t, lines);
+            }
+        }
+    };
+    let open = |seen: &mut std::collections::HashSet<u64>, lines: &mut Vec<String>| loop {
+        // Whatever was rotated before the live file was opened is older.
+        catch_up(seen, lines);
+        if let Ok(f) = std::fs::File::open(&path) {
+            let before = seen.len();
+            catch_up(seen, lines);
+            if seen.len() == before {
+                seen.insert(f.metadata().unwrap().ino());
+                return f;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut file = open(&mut seen, &mut lines);
+    loop {
+        let done = stop.load(std::sync::atomic::Ordering::Relaxed);
+        file.read_to_end(&mut text).unwrap();
+        take(&mut text, &mut lines);
+        let rotated = std::fs::metadata(&path)
+            .map(|m| m.ino() != file.metadata().unwrap().ino())
+            .unwrap_or(true);
+        if rotated {
+            // The old file is complete once renamed: read its end first.
+            file.read_to_end(&mut text).unwrap();
+            take(&mut text, &mut lines);
+            assert!(text.is_empty(), "a line split across files");
+            file = open(&mut seen, &mut lines);
+            continue;
+        }
+        if done {
+            assert!(text.is_empty(), "a cut line at the end");
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn flows_are_exported_as_json_lines_that_a_follower_reads_across_rotations() {
+    let Some(_g) = privileged() else { return };
+    let lab = two_pods();
+    let dir = lab.dir.join("export");
+    let path = dir.join("events.log");
+    let path_arg = path.to_string_lossy().into_owned();
+    let agent = AgentProcess::start(
+        &lab,
+        "lab-node-1",
+        &[
+            "--export-file-path",
+            &path_arg,
+            "--export-file-max-size-mb",
+            "1",
+            "--export-file-max-backups",
+            "0",
+            "--export-denylist",
+            r#"{"source_ip":["203.0.113.99"]}"#,
+        ],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (p, s) = (path.clone(), stop.clone());
+        std::thread::spawn(move || follow(p, s))
+    };
+    // Datagrams to 1,500 closed ports: a few MB of flows (forwarded, and
+    // the kernel's NO_SOCKET drops), so the file rotates several times.
+    let (c, s) = (lab.pod("client"), lab.pod("server"));
+    let script = format!(
+        "import socket\nfor p in range(30000, 31500):\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', p))\n",
+        s.ip
+    );
+    let out = c.run("python3", &["-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    // Everything published, then the agent stopped: the exporter writes
+    // what it was handed before it exits.
+    std::thread::sleep(Duration::from_secs(2));
+    let ring: Vec<Flow> = block_on(client::flows(&agent.addr, vec![]));
+    drop(agent);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let followed = follower.join().unwrap();
+
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "rotated: {files:?}");
+    let mut on_disk = Vec::new();
+    for f in &files {
+        assert!(std::fs::metadata(f).unwrap().len() <= 1 << 20, "{f:?}");
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.ends_with('\n'));
+        on_disk.extend(text.lines().map(str::to_owned));
+    }
+    // The follower saw every line once, whole, in the order written (the
+    // backups sort by name, oldest first, then the live file).
+    if followed != on_disk {
+        let first = on_disk.iter().position(|l| Some(l) == followed.first());
+        let last = on_disk.iter().position(|l| Some(l) == followed.last());
+        let sizes: Vec<u64> = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .collect();
+        panic!(
+            "followed {} of {} lines (from line {first:?} to {last:?}); files {files:?} {sizes:?}",
+            followed.len(),
+            on_disk.len()
+        );
+    }
+    let uuids: std::collections::HashSet<String> = on_disk
+        .iter()
+        .map(|l| {
+            let r = webb_proto::json::parse_line(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            match r.response_types {
+                Some(ResponseTypes::Flow(f)) => f.uuid,
+                other => panic!("not a flow: {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(uuids.len(), on_disk.len(), "every flow once");
+    // Nothing the ring still holds is missing from the export.
+    assert!(ring.len() > 1000, "{} flows in the ring", ring.len());
+    let missing = ring.iter().filter(|f| !uuids.contains(&f.uuid)).count();
+    assert_eq!(missing, 0, "of {} flows in the ring", ring.len());
+
+    // `webb observe --input-file` reads an exported file back.
+    let out = Command::new(binary("webb"))
+        .args(["observe", "--input-file"])
+        .arg(&files[0])
+        .args(["-o", "json"])
+        .env("WEBB_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read_to_string(&files[0]).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), first);
+    eprintln!(
+        "exported {} flows in {} files; the ring held {}",
+        on_disk.len(),
+        files.len(),
+        ring.len()
+    );
+}

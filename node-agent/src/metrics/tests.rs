@@ -489,3 +489,27 @@ fn the_flow_store_is_measured() {
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_exporter_is_measured() {
+    let c = Arc::new(crate::export::Counters::default());
+    c.exported.store(5, Ordering::Relaxed);
+    c.dropped.store(2, Ordering::Relaxed);
+    let m = Arc::new(
+        Metrics::new(options::parse("flow").unwrap(), 100, Arc::new(Hub::new(16)))
+            .with_exporter(Some(c)),
+    );
+    let text = m.encode();
+    assert_eq!(
+        samples(&text, "webb_export_flows"),
+        ["webb_export_flows_total 5"]
+    );
+    assert_eq!(
+        samples(&text, "webb_export_dropped"),
+        ["webb_export_dropped_total 2"]
+    );
+    assert_eq!(
+        samples(&text, "webb_export_rotations"),
+        ["webb_export_rotations_total 0"]
+    );
+}
