@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p webb-agent --bench ingest`
 //! (`-- --metrics`: ingest with every metric family on versus off;
-//! `-- --store`: the flow store's write rate and bytes per flow on disk)
+//! `-- --store`: the flow store's write rate and bytes per flow on disk;
+//! `-- --export`: the flow exporter's write rate, and ingest with it on)
 //!
 //! The records are synthetic FlowEvents with the kernel's layout (varied
 //! 5-tuples, points, kinds), decoded by the agent's real decoder and
@@ -196,6 +197,66 @@ fn bench_store(n: u64) -> (f64, f64, Duration, Duration, usize) {
     )
 }
 
+/// The exporter as the agent runs it (a sink; its writer thread encodes
+/// JSON lines and writes them to a file rotated at 10 MB): flows written
+/// per second, what it dropped, and the ingest rate with it on.
+fn bench_export(n: u64) -> (f64, u64, f64, u64) {
+    use webb_agent::export;
+    let dir = std::env::temp_dir().join(format!("webb-bench-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = export::Options {
+        target: export::Target::File(dir.join("events.log")),
+        max_size: 10 << 20,
+        max_backups: 0,
+        compress: false,
+        filters: Default::default(),
+        mask: None,
+    };
+    // The writer alone: decoded flows handed over in the pipeline's batches,
+    // waiting for room rather than dropping, so its own rate is measured.
+    let mut d = decoder();
+    let items: Vec<_> = (0..n)
+        .map(|k| webb_agent::observer::flow_item(d.decode(&event(k)), "bench-node"))
+        .collect();
+    let mut ex = export::Exporter::start(opts.clone()).expect("exporter");
+    let c = ex.counters();
+    let start = Instant::now();
+    for (k, chunk) in items.chunks(512).enumerate() {
+        // At most 256 batches ahead of the writer (its queue holds 1,024).
+        while (k as u64) * 512 > c.exported.load(std::sync::atomic::Ordering::Relaxed) + 256 * 512 {
+            std::thread::yield_now();
+        }
+        ex.accept(0, chunk);
+    }
+    drop(ex);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Ingest with the exporter as one more sink, at full speed.
+    let hub = Arc::new(Hub::new(65_535));
+    let ex = export::Exporter::start(opts).expect("exporter");
+    let c = ex.counters();
+    let sinks: Vec<Box<dyn FlowSink>> = vec![Box::new(ex), Box::new(hub.clone())];
+    let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
+    let mut i = 0;
+    let mut source = MadeRecords {
+        make: move || {
+            (i < n).then(|| {
+                i += 1;
+                record_bytes(&event(i - 1)).to_vec()
+            })
+        },
+        counters: SourceCounters::default(),
+    };
+    let start = Instant::now();
+    while pipeline.step(&mut source) > 0 {}
+    let ingest = n as f64 / start.elapsed().as_secs_f64();
+    drop(pipeline);
+    let ingest_dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::remove_dir_all(&dir);
+    (rate, dropped, ingest, ingest_dropped)
+}
+
 /// Flows/s delivered to one follow subscriber over loopback when flows are
 /// published at `rate` per second, with the number of events it lost.
 async fn bench_follow(n: u64, rate: u64) -> (f64, u64, u64) {
@@ -317,6 +378,17 @@ fn main() {
             "store: reopened in {:.1} ms; 1%-selective query over all {n} -> {matched} flows, median {:.0} ms",
             open.as_secs_f64() * 1e3,
             query.as_secs_f64() * 1e3
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--export") {
+        let n = 1_000_000;
+        let (rate, dropped, ingest, ingest_dropped) = bench_export(n);
+        println!(
+            "export: {n} flows written as JSON lines at {rate:.0} flows/s by the writer thread ({dropped} dropped)"
+        );
+        println!(
+            "export: ingest with the exporter on at {ingest:.0} events/s ({ingest_dropped} flows the writer could not keep up with, dropped and counted)"
         );
         return;
     }
