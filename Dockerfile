@@ -20,15 +20,21 @@ ENV WEBB_CACHE=/opt/webb
 COPY scripts/setup.sh scripts/setup.sh
 RUN WEBB_SETUP_PACKAGES=0 bash scripts/setup.sh > /opt/webb-path
 
+# Static binaries (glibc's static-pie; its DNS and /etc/hosts lookups are
+# built in): they run on any Linux, in these images or copied to a node.
+# The flag is for the host target only, not the kernel programs' bpf target.
 FROM toolchain AS build
 COPY . .
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 RUN PATH="$(cat /opt/webb-path):$PATH" \
-    cargo build --release --locked -p webb-agent -p webb-relay -p webb-tui --bins \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu \
+      -p webb-agent -p webb-relay -p webb-tui --bins \
  && mkdir -p /out \
- && cp target/release/webb-agent target/release/webb-relay target/release/webb /out/
+ && cd target/x86_64-unknown-linux-gnu/release \
+ && cp webb-agent webb-relay webb /out/
 
-# What every image runs on: the same Debian release as the build (glibc),
-# with CA certificates for `tls://` servers and peers.
+# What every image runs on: a small Debian with CA certificates for
+# `tls://` servers and peers (the binaries need nothing else from it).
 FROM debian:${DEBIAN}-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \

@@ -279,10 +279,23 @@ fn the_dockerfile_builds_the_images_the_manifests_run() {
             "{manifest_dir} is not {package}"
         );
     }
-    // What the image stages copy from /out is what the build put there.
+    // What the image stages copy from /out is what the build put there:
+    // static binaries of the host target.
+    assert!(
+        build.contains("--target x86_64-unknown-linux-gnu")
+            && build.contains(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=\"-C target-feature=+crt-static\""
+            ),
+        "the build does not make static binaries:\n{build}"
+    );
+    assert!(build.contains("cd target/x86_64-unknown-linux-gnu/release"));
+    let copy = build
+        .lines()
+        .find(|l| l.contains("/out/") && l.contains("cp "))
+        .expect("the build copies its binaries to /out");
     for bin in ["webb-agent", "webb-relay", "webb"] {
         assert!(
-            build.contains(&format!("target/release/{bin} ")),
+            copy.split_whitespace().any(|w| w == bin),
             "the build does not produce {bin}"
         );
     }
