@@ -97,7 +97,7 @@ fn event(i: u64) -> FlowEvent {
 
 /// Decode + publish into a 65,535-flow ring, in batches like the ingest loop.
 fn bench_ingest(n: u64) -> f64 {
-    bench_ingest_with(n, None)
+    bench_ingest_with(n, None, Vec::new())
 }
 
 /// Every metric family on, with namespace contexts on the flow family.
@@ -107,9 +107,9 @@ const ALL_METRICS: &str = "flow:sourceContext=namespace;destinationContext=names
 /// Like `bench_ingest`, counting every batch into the metrics first when
 /// `metrics` is given (as the agent does with `--metrics`): the agent's own
 /// ingest pipeline over made-up records.
-fn bench_ingest_with(n: u64, metrics: Option<&str>) -> f64 {
+fn bench_ingest_with(n: u64, metrics: Option<&str>, extra: Vec<Box<dyn FlowSink>>) -> f64 {
     let hub = Arc::new(Hub::new(65_535));
-    let mut sinks: Vec<Box<dyn FlowSink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn FlowSink>> = extra;
     if let Some(spec) = metrics {
         sinks.push(Box::new(Arc::new(Metrics::new(
             metrics::options::parse(spec).expect("metrics spec"),
@@ -233,25 +233,9 @@ fn bench_export(n: u64) -> (f64, u64, f64, u64) {
     let dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
     // Ingest with the exporter as one more sink, at full speed.
-    let hub = Arc::new(Hub::new(65_535));
     let ex = export::Exporter::start(opts).expect("exporter");
     let c = ex.counters();
-    let sinks: Vec<Box<dyn FlowSink>> = vec![Box::new(ex), Box::new(hub.clone())];
-    let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
-    let mut i = 0;
-    let mut source = MadeRecords {
-        make: move || {
-            (i < n).then(|| {
-                i += 1;
-                record_bytes(&event(i - 1)).to_vec()
-            })
-        },
-        counters: SourceCounters::default(),
-    };
-    let start = Instant::now();
-    while pipeline.step(&mut source) > 0 {}
-    let ingest = n as f64 / start.elapsed().as_secs_f64();
-    drop(pipeline);
+    let ingest = bench_ingest_with(n, None, vec![Box::new(ex)]);
     let ingest_dropped = c.dropped.load(std::sync::atomic::Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
     (rate, dropped, ingest, ingest_dropped)
@@ -402,7 +386,7 @@ fn main() {
                 [true, false]
             };
             for with in order {
-                let r = bench_ingest_with(n, with.then_some(ALL_METRICS));
+                let r = bench_ingest_with(n, with.then_some(ALL_METRICS), Vec::new());
                 println!(
                     "ingest: metrics {} {r:.0} events/s",
                     if with { "on " } else { "off" }

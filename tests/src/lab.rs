@@ -346,3 +346,16 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The tests' NetworkPolicy: only cart may reach db, so frontend's attempts
+/// are dropped (for `Lab::write_policy`).
+pub const DB_ALLOW_CART: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-allow-cart, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        - podSelector: {matchLabels: {app: cart}}
+";

@@ -14,17 +14,6 @@ use webb_tests::{
     traffic::{listen_tcp, ping, tcp_send},
 };
 
-const DENY_FRONTEND: &str = "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-allow-cart, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  policyTypes: [Ingress]
-  ingress:
-    - from:
-        - podSelector: {matchLabels: {app: cart}}
-";
-
 fn webb(server: &str, args: &[&str]) -> Output {
     Command::new(binary("webb"))
         .args(args)
@@ -60,7 +49,7 @@ fn observe_status_and_list_against_a_live_agent() {
         PodSpec::new("shop", "cart", "cart"),
         PodSpec::new("shop", "db", "db"),
     ]);
-    let policy = lab.write_policy(DENY_FRONTEND);
+    let policy = lab.write_policy(webb_tests::lab::DB_ALLOW_CART);
     let agent = AgentProcess::start(&lab, "lab-node-1", &["--policy", policy.to_str().unwrap()]);
     let (fe, cart, db) = (lab.pod("frontend"), lab.pod("cart"), lab.pod("db"));
     let _db = listen_tcp(db, 5432);

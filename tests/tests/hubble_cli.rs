@@ -23,17 +23,6 @@ use webb_tests::{
     traffic::{Resolver, dns_server, http_server, listen_tcp, ping, tcp_send},
 };
 
-const DENY_FRONTEND: &str = "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-allow-cart, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  policyTypes: [Ingress]
-  ingress:
-    - from:
-        - podSelector: {matchLabels: {app: cart}}
-";
-
 /// Flags both CLIs take, each run over the same window of flows.
 const CASES: &[&[&str]] = &[
     &[],
@@ -235,7 +224,7 @@ fn the_real_hubble_cli_reads_webb_as_webb_does() {
         PodSpec::new("shop", "db", "db"),
         PodSpec::new("kube-system", "coredns", "coredns"),
     ]);
-    let policy = lab.write_policy(DENY_FRONTEND);
+    let policy = lab.write_policy(webb_tests::lab::DB_ALLOW_CART);
     let (fe, cart, db, dnsp) = (
         lab.pod("frontend"),
         lab.pod("cart"),
