@@ -306,3 +306,117 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
     drop(rx);
     rt.shutdown_timeout(Duration::from_secs(1));
 }
+
+/// Flows' (node, time) in the order received.
+fn flow_times(rs: &[GetFlowsResponse]) -> Vec<(String, (i64, i32))> {
+    rs.iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => {
+                let t = f.time.unwrap_or_default();
+                Some((f.node_name.clone(), (t.seconds, t.nanos)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_relay_reads_every_nodes_flow_store_merged_in_time_order() {
+    let Some(_g) = privileged() else { return };
+    let labs: Vec<Lab> = (0..2)
+        .map(|_| {
+            Lab::new(&[
+                PodSpec::new("shop", "client", "client"),
+                PodSpec::new("shop", "server", "server"),
+            ])
+        })
+        .collect();
+    // Rings of 8 flows: what the query returns comes from the stores.
+    let agents: Vec<AgentProcess> = labs
+        .iter()
+        .enumerate()
+        .map(|(i, lab)| {
+            let store = lab.dir.join("flows");
+            AgentProcess::start(
+                lab,
+                &format!("lab-node-{}", i + 1),
+                &[
+                    "--ring-capacity",
+                    "8",
+                    "--flow-store",
+                    store.to_str().unwrap(),
+                ],
+            )
+        })
+        .collect();
+    let mut peers = Vec::new();
+    for a in &agents {
+        peers.extend(["--peer", a.addr.as_str()]);
+    }
+    let relay = RelayProcess::start(&peers);
+    let since = webb_proto::wkt::Timestamp::from(std::time::SystemTime::now());
+    // Interleaved traffic: 5 UDP datagrams a node, to distinct ports.
+    for port in 23000..23005 {
+        for lab in &labs {
+            let (c, s) = (lab.pod("client"), lab.pod("server"));
+            webb_tests::traffic::udp_send(c, &s.ip.to_string(), port);
+        }
+    }
+    let query = GetFlowsRequest {
+        since: Some(since),
+        whitelist: vec![FlowFilter {
+            protocol: vec!["udp".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (direct, through) = block_on(async {
+        let start = Instant::now();
+        loop {
+            let mut direct = Vec::new();
+            for a in &agents {
+                direct.extend(flow_times(&client::responses(&a.addr, query.clone()).await));
+            }
+            let through = client::responses(&relay.addr, query.clone()).await;
+            let per_node = |n: &str| direct.iter().filter(|(node, _)| node == n).count();
+            if per_node("lab-node-1") >= 10 && per_node("lab-node-2") >= 10 {
+                let t = flow_times(&through);
+                if t.len() == direct.len() {
+                    break (direct, through);
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} flows from the agents, {} through the relay",
+                direct.len(),
+                flow_times(&through).len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Far more than the rings hold: the stores answered, on both nodes.
+    assert!(direct.len() >= 20, "{}", direct.len());
+    assert!(
+        through
+            .iter()
+            .all(|r| !matches!(r.response_types, Some(ResponseTypes::LostEvents(_)))),
+        "nothing is reported lost: the stores hold it all"
+    );
+    let t = flow_times(&through);
+    // Every node's stored flows, each once, merged in time order.
+    let mut want = direct.clone();
+    want.sort_by_key(|(_, t)| *t);
+    let mut got_sorted = t.clone();
+    got_sorted.sort_by_key(|(_, t)| *t);
+    assert_eq!(got_sorted, want);
+    assert!(
+        t.windows(2).all(|w| w[0].1 <= w[1].1),
+        "not in time order: {t:?}"
+    );
+    for node in ["lab-node-1", "lab-node-2"] {
+        assert!(
+            t.iter().filter(|(n, _)| n == node).count() >= 10,
+            "{node}: {t:?}"
+        );
+    }
+}
