@@ -90,6 +90,10 @@ pub struct Snapshot {
     pub history: Vec<Item>,
     /// Flows the query wanted that the ring had already overwritten.
     pub overwritten: u64,
+    /// When some were: the time of the first of them the query asked for
+    /// (to the second the ring remembers), and of the oldest flow still
+    /// held, so the answer says where the history it has starts.
+    pub lost_span: Option<(Timestamp, Timestamp)>,
     pub live: Option<mpsc::Receiver<Item>>,
     pub subscriber_id: Option<u64>,
     /// The sequence number of the oldest item the ring held: anything older
@@ -277,6 +281,24 @@ impl Hub {
             }
             _ => 0,
         };
+        let lost_span = if overwritten > 0 {
+            let from = q.since.map_or(i64::MIN, |s| s.seconds);
+            let first = st
+                .evicted
+                .iter()
+                .map(|(sec, _)| *sec)
+                .find(|sec| *sec >= from);
+            let oldest = st.ring.front().and_then(|i| flow_time(i));
+            first.zip(oldest).map(|(sec, oldest)| {
+                let first = Timestamp {
+                    seconds: sec,
+                    nanos: 0,
+                };
+                (q.since.map_or(first, |s| s.max(first)).min(oldest), oldest)
+            })
+        } else {
+            None
+        };
         let (live, subscriber_id) = if q.follow {
             let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
             let id = st.next_id;
@@ -296,6 +318,7 @@ impl Hub {
         Snapshot {
             history,
             overwritten,
+            lost_span,
             live,
             subscriber_id,
             ring_first_seq: st.next_seq - st.ring.len() as u64,

@@ -54,7 +54,14 @@ fn field_mask(req: &GetFlowsRequest) -> Result<Option<Arc<FlowMask>>, Status> {
         .map_err(|e| Status::invalid_argument(format!("invalid fieldmask: {e}")))
 }
 
-fn lost_report(node_name: &str, count: u64) -> GetFlowsResponse {
+/// A history's report of what it no longer holds; with `span`, the time of
+/// the first flow lost and of the oldest flow still held (Hubble prints
+/// them as "(first: ..., last: ...)").
+fn lost_report(
+    node_name: &str,
+    count: u64,
+    span: Option<(Timestamp, Timestamp)>,
+) -> GetFlowsResponse {
     let now = Timestamp::from(std::time::SystemTime::now());
     GetFlowsResponse {
         time: Some(now),
@@ -63,8 +70,8 @@ fn lost_report(node_name: &str, count: u64) -> GetFlowsResponse {
             source: LostEventSource::HubbleRingBuffer as i32,
             num_events_lost: count,
             cpu: None,
-            first: None,
-            last: None,
+            first: span.map(|(f, _)| f),
+            last: span.map(|(_, l)| l),
         })),
     }
 }
@@ -116,7 +123,7 @@ impl Observer for Service {
         let mut snap = found.snapshot;
         let mut head: Vec<Item> = Vec::with_capacity(1);
         if snap.overwritten > 0 {
-            let report = lost_report(&self.node_name, snap.overwritten);
+            let report = lost_report(&self.node_name, snap.overwritten, snap.lost_span);
             count_lost(&self.hub, &report);
             head.push(Arc::new(report));
         }

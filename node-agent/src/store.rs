@@ -1093,6 +1093,20 @@ pub fn history(hub: &Hub, store: Option<&FlowStore>, q: &Query) -> History {
             snapshot.overwritten = missing;
         }
     }
+    // What is gone is gone from before the store's oldest flow: the answer
+    // says from when the history starts (asked from `since`).
+    snapshot.lost_span = if snapshot.overwritten == 0 {
+        None
+    } else {
+        let oldest = store.status().oldest.or(snapshot.lost_span.map(|(_, o)| o));
+        match (q.since, oldest) {
+            (Some(since), Some(oldest)) if since < oldest => Some((since, oldest)),
+            (None, Some(oldest)) => snapshot
+                .lost_span
+                .map(|(first, _)| (first.min(oldest), oldest)),
+            _ => None,
+        }
+    };
     History {
         snapshot,
         older,

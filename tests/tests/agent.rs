@@ -651,6 +651,21 @@ fn the_ring_reports_what_it_overwrote() {
         };
         assert_eq!(lost.source, LostEventSource::HubbleRingBuffer as i32);
         assert!(lost.num_events_lost >= 10, "lost {}", lost.num_events_lost);
+        // The report says from when the history it has starts: the oldest
+        // flow still held, and the first one gone (from `since` on).
+        let oldest = rs
+            .iter()
+            .find_map(|r| match &r.response_types {
+                Some(ResponseTypes::Flow(f)) => f.time,
+                _ => None,
+            })
+            .unwrap();
+        let (first, last) = (lost.first.unwrap(), lost.last.unwrap());
+        assert_eq!(last, oldest);
+        assert!(
+            since <= first && first <= last,
+            "{since:?} {first:?} {last:?}"
+        );
         assert_eq!(
             client::only_flows(rs).len(),
             8,
