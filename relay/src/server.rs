@@ -120,7 +120,8 @@ impl Observer for Relay {
     type GetAgentEventsStream = BoxStream<GetAgentEventsResponse>;
 
     /// Every connected node's agent events: without `follow`, each node's
-    /// selection merged in time order; with it, each node's stream as its
+    /// selection merged in time order, and of `number` the cluster's oldest
+    /// (`first`) or newest N; with it, each node's stream as its
     /// events come. A node that fails is left out and logged, as GetFlows
     /// leaves out an unavailable node. (hubble-relay does not serve this.)
     async fn get_agent_events(
@@ -163,6 +164,18 @@ impl Observer for Relay {
             all.extend(events);
         }
         all.sort_by_key(|r: &GetAgentEventsResponse| r.time.unwrap_or_default());
+        // Each node answered its N: the cluster's oldest or newest N are
+        // kept, as GetFlows does.
+        if let Ok(n) = usize::try_from(req.number)
+            && n > 0
+            && all.len() > n
+        {
+            if req.first {
+                all.truncate(n);
+            } else {
+                all.drain(..all.len() - n);
+            }
+        }
         Ok(Response::new(Box::pin(stream::iter(
             all.into_iter().map(Ok),
         ))))

@@ -609,7 +609,7 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
     // What the agent learned and did is served as Hubble's agent events:
     // `webb observe agent-events` (and `hubble observe agent-events`), from
     // the agent and through a relay.
-    let agent_events = |server: &str| {
+    let agent_events_n = |server: &str, last: &str| {
         let out = Command::new(webb_tests::agent::binary("webb"))
             .args([
                 "observe",
@@ -617,7 +617,7 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
                 "--server",
                 server,
                 "--last",
-                "10000",
+                last,
             ])
             .env("WEBB_CONFIG", "/dev/null")
             .output()
@@ -629,6 +629,7 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    let agent_events = |server: &str| agent_events_n(server, "10000");
     let text = agent_events(&agent.addr);
     for want in [
         ": AGENT_STARTED (start time: ".to_owned(),
@@ -666,6 +667,10 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // --last N through the relay: the cluster's newest N.
+    let newest = agent_events_n(&relay.addr, "2");
+    assert_eq!(newest.lines().count(), 2, "{newest}");
+    assert!(text.ends_with(&newest), "not the newest two:\n{newest}");
     drop(relay);
 
     // The API server forgets history and drops every watch: the agent

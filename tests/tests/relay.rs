@@ -73,6 +73,23 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Agent events: the cluster's newest two, not two per node.
+    let out = std::process::Command::new(webb_tests::agent::binary("webb"))
+        .args([
+            "observe",
+            "agent-events",
+            "--server",
+            &relay.addr,
+            "--last",
+            "2",
+        ])
+        .env("WEBB_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+
     // Traffic on every node, interleaved in time.
     for _ in 0..3 {
         for lab in &labs {
