@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p webb-agent --bench ingest`
 //! (`-- --metrics`: ingest with every metric family on versus off;
-//! `-- --store`: the flow store's write rate and bytes per flow on disk;
+//! `-- --store [--store-flows=N]`: the flow store's write rate, bytes per
+//! flow on disk, reopen time and a 1%-selective query;
 //! `-- --export`: the flow exporter's write rate, and ingest with it on)
 //!
 //! The records are synthetic FlowEvents with the kernel's layout (varied
@@ -353,7 +354,10 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--store") {
-        let n = 10_000_000;
+        // `--store-flows=N` for another size (120M make a 2 GiB store).
+        let n = std::env::args()
+            .find_map(|a| a.strip_prefix("--store-flows=")?.parse().ok())
+            .unwrap_or(10_000_000);
         let (rate, per_flow, open, query, matched) = bench_store(n);
         println!(
             "store: {n} flows written at {rate:.0} flows/s (the writer thread encodes, compresses, writes), {per_flow:.1} bytes per flow on disk"
