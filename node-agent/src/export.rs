@@ -38,7 +38,7 @@ use webb_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 
-use crate::observer::Item;
+use crate::{observer::Item, store::same_file};
 
 /// Batches the queue holds before the pipeline's next one is dropped.
 const QUEUE: usize = 1024;
@@ -339,14 +339,6 @@ fn open_file(path: &Path) -> anyhow::Result<(File, u64)> {
     Ok((file, size))
 }
 
-fn same_file(f: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    match (f.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    }
-}
-
 /// `events.log` → (`events`, `.log`).
 fn stem_and_ext(path: &Path) -> (String, String) {
     let name = path
@@ -386,7 +378,7 @@ fn rotate(path: &Path, opts: &Options, c: &Counters) -> anyhow::Result<()> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let mut time = SystemTime::UNIX_EPOCH + Duration::from_millis(now.as_millis() as u64);
-    if let Some(newest) = before.last().and_then(|(_, t)| *t)
+    if let Some(&(_, newest)) = before.last()
         && newest >= time
     {
         time = newest + Duration::from_millis(1);
@@ -404,10 +396,10 @@ fn rotate(path: &Path, opts: &Options, c: &Counters) -> anyhow::Result<()> {
         compress(&backup, &gz).with_context(|| format!("compressing {}", backup.display()))?;
         fs::remove_file(&backup)?;
     }
+    // The new backup is the newest: the oldest of those before it go.
     if opts.max_backups > 0 {
-        let all = backups(dir, &stem, &ext)?;
-        let excess = all.len().saturating_sub(opts.max_backups);
-        for (old, _) in &all[..excess] {
+        let excess = (before.len() + 1).saturating_sub(opts.max_backups);
+        for (old, _) in &before[..excess.min(before.len())] {
             let _ = fs::remove_file(old);
         }
     }
@@ -416,9 +408,9 @@ fn rotate(path: &Path, opts: &Options, c: &Counters) -> anyhow::Result<()> {
 
 /// The rotated files of `STEM.EXT` in `dir` (`STEM-<time>EXT[.gz]`), oldest
 /// first, with the time their name carries.
-fn backups(dir: &Path, stem: &str, ext: &str) -> io::Result<Vec<(PathBuf, Option<SystemTime>)>> {
+fn backups(dir: &Path, stem: &str, ext: &str) -> io::Result<Vec<(PathBuf, SystemTime)>> {
     let prefix = format!("{stem}-");
-    let mut out: Vec<(String, PathBuf, Option<SystemTime>)> = Vec::new();
+    let mut out: Vec<(String, PathBuf, SystemTime)> = Vec::new();
     for e in fs::read_dir(dir)? {
         let p = e?.path();
         let Some(name) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -437,7 +429,7 @@ fn backups(dir: &Path, stem: &str, ext: &str) -> io::Result<Vec<(PathBuf, Option
         let t = t.and_utc();
         let at = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(t.timestamp_millis()).unwrap_or(0));
-        out.push((time.to_owned(), p, Some(at)));
+        out.push((time.to_owned(), p, at));
     }
     out.sort();
     Ok(out.into_iter().map(|(_, p, t)| (p, t)).collect())

@@ -936,7 +936,9 @@ impl Inner {
     }
 }
 
-fn same_file(f: &File, path: &Path) -> bool {
+/// Whether the open file is still the one at `path` (not removed or
+/// replaced meanwhile). Also the exporter's check.
+pub(crate) fn same_file(f: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     match (f.metadata(), fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),

@@ -61,6 +61,22 @@ pub fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path, time
     }
 }
 
+/// Runs the `webb` CLI with no config file; its output, success asserted
+/// (stderr in the message).
+pub fn webb_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(binary("webb"))
+        .args(args)
+        .env("WEBB_CONFIG", "/dev/null")
+        .output()
+        .expect("running webb");
+    assert!(
+        out.status.success(),
+        "webb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("webb prints UTF-8")
+}
+
 pub struct AgentProcess {
     pub child: Option<Child>,
     pub addr: String,

@@ -34,6 +34,11 @@ use serde_json::{Value, json};
 /// One test at a time on the shared server.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A lock, also after another test panicked holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const ROLE: &str = "webb-agent-test";
 const FIELD_MANAGER: &str = "webb-tests";
 
@@ -69,7 +74,7 @@ impl Real {
         let url = std::env::var("WEBB_TEST_KUBE_API").ok()?;
         let ca = std::env::var("WEBB_TEST_KUBE_CA").expect("WEBB_TEST_KUBE_CA with _API");
         let token = std::env::var("WEBB_TEST_KUBE_TOKEN").expect("WEBB_TEST_KUBE_TOKEN with _API");
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = lock(&SERIAL);
         let mut real = Self {
             url: url.trim_end_matches('/').to_owned(),
             ca,
@@ -82,7 +87,7 @@ impl Real {
             _serial: serial,
         };
         real.agent_token = real.service_account();
-        real.baseline.lock().unwrap().0 = real.counts();
+        lock(&real.baseline).0 = real.counts();
         Some(real)
     }
 
@@ -132,7 +137,7 @@ impl Real {
                 "the API server did not come back after {command}"
             );
         }
-        *self.baseline.lock().unwrap() = (self.counts(), carried);
+        *lock(&self.baseline) = (self.counts(), carried);
     }
 
     /// `curl` one request; (status code, body as JSON or as a string).
@@ -163,9 +168,9 @@ impl Real {
         child
             .stdin
             .take()
-            .unwrap()
+            .expect("curl's stdin")
             .write_all(body.as_bytes())
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{method} {path}: writing the body to curl: {e}"));
         let out = child.wait_with_output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout);
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
@@ -225,12 +230,12 @@ impl Real {
         );
         answer["status"]["token"]
             .as_str()
-            .expect("a token")
+            .unwrap_or_else(|| panic!("the TokenRequest answer holds no token: {answer}"))
             .to_owned()
     }
 
     fn write_role(&self) {
-        let rules = self.rules.lock().unwrap().clone();
+        let rules = lock(&self.rules).clone();
         self.server_side_apply(
             &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{ROLE}"),
             &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -302,7 +307,7 @@ impl Real {
             Some(ns) => format!("{ns}/{name}"),
             None => name,
         };
-        let mut applied = self.applied.lock().unwrap();
+        let mut applied = lock(&self.applied);
         if !applied.iter().any(|(ar, k)| ar.1 == r.1 && *k == key) && r.1 != "namespaces" {
             applied.push((r, key));
         }
@@ -326,17 +331,14 @@ impl Real {
             (200..300).contains(&code) || code == 404,
             "DELETE {path}: {code} {v}"
         );
-        self.applied
-            .lock()
-            .unwrap()
-            .retain(|(ar, k)| !(ar.1 == r.1 && k == key));
+        lock(&self.applied).retain(|(ar, k)| !(ar.1 == r.1 && k == key));
     }
 
     /// Takes (or gives back) the agent's list and watch of a resource, in
     /// its ClusterRole: the server then answers 403 as RBAC words it.
     pub fn forbid(&self, resource_name: &str, forbidden: bool) {
         {
-            let mut rules = self.rules.lock().unwrap();
+            let mut rules = lock(&self.rules);
             if forbidden {
                 for rule in rules.iter_mut() {
                     if let Some(rs) = rule["resources"].as_array_mut() {
@@ -356,7 +358,7 @@ impl Real {
     /// `apiserver_longrunning_requests`.
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
         let mut now = self.counts();
-        let (baseline, carried) = &*self.baseline.lock().unwrap();
+        let (baseline, carried) = &*lock(&self.baseline);
         for (k, v) in now.iter_mut() {
             *v = v.saturating_sub(baseline.get(k).copied().unwrap_or(0));
         }
@@ -406,11 +408,11 @@ impl Real {
 
 impl Drop for Real {
     fn drop(&mut self) {
-        let applied = std::mem::take(&mut *self.applied.lock().unwrap());
+        let applied = std::mem::take(&mut *lock(&self.applied));
         for (r, key) in applied.iter().rev() {
             self.delete(r, key);
         }
-        *self.rules.lock().unwrap() = shipped_rules();
+        *lock(&self.rules) = shipped_rules();
         self.write_role();
     }
 }

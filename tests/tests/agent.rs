@@ -1222,20 +1222,15 @@ fn flows_are_exported_as_json_lines_that_a_follower_reads_across_rotations() {
     assert_eq!(missing, 0, "of {} flows in the ring", ring.len());
 
     // `webb observe --input-file` reads an exported file back.
-    let out = Command::new(binary("webb"))
-        .args(["observe", "--input-file"])
-        .arg(&files[0])
-        .args(["-o", "json"])
-        .env("WEBB_CONFIG", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = webb_tests::agent::webb_ok(&[
+        "observe",
+        "--input-file",
+        files[0].to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     let first = std::fs::read_to_string(&files[0]).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), first);
+    assert_eq!(printed, first);
     eprintln!(
         "exported {} flows in {} files; the ring held {}",
         on_disk.len(),

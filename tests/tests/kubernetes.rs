@@ -610,24 +610,14 @@ fn pods_are_named_from_the_api_and_their_interfaces_found_on_both_cni_shapes() {
     // `webb observe agent-events` (and `hubble observe agent-events`), from
     // the agent and through a relay.
     let agent_events_n = |server: &str, last: &str| {
-        let out = Command::new(webb_tests::agent::binary("webb"))
-            .args([
-                "observe",
-                "agent-events",
-                "--server",
-                server,
-                "--last",
-                last,
-            ])
-            .env("WEBB_CONFIG", "/dev/null")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        webb_tests::agent::webb_ok(&[
+            "observe",
+            "agent-events",
+            "--server",
+            server,
+            "--last",
+            last,
+        ])
     };
     let agent_events = |server: &str| agent_events_n(server, "10000");
     let text = agent_events(&agent.addr);

@@ -74,20 +74,14 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
     }
 
     // Agent events: the cluster's newest two, not two per node.
-    let out = std::process::Command::new(webb_tests::agent::binary("webb"))
-        .args([
-            "observe",
-            "agent-events",
-            "--server",
-            &relay.addr,
-            "--last",
-            "2",
-        ])
-        .env("WEBB_CONFIG", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = webb_tests::agent::webb_ok(&[
+        "observe",
+        "agent-events",
+        "--server",
+        &relay.addr,
+        "--last",
+        "2",
+    ]);
     assert_eq!(text.lines().count(), 2, "{text}");
 
     // Traffic on every node, interleaved in time.
