@@ -113,6 +113,9 @@ impl Observer for Service {
             since: req.since,
             until: req.until,
         };
+        // Read before the snapshot: every flow published after it has a
+        // later time, so a heartbeat carrying it may follow the history.
+        let history_watermark = self.hub.watermark();
         // The store reads files: off the async workers.
         let (hub, store) = (self.hub.clone(), self.store.clone());
         let found = tokio::task::spawn_blocking(move || {
@@ -173,6 +176,14 @@ impl Observer for Service {
                 // flow is waiting, so a heartbeat never overtakes a flow
                 // published before its watermark.
                 let live: Pin<Box<dyn Stream<Item = Item> + Send>> = if req.webb_heartbeat_ms > 0 {
+                    // The first heartbeat comes straight after the history,
+                    // so a relay knows where this node's history ends (it
+                    // holds the cluster's newest N until every node's has).
+                    let history_end = Arc::new(GetFlowsResponse {
+                        time: history_watermark,
+                        node_name: self.node_name.clone(),
+                        response_types: None,
+                    });
                     let every =
                         std::time::Duration::from_millis(u64::from(req.webb_heartbeat_ms.max(10)));
                     let node_name = self.node_name.clone();
@@ -188,9 +199,11 @@ impl Observer for Service {
                                 });
                                 std::future::ready(beat)
                             });
-                    Box::pin(stream::select_with_strategy(live, beats, |_: &mut ()| {
-                        stream::PollNext::Left
-                    }))
+                    Box::pin(stream::once(std::future::ready(history_end)).chain(
+                        stream::select_with_strategy(live, beats, |_: &mut ()| {
+                            stream::PollNext::Left
+                        }),
+                    ))
                 } else {
                     Box::pin(live)
                 };

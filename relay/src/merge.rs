@@ -15,7 +15,10 @@
 //! A historical `--first N`/`--last N` is the cluster's oldest/newest N:
 //! each node answers its N and the merge keeps the first N released, or
 //! holds the last N released until every node has answered (Hubble's
-//! relay forwards N per node).
+//! relay forwards N per node). `--last N --follow` holds the same way until
+//! every node's history has been released (a webb agent marks its end with
+//! a first heartbeat; a node that sends none is waited for at most
+//! [`HISTORY_SILENCE`]), sends the cluster's newest N, then goes live.
 //!
 //! Memory is bounded. Each node has its own bounded channel to the merger
 //! (so one node's backlog never delays another's flows) and a bounded
@@ -82,6 +85,11 @@ enum NodeMsg {
 struct NodeQ {
     name: String,
     queue: VecDeque<Raw>,
+    /// The node's history has all arrived: its first heartbeat (which a
+    /// webb agent sends right after the history), or its end, was seen.
+    history_end: bool,
+    /// Flows of the node's history still queued here, unreleased.
+    history_left: usize,
     watermark: Option<Timestamp>,
     last_heard: Instant,
     done: bool,
@@ -128,8 +136,12 @@ struct Merger {
     /// Flows this client missed because it read too slowly.
     lost: u64,
     closed: bool,
-    /// A historical `--first N`/`--last N`: N for the cluster, not per node.
+    /// A historical `--first N`/`--last N`, or `--last N --follow`: N for
+    /// the cluster, not per node.
     limit: Option<Limit>,
+    /// With follow, the newest N are sent by then even if a node never
+    /// marked the end of its history (a Hubble agent sends no heartbeat).
+    hold_until: Instant,
 }
 
 /// Each node answers N; the merge keeps the cluster's N. The merge
@@ -139,7 +151,7 @@ enum Limit {
     /// Flows still to send.
     First(u64),
     /// The newest flows released so far, at most N, sent when every node
-    /// has answered.
+    /// has answered (with follow: every node's history was released).
     Last(usize, VecDeque<Raw>),
 }
 
@@ -151,14 +163,12 @@ impl Merger {
         out: mpsc::Sender<Result<Raw, Status>>,
     ) -> Self {
         let limit = match (req.follow, req.number, req.first) {
-            (true, _, _) | (_, 0, _) => None,
+            (_, 0, _) | (true, _, true) => None,
             (false, n, true) => Some(Limit::First(n)),
             // The newest N are held until every node answered, so N
             // bounds the memory; above the bound (`--all` asks for
             // u64::MAX), every node's answer streams through.
-            (false, n, false) if n <= LAST_HELD_MAX => {
-                Some(Limit::Last(n as usize, VecDeque::new()))
-            }
+            (_, n, false) if n <= LAST_HELD_MAX => Some(Limit::Last(n as usize, VecDeque::new())),
             _ => None,
         };
         Self {
@@ -171,6 +181,7 @@ impl Merger {
             lost: 0,
             closed: false,
             limit,
+            hold_until: Instant::now() + HISTORY_SILENCE,
         }
     }
 
@@ -261,6 +272,9 @@ impl Merger {
             NodeQ {
                 name: node.name.clone(),
                 queue: VecDeque::new(),
+                // A resumed stream has no history.
+                history_end: resume,
+                history_left: 0,
                 watermark: None,
                 last_heard: Instant::now(),
                 done: false,
@@ -360,15 +374,36 @@ impl Merger {
                 _ = out.closed() => break,
             }
             self.release(silence);
+            if follow && self.history_released() {
+                self.send_held().await;
+            }
         }
         for n in self.nodes.values_mut() {
             if let Some(stop) = n.stop.take() {
                 let _ = stop.send(());
             }
         }
+        self.send_held().await;
+    }
+
+    /// With follow and a held `--last N`: whether every node's history has
+    /// been released (or the wait for it is over).
+    fn history_released(&self) -> bool {
+        matches!(self.limit, Some(Limit::Last(..)))
+            && (Instant::now() >= self.hold_until
+                || self
+                    .nodes
+                    .values()
+                    .all(|n| (n.history_end || n.done) && n.history_left == 0))
+    }
+
+    /// Sends the held newest N, waiting for the client (nothing is lost);
+    /// what is released after them goes straight out.
+    async fn send_held(&mut self) {
         if let Some(Limit::Last(_, tail)) = self.limit.take() {
             for r in tail {
                 if self.out.send(Ok(r)).await.is_err() {
+                    self.closed = true;
                     break;
                 }
                 crate::metrics::METRICS.forwarded.inc();
@@ -393,10 +428,15 @@ impl Merger {
         };
         n.last_heard = Instant::now();
         match r.kind {
-            // A heartbeat: the node's watermark.
+            // A heartbeat: the node's watermark. The first one also ends
+            // the node's history: what is queued now is all of it.
             Kind::Heartbeat => {
                 if let Some(t) = r.time {
                     n.watermark = Some(n.watermark.map_or(t, |w| w.max(t)));
+                }
+                if !n.history_end {
+                    n.history_end = true;
+                    n.history_left = n.queue.len();
                 }
             }
             Kind::Flow => n.queue.push_back(r),
@@ -411,6 +451,10 @@ impl Merger {
         };
         n.done = true;
         n.ended_at = Some(Instant::now());
+        if !n.history_end {
+            n.history_end = true;
+            n.history_left = n.queue.len();
+        }
         if let Some(s) = err
             && !self.closed
         {
@@ -512,7 +556,10 @@ impl Merger {
             if !ready {
                 return;
             }
-            let r = self.nodes.get_mut(&key).and_then(|n| n.queue.pop_front());
+            let r = self.nodes.get_mut(&key).and_then(|n| {
+                n.history_left = n.history_left.saturating_sub(1);
+                n.queue.pop_front()
+            });
             if let Some(r) = r {
                 self.deliver(r);
             }

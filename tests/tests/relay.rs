@@ -168,6 +168,41 @@ fn relay_merges_nodes_in_time_order_and_survives_a_dead_node() {
             }
         }
 
+        // --last 5 --follow: the cluster's newest 5 too, then live. The
+        // agents mark where their history ends, so the relay sends them
+        // without waiting out its bound for agents that mark nothing.
+        let mut c = client::connect(&relay.addr).await;
+        let began = Instant::now();
+        let mut s = c
+            .get_flows(GetFlowsRequest {
+                number: 5,
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .expect("GetFlows")
+            .into_inner();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            match tokio::time::timeout(Duration::from_secs(10), s.next()).await {
+                Ok(Some(Ok(r))) => {
+                    if let Some(ResponseTypes::Flow(f)) = r.response_types {
+                        got.push(f.time.unwrap());
+                    }
+                }
+                other => panic!("--last 5 --follow after {got:?}: {other:?}"),
+            }
+        }
+        let waited = began.elapsed();
+        assert!(waited < Duration::from_secs(3), "held {waited:?}");
+        assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
+        assert!(
+            got[0].as_nanos() >= times[times.len() - 5].as_nanos() - own,
+            "not the newest 5 of {} flows: {got:?}",
+            times.len()
+        );
+        drop(s);
+
         // GetNodes names and counts them (counts refresh every second).
         let mut c = ObserverClient::connect(format!("http://{}", relay.addr))
             .await

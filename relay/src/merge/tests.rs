@@ -43,6 +43,9 @@ struct Mock {
     history: Vec<i64>,
     /// What a follow stream sends after the history.
     live: Vec<Step>,
+    /// Like a webb agent: asked for heartbeats, the first one comes right
+    /// after the history (its watermark, the newest flow of it).
+    marks_history: bool,
     seen: Arc<Mutex<Vec<GetFlowsRequest>>>,
 }
 
@@ -72,6 +75,7 @@ impl Script for Mock {
             };
         }
         let (name, epoch) = (name.to_owned(), self.epoch_ns);
+        let newest = history.iter().copied().max().unwrap_or(0);
         let head = futures::stream::iter(history.into_iter().map({
             let name = name.clone();
             move |t| Ok(flow(&name, epoch, t))
@@ -79,6 +83,11 @@ impl Script for Mock {
         if !req.follow {
             return Box::pin(head);
         }
+        let marker = (self.marks_history && req.webb_heartbeat_ms > 0).then(|| {
+            let t = Timestamp::from_nanos(epoch + i128::from(newest) * 1_000_000);
+            Ok(heartbeat(&name, t))
+        });
+        let head = head.chain(futures::stream::iter(marker));
         let live = futures::stream::iter(self.live.clone()).then(move |step| {
             let name = name.clone();
             async move {
@@ -143,6 +152,11 @@ struct Cluster {
 }
 
 async fn cluster(nodes: Vec<(&str, Vec<i64>, Vec<Step>)>) -> Cluster {
+    cluster_of(nodes, false).await
+}
+
+/// With `webb_agents`, the mock nodes mark the end of their history.
+async fn cluster_of(nodes: Vec<(&str, Vec<i64>, Vec<Step>)>, webb_agents: bool) -> Cluster {
     let epoch_ns = Timestamp::from(std::time::SystemTime::now()).as_nanos();
     let pool = Pool::new(None, Duration::from_secs(1));
     let mut seen = Vec::new();
@@ -155,6 +169,7 @@ async fn cluster(nodes: Vec<(&str, Vec<i64>, Vec<Step>)>) -> Cluster {
                 epoch_ns,
                 history,
                 live,
+                marks_history: webb_agents,
                 seen: s,
             },
         };
@@ -420,5 +435,78 @@ async fn a_slow_client_gets_lost_events_not_unbounded_memory() {
     assert!(
         flows <= super::CLIENT_QUEUE as u64 + 64,
         "{flows} flows queued for one client"
+    );
+}
+
+/// Three nodes' histories and, a little later, a live flow on each.
+fn histories_then_live() -> Vec<(&'static str, Vec<i64>, Vec<Step>)> {
+    let live = |wait_ms, at_ms| vec![Step::Flow { wait_ms, at_ms }];
+    vec![
+        ("a", vec![0, 30, 60, 90, 120], live(600, 1000)),
+        ("b", vec![10, 20, 70, 100, 110], live(700, 1010)),
+        ("c", vec![5, 15, 25, 35, 45], live(800, 1020)),
+    ]
+}
+
+fn last_follow(c: &Cluster, n: u64) -> mpsc::Receiver<Result<crate::raw::Raw, Status>> {
+    let req = GetFlowsRequest {
+        number: n,
+        follow: true,
+        ..Default::default()
+    };
+    start(c.pool.clone(), req, OPTS)
+}
+
+#[tokio::test]
+async fn last_n_with_follow_is_the_clusters_newest_n_then_live() {
+    let c = cluster_of(histories_then_live(), true).await;
+    let began = Instant::now();
+    let mut rx = last_follow(&c, 3);
+    let got = collect(&mut rx, 6, Duration::from_secs(5)).await;
+    let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
+    // Not 3 per node (nine flows of history): the cluster's newest 3.
+    assert_eq!(times, [100, 110, 120, 1000, 1010, 1020]);
+    // Every node marked its history's end, so the newest 3 came out before
+    // any live flow was sent, without waiting for the Hubble-agent bound.
+    let first = got
+        .iter()
+        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .map(|(at, _)| at.duration_since(began))
+        .expect("flows");
+    assert!(
+        first < Duration::from_millis(600),
+        "history after {first:?}"
+    );
+    for seen in &c.seen {
+        let seen = seen.lock().unwrap();
+        assert_eq!((seen[0].number, seen[0].follow), (3, true));
+    }
+}
+
+#[tokio::test]
+async fn last_n_with_follow_from_agents_that_mark_nothing_waits_at_most_the_bound() {
+    // Hubble agents send no heartbeat: the hold ends at the bound, and what
+    // was released by then is cut to the newest N. The live flows come
+    // after the bound here, so they follow the history.
+    let mut nodes = histories_then_live();
+    for (_, _, live) in &mut nodes {
+        if let Some(Step::Flow { wait_ms, .. }) = live.first_mut() {
+            *wait_ms += super::HISTORY_SILENCE.as_millis() as u64;
+        }
+    }
+    let c = cluster_of(nodes, false).await;
+    let began = Instant::now();
+    let mut rx = last_follow(&c, 3);
+    let got = collect(&mut rx, 6, Duration::from_secs(10)).await;
+    let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
+    assert_eq!(times, [100, 110, 120, 1000, 1010, 1020]);
+    let first = got
+        .iter()
+        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .map(|(at, _)| at.duration_since(began))
+        .expect("flows");
+    assert!(
+        first < super::HISTORY_SILENCE + Duration::from_millis(500),
+        "history after {first:?}"
     );
 }
