@@ -80,12 +80,42 @@ fn status_and_list_reach_the_relay_through_a_port_forward() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("127.0.0.1:1"));
+
+    // The same with no flags: the config file's keys, as Hubble's
+    // `port-forward`, `port-forward-port` and `kubeconfig`.
+    let config = dir.join("config.toml");
+    let conf = config.to_str().unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    for (k, v) in [
+        ("port-forward", "true"),
+        ("port-forward-port", "0"),
+        ("kubeconfig", kc),
+    ] {
+        webb_tests::agent::webb_ok(&["--config", conf, "config", "set", k, v]);
+    }
+    let view = webb_tests::agent::webb_ok(&["--config", conf, "config", "view"]);
+    assert!(
+        view.contains("port-forward: true\nport-forward-port: \"0\"\n"),
+        "{view}"
+    );
+    let out = Command::new(binary("webb"))
+        .args(["--config", conf, "status"])
+        .env_remove("KUBECONFIG")
+        .env_remove("WEBB_SERVER")
+        .output()
+        .expect("running webb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Connected Nodes: 0/1"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let forwards = api
         .requests()
         .get(&("pods".to_owned(), "portforward".to_owned()))
         .copied()
         .unwrap_or(0);
-    assert!(forwards >= 2, "{:?}", api.requests());
+    assert!(forwards >= 3, "{:?}", api.requests());
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! `webb config view|get|set|reset`: Hubble's `hubble config`, over webb's
 //! config file (`~/.config/webb/config.toml`, or `--config FILE`).
 //!
-//! The keys are the server flags the file may set, named as Hubble names
-//! them (`server`, `timeout`, `tls-ca-cert-files`, ...). `view` prints the
+//! The keys are the flags the file may set, named as Hubble names them
+//! (`server`, `timeout`, `tls-ca-cert-files`, `port-forward`, `kubeconfig`,
+//! `debug`, ...), and `config`, the file's own path (shown, not set).
+//! Hubble's `basic-auth-*` keys are not taken: webb has no basic-auth flags. `view` prints the
 //! merged settings (environment over file over default) as YAML, `get KEY` one of them;
 //! `set KEY [VALUE]` writes one key to the file (no VALUE: its default),
 //! checking the value as Hubble does for the flag's type; `reset [KEY]`
@@ -34,6 +36,9 @@ enum Kind {
     Duration,
     String,
     StringSlice,
+    Uint16,
+    /// `config`: the file's own path, shown but not set.
+    Path,
 }
 
 impl Kind {
@@ -43,6 +48,8 @@ impl Kind {
             Kind::Duration => "duration",
             Kind::String => "string",
             Kind::StringSlice => "stringSlice",
+            Kind::Uint16 => "uint16",
+            Kind::Path => "string",
         }
     }
 }
@@ -50,6 +57,13 @@ impl Kind {
 /// Every key the config file takes (`conn::ConfigFile`), its type and its
 /// default, as the flag's default reads.
 const KEYS: &[(&str, Kind, &str)] = &[
+    ("config", Kind::Path, ""),
+    ("debug", Kind::Bool, "false"),
+    ("kube-context", Kind::String, ""),
+    ("kube-namespace", Kind::String, "kube-system"),
+    ("kubeconfig", Kind::String, ""),
+    ("port-forward", Kind::Bool, "false"),
+    ("port-forward-port", Kind::Uint16, "4245"),
     ("request-timeout", Kind::Duration, "12s"),
     ("server", Kind::String, "localhost:4245"),
     ("timeout", Kind::Duration, "5s"),
@@ -74,16 +88,21 @@ pub fn run(cmd: ConfigCmd, explicit: Option<&Path>) -> anyhow::Result<()> {
         None => default_config_path().context("config file undefined (no HOME)")?,
     };
     match cmd {
-        ConfigCmd::View | ConfigCmd::Get { key: None } => print!("{}", view(&read(&path)?)),
+        ConfigCmd::View | ConfigCmd::Get { key: None } => {
+            print!("{}", view(&read(&path)?, &path))
+        }
         ConfigCmd::Get { key: Some(k) } => {
             let (name, kind, default) = key(&k)?;
             let table = read(&path)?;
-            print!("{}", yaml_value(kind, &merged(&table, name, kind, default)));
+            print!(
+                "{}",
+                yaml_value(kind, &merged(&table, &path, name, kind, default))
+            );
         }
         ConfigCmd::Set { key: k, value } => set(&path, &k, value.as_deref().unwrap_or(""))?,
         ConfigCmd::Reset { key: Some(k) } => set(&path, &k, "")?,
         ConfigCmd::Reset { key: None } => {
-            for (name, ..) in KEYS {
+            for (name, ..) in KEYS.iter().filter(|(_, kind, _)| *kind != Kind::Path) {
                 set(&path, name, "")?;
             }
         }
@@ -103,7 +122,10 @@ fn read(path: &Path) -> anyhow::Result<toml::Table> {
 
 /// A key's value: the environment's (`WEBB_SERVER`), else the file's, else
 /// the default.
-fn merged(table: &toml::Table, name: &str, kind: Kind, default: &str) -> toml::Value {
+fn merged(table: &toml::Table, path: &Path, name: &str, kind: Kind, default: &str) -> toml::Value {
+    if kind == Kind::Path {
+        return toml::Value::String(path.display().to_string());
+    }
     let env = (name == "server")
         .then(|| std::env::var("WEBB_SERVER").ok())
         .flatten()
@@ -118,10 +140,10 @@ fn merged(table: &toml::Table, name: &str, kind: Kind, default: &str) -> toml::V
 }
 
 /// The merged settings, one `key: value` per line in key order (YAML).
-fn view(table: &toml::Table) -> String {
+fn view(table: &toml::Table, path: &Path) -> String {
     let mut out = String::new();
     for (name, kind, default) in KEYS {
-        let v = yaml_value(*kind, &merged(table, name, *kind, default));
+        let v = yaml_value(*kind, &merged(table, path, name, *kind, default));
         if v.starts_with("- ") {
             out.push_str(&format!("{name}:\n"));
             for line in v.lines() {
@@ -185,6 +207,24 @@ fn parse(kind: Kind, val: &str) -> Result<toml::Value, String> {
             toml::Value::String(val.to_owned())
         }
         Kind::String => toml::Value::String(val.to_owned()),
+        // Kept as the string given (Hubble's file holds it so), checked as
+        // Go's strconv.ParseUint(val, 0, 16) checks it.
+        Kind::Uint16 => {
+            if !val.bytes().all(|b| b.is_ascii_digit()) || val.is_empty() {
+                return Err(format!(
+                    "strconv.ParseUint: parsing {val:?}: invalid syntax"
+                ));
+            }
+            if val.parse::<u16>().is_err() {
+                return Err(format!(
+                    "strconv.ParseUint: parsing {val:?}: value out of range"
+                ));
+            }
+            toml::Value::String(val.to_owned())
+        }
+        Kind::Path => {
+            return Err("the config file's path is set with --config, not in the file".into());
+        }
         Kind::StringSlice => {
             let inner = val.trim_start_matches('[').trim_end_matches(']');
             toml::Value::Array(if inner.is_empty() {
@@ -203,6 +243,12 @@ fn parse(kind: Kind, val: &str) -> Result<toml::Value, String> {
 /// rest of it.
 fn set(path: &PathBuf, name: &str, value: &str) -> anyhow::Result<()> {
     let (name, kind, default) = key(name)?;
+    if kind == Kind::Path {
+        return Err(Usage(format!(
+            "cannot set {name}: the config file's path is given with --config"
+        ))
+        .into());
+    }
     let val = if value.is_empty() { default } else { value };
     let parsed = parse(kind, val).map_err(|e| {
         Usage(format!(
@@ -235,14 +281,22 @@ mod tests {
         let path = dir.join("sub/config.toml");
         let _ = std::fs::remove_dir_all(&dir);
         let table = read(&path).unwrap();
-        assert!(view(&table).starts_with("request-timeout: 12s\nserver: localhost:4245\n"));
-        assert!(view(&table).contains("tls-ca-cert-files: []\ntls-client-cert-file: \"\"\n"));
+        let v = view(&table, &path);
+        assert!(
+            v.starts_with(&format!("config: {}\ndebug: false\n", path.display())),
+            "{v}"
+        );
+        assert!(
+            v.contains("kubeconfig: \"\"\nport-forward: false\nport-forward-port: \"4245\"\nrequest-timeout: 12s\nserver: localhost:4245\n"),
+            "{v}"
+        );
+        assert!(v.contains("tls-ca-cert-files: []\ntls-client-cert-file: \"\"\n"));
 
         set(&path, "server", "relay.example:4245").unwrap();
         set(&path, "tls", "T").unwrap();
         set(&path, "tls-ca-cert-files", "[/a.pem,/b.pem]").unwrap();
         let table = read(&path).unwrap();
-        let v = view(&table);
+        let v = view(&table, &path);
         assert!(v.contains("server: relay.example:4245\n"), "{v}");
         assert!(v.contains("tls: true\n"), "{v}");
         assert!(
@@ -266,10 +320,52 @@ mod tests {
             set(&path, "nope", "1").unwrap_err().to_string(),
             "unknown key: nope"
         );
+        let e = set(&path, "port-forward-port", "abc")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("expected type=uint16: strconv.ParseUint: parsing \"abc\": invalid syntax"),
+            "{e}"
+        );
+        let e = set(&path, "port-forward-port", "70000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("value out of range"), "{e}");
+        assert!(
+            set(&path, "config", "/x").is_err(),
+            "the file's path is not in the file"
+        );
+
+        // The Kubernetes keys reach the commands: -P, its port and where.
+        set(&path, "port-forward", "true").unwrap();
+        set(&path, "port-forward-port", "4300").unwrap();
+        set(&path, "kube-namespace", "webb").unwrap();
+        set(&path, "kube-context", "lab").unwrap();
+        set(&path, "debug", "true").unwrap();
+        let conf = crate::conn::load_config(Some(&path)).unwrap();
+        assert!(conf.debug && conf.port_forward);
+        assert_eq!(conf.port_forward_port, Some(4300));
+        let args = crate::conn::ServerArgs::default().with_config(&conf);
+        assert!(args.port_forward);
+        assert_eq!(
+            (args.port_forward_port(), args.kube_namespace()),
+            (4300, "webb")
+        );
+        assert_eq!(args.kube_context.as_deref(), Some("lab"));
+        // A --server on the command line wins over the file's port-forward,
+        // and flags win over the file.
+        let flags = crate::conn::ServerArgs {
+            server: Some("relay:4245".into()),
+            kube_namespace: Some("other".into()),
+            ..Default::default()
+        }
+        .with_config(&conf);
+        assert!(!flags.port_forward);
+        assert_eq!(flags.kube_namespace(), "other");
 
         set(&path, "server", "").unwrap();
-        assert!(view(&read(&path).unwrap()).contains("server: localhost:4245\n"));
-        for (name, ..) in KEYS {
+        assert!(view(&read(&path).unwrap(), &path).contains("server: localhost:4245\n"));
+        for (name, ..) in KEYS.iter().filter(|(_, kind, _)| *kind != Kind::Path) {
             set(&path, name, "").unwrap();
         }
         let conf = crate::conn::load_config(Some(&path)).unwrap();

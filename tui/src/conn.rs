@@ -64,9 +64,9 @@ pub struct ServerArgs {
     /// for the life of the command
     #[arg(short = 'P', long, help_heading = "Server")]
     pub port_forward: bool,
-    /// Local port of --port-forward (0: any free port)
-    #[arg(long, default_value_t = 4245, help_heading = "Server")]
-    pub port_forward_port: u16,
+    /// Local port of --port-forward (0: any free port) [default: 4245]
+    #[arg(long, help_heading = "Server")]
+    pub port_forward_port: Option<u16>,
     /// kubeconfig for --port-forward [default: KUBECONFIG, ~/.kube/config]
     #[arg(long, value_name = "FILE", help_heading = "Server")]
     pub kubeconfig: Option<PathBuf>,
@@ -74,8 +74,32 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME", help_heading = "Server")]
     pub kube_context: Option<String>,
     /// Namespace of the webb-relay Service for --port-forward
-    #[arg(long, default_value = "kube-system", help_heading = "Server")]
-    pub kube_namespace: String,
+    /// [default: kube-system]
+    #[arg(long, help_heading = "Server")]
+    pub kube_namespace: Option<String>,
+}
+
+impl ServerArgs {
+    /// The flags with what the config file sets for the ones not given.
+    pub(crate) fn with_config(&self, config: &ConfigFile) -> Self {
+        let mut a = self.clone();
+        // `port-forward: true` in the file is -P, unless --server says
+        // where to go.
+        a.port_forward |= config.port_forward && a.server.is_none();
+        a.port_forward_port = a.port_forward_port.or(config.port_forward_port);
+        a.kubeconfig = a.kubeconfig.or_else(|| config.kubeconfig.clone());
+        a.kube_context = a.kube_context.or_else(|| config.kube_context.clone());
+        a.kube_namespace = a.kube_namespace.or_else(|| config.kube_namespace.clone());
+        a
+    }
+
+    pub fn port_forward_port(&self) -> u16 {
+        self.port_forward_port.unwrap_or(4245)
+    }
+
+    pub fn kube_namespace(&self) -> &str {
+        self.kube_namespace.as_deref().unwrap_or("kube-system")
+    }
 }
 
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
@@ -98,6 +122,36 @@ pub struct ConfigFile {
     pub tls_client_cert_file: Option<PathBuf>,
     pub tls_client_key_file: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    /// `observe -D` for every run.
+    #[serde(default)]
+    pub debug: bool,
+    /// `-P` for every command that has no `--server`.
+    #[serde(default)]
+    pub port_forward: bool,
+    #[serde(default, deserialize_with = "port")]
+    pub port_forward_port: Option<u16>,
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_context: Option<String>,
+    pub kube_namespace: Option<String>,
+}
+
+/// `port-forward-port`: a number, or a string of one (`webb config set`
+/// writes a string, as Hubble's file holds it); empty is unset.
+fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        N(u16),
+        S(String),
+    }
+    match Port::deserialize(d)? {
+        Port::N(n) => Ok(Some(n)),
+        Port::S(s) if s.is_empty() => Ok(None),
+        Port::S(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("port-forward-port: not a port: {s:?}"))),
+    }
 }
 
 pub fn default_config_path() -> Option<PathBuf> {
@@ -136,9 +190,12 @@ pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
     blank(&mut conf.timeout);
     blank(&mut conf.request_timeout);
     blank(&mut conf.tls_server_name);
+    blank(&mut conf.kube_context);
+    blank(&mut conf.kube_namespace);
     for p in [
         &mut conf.tls_client_cert_file,
         &mut conf.tls_client_key_file,
+        &mut conf.kubeconfig,
     ] {
         if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             *p = None;
@@ -163,6 +220,7 @@ impl Server {
         args: &ServerArgs,
         config: &ConfigFile,
     ) -> anyhow::Result<(Self, Option<crate::portforward::PortForward>)> {
+        let args = &args.with_config(config);
         if !args.port_forward {
             return Ok((Self::resolve(args, config)?, None));
         }

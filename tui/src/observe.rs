@@ -362,10 +362,11 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
         print!("{}", filters::raw_listing(&args.filters));
         return Ok(());
     }
-    if args.output.debug {
+    if args.output.debug || config.debug {
         log_request(&args);
     }
-    let opts = args.output.printer_options();
+    let mut opts = args.output.printer_options();
+    opts.debug |= config.debug;
     let out = BufWriter::with_capacity(64 * 1024, io::stdout());
     let mut printer = Printer::new(opts, out, io::stderr());
     let result = match &args.input_file {

@@ -82,7 +82,7 @@ fn explain(e: kube::Error, what: &str, verb: &str, resource: &str, ns: &str) -> 
 
 impl PortForward {
     pub async fn start(args: &ServerArgs) -> anyhow::Result<Self> {
-        let ns = args.kube_namespace.as_str();
+        let ns = args.kube_namespace();
         let client = client(args.kubeconfig.as_deref(), args.kube_context.as_deref()).await?;
         let services: Api<Service> = Api::namespaced(client.clone(), ns);
         let what = format!("Service {RELAY_SERVICE}");
@@ -138,12 +138,12 @@ impl PortForward {
             .map_err(|e| explain(e, "port-forward", "create", "pods/portforward", ns))?;
         probe.abort();
         let listener =
-            tokio::net::TcpListener::bind(("127.0.0.1", args.port_forward_port))
+            tokio::net::TcpListener::bind(("127.0.0.1", args.port_forward_port()))
                 .await
                 .map_err(|e| {
                     Usage(format!(
                         "--port-forward-port {}: {e} (is another port-forward running? 0 picks a free port)",
-                        args.port_forward_port
+                        args.port_forward_port()
                     ))
                 })?;
         let local = listener.local_addr()?;
