@@ -98,8 +98,12 @@ pub fn read_btf(path: &Path) -> anyhow::Result<(SkbOffsets, DropReasons)> {
         if let Type::Enum(e) = t {
             for m in &e.members {
                 let name = btf.resolve_name(m)?;
-                let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name);
-                let short = short.strip_prefix("SKB_").unwrap_or(short);
+                // SKB_DROP_REASON_SKB_CSUM is SKB_CSUM; SKB_CONSUMED is
+                // CONSUMED.
+                let short = name
+                    .strip_prefix("SKB_DROP_REASON_")
+                    .or_else(|| name.strip_prefix("SKB_"))
+                    .unwrap_or(&name);
                 names.push((m.val(), short.to_owned()));
             }
         }
@@ -242,12 +246,64 @@ pub fn hubble_drop_reason(kernel_name: &str) -> i32 {
             D::LocalHostIsUnreachable
         }
         "IP_TUNNEL_ECN" | "VXLAN_INVALID_HDR" | "VXLAN_VNI_NOT_FOUND" => D::InvalidVni,
+        // A segment the connection's state does not take.
         "TCP_INVALID_SEQUENCE"
+        | "TCP_INVALID_END_SEQUENCE"
+        | "TCP_INVALID_ACK_SEQUENCE"
+        | "TCP_OLD_SEQUENCE"
         | "TCP_OLD_DATA"
+        | "TCP_OLD_ACK"
+        | "TCP_TOO_OLD_ACK"
+        | "TCP_ACK_UNSENT_DATA"
         | "TCP_OVERWINDOW"
+        | "TCP_ZEROWINDOW"
         | "TCP_FLAGS"
         | "TCP_RESET"
-        | "TCP_INVALID_SYN" => D::UnknownConnectionTrackingState,
+        | "TCP_INVALID_SYN"
+        | "TCP_CLOSE"
+        | "TCP_ABORT_ON_DATA"
+        | "TCP_FASTOPEN"
+        | "TCP_OFOMERGE"
+        | "TCP_OFO_DROP"
+        | "TCP_RFC7323_PAWS"
+        | "TCP_RFC7323_PAWS_ACK"
+        | "TCP_RFC7323_TW_PAWS"
+        | "TCP_RFC7323_TSECR" => D::UnknownConnectionTrackingState,
+        // Another program or hook than webb's denied it.
+        "BPF_CGROUP_EGRESS" | "SECURITY_HOOK" | "XFRM_POLICY" => D::PolicyDenied,
+        "TCP_AUTH_HDR" | "TCP_MD5NOTFOUND" | "TCP_MD5UNEXPECTED" | "TCP_MD5FAILURE"
+        | "TCP_AONOTFOUND" | "TCP_AOUNEXPECTED" | "TCP_AOKEYNOTFOUND" | "TCP_AOFAILURE" => {
+            D::AuthRequired
+        }
+        "TCP_MINTTL" => D::TtlExceeded,
+        "OTHERHOST" | "IP_LOCALNET" | "IPV6_NDISC_NS_OTHERHOST" => D::UnknownL3TargetAddress,
+        "IPV6DISABLED" => D::UnsupportedL3Protocol,
+        "IPV6_BAD_EXTHDR" | "IPV6_TOO_MANY_EXTHDRS" => D::InvalidIpv6ExtensionHeader,
+        "MAC_INVALID_SOURCE" | "LOCAL_MAC" => D::InvalidSourceMac,
+        "FRAG_REASM_TIMEOUT" => D::FirstLogicalDatagramFragmentNotFound,
+        "DUP_FRAG" | "FRAG_TOO_FAR" | "SKB_GSO_SEG" | "DEV_HDR" => D::InvalidPacketDropped,
+        "IPV6_NDISC_BAD_CODE" => D::UnknownIcmpv6Code,
+        "IPV6_NDISC_FRAG" | "IPV6_NDISC_HOP_LIMIT" | "IPV6_NDISC_BAD_OPTIONS" => {
+            D::ForbiddenIcmpv6Message
+        }
+        "FQ_HORIZON_LIMIT" => D::ReachedEdtRateLimitingDropHorizon,
+        // A queue or a memory limit was reached: the closest Cilium has is
+        // its rate limiter's drop.
+        "SOCKET_RCVBUFF"
+        | "SOCKET_BACKLOG"
+        | "PROTO_MEM"
+        | "TCP_LISTEN_OVERFLOW"
+        | "TCP_OFO_QUEUE_PRUNE"
+        | "CPU_BACKLOG"
+        | "QDISC_DROP"
+        | "QDISC_OVERLIMIT"
+        | "QDISC_CONGESTED"
+        | "CAKE_FLOOD"
+        | "FQ_BAND_LIMIT"
+        | "FQ_FLOW_LIMIT"
+        | "FULL_RING"
+        | "NOMEM"
+        | "PFMEMALLOC" => D::DropRateLimited,
         _ => D::Unknown,
     };
     d as i32
@@ -338,6 +394,29 @@ format:
             D::SocketLookupFailed as i32
         );
         assert_eq!(hubble_drop_reason("SOMETHING_NEW"), 0);
+        // A late segment to a closing socket: not "Success" in Hubble's text.
+        assert_eq!(
+            hubble_drop_reason("TCP_ABORT_ON_DATA"),
+            D::UnknownConnectionTrackingState as i32
+        );
+        assert_eq!(
+            hubble_drop_reason("SOCKET_RCVBUFF"),
+            D::DropRateLimited as i32
+        );
+        // Every code given has Cilium's text, which Hubble's printers show.
+        for name in [
+            "TCP_MINTTL",
+            "TCP_MD5FAILURE",
+            "OTHERHOST",
+            "IPV6_BAD_EXTHDR",
+            "LOCAL_MAC",
+        ] {
+            let code = hubble_drop_reason(name) as u32;
+            assert!(
+                code != 0 && webb_proto::names::drop_reason_text(code).is_some(),
+                "{name}"
+            );
+        }
     }
 
     /// Reads the running kernel's BTF when it has one (the test machines do).
@@ -353,5 +432,22 @@ format:
         assert_ne!(offsets.network_header, offsets.transport_header);
         assert!(reasons.len() > 10, "only {} drop reasons", reasons.len());
         assert!((0..200).any(|r| reasons.name(r) == "NO_SOCKET"));
+        // Only the enum's own prefix is cut: SKB_DROP_REASON_SKB_CSUM.
+        assert!((0..400).any(|r| reasons.name(r) == "SKB_CSUM"));
+        // Most of this kernel's reasons have a Cilium code; list the rest.
+        let names: Vec<String> = (0..400)
+            .map(|r| reasons.name(r))
+            .filter(|n| !n.starts_with("UNKNOWN_"))
+            .collect();
+        let unmapped: Vec<&String> = names
+            .iter()
+            .filter(|n| hubble_drop_reason(n) == 0)
+            .collect();
+        eprintln!(
+            "{} of {} kernel drop reasons have no Cilium code: {unmapped:?}",
+            unmapped.len(),
+            names.len()
+        );
+        assert!(unmapped.len() * 2 < names.len(), "{unmapped:?}");
     }
 }
