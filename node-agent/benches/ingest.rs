@@ -6,7 +6,9 @@
 //! (`-- --metrics`: ingest with every metric family on versus off;
 //! `-- --store [--store-flows=N]`: the flow store's write rate, bytes per
 //! flow on disk, reopen time and a 1%-selective query;
-//! `-- --export`: the flow exporter's write rate, and ingest with it on)
+//! `-- --export`: the flow exporter's write rate, and ingest with it on;
+//! `-- --ring [--ring-flows=N]`: a 1,048,575-flow ring: ingest rate, RSS
+//! per stored flow, a 1%-selective query)
 //!
 //! The records are synthetic FlowEvents with the kernel's layout (varied
 //! 5-tuples, points, kinds), decoded by the agent's real decoder and
@@ -321,6 +323,51 @@ fn bench_query() -> (Duration, usize) {
     let flows: Vec<Flow> = (0..65_535).map(|i| d.decode(&event(i))).collect();
     let mut flows = flows;
     hub.publish(&mut flows, "bench-node");
+    query_times(&hub)
+}
+
+/// The process's resident memory.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// A ring of `capacity` flows filled through the agent's own pipeline:
+/// the ingest rate, the memory each stored flow takes (the process's RSS
+/// grown, over the flows), and the median 1%-selective query over it.
+fn bench_ring(capacity: usize) -> (f64, f64, Duration, usize) {
+    let before = rss_bytes();
+    let hub = Arc::new(Hub::new(capacity));
+    let sinks: Vec<Box<dyn FlowSink>> = vec![Box::new(hub.clone())];
+    let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
+    let n = capacity as u64;
+    let mut i = 0;
+    let mut source = MadeRecords {
+        make: move || {
+            (i < n).then(|| {
+                i += 1;
+                record_bytes(&event(i - 1)).to_vec()
+            })
+        },
+        counters: SourceCounters::default(),
+    };
+    let start = Instant::now();
+    while pipeline.step(&mut source) > 0 {}
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let per_flow = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    let (q, matched) = query_times(&hub);
+    (rate, per_flow, q, matched)
+}
+
+/// Median of 9 runs of the 1%-selective query (source ports 30000..30299
+/// of the mix's 30000).
+fn query_times(hub: &Hub) -> (Duration, usize) {
     // Source ports 30000..30299 of 30000 distinct: 1% of the flows.
     let ports: Vec<String> = (30_000..30_300).map(|p| p.to_string()).collect();
     let filters = FlowFilters::compile(
@@ -366,6 +413,22 @@ fn main() {
             "store: reopened in {:.1} ms; 1%-selective query over all {n} -> {matched} flows, median {:.0} ms",
             open.as_secs_f64() * 1e3,
             query.as_secs_f64() * 1e3
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--ring") {
+        // `--ring-flows=N` for another size.
+        let n = std::env::args()
+            .find_map(|a| a.strip_prefix("--ring-flows=")?.parse().ok())
+            .unwrap_or(1_048_575);
+        let (rate, per_flow, q, matched) = bench_ring(n);
+        println!(
+            "ring: {n} flows ingested at {rate:.0} events/s, {per_flow:.0} bytes of RSS per stored flow ({:.1} MiB)",
+            per_flow * n as f64 / f64::from(1 << 20)
+        );
+        println!(
+            "ring: 1%-selective filter over {n} flows -> {matched} flows, median {:.1} ms",
+            q.as_secs_f64() * 1e3
         );
         return;
     }

@@ -23,8 +23,11 @@ use crate::{
     observer::{Hub, Item, flow_item},
 };
 
-/// Records drained per batch; bounds the time a sink's lock is held.
-pub const BATCH: usize = 4096;
+/// Records drained per batch; bounds the time a sink's lock is held. Small
+/// enough that the batch's flows (~1.3 KiB each) are still in the CPU's
+/// cache when the sinks read them (the ring compacts each flow): 256 ingests
+/// ~10% faster than 4096 in `cargo bench -p webb-agent --bench ingest`.
+pub const BATCH: usize = 256;
 
 /// The kernel's own counters of what it saw and could not report.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

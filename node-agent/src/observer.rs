@@ -5,6 +5,9 @@
 //! snapshot the ring under the same lock, so a `follow` query registers its
 //! subscription atomically with its history and misses nothing in between.
 //!
+//! The ring holds compact records that share what flows have in common
+//! (see [`ring`]), built back into responses only when a query returns them.
+//!
 //! Nothing is lost silently: a subscriber whose queue is full is never waited
 //! on; its misses are counted and delivered as one `lost_events` response
 //! (source HUBBLE_RING_BUFFER) as soon as it has room again. Flows the ring
@@ -59,8 +62,14 @@ pub struct Hub {
     watermark_ns: AtomicI64,
 }
 
+mod ring;
+
+use ring::{Entry, Shapes};
+
 struct State {
-    ring: VecDeque<Item>,
+    ring: VecDeque<Entry>,
+    /// What the ring's flows share.
+    shapes: Shapes,
     capacity: usize,
     seen: u64,
     /// The sequence number of the next item stored: the ring holds
@@ -151,6 +160,7 @@ impl Hub {
         Self {
             state: Mutex::new(State {
                 ring: VecDeque::with_capacity(capacity.min(1 << 20)),
+                shapes: Shapes::default(),
                 capacity: capacity.max(1),
                 seen: 0,
                 next_seq: 0,
@@ -194,8 +204,9 @@ impl Hub {
         let mut n = 0;
         for item in items {
             n += u64::from(matches!(item.response_types, Some(ResponseTypes::Flow(_))));
-            st.push(item.clone());
+            st.push(item);
         }
+        st.shapes.maybe_sweep();
         st.next_seq = first_seq + items.len() as u64;
         st.seen += n;
         match st.rate.back_mut() {
@@ -245,27 +256,31 @@ impl Hub {
     /// of live flows from this instant on.
     pub fn query(&self, q: &Query) -> Snapshot {
         let mut st = self.lock();
-        let in_range = |item: &Item| q.wants(item);
         let limit = q.limit();
-        let history: Vec<Item> = if q.first {
+        // Records are selected under the lock (a flow is built only to be
+        // filtered, into a scratch flow per shape) and built into
+        // responses after it.
+        let mut wanted = Wanted::new(q);
+        let selected: Vec<Entry> = if q.first {
             st.ring
                 .iter()
-                .filter(|i| in_range(i))
+                .filter(|e| wanted.test(e))
                 .take(limit)
                 .cloned()
                 .collect()
         } else {
-            let mut h: Vec<Item> = st
+            let mut h: Vec<Entry> = st
                 .ring
                 .iter()
                 .rev()
-                .filter(|i| in_range(i))
+                .filter(|e| wanted.test(e))
                 .take(limit)
                 .cloned()
                 .collect();
             h.reverse();
             h
         };
+        let history_len = selected.len();
         // What the query wanted from before the oldest retained flow.
         let overwritten = match (q.since, q.first) {
             (Some(since), _) => st
@@ -275,9 +290,9 @@ impl Hub {
                 .map(|(_, n)| n)
                 .sum(),
             (None, true) => st.evicted.iter().map(|(_, n)| n).sum(),
-            (None, false) if history.len() < limit && limit != usize::MAX => {
+            (None, false) if history_len < limit && limit != usize::MAX => {
                 let total: u64 = st.evicted.iter().map(|(_, n)| n).sum();
-                total.min((limit - history.len()) as u64)
+                total.min((limit - history_len) as u64)
             }
             _ => 0,
         };
@@ -288,7 +303,7 @@ impl Hub {
                 .iter()
                 .map(|(sec, _)| *sec)
                 .find(|sec| *sec >= from);
-            let oldest = st.ring.front().and_then(|i| flow_time(i));
+            let oldest = st.ring.front().and_then(Entry::time);
             first.zip(oldest).map(|(sec, oldest)| {
                 let first = Timestamp {
                     seconds: sec,
@@ -315,13 +330,15 @@ impl Hub {
         } else {
             (None, None)
         };
+        let ring_first_seq = st.next_seq - st.ring.len() as u64;
+        drop(st);
         Snapshot {
-            history,
+            history: selected.iter().map(Entry::item).collect(),
             overwritten,
             lost_span,
             live,
             subscriber_id,
-            ring_first_seq: st.next_seq - st.ring.len() as u64,
+            ring_first_seq,
         }
     }
 
@@ -359,8 +376,8 @@ impl Hub {
             max_flows: st.capacity as u64,
             seen_flows: st.seen,
             flows_rate: window.iter().map(|(_, n)| *n as f64).sum::<f64>() / secs,
-            namespaces: namespaces(&st.ring),
-            oldest: st.ring.front().and_then(|i| i.time),
+            namespaces: namespaces(&st),
+            oldest: st.ring.front().and_then(Entry::time),
         }
     }
 }
@@ -375,18 +392,66 @@ pub struct RingStatus {
     pub oldest: Option<Timestamp>,
 }
 
-fn namespaces(ring: &VecDeque<Item>) -> Vec<String> {
+fn namespaces(st: &State) -> Vec<String> {
     let mut set = std::collections::BTreeSet::new();
-    for item in ring {
-        if let Some(ResponseTypes::Flow(f)) = &item.response_types {
-            for e in [&f.source, &f.destination].into_iter().flatten() {
-                if !e.namespace.is_empty() && !set.contains(&e.namespace) {
-                    set.insert(e.namespace.clone());
-                }
+    let whole = st.ring.iter().filter_map(|e| match e {
+        Entry::Other(item) => match &item.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(&**f),
+            _ => None,
+        },
+        Entry::Flow(_) => None,
+    });
+    for f in st.shapes.live().chain(whole) {
+        for e in [&f.source, &f.destination].into_iter().flatten() {
+            if !e.namespace.is_empty() && !set.contains(&e.namespace) {
+                set.insert(e.namespace.clone());
             }
         }
     }
     set.into_iter().collect()
+}
+
+/// A query's test of ring entries: its time range, then the key, then the
+/// filters on the flow (built into a scratch flow of the record's shape).
+struct Wanted<'q> {
+    q: &'q Query,
+    scratch: std::collections::HashMap<usize, Flow, foldhash::fast::FixedState>,
+}
+
+impl<'q> Wanted<'q> {
+    fn new(q: &'q Query) -> Self {
+        Self {
+            q,
+            scratch: Default::default(),
+        }
+    }
+
+    fn test(&mut self, e: &Entry) -> bool {
+        let q = self.q;
+        let t = e.time();
+        let after = q.since.is_none_or(|s| t.is_some_and(|t| t >= s));
+        let before = q.until.is_none_or(|u| t.is_some_and(|t| t <= u));
+        if !(after && before) {
+            return false;
+        }
+        if q.filters.is_empty() {
+            return true;
+        }
+        if !q.filters.may_match_key(&e.key()) {
+            return false;
+        }
+        match e {
+            Entry::Other(item) => matches_item(&q.filters, item),
+            Entry::Flow(c) => {
+                let f = self
+                    .scratch
+                    .entry(c.shape_id())
+                    .or_insert_with(|| c.shape_flow().clone());
+                c.fill(f);
+                q.filters.matches(f)
+            }
+        }
+    }
 }
 
 /// Lost-event reports and node status pass every filter: a client must
@@ -399,11 +464,11 @@ fn matches_item(filters: &FlowFilters, item: &GetFlowsResponse) -> bool {
 }
 
 impl State {
-    fn push(&mut self, item: Item) {
+    fn push(&mut self, item: &Item) {
         if self.ring.len() >= self.capacity
             && let Some(old) = self.ring.pop_front()
         {
-            let sec = flow_time(&old).map_or(0, |t| t.seconds);
+            let sec = old.time().map_or(0, |t| t.seconds);
             match self.evicted.back_mut() {
                 Some((s, n)) if *s == sec => *n += 1,
                 _ => {
@@ -414,8 +479,9 @@ impl State {
                 }
             }
         }
-        self.fan_out(&item);
-        self.ring.push_back(item);
+        self.fan_out(item);
+        let entry = Entry::of(item, &mut self.shapes);
+        self.ring.push_back(entry);
     }
 
     fn fan_out(&mut self, item: &Item) {

@@ -206,6 +206,17 @@ impl ItemKey {
         }
     }
 
+    /// The same key with these L4 ports (a flow whose ports are kept
+    /// apart from the rest of it, as the agent's compact ring keeps them).
+    pub fn with_ports(self, sport: u16, dport: u16) -> Self {
+        Self {
+            flags: self.flags | KEY_SPORT | KEY_DPORT,
+            sport,
+            dport,
+            ..self
+        }
+    }
+
     /// The key of a response that is not a flow (lost events, node status).
     pub fn non_flow() -> Self {
         Self {

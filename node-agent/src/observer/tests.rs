@@ -149,3 +149,121 @@ fn lost_events_reach_everyone() {
     );
     assert_eq!(hub.counters.lost_events.load(Ordering::Relaxed), 7);
 }
+
+/// The ring's compact records give back, for any query, exactly the
+/// responses published, in order: the query's answer equals filtering the
+/// published list directly.
+#[test]
+fn compact_records_answer_as_the_published_flows_would() {
+    use webb_proto::flow::{Ip, Layer4, Tcp, TcpFlags, Udp, layer4::Protocol};
+    let ep = |ns: &str, pod: &str| {
+        webb_proto::endpoint::Endpoint::from(webb_proto::shared::EndpointData {
+            namespace: ns.into(),
+            pod_name: pod.into(),
+            ..Default::default()
+        })
+    };
+    let (a, b) = (ep("shop", "a"), ep("db", "b"));
+    let hub = Hub::new(5000);
+    let mut published = Vec::new();
+    for i in 0..6000u32 {
+        let mut f = flow(1_700_000_000 + i64::from(i / 10), Verdict::Forwarded);
+        f.uuid = uuid::Uuid::new_v4().hyphenated().to_string();
+        if i % 7 == 0 {
+            f.verdict = Verdict::Dropped as i32;
+        }
+        (f.source, f.destination) = if i % 2 == 0 {
+            (Some(a.clone()), Some(b.clone()))
+        } else {
+            (Some(b.clone()), Some(a.clone()))
+        };
+        f.ip = Some(Ip {
+            source: format!("10.0.0.{}", i % 2),
+            destination: format!("10.0.0.{}", 1 - i % 2),
+            ..Default::default()
+        });
+        f.l4 = Some(Layer4 {
+            protocol: Some(if i % 3 == 0 {
+                Protocol::Udp(Udp {
+                    source_port: 1000 + i % 50,
+                    destination_port: 53,
+                })
+            } else {
+                Protocol::Tcp(Tcp {
+                    source_port: 2000 + i % 300,
+                    destination_port: 8080,
+                    flags: Some(TcpFlags {
+                        syn: i % 4 == 1,
+                        ack: true,
+                        ..Default::default()
+                    }),
+                })
+            }),
+        });
+        if i % 1000 == 999 {
+            // Not compactable: kept whole, among the records.
+            f.uuid = "upper-or-odd".into();
+        }
+        f.webb_packets = u64::from(i % 9);
+        f.webb_bytes = u64::from(i) * 3;
+        f.node_name = "node".into();
+        published.push(flow_item(f, "node"));
+    }
+    hub.publish_items(0, &published);
+    // All but the odd ones are compact records.
+    let st = hub.lock();
+    let whole = st.ring.iter().filter(|e| matches!(e, Entry::Other(_))).count();
+    assert_eq!(whole, 5, "of {}", st.ring.len());
+    drop(st);
+    let kept = &published[1000..];
+    let filter = |f: FlowFilter| FlowFilters::compile(&[f], &[]).unwrap();
+    let queries = [
+        Query::default(),
+        Query {
+            filters: filter(FlowFilter {
+                source_port: vec!["2001".into(), "1003".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Query {
+            filters: filter(FlowFilter {
+                source_pod: vec!["db/".into()],
+                tcp_flags: vec![webb_proto::flow::TcpFlags {
+                    syn: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            number: 50,
+            ..Default::default()
+        },
+        Query {
+            filters: dropped_only(),
+            number: 30,
+            first: true,
+            since: Some(Timestamp {
+                seconds: 1_700_000_200,
+                nanos: 0,
+            }),
+            ..Default::default()
+        },
+    ];
+    for q in &queries {
+        let got = hub.query(q).history;
+        let want: Vec<&Item> = kept.iter().filter(|i| q.wants(i)).collect();
+        let want: Vec<&Item> = match (q.number, q.first) {
+            (0, _) => want,
+            (n, true) => want.into_iter().take(n as usize).collect(),
+            (n, false) => {
+                let skip = want.len().saturating_sub(n as usize);
+                want.into_iter().skip(skip).collect()
+            }
+        };
+        assert!(!want.is_empty(), "{q:?}");
+        assert_eq!(got.len(), want.len(), "{q:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(**g, **w);
+        }
+    }
+}
