@@ -342,6 +342,9 @@ impl Demo {
                 .arg(state.join(format!("endpoints-{}.yaml", node.name)))
                 .arg("--policy")
                 .arg(state.join("policy.yaml"))
+                // History past the ring, as the manifests keep it.
+                .arg("--flow-store")
+                .arg(state.join(format!("store-{}", node.name)))
                 .args([
                     "--metrics",
                     "flow drop dns:query http tcp icmp port-distribution",

@@ -212,7 +212,11 @@ fn compact_records_answer_as_the_published_flows_would() {
     hub.publish_items(0, &published);
     // All but the odd ones are compact records.
     let st = hub.lock();
-    let whole = st.ring.iter().filter(|e| matches!(e, Entry::Other(_))).count();
+    let whole = st
+        .ring
+        .iter()
+        .filter(|e| matches!(e, Entry::Other(_)))
+        .count();
     assert_eq!(whole, 5, "of {}", st.ring.len());
     drop(st);
     let kept = &published[1000..];
