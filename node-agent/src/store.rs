@@ -66,6 +66,10 @@ pub const FLUSH: Duration = Duration::from_secs(1);
 const MAX_WAITING: usize = 1 << 20;
 const SEGMENT_MAX: u64 = 64 << 20;
 const ZSTD_LEVEL: i32 = 3;
+/// A block of fewer items is a slow node's second of flows: compressed
+/// harder (the writer has the time, and a small block compresses poorly).
+const SMALL_BLOCK: usize = 1024;
+const ZSTD_LEVEL_SMALL: i32 = 19;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -791,11 +795,16 @@ impl Inner {
             min_ns = min_ns.min(t);
             max_ns = max_ns.max(t);
         }
-        let keys = zstd::bulk::compress(&keys, ZSTD_LEVEL)?;
+        let level = if items.len() < SMALL_BLOCK {
+            ZSTD_LEVEL_SMALL
+        } else {
+            ZSTD_LEVEL
+        };
+        let keys = zstd::bulk::compress(&keys, level)?;
         let mut payload = Vec::with_capacity(4 + keys.len() + raw.len() / 4);
         payload.extend_from_slice(&u32::try_from(keys.len())?.to_le_bytes());
         payload.extend_from_slice(&keys);
-        payload.extend_from_slice(&zstd::bulk::compress(&raw, ZSTD_LEVEL)?);
+        payload.extend_from_slice(&zstd::bulk::compress(&raw, level)?);
         let mut meta = BlockMeta {
             offset: 0,
             len: u32::try_from(payload.len())?,
