@@ -98,6 +98,21 @@ fn event(i: u64) -> FlowEvent {
     }
 }
 
+/// `n` of the mix's records, made as they are consumed, like a ring
+/// buffer's.
+fn made_records(n: u64) -> MadeRecords<impl FnMut() -> Option<Vec<u8>>> {
+    let mut i = 0;
+    MadeRecords {
+        make: move || {
+            (i < n).then(|| {
+                i += 1;
+                record_bytes(&event(i - 1)).to_vec()
+            })
+        },
+        counters: SourceCounters::default(),
+    }
+}
+
 /// Decode + publish into a 65,535-flow ring, in batches like the ingest loop.
 fn bench_ingest(n: u64) -> f64 {
     bench_ingest_with(n, None, Vec::new())
@@ -122,17 +137,7 @@ fn bench_ingest_with(n: u64, metrics: Option<&str>, extra: Vec<Box<dyn FlowSink>
     }
     sinks.push(Box::new(hub.clone()));
     let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
-    // Records are made as they are consumed, like a ring buffer's.
-    let mut i = 0;
-    let mut source = MadeRecords {
-        make: move || {
-            (i < n).then(|| {
-                i += 1;
-                record_bytes(&event(i - 1)).to_vec()
-            })
-        },
-        counters: SourceCounters::default(),
-    };
+    let mut source = made_records(n);
     let start = Instant::now();
     while pipeline.step(&mut source) > 0 {}
     let secs = start.elapsed().as_secs_f64();
@@ -347,16 +352,7 @@ fn bench_ring(capacity: usize) -> (f64, f64, Duration, usize) {
     let sinks: Vec<Box<dyn FlowSink>> = vec![Box::new(hub.clone())];
     let mut pipeline = Pipeline::new(decoder(), hub.clone(), sinks);
     let n = capacity as u64;
-    let mut i = 0;
-    let mut source = MadeRecords {
-        make: move || {
-            (i < n).then(|| {
-                i += 1;
-                record_bytes(&event(i - 1)).to_vec()
-            })
-        },
-        counters: SourceCounters::default(),
-    };
+    let mut source = made_records(n);
     let start = Instant::now();
     while pipeline.step(&mut source) > 0 {}
     let rate = n as f64 / start.elapsed().as_secs_f64();

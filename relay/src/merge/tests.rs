@@ -448,6 +448,14 @@ fn histories_then_live() -> Vec<(&'static str, Vec<i64>, Vec<Step>)> {
     ]
 }
 
+/// How long after `began` the first flow came.
+fn first_flow_after(got: &[(Instant, GetFlowsResponse)], began: Instant) -> Duration {
+    got.iter()
+        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
+        .map(|(at, _)| at.duration_since(began))
+        .expect("flows")
+}
+
 fn last_follow(c: &Cluster, n: u64) -> mpsc::Receiver<Result<crate::raw::Raw, Status>> {
     let req = GetFlowsRequest {
         number: n,
@@ -468,11 +476,7 @@ async fn last_n_with_follow_is_the_clusters_newest_n_then_live() {
     assert_eq!(times, [100, 110, 120, 1000, 1010, 1020]);
     // Every node marked its history's end, so the newest 3 came out before
     // any live flow was sent, without waiting for the Hubble-agent bound.
-    let first = got
-        .iter()
-        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
-        .map(|(at, _)| at.duration_since(began))
-        .expect("flows");
+    let first = first_flow_after(&got, began);
     assert!(
         first < Duration::from_millis(600),
         "history after {first:?}"
@@ -500,11 +504,7 @@ async fn last_n_with_follow_from_agents_that_mark_nothing_waits_at_most_the_boun
     let got = collect(&mut rx, 6, Duration::from_secs(10)).await;
     let times: Vec<i64> = flows_only(&got).iter().map(|r| ms(&c, r)).collect();
     assert_eq!(times, [100, 110, 120, 1000, 1010, 1020]);
-    let first = got
-        .iter()
-        .find(|(_, r)| matches!(r.response_types, Some(ResponseTypes::Flow(_))))
-        .map(|(at, _)| at.duration_since(began))
-        .expect("flows");
+    let first = first_flow_after(&got, began);
     assert!(
         first < super::HISTORY_SILENCE + Duration::from_millis(500),
         "history after {first:?}"
