@@ -143,6 +143,12 @@ pub struct Args {
     #[arg(long, value_name = "FIELDS")]
     pub export_fieldmask: Vec<String>,
 
+    /// Hubble's dynamic flow logs: a YAML file of named exporters
+    /// (`flowLogs:` with name, filePath, includeFilters, excludeFilters,
+    /// fieldMask, end), applied as it changes, without a restart.
+    #[arg(long, value_name = "FILE")]
+    pub flowlogs_config_path: Option<PathBuf>,
+
     /// Maximum number of flows the kernel tracks at once (LRU).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_map_size: u32,

@@ -40,6 +40,8 @@ use webb_proto::{
 
 use crate::{observer::Item, store::same_file};
 
+pub mod dynamic;
+
 /// Batches the queue holds before the pipeline's next one is dropped.
 const QUEUE: usize = 1024;
 /// How often the writer checks that its file is still the one at the path.
@@ -125,9 +127,14 @@ pub fn parse_mask(text: &[String]) -> anyhow::Result<Option<Arc<FlowMask>>> {
 impl Exporter {
     /// Opens the file (creating its directory) and starts the writer.
     pub fn start(opts: Options) -> anyhow::Result<Self> {
+        Self::start_counted(opts, Arc::new(Counters::default()))
+    }
+
+    /// As [`Exporter::start`], counting into counters shared with others
+    /// (the dynamic flow logs count together).
+    pub fn start_counted(opts: Options, counters: Arc<Counters>) -> anyhow::Result<Self> {
         let out = Output::open(&opts)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let writer = std::thread::Builder::new()
             .name("webb-export".into())

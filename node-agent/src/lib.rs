@@ -70,15 +70,23 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         None => None,
     };
     // The exporter too: a bad filter or an unwritable file stops the start.
+    // The static exporter and the dynamic flow logs count together.
+    let export_counters = Arc::new(export::Counters::default());
     let exporter = match args.export_options()? {
         Some(opts) => {
             let target = opts.target.clone();
-            let e = export::Exporter::start(opts)?;
+            let e = export::Exporter::start_counted(opts, export_counters.clone())?;
             tracing::info!(to = ?target, "exporting flows");
             Some(e)
         }
         None => None,
     };
+    let flow_logs = args.flowlogs_config_path.clone().map(|path| {
+        let d = export::dynamic::Dynamic::start(path, export_counters.clone());
+        tracing::info!(path = %d.path().display(), running = ?d.running(), "dynamic flow logs");
+        d
+    });
+    let export_counters = (exporter.is_some() || flow_logs.is_some()).then_some(export_counters);
     let files = FileSource {
         endpoints: args.endpoints.clone(),
         policy: args.policy.clone(),
@@ -188,7 +196,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
                     hub.clone(),
                 )
                 .with_flow_store(flow_store.clone())
-                .with_exporter(exporter.as_ref().map(|e| e.counters()))
+                .with_exporter(export_counters.clone())
                 .with_program_stats(Arc::new(move || {
                     stats_dp
                         .lock()
@@ -217,6 +225,9 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
     }
     if let Some(e) = exporter {
         sinks.push(Box::new(e));
+    }
+    if let Some(d) = flow_logs {
+        sinks.push(Box::new(d));
     }
     sinks.push(Box::new(hub.clone()));
     let mut decoder = decode::Decoder::new(

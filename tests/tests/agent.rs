@@ -1238,3 +1238,79 @@ fn flows_are_exported_as_json_lines_that_a_follower_reads_across_rotations() {
         ring.len()
     );
 }
+
+#[test]
+fn dynamic_flow_logs_follow_their_config_file() {
+    let Some(_g) = privileged() else { return };
+    let lab = two_pods();
+    let dir = lab.dir.join("flowlogs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (config, drops, all) = (
+        dir.join("flowlogs.yaml"),
+        dir.join("drops.log"),
+        dir.join("all.log"),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "flowLogs:\n  - name: drops\n    filePath: {}\n    includeFilters: [{{verdict: [DROPPED]}}]\n",
+            drops.display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProcess::start(
+        &lab,
+        "lab-node-1",
+        &["--flowlogs-config-path", config.to_str().unwrap()],
+    );
+    let (c, s) = (lab.pod("client"), lab.pod("server"));
+    // Datagrams to closed ports: forwarded flows and the kernel's drops.
+    let traffic = || {
+        let script = format!(
+            "import socket\nfor p in range(30000, 30050):\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{}', p))\n",
+            s.ip
+        );
+        let out = c.run("python3", &["-c", &script]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    let verdicts = |path: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(
+                |l| match webb_proto::json::parse_line(l).unwrap().response_types {
+                    Some(ResponseTypes::Flow(f)) => Some(f.verdict),
+                    _ => None,
+                },
+            )
+            .collect()
+    };
+    traffic();
+    std::thread::sleep(Duration::from_secs(2));
+    let dropped = verdicts(&drops);
+    assert!(dropped.len() >= 40, "{} drops logged", dropped.len());
+    assert!(dropped.iter().all(|v| *v == Verdict::Dropped as i32));
+
+    // A second log, added while the agent runs: it is read within seconds.
+    std::fs::write(
+        &config,
+        format!(
+            "flowLogs:\n  - name: drops\n    filePath: {}\n    includeFilters: [{{verdict: [DROPPED]}}]\n  - name: all\n    filePath: {}\n",
+            drops.display(),
+            all.display()
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !verdicts(&all).contains(&(Verdict::Forwarded as i32)) {
+        assert!(Instant::now() < deadline, "the added log wrote nothing");
+        traffic();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        verdicts(&drops)
+            .iter()
+            .all(|v| *v == Verdict::Dropped as i32)
+    );
+    drop(agent);
+}
