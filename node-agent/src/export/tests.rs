@@ -13,7 +13,8 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-fn flow(k: i64, ns: &str, verdict: Verdict) -> Item {
+/// A flow of pod `pod-K` in `ns` (the dynamic logs' tests use it too).
+pub(super) fn flow(k: i64, ns: &str, verdict: Verdict) -> Item {
     flow_item(
         Flow {
             time: Some(Timestamp {

@@ -1,15 +1,13 @@
 use std::time::Duration;
 
 use webb_proto::{
-    endpoint::EndpointData,
-    flow::{Flow, Verdict},
+    flow::Verdict,
     json,
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
-    wkt::Timestamp,
 };
 
 use super::*;
-use crate::{ingest::FlowSink as _, observer::flow_item};
+use crate::ingest::FlowSink as _;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("webb-flowlogs-{name}-{}", std::process::id()));
@@ -19,25 +17,7 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn flow(k: i64, verdict: Verdict) -> Item {
-    flow_item(
-        Flow {
-            time: Some(Timestamp {
-                seconds: 1_700_000_000 + k,
-                nanos: 0,
-            }),
-            verdict: verdict as i32,
-            source: Some(
-                EndpointData {
-                    namespace: "shop".into(),
-                    pod_name: format!("pod-{k}"),
-                    ..Default::default()
-                }
-                .into(),
-            ),
-            ..Default::default()
-        },
-        "n1",
-    )
+    super::super::tests::flow(k, "shop", verdict)
 }
 
 /// Every line of a log, waiting for its writer (up to 3 s) for `n` lines.
