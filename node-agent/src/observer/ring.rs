@@ -56,7 +56,6 @@ const HAS_TCP_FLAGS: u16 = 1 << 15;
 /// A flow with the record's fields cleared, shared by its records.
 pub struct Shape {
     flow: Flow,
-    hash: u64,
     /// The filter key of the shape; a record adds its ports.
     key: ItemKey,
     /// L4 with ports (TCP, UDP, SCTP): the ports are the record's.
@@ -268,7 +267,7 @@ impl Shapes {
         if let Some(s) = bucket.iter().find(|s| same_shape(&s.flow, f)) {
             return s.clone();
         }
-        let shape = Arc::new(Shape::of(f, hash));
+        let shape = Arc::new(Shape::of(f));
         bucket.push(shape.clone());
         self.len += 1;
         self.created_since_sweep += 1;
@@ -309,7 +308,7 @@ impl Shapes {
 }
 
 impl Shape {
-    fn of(f: &Flow, hash: u64) -> Self {
+    fn of(f: &Flow) -> Self {
         let mut flow = Flow {
             time: None,
             uuid: String::new(),
@@ -345,18 +344,7 @@ impl Shape {
             }
         }
         let key = ItemKey::of_flow(&flow);
-        Self {
-            flow,
-            hash,
-            key,
-            ported,
-        }
-    }
-}
-
-impl std::fmt::Debug for Shape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Shape({:x})", self.hash)
+        Self { flow, key, ported }
     }
 }
 
