@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/peer/peer.proto",
     "proto/observer/observer.proto",
     "proto/shared/shared.proto",
+    "proto/webb/analysis.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -13,6 +13,7 @@
 //! - [`kernel`]: facts about the running kernel (BTF, tracepoint layout).
 
 pub mod agent_events;
+pub mod analysis;
 pub mod args;
 pub mod cluster;
 pub mod datapath;
@@ -290,6 +291,12 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         });
     }));
 
+    let analyst = analysis::Analyst {
+        hub: hub.clone(),
+        store: flow_store.clone(),
+        node_name: node_name.clone(),
+        lookback: 2 * std::time::Duration::from(args.flush_interval),
+    };
     let service = Service {
         hub,
         store: flow_store.clone(),
@@ -328,6 +335,9 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         .add_service(health_service)
         .add_service(ObserverServer::new(service.clone()))
         .add_service(PeerServer::new(service))
+        .add_service(webb_proto::analysis::analysis_server::AnalysisServer::new(
+            analyst,
+        ))
         .serve_with_incoming_shutdown(webb_proto::transport::incoming(listener), shutdown_signal())
         .await;
 

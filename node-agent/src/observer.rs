@@ -142,6 +142,41 @@ impl Query {
     }
 }
 
+/// Ring records a query selected ([`Hub::select`]).
+pub struct Selection {
+    entries: Vec<Entry>,
+    /// The sequence number of the oldest item the ring held: older ones
+    /// are the store's.
+    pub first_seq: u64,
+    /// Flows from `gone_since` on that the ring no longer holds.
+    pub overwritten: u64,
+    scratch: std::collections::HashMap<usize, Flow, foldhash::fast::FixedState>,
+}
+
+impl Selection {
+    /// Passes each selected flow, oldest first, to `visit`: a scratch flow
+    /// per shape, never built into a response.
+    pub fn visit(mut self, visit: &mut dyn FnMut(&Flow)) {
+        for e in &self.entries {
+            match e {
+                Entry::Flow(c) => {
+                    let f = self
+                        .scratch
+                        .entry(c.shape_id())
+                        .or_insert_with(|| c.shape_flow().clone());
+                    c.fill(f);
+                    visit(f);
+                }
+                Entry::Other(item) => {
+                    if let Some(ResponseTypes::Flow(f)) = &item.response_types {
+                        visit(f);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn flow_time(item: &GetFlowsResponse) -> Option<Timestamp> {
     item.time
 }
@@ -339,6 +374,29 @@ impl Hub {
             live,
             subscriber_id,
             ring_first_seq,
+        }
+    }
+
+    /// The ring's part of an aggregation: the records the query wants,
+    /// copied out under the lock (ingest waits only for the copy), to be
+    /// visited after it.
+    /// `gone_since`: count the flows overwritten from this time on.
+    pub fn select(&self, q: &Query, gone_since: Option<Timestamp>) -> Selection {
+        let mut wanted = Wanted::new(q);
+        let st = self.lock();
+        let entries = st.ring.iter().filter(|e| wanted.test(e)).cloned().collect();
+        let overwritten = gone_since.map_or(0, |since| {
+            st.evicted
+                .iter()
+                .filter(|(sec, _)| *sec >= since.seconds)
+                .map(|(_, n)| n)
+                .sum()
+        });
+        Selection {
+            entries,
+            first_seq: st.next_seq - st.ring.len() as u64,
+            overwritten,
+            scratch: wanted.scratch,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod json;
 pub mod mask;
 pub mod metrics_http;
 pub mod names;
+pub mod top;
 pub mod transport;
 pub mod undecoded;
 pub mod wkt;
@@ -53,6 +54,15 @@ pub mod observer {
     include!(concat!(env!("OUT_DIR"), "/observer.rs"));
     include!(concat!(env!("OUT_DIR"), "/observer.serde.rs"));
 }
+
+/// webb's own services (`proto/webb/`), beside Hubble's.
+#[allow(clippy::all, missing_docs, deprecated)]
+pub mod webb {
+    pub mod analysis {
+        include!(concat!(env!("OUT_DIR"), "/webb.analysis.rs"));
+    }
+}
+pub use webb::analysis;
 
 /// The gRPC service name that `hubble status` asks the health service about.
 pub const OBSERVER_HEALTH_SERVICE: &str = "hubble.server.Observer";

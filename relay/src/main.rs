@@ -185,6 +185,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             typed: ObserverServer::new(relay.clone()).max_decoding_message_size(64 << 20),
             get_flows: relay.clone(),
         })
+        .add_service(webb_proto::analysis::analysis_server::AnalysisServer::new(
+            relay.clone(),
+        ))
         .add_service(PeerServer::new(relay))
         .serve_with_incoming_shutdown(webb_proto::transport::incoming(listener), async move {
             tokio::select! {

@@ -298,3 +298,64 @@ impl Peer for Relay {
         Ok(Response::new(Box::pin(stream::iter(known).chain(changes))))
     }
 }
+
+/// webb's Analysis service for the cluster: every connected node answers
+/// for its own flows, and the answers are merged. A node without the
+/// service (a Hubble agent) has its flows of the window read and summed
+/// here instead.
+#[tonic::async_trait]
+impl webb_proto::analysis::analysis_server::Analysis for Relay {
+    async fn top(
+        &self,
+        request: Request<webb_proto::analysis::TopRequest>,
+    ) -> Result<Response<webb_proto::analysis::TopResponse>, Status> {
+        use webb_proto::analysis::{TopResponse, analysis_client::AnalysisClient};
+        let req = request.into_inner();
+        FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let (Some(s), Some(u)) = (req.since, req.until)
+            && s > u
+        {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        let nodes = self.pool.nodes();
+        let (connected, down): (Vec<_>, Vec<_>) = nodes
+            .into_iter()
+            .partition(|n| n.state == NodeState::NodeConnected);
+        let req = &req;
+        let calls = connected.into_iter().map(|n| async move {
+            let asked = AnalysisClient::new(n.channel.clone())
+                .top(req.clone())
+                .await;
+            let answer = match asked {
+                Err(e) if e.code() == tonic::Code::Unimplemented => {
+                    let mut flows =
+                        ObserverClient::new(n.channel.clone()).max_decoding_message_size(64 << 20);
+                    webb_proto::top::over_get_flows(&mut flows, req).await
+                }
+                other => other.map(Response::into_inner),
+            };
+            match answer {
+                Ok(mut a) => {
+                    a.nodes = vec![n.name];
+                    a
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.name, "Top: {}", e.message());
+                    TopResponse {
+                        unavailable_nodes: vec![n.name],
+                        ..Default::default()
+                    }
+                }
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut merged = webb_proto::top::merge(answers);
+        merged
+            .unavailable_nodes
+            .extend(down.into_iter().map(|n| n.name));
+        merged.nodes.sort();
+        merged.unavailable_nodes.sort();
+        Ok(Response::new(merged))
+    }
+}

@@ -1,6 +1,6 @@
 //! The `webb` command's parts, as a library so that benchmarks and tests
 //! can drive them: the connection (`conn`), Hubble's filters (`filters`),
-//! `observe` and its printers, `status`, and the dashboard (`ui`).
+//! `observe` and its printers, `status`, `top`, and the dashboard (`ui`).
 
 pub mod agent_events;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod portforward;
 pub mod printer;
 pub mod status;
 pub mod time;
+pub mod top;
 pub mod ui;
 pub mod watch;
 

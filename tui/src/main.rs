@@ -41,6 +41,10 @@ enum Command {
     Ui(Box<ui::UiArgs>),
     /// Show the server's health, flow counts and nodes.
     Status(conn::ServerArgs),
+    /// The pairs that talk most: flows, bytes, packets, drops, errors and
+    /// latency per pair of workloads (or pods, namespaces, ports, ...),
+    /// summed on the nodes.
+    Top(Box<webb_tui::top::TopArgs>),
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
     List(ListCommand),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ui(a) => ui::run(*a, &config).await,
         Command::Status(a) => status::status(&a, &config).await,
+        Command::Top(a) => webb_tui::top::run(*a, &config).await,
         Command::List(ListCommand::Nodes(a)) => {
             status::list_nodes(&a.server, &config, a.output).await
         }

@@ -214,7 +214,7 @@ async fn connect(
 }
 
 /// Aligns tab-separated rows as Hubble's tables are (min width 2, padding 3).
-fn tabulate(text: &str) -> String {
+pub(crate) fn tabulate(text: &str) -> String {
     let mut tw = TabWriter::new(Vec::new()).minwidth(2).padding(3);
     // Writing to memory cannot fail.
     let _ = tw.write_all(text.as_bytes());
