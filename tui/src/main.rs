@@ -1,8 +1,8 @@
 //! `webb`: the command line for webb and Hubble servers.
 //!
 //! `observe` (Hubble's flags, filters and printers, from a server or a
-//! file), `ui` (the dashboard), `status`, `list nodes`, `list namespaces`,
-//! `watch peers`, `version`.
+//! file), `ui` (the dashboard), `status`, `top`, `list nodes`,
+//! `list namespaces`, `watch peers`, `config`, `version`.
 
 use webb_tui::{agent_events, conn, debug_events, observe, status, ui, watch};
 
@@ -41,9 +41,10 @@ enum Command {
     Ui(Box<ui::UiArgs>),
     /// Show the server's health, flow counts and nodes.
     Status(conn::ServerArgs),
-    /// The pairs that talk most: flows, bytes, packets, drops, errors and
-    /// latency per pair of workloads (or pods, namespaces, ports, ...),
-    /// summed on the nodes.
+    /// Show the pairs that talk most: flows, bytes, drops, errors, latency.
+    ///
+    /// Pairs are workloads by default (or pods, namespaces, nodes, ports,
+    /// DNS names, drop reasons: --by), summed on the nodes that saw them.
     Top(Box<webb_tui::top::TopArgs>),
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
