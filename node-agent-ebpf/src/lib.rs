@@ -73,12 +73,20 @@ pub const MAX_CAPTURE: usize = 4096;
 /// How many DNS ports [`Config::dns_ports`] holds.
 pub const DNS_PORTS: usize = 8;
 
-/// Bits of [`FlowEvent::flags`].
+/// Bits of [`FlowEvent::flags`] and [`FlowState::flags`].
 pub mod flags {
     /// The packet belongs to the reverse direction of a tracked flow.
     pub const REPLY: u8 = 1;
-    /// The event carries Ethernet addresses.
+    /// The event carries Ethernet addresses (events only).
     pub const HAS_ETH: u8 = 2;
+    /// The flow's payloads are not looked at for L7 at this point: another
+    /// point of this node reports them, or its first payload was neither
+    /// HTTP nor a TLS ClientHello (state only).
+    pub const NO_L7: u8 = 4;
+    /// Set from the flow's SYN until its first payload, which starts the
+    /// stream and so alone decides whether later payloads can be HTTP: a
+    /// stream that starts otherwise is not looked at again (state only).
+    pub const STREAM_START: u8 = 8;
 }
 
 /// TCP flag bits as in the TCP header's 13th byte (plus NS from the 12th).
@@ -110,7 +118,12 @@ pub mod counter {
     pub const L7_CAPTURED: u32 = 5;
     /// L7 payloads the ring had no room for (also counted in RING_FULL).
     pub const L7_RING_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Packets the cgroup programs did not report themselves: TC reports
+    /// them at a pod's interface (see [`super::cgroup_role`]).
+    pub const LEFT_TO_TC: u32 = 7;
+    /// Events (flow reports and L7 records) written to the ring.
+    pub const EVENTS: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Policy directions, relative to the subject endpoint.
@@ -126,9 +139,10 @@ pub mod endpoint_flags {
     pub const INGRESS_ISOLATED: u32 = 1;
     pub const EGRESS_ISOLATED: u32 = 2;
     /// The endpoint's interface is watched by the TC programs, which report
-    /// its L7 traffic; the cgroup programs leave that to them, so a message
-    /// is reported once per endpoint.
-    pub const L7_AT_TC: u32 = 4;
+    /// its traffic where it leaves and enters the pod; the cgroup programs
+    /// leave it to them (see [`super::cgroup_role`]), so a packet is
+    /// reported once per point.
+    pub const AT_TC: u32 = 4;
     /// The endpoint lives on this node (it has a watched interface or
     /// cgroup, or is the node itself); others are remote pods, known for
     /// their identity. Kernel drops are reported only for local endpoints,
@@ -191,17 +205,104 @@ impl FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowState {
+    /// Packets and bytes since the flow was last reported; a report carries
+    /// them and starts them over.
     pub packets: u64,
     pub bytes: u64,
-    pub first_ns: u64,
+    /// When the flow was last reported, on the coarse monotonic clock.
     pub last_emit_ns: u64,
     /// One of [`kind`]: the verdict given to the flow's first packet.
     pub kind: u8,
-    /// [`flags::REPLY`] when the flow is the reverse of an earlier one.
+    /// Bits of [`flags`]: REPLY when the flow is the reverse of an earlier
+    /// one, NO_L7, STREAM_START.
     pub flags: u8,
     /// Union of the TCP flags seen, to report each flag change once.
     pub tcp_seen: u8,
     pub _pad: [u8; 5],
+}
+
+/// Why a tracked flow's packet is reported, if it is: the first time a
+/// TCP flag (SYN, FIN, RST) shows on the flow, every packet once it has
+/// closed (FIN or RST seen), so that its last counts are reported, and a
+/// busy flow again once `flush_ns` has passed since its last report.
+#[inline(always)]
+pub fn report_reason(st: &FlowState, tcp_flags: u8, now_ns: u64, flush_ns: u64) -> Option<u8> {
+    const STATE: u8 = tcp::SYN | tcp::FIN | tcp::RST;
+    let closed = st.tcp_seen & (tcp::FIN | tcp::RST) != 0;
+    let due = flush_ns != 0 && now_ns.saturating_sub(st.last_emit_ns) >= flush_ns;
+    if tcp_flags & STATE & !st.tcp_seen != 0 {
+        Some(emit::TCP_FLAGS)
+    } else if closed || due {
+        Some(emit::FLUSH)
+    } else {
+        None
+    }
+}
+
+/// What a cgroup program does with a packet of a socket in its cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupRole {
+    /// Track and report it (to-stack, from-stack): a host process or
+    /// host-network pod talking to anything but a pod watched here.
+    Report,
+    /// Nothing: the socket's pod has a watched interface, where TC reports
+    /// the packet leaving and entering the pod; or its address is another
+    /// node's pod (agents sharing one kernel in a lab), which that node
+    /// reports.
+    Skip,
+    /// Note the socket's cgroup for the 5-tuple, which TC adds to its
+    /// report at the peer pod's interface: a host socket talking to a pod
+    /// watched here.
+    NameForTc,
+}
+
+/// The role of a cgroup program for a packet between a socket in its
+/// cgroup (`local`) and a peer, from their entries in the endpoint map.
+/// With every trace point on (`trace_all`) the cgroup programs report
+/// everything.
+#[inline(always)]
+pub fn cgroup_role(
+    local: Option<EndpointInfo>,
+    peer: Option<EndpointInfo>,
+    trace_all: bool,
+) -> CgroupRole {
+    let at_tc = |e: Option<EndpointInfo>| e.is_some_and(|e| e.flags & endpoint_flags::AT_TC != 0);
+    let remote = local.is_some_and(|e| e.flags & endpoint_flags::LOCAL == 0);
+    if trace_all {
+        CgroupRole::Report
+    } else if at_tc(local) || remote {
+        CgroupRole::Skip
+    } else if at_tc(peer) {
+        CgroupRole::NameForTc
+    } else {
+        CgroupRole::Report
+    }
+}
+
+/// Does a TC point leave a flow's L7 payloads (DNS messages, HTTP heads) to
+/// another point of this node? Each message is copied once per node: at
+/// the server's interface when the server is a pod watched here (the
+/// request entering it, the response leaving it), else at the client's,
+/// so both halves of an exchange are seen from one end, as one proxy sees
+/// them. `server` is the endpoint-map entry of the flow's server end (the
+/// destination, or the source of a reply); it is needed only when the pod
+/// at this interface is the client.
+#[inline(always)]
+pub fn l7_elsewhere(point: u8, reply: bool, server: Option<EndpointInfo>, trace_all: bool) -> bool {
+    !trace_all
+        && client_side(point, reply)
+        && server.is_some_and(|e| e.flags & endpoint_flags::AT_TC != 0)
+}
+
+/// Is the pod at this TC point the connection's client: its request leaving
+/// (TC ingress) or a reply entering it (TC egress)?
+#[inline(always)]
+pub fn client_side(point: u8, reply: bool) -> bool {
+    match point {
+        point::TC_INGRESS => !reply,
+        point::TC_EGRESS => reply,
+        _ => false,
+    }
 }
 
 /// One record in the ring buffer.
@@ -211,7 +312,8 @@ pub struct FlowEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); userspace adds the boot offset.
     pub ts_ns: u64,
     pub cgroup_id: u64,
-    /// Packets and bytes counted for this key since the datapath first saw it.
+    /// Packets and bytes of this flow (key) since its previous report,
+    /// this packet's included; 0 in L7 records.
     pub packets: u64,
     pub bytes: u64,
     pub key: FlowKey,
@@ -289,6 +391,106 @@ pub struct EndpointInfo {
     pub flags: u32,
 }
 
+/// What the policy decision reads: the kernel's policy map, or the agent's
+/// compiled policy. Both answer through [`rules_allow`] and
+/// [`policy_allows`], so the decision the kernel enforces is the one the
+/// host tests, fuzzes and replays (`webb policy what-if`).
+pub trait PolicyRules {
+    /// Is there an entry for exactly this key (wildcards are entries of
+    /// their own)?
+    fn has_rule(&self, key: &PolicyKey) -> bool;
+}
+
+/// [`PolicyRules`] with the endpoint and CIDR maps, for decisions on
+/// addresses.
+pub trait PolicyMaps: PolicyRules {
+    fn endpoint(&self, addr: &Addr) -> Option<EndpointInfo>;
+    /// The identity of the longest CIDR prefix holding `addr`, if any.
+    fn cidr_identity(&self, addr: &Addr) -> Option<u32>;
+}
+
+/// Do the rules let `peer` reach `subject` (ingress) or `subject` reach
+/// `peer` (egress) on `port`/`proto`, the subject being isolated in that
+/// direction? A rule for the peer or for any peer, on the port, on any
+/// port of the protocol, or on anything, allows.
+#[inline(always)]
+pub fn rules_allow<R: PolicyRules + ?Sized>(
+    rules: &R,
+    subject: u32,
+    peer: u32,
+    port: u16,
+    proto: u8,
+    direction: u8,
+) -> bool {
+    let peers = [peer, identity::ANY];
+    let ports = [(port, proto), (0, proto), (0, 0)];
+    let mut i = 0;
+    while i < 2 {
+        let mut j = 0;
+        while j < 3 {
+            let k = PolicyKey {
+                subject,
+                peer: peers[i],
+                port: ports[j].0,
+                proto: ports[j].1,
+                dir: direction,
+            };
+            if rules.has_rule(&k) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The policy decision for the first packet of a flow at a TC point: at TC
+/// ingress (leaving a pod) the sender's egress rules, at TC egress
+/// (entering a pod) the receiver's ingress rules. An endpoint that no
+/// policy isolates in that direction, or an address that is no endpoint,
+/// allows everything; a peer that is no endpoint is its CIDR's identity,
+/// else `world`. Other points always allow: policy is enforced at TC.
+#[inline(always)]
+pub fn policy_allows<M: PolicyMaps + ?Sized>(maps: &M, key: &FlowKey) -> bool {
+    let (subject_addr, peer_addr, direction, isolated_bit) = match key.point {
+        point::TC_INGRESS => (
+            &key.src,
+            &key.dst,
+            dir::EGRESS,
+            endpoint_flags::EGRESS_ISOLATED,
+        ),
+        point::TC_EGRESS => (
+            &key.dst,
+            &key.src,
+            dir::INGRESS,
+            endpoint_flags::INGRESS_ISOLATED,
+        ),
+        _ => return true,
+    };
+    let Some(subject) = maps.endpoint(subject_addr) else {
+        return true;
+    };
+    if subject.flags & isolated_bit == 0 {
+        return true;
+    }
+    let peer = match maps.endpoint(peer_addr) {
+        Some(p) => p.identity,
+        None => match maps.cidr_identity(peer_addr) {
+            Some(id) => id,
+            None => identity::WORLD,
+        },
+    };
+    rules_allow(
+        maps,
+        subject.identity,
+        peer,
+        key.dport,
+        key.proto,
+        direction,
+    )
+}
+
 /// Runtime configuration, element 0 of the config array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -320,6 +522,13 @@ pub struct Config {
     pub kfree_shared_kernel: u32,
     /// UDP/TCP ports whose traffic is DNS; 0 ends the list.
     pub dns_ports: [u16; DNS_PORTS],
+    /// Non-zero: every program reports every packet at its own point
+    /// (`--trace-points all`), for debugging. Zero: each packet is reported
+    /// once per point as Cilium reports it (see [`cgroup_role`]).
+    pub trace_all: u32,
+    /// Non-zero when the cgroup programs are attached: TC reports look up
+    /// the host socket's cgroup they noted ([`CgroupRole::NameForTc`]).
+    pub cgroup_names: u32,
 }
 
 #[cfg(feature = "user")]
@@ -362,6 +571,7 @@ pub enum ParseError {
 
 /// What the parser extracts from one packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(8))]
 pub struct Parsed {
     pub src: Addr,
     pub dst: Addr,
@@ -402,6 +612,18 @@ pub fn v4_mapped(a: [u8; 4]) -> Addr {
     ]
 }
 
+/// Where the transport header of a packet parsed up to its IP header(s)
+/// is: what [`parse_l4`] needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L4Start {
+    /// Offset of the transport header.
+    pub offset: usize,
+    /// Where the IP packet ends by its own length field (0: unknown).
+    pub ip_end: usize,
+    /// Later fragments carry no transport header.
+    pub first_fragment: bool,
+}
+
 /// Parses a packet. With `with_eth` it starts at an Ethernet header (TC),
 /// otherwise at the IP header (cgroup_skb, where `l3_proto` gives the family).
 #[inline(always)]
@@ -411,6 +633,20 @@ pub fn parse_packet<P: Packet>(
     l3_proto: u16,
     out: &mut Parsed,
 ) -> Result<(), ParseError> {
+    let l4 = parse_l3(p, with_eth, l3_proto, out)?;
+    parse_l4(p, l4, out)
+}
+
+/// The first half of [`parse_packet`]: the Ethernet and IP headers, so
+/// that a program can decide from the addresses alone whether the packet
+/// is its to report before reading further.
+#[inline(always)]
+pub fn parse_l3<P: Packet>(
+    p: &P,
+    with_eth: bool,
+    l3_proto: u16,
+    out: &mut Parsed,
+) -> Result<L4Start, ParseError> {
     let mut off = 0usize;
     let mut ethertype = l3_proto;
     if with_eth {
@@ -497,10 +733,22 @@ pub fn parse_packet<P: Packet>(
         _ => return Err(ParseError::NotIp),
     }
     out.proto = proto;
-    if !first_fragment {
+    Ok(L4Start {
+        offset: l4_off,
+        ip_end,
+        first_fragment,
+    })
+}
+
+/// The second half of [`parse_packet`]: ports, TCP flags and sequence,
+/// ICMP type, and where the payload is.
+#[inline(always)]
+pub fn parse_l4<P: Packet>(p: &P, l4: L4Start, out: &mut Parsed) -> Result<(), ParseError> {
+    if !l4.first_fragment {
         // Later fragments carry no L4 header.
         return Ok(());
     }
+    let (l4_off, ip_end, proto) = (l4.offset, l4.ip_end, out.proto);
     match proto {
         IPPROTO_TCP => {
             let t: [u8; 14] = p.load(l4_off).ok_or(ParseError::Malformed)?;

@@ -4,6 +4,9 @@
 //! One program per file under `programs/`; the maps and the per-packet flow
 //! logic they share live in `programs.rs`.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// Inline assembly for misaligned packet loads (see `read_packet`); the
+// kernel programs are built with the nightly toolchain anyway.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 // Map keys are passed by reference on purpose: by value, each 40-byte flow
 // key would be copied onto the 512-byte BPF stack again.
 #![allow(clippy::needless_borrows_for_generic_args)]

@@ -7,15 +7,16 @@ mod tc;
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use node_agent_ebpf::{
-    Addr, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP,
-    L7_RECORD_HEADER, L7Header, L7Record, MAX_CAPTURE, Packet, ParseError, Parsed, PolicyKey,
-    TLS_CAPTURE, counter, dir, emit, endpoint_flags, flags, identity, is_dns_port, kind, l7,
-    looks_like_client_hello, looks_like_http, parse_packet, point, tcp,
+    Addr, CgroupRole, Config, EndpointInfo, FlowEvent, FlowKey, FlowState, IPPROTO_TCP,
+    IPPROTO_UDP, L7_RECORD_HEADER, L7Header, L7Record, MAX_CAPTURE, Packet, ParseError, Parsed,
+    PolicyKey, PolicyMaps, PolicyRules, TLS_CAPTURE, cgroup_role, client_side, counter, emit,
+    endpoint_flags, flags, is_dns_port, kind, l7, l7_elsewhere, looks_like_client_hello,
+    looks_like_http, parse_l3, parse_l4, point, policy_allows, report_reason, tcp,
 };
 
 /// Do not wake the consumer per record (a wakeup per record caps throughput
@@ -46,6 +47,12 @@ static CIDRS: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(16384, BPF_F_NO_PRE
 /// Allowed (subject, peer, port, proto, dir) tuples; see PolicyKey.
 #[map]
 static POLICY: HashMap<PolicyKey, u32> = HashMap::with_max_entries(65536, 0);
+
+/// The cgroup of a host socket (a host process or host-network pod) talking
+/// to a pod watched here, by 5-tuple as the host side sends it: noted by the
+/// cgroup programs, read by TC when it reports the flow at the pod.
+#[map]
+static SOCKET_CGROUPS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -102,11 +109,62 @@ pub(crate) fn load_direct<const N: usize>(
     }
     // SAFETY: [p, p + N) lies inside the packet's linear data, as checked
     // against data_end above (and by the verifier).
-    Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
+    Some(unsafe { read_packet::<N>(p) })
+}
+
+/// Reads `N` bytes of packet data at `p` in words. Headers sit at 2-byte
+/// offsets (behind a 14-byte Ethernet header), and LLVM loads a misaligned
+/// byte array one byte at a time, with a shift and an or per byte; the
+/// kernels webb runs on (x86_64, arm64) load misaligned packet words
+/// directly, and the verifier allows it there. Inline assembly says so to
+/// LLVM without telling it the pointer is aligned.
+///
+/// # Safety
+/// `[p, p + N)` must be packet data the verifier knows is in bounds.
+#[inline(always)]
+unsafe fn read_packet<const N: usize>(p: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i + 8 <= N {
+        let v: u64;
+        // SAFETY: in bounds, as the caller guarantees; a load has no other
+        // effect.
+        unsafe {
+            core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) p + i,
+                options(readonly, nostack, preserves_flags));
+        }
+        out[i..i + 8].copy_from_slice(&v.to_le_bytes());
+        i += 8;
+    }
+    if i + 4 <= N {
+        let v: u64;
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!("{0} = *(u32 *)({1} + 0)", out(reg) v, in(reg) p + i,
+                options(readonly, nostack, preserves_flags));
+        }
+        out[i..i + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        i += 4;
+    }
+    if i + 2 <= N {
+        let v: u64;
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!("{0} = *(u16 *)({1} + 0)", out(reg) v, in(reg) p + i,
+                options(readonly, nostack, preserves_flags));
+        }
+        out[i..i + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        i += 2;
+    }
+    if i < N {
+        // SAFETY: as above.
+        out[i] = unsafe { *((p + i) as *const u8) };
+    }
+    out
 }
 
 #[inline(always)]
-fn config() -> Option<&'static Config> {
+pub(crate) fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
@@ -115,15 +173,18 @@ pub(crate) struct Meta {
     pub point: u8,
     pub len: u32,
     pub ifindex: u32,
-    pub cgroup_id: u64,
     /// TC programs enforce policy; cgroup programs only observe.
     pub enforce: bool,
+    /// A cgroup program (the packet's socket is local; see cgroup_role):
+    /// the socket's cgroup is read when a report needs it.
+    pub cgroup: bool,
     /// The `__sk_buff`, for bpf_skb_load_bytes.
     pub skb: *mut c_void,
 }
 
 /// Tracks the packet's flow, emits an event when the flow is new, changes TCP
-/// state, is due for a flush, or is dropped. Returns false to drop the packet.
+/// state, has closed, is due for a flush, or is dropped. Returns false to
+/// drop the packet.
 #[inline(always)]
 pub(crate) fn handle_packet<P: Packet>(
     pkt: &P,
@@ -131,10 +192,9 @@ pub(crate) fn handle_packet<P: Packet>(
     l3_proto: u16,
     meta: &Meta,
 ) -> bool {
-    count(counter::PACKETS);
     let mut parsed = Parsed::default();
-    match parse_packet(pkt, with_eth, l3_proto, &mut parsed) {
-        Ok(()) => {}
+    let l4 = match parse_l3(pkt, with_eth, l3_proto, &mut parsed) {
+        Ok(l4) => l4,
         Err(ParseError::NotIp) => {
             count(counter::NOT_IP);
             return true;
@@ -143,6 +203,49 @@ pub(crate) fn handle_packet<P: Packet>(
             count(counter::MALFORMED);
             return true;
         }
+    };
+    // Read once per packet: the flush interval, the trace points and the L7
+    // settings.
+    let Some(cfg) = config() else {
+        return true;
+    };
+    let trace_all = cfg.trace_all != 0;
+    // A cgroup program decides from the addresses whether the packet is its
+    // to report before anything else: most sockets are pods', whose
+    // packets TC reports, and the decision must cost next to nothing.
+    if meta.cgroup && !trace_all {
+        let (local, peer) = if meta.point == point::CGROUP_EGRESS {
+            (&parsed.src, &parsed.dst)
+        } else {
+            (&parsed.dst, &parsed.src)
+        };
+        let local_ep = lookup(&ENDPOINTS, local);
+        // The peer matters only for a host socket.
+        let peer_ep = match local_ep {
+            Some(e)
+                if e.flags & (endpoint_flags::AT_TC | endpoint_flags::LOCAL)
+                    != endpoint_flags::LOCAL =>
+            {
+                None
+            }
+            _ => lookup(&ENDPOINTS, peer),
+        };
+        match cgroup_role(local_ep, peer_ep, trace_all) {
+            CgroupRole::Report => {}
+            CgroupRole::Skip => return true,
+            CgroupRole::NameForTc => {
+                if parse_l4(pkt, l4, &mut parsed).is_ok() {
+                    count(counter::LEFT_TO_TC);
+                    note_socket_cgroup(&parsed, meta);
+                }
+                return true;
+            }
+        }
+    }
+    count(counter::PACKETS);
+    if parse_l4(pkt, l4, &mut parsed).is_err() {
+        count(counter::MALFORMED);
+        return true;
     }
     let key = FlowKey {
         src: parsed.src,
@@ -153,11 +256,10 @@ pub(crate) fn handle_packet<P: Packet>(
         point: meta.point,
         _pad: [0; 2],
     };
+    // The coarse clock (a read of the last tick, no clock source) is enough
+    // to pace reports; events carry the precise time.
     // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Read once per packet: the flush interval and the L7 settings.
-    let cfg = config();
-    let flush_ns = cfg.map_or(0, |c| c.flush_ns);
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(state) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: map values stay valid while the program runs. The counters
@@ -165,24 +267,24 @@ pub(crate) fn handle_packet<P: Packet>(
         // two CPUs updating one flow at the same instant may lose a count,
         // which the per-flow counters document as approximate.
         let st = unsafe { &mut *state };
-        st.packets += 1;
-        st.bytes += u64::from(meta.len);
-        if st.kind == kind::POLICY_DROP {
-            count(counter::POLICY_DROPS);
-            send(&key, st, &parsed, meta, emit::DROP, now, 0);
-            return false;
+        let reopened = parsed.tcp_flags & tcp::SYN != 0 && st.tcp_seen & (tcp::FIN | tcp::RST) != 0;
+        if !reopened {
+            st.packets += 1;
+            st.bytes += u64::from(meta.len);
+            if st.kind == kind::POLICY_DROP {
+                count(counter::POLICY_DROPS);
+                send(&key, st, &parsed, meta, emit::DROP, cfg);
+                return false;
+            }
+            if let Some(reason) = report_reason(st, parsed.tcp_flags, now, cfg.flush_ns) {
+                st.tcp_seen |= parsed.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST);
+                st.last_emit_ns = now;
+                send(&key, st, &parsed, meta, reason, cfg);
+            }
+            capture_l7(pkt, &key, st, &parsed, meta, cfg);
+            return true;
         }
-        let changes = parsed.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) & !st.tcp_seen;
-        if changes != 0 {
-            st.tcp_seen |= changes;
-            st.last_emit_ns = now;
-            send(&key, st, &parsed, meta, emit::TCP_FLAGS, now, 0);
-        } else if flush_ns != 0 && now.saturating_sub(st.last_emit_ns) >= flush_ns {
-            st.last_emit_ns = now;
-            send(&key, st, &parsed, meta, emit::FLUSH, now, 0);
-        }
-        capture_l7(pkt, &key, st, &parsed, meta, now, cfg);
-        return true;
+        // A closed 5-tuple used again: a new connection, decided anew.
     }
 
     // SAFETY: as in `lookup`.
@@ -191,60 +293,153 @@ pub(crate) fn handle_packet<P: Packet>(
         None => false,
     };
     let mut verdict = kind::TRACE;
-    if meta.enforce && !reply && !policy_allows(&key) {
-        let audit = config().is_some_and(|c| c.policy_audit != 0);
-        verdict = if audit {
+    if meta.enforce && !reply && cfg.policy_enabled != 0 && !policy_allows(&KernelPolicy, &key) {
+        verdict = if cfg.policy_audit != 0 {
             kind::POLICY_AUDIT
         } else {
             kind::POLICY_DROP
         };
     }
-    let st = FlowState {
+    let mut state_flags = if reply { flags::REPLY } else { 0 };
+    if parsed.tcp_flags & tcp::SYN != 0 {
+        state_flags |= flags::STREAM_START;
+    }
+    let server = if !trace_all && client_side(key.point, reply) {
+        lookup(&ENDPOINTS, if reply { &key.src } else { &key.dst })
+    } else {
+        None
+    };
+    if l7_elsewhere(key.point, reply, server, trace_all) {
+        state_flags |= flags::NO_L7;
+    }
+    let mut st = FlowState {
         packets: 1,
         bytes: u64::from(meta.len),
-        first_ns: now,
         last_emit_ns: now,
         kind: verdict,
-        flags: if reply { flags::REPLY } else { 0 },
+        flags: state_flags,
         tcp_seen: parsed.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST),
         _pad: [0; 5],
     };
-    // A full LRU map evicts its oldest entry; insert only fails on memory
-    // pressure, and the event below still reports the packet.
-    let _ = FLOWS.insert(&key, &st, 0);
     let reason = if verdict == kind::POLICY_DROP {
         count(counter::POLICY_DROPS);
         emit::DROP
     } else {
         emit::NEW
     };
-    send(&key, &st, &parsed, meta, reason, now, 0);
-    if verdict == kind::POLICY_DROP {
-        return false;
+    send(&key, &mut st, &parsed, meta, reason, cfg);
+    let allowed = verdict != kind::POLICY_DROP;
+    if allowed {
+        capture_l7(pkt, &key, &mut st, &parsed, meta, cfg);
     }
-    capture_l7(pkt, &key, &st, &parsed, meta, now, cfg);
-    true
+    // A full LRU map evicts its oldest entry; insert only fails on memory
+    // pressure, and the event above still reported the packet.
+    let _ = FLOWS.insert(&key, &st, 0);
+    allowed
+}
+
+/// A host socket talking to a pod watched here: notes the socket's cgroup
+/// under the 5-tuple as the host side sends it, for the TC report at the
+/// pod's interface (only when it changed, so a busy flow writes nothing).
+#[inline(always)]
+fn note_socket_cgroup(parsed: &Parsed, meta: &Meta) {
+    let key = if meta.point == point::CGROUP_EGRESS {
+        socket_key(
+            &parsed.src,
+            &parsed.dst,
+            parsed.sport,
+            parsed.dport,
+            parsed.proto,
+        )
+    } else {
+        socket_key(
+            &parsed.dst,
+            &parsed.src,
+            parsed.dport,
+            parsed.sport,
+            parsed.proto,
+        )
+    };
+    let cgroup_id = socket_cgroup(meta);
+    // SAFETY: as in `lookup`.
+    if unsafe { SOCKET_CGROUPS.get(&key) }.copied() != Some(cgroup_id) {
+        let _ = SOCKET_CGROUPS.insert(&key, &cgroup_id, 0);
+    }
+}
+
+/// The cgroup of the socket a cgroup program's packet belongs to.
+#[inline(always)]
+fn socket_cgroup(meta: &Meta) -> u64 {
+    // SAFETY: cgroup programs pass their context's valid skb pointer, and
+    // bpf_skb_cgroup_id is allowed for them.
+    unsafe { bpf_skb_cgroup_id(meta.skb.cast()) }
+}
+
+/// The key of [`SOCKET_CGROUPS`]: the host socket's end first.
+#[inline(always)]
+fn socket_key(local: &Addr, peer: &Addr, local_port: u16, peer_port: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src: *local,
+        dst: *peer,
+        sport: local_port,
+        dport: peer_port,
+        proto,
+        point: 0,
+        _pad: [0; 2],
+    }
+}
+
+/// The cgroup a cgroup program noted for the host end of a flow TC reports
+/// at a pod's interface (0 when none): the sender at TC egress, the
+/// receiver at TC ingress.
+#[inline(always)]
+fn noted_socket_cgroup(key: &FlowKey) -> u64 {
+    let k = match key.point {
+        point::TC_EGRESS => socket_key(&key.src, &key.dst, key.sport, key.dport, key.proto),
+        point::TC_INGRESS => socket_key(&key.dst, &key.src, key.dport, key.sport, key.proto),
+        _ => return 0,
+    };
+    // SAFETY: as in `lookup`.
+    unsafe { SOCKET_CGROUPS.get(&k) }.copied().unwrap_or(0)
+}
+
+/// The kernel's policy maps, as the shared decision reads them.
+struct KernelPolicy;
+
+impl PolicyRules for KernelPolicy {
+    #[inline(always)]
+    fn has_rule(&self, key: &PolicyKey) -> bool {
+        lookup(&POLICY, key).is_some()
+    }
+}
+
+impl PolicyMaps for KernelPolicy {
+    #[inline(always)]
+    fn endpoint(&self, addr: &Addr) -> Option<EndpointInfo> {
+        lookup(&ENDPOINTS, addr)
+    }
+
+    #[inline(always)]
+    fn cidr_identity(&self, addr: &Addr) -> Option<u32> {
+        CIDRS.get(&Key::new(128, *addr)).copied()
+    }
 }
 
 /// Copies the payload prefix of a DNS message or of a TCP segment that starts
-/// like an HTTP/1.x head into the ring, behind the flow event. Userspace
-/// parses it; nothing else is copied.
+/// like an HTTP/1.x head or a TLS ClientHello into the ring, behind the flow
+/// event. Userspace parses it; nothing else is copied.
 #[inline(always)]
 fn capture_l7<P: Packet>(
     pkt: &P,
     key: &FlowKey,
-    st: &FlowState,
+    st: &mut FlowState,
     parsed: &Parsed,
     meta: &Meta,
-    now: u64,
-    cfg: Option<&Config>,
+    cfg: &Config,
 ) {
-    if parsed.payload_off == 0 || parsed.payload_len == 0 {
+    if parsed.payload_off == 0 || parsed.payload_len == 0 || st.flags & flags::NO_L7 != 0 {
         return;
     }
-    let Some(cfg) = cfg else {
-        return;
-    };
     let snap = cfg.l7_capture;
     if snap == 0 {
         return;
@@ -253,23 +448,26 @@ fn capture_l7<P: Packet>(
     let proto = match key.proto {
         IPPROTO_UDP if dns => l7::DNS_UDP,
         IPPROTO_TCP if dns => l7::DNS_TCP,
-        IPPROTO_TCP => match pkt.load::<6>(parsed.payload_off as usize) {
-            Some(h) if looks_like_http([h[0], h[1], h[2], h[3]]) => l7::HTTP,
-            Some(h) if looks_like_client_hello(h) => l7::TLS,
-            _ => return,
-        },
+        IPPROTO_TCP => {
+            let stream_start = st.flags & flags::STREAM_START != 0;
+            st.flags &= !flags::STREAM_START;
+            match pkt.load::<6>(parsed.payload_off as usize) {
+                Some(h) if looks_like_http([h[0], h[1], h[2], h[3]]) => l7::HTTP,
+                Some(h) if looks_like_client_hello(h) => {
+                    // What follows a ClientHello is encrypted.
+                    st.flags |= flags::NO_L7;
+                    l7::TLS
+                }
+                _ => {
+                    if stream_start {
+                        st.flags |= flags::NO_L7;
+                    }
+                    return;
+                }
+            }
+        }
         _ => return,
     };
-    let local = match key.point {
-        point::CGROUP_EGRESS => Some(&key.src),
-        point::CGROUP_INGRESS => Some(&key.dst),
-        _ => None,
-    };
-    if let Some(local) = local
-        && lookup(&ENDPOINTS, local).is_some_and(|e| e.flags & endpoint_flags::L7_AT_TC != 0)
-    {
-        return;
-    }
     let off = parsed.payload_off;
     if meta.len <= off {
         return;
@@ -302,19 +500,18 @@ fn capture_l7<P: Packet>(
     let Some(rec) = L7_SCRATCH.get_ptr_mut(0) else {
         return;
     };
+    let report = Report {
+        packets: 0,
+        bytes: 0,
+        kind: st.kind,
+        flags: st.flags,
+        emit: emit::L7,
+        drop_reason: 0,
+    };
     // SAFETY: `rec` is this CPU's scratch slot, valid and exclusively ours
     // while the program runs; `n` is in 1..=MAX_CAPTURE, the size of `data`.
     let ok = unsafe {
-        fill_event(
-            &raw mut (*rec).event,
-            key,
-            st,
-            parsed,
-            meta,
-            emit::L7,
-            now,
-            0,
-        );
+        fill_event(&raw mut (*rec).event, key, &report, parsed, meta, cfg);
         (*rec).header = L7Header {
             tcp_seq: parsed.tcp_seq,
             payload_len,
@@ -335,99 +532,68 @@ fn capture_l7<P: Packet>(
         count(counter::RING_FULL);
         count(counter::L7_RING_FULL);
     } else {
+        count(counter::EVENTS);
         count(counter::L7_CAPTURED);
     }
 }
 
-/// Evaluates the policy map for a packet seen at a TC point.
-#[inline(always)]
-fn policy_allows(key: &FlowKey) -> bool {
-    if !config().is_some_and(|c| c.policy_enabled != 0) {
-        return true;
-    }
-    let (subject_addr, peer_addr, direction, isolated_bit) = match key.point {
-        point::TC_INGRESS => (
-            &key.src,
-            &key.dst,
-            dir::EGRESS,
-            endpoint_flags::EGRESS_ISOLATED,
-        ),
-        point::TC_EGRESS => (
-            &key.dst,
-            &key.src,
-            dir::INGRESS,
-            endpoint_flags::INGRESS_ISOLATED,
-        ),
-        _ => return true,
-    };
-    let Some(subject) = lookup(&ENDPOINTS, subject_addr) else {
-        return true;
-    };
-    if subject.flags & isolated_bit == 0 {
-        return true;
-    }
-    let subject = subject.identity;
-    let peer = match lookup(&ENDPOINTS, peer_addr) {
-        Some(p) => p.identity,
-        None => match CIDRS.get(&Key::new(128, *peer_addr)) {
-            Some(id) => *id,
-            None => identity::WORLD,
-        },
-    };
-    let peers = [peer, identity::ANY];
-    let ports = [(key.dport, key.proto), (0, key.proto), (0, 0)];
-    let mut i = 0;
-    while i < 2 {
-        let mut j = 0;
-        while j < 3 {
-            let k = PolicyKey {
-                subject,
-                peer: peers[i],
-                port: ports[j].0,
-                proto: ports[j].1,
-                dir: direction,
-            };
-            if lookup(&POLICY, &k).is_some() {
-                return true;
-            }
-            j += 1;
-        }
-        i += 1;
-    }
-    false
+/// What an event says beyond the packet: the flow's counts since its last
+/// report, its verdict and flags, and why it is sent.
+pub(crate) struct Report {
+    pub packets: u64,
+    pub bytes: u64,
+    pub kind: u8,
+    pub flags: u8,
+    pub emit: u8,
+    pub drop_reason: u32,
 }
 
+/// Reports the flow: its counts since the last report go into the event and
+/// start over.
 #[inline(always)]
-fn send(
+pub(crate) fn send(
     key: &FlowKey,
-    st: &FlowState,
+    st: &mut FlowState,
     parsed: &Parsed,
     meta: &Meta,
     reason: u8,
-    now: u64,
-    drop_reason: u32,
+    cfg: &Config,
 ) {
+    let report = Report {
+        packets: st.packets,
+        bytes: st.bytes,
+        kind: st.kind,
+        flags: st.flags,
+        emit: reason,
+        drop_reason: 0,
+    };
+    if send_report(key, &report, parsed, meta, cfg) {
+        st.packets = 0;
+        st.bytes = 0;
+    }
+}
+
+/// Writes one event to the ring; false when the ring is full (counted).
+#[inline(always)]
+pub(crate) fn send_report(
+    key: &FlowKey,
+    report: &Report,
+    parsed: &Parsed,
+    meta: &Meta,
+    cfg: &Config,
+) -> bool {
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         count(counter::RING_FULL);
-        return;
+        return false;
     };
     // Written field by field into the reserved slot: building the event on
     // the stack first would exceed the 512-byte BPF stack.
     // SAFETY: the slot is reserved, exclusively owned, of the right size and
     // alignment; `fill_event` writes every field before submit.
-    unsafe {
-        fill_event(
-            entry.as_mut_ptr(),
-            key,
-            st,
-            parsed,
-            meta,
-            reason,
-            now,
-            drop_reason,
-        )
-    };
+    unsafe { fill_event(entry.as_mut_ptr(), key, report, parsed, meta, cfg) };
     entry.submit(wake_flags());
+    count(counter::EVENTS);
+    true
 }
 
 /// Wake the consumer only once the ring holds more than WAKEUP_BYTES.
@@ -445,32 +611,40 @@ fn wake_flags() -> u64 {
 /// # Safety
 /// `ev` must be valid for writes of a `FlowEvent`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn fill_event(
     ev: *mut FlowEvent,
     key: &FlowKey,
-    st: &FlowState,
+    report: &Report,
     parsed: &Parsed,
     meta: &Meta,
-    reason: u8,
-    now: u64,
-    drop_reason: u32,
+    cfg: &Config,
 ) {
-    let mut f = st.flags & flags::REPLY;
+    let mut f = report.flags & flags::REPLY;
     if parsed.has_eth {
         f |= flags::HAS_ETH;
     }
+    // A TC report names a host socket's end by the cgroup its program
+    // noted; events are rare enough for the lookup.
+    let cgroup_id = if meta.cgroup {
+        socket_cgroup(meta)
+    } else if cfg.cgroup_names != 0 {
+        noted_socket_cgroup(key)
+    } else {
+        0
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the caller's contract.
     unsafe {
         (*ev).ts_ns = now;
-        (*ev).cgroup_id = meta.cgroup_id;
-        (*ev).packets = st.packets;
-        (*ev).bytes = st.bytes;
+        (*ev).cgroup_id = cgroup_id;
+        (*ev).packets = report.packets;
+        (*ev).bytes = report.bytes;
         (*ev).key = *key;
         (*ev).ifindex = meta.ifindex;
-        (*ev).drop_reason = drop_reason;
-        (*ev).kind = st.kind;
-        (*ev).emit = reason;
+        (*ev).drop_reason = report.drop_reason;
+        (*ev).kind = report.kind;
+        (*ev).emit = report.emit;
         (*ev).tcp_flags = parsed.tcp_flags;
         (*ev).flags = f;
         (*ev).eth_src = parsed.eth_src;

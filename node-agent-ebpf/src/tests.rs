@@ -148,10 +148,10 @@ fn reverse_key_swaps_ends_and_points() {
 #[test]
 fn layouts_have_no_implicit_padding() {
     assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-    assert_eq!(core::mem::size_of::<FlowState>(), 40);
+    assert_eq!(core::mem::size_of::<FlowState>(), 32);
     assert_eq!(core::mem::size_of::<FlowEvent>(), 104);
     assert_eq!(core::mem::size_of::<PolicyKey>(), 12);
-    assert_eq!(core::mem::size_of::<Config>(), 72);
+    assert_eq!(core::mem::size_of::<Config>(), 80);
     assert_eq!(core::mem::size_of::<L7Header>(), 16);
     assert_eq!(L7_RECORD_HEADER, 120);
     assert_eq!(core::mem::size_of::<L7Record>(), 120 + MAX_CAPTURE);
@@ -236,4 +236,220 @@ fn dns_ports_and_http_heads() {
     ] {
         assert!(!looks_like_client_hello(head), "{head:?}");
     }
+}
+
+fn ep(identity: u32, flags: u32) -> Option<EndpointInfo> {
+    Some(EndpointInfo { identity, flags })
+}
+
+const POD_HERE: u32 = endpoint_flags::LOCAL | endpoint_flags::AT_TC;
+
+#[test]
+fn a_flow_is_reported_on_each_state_change_once_then_on_every_packet_after_closing() {
+    let mut st = FlowState::default();
+    let syn = report_reason(&st, tcp::SYN, 0, 0);
+    assert_eq!(syn, Some(emit::TCP_FLAGS));
+    st.tcp_seen = tcp::SYN;
+    assert_eq!(report_reason(&st, tcp::SYN, 5, 0), None, "a SYN again");
+    assert_eq!(report_reason(&st, tcp::ACK | tcp::PSH, 5, 0), None);
+    // A flush once the interval passed since the last report, not before.
+    st.last_emit_ns = 100;
+    assert_eq!(report_reason(&st, tcp::ACK, 150, 100), None);
+    assert_eq!(report_reason(&st, tcp::ACK, 200, 100), Some(emit::FLUSH));
+    assert_eq!(
+        report_reason(&st, tcp::ACK | tcp::FIN, 150, 100),
+        Some(emit::TCP_FLAGS)
+    );
+    // Closed: the last packets' counts are reported as they come.
+    st.tcp_seen |= tcp::FIN;
+    assert_eq!(report_reason(&st, tcp::ACK, 150, 100), Some(emit::FLUSH));
+    assert_eq!(
+        report_reason(&st, tcp::RST, 150, 100),
+        Some(emit::TCP_FLAGS)
+    );
+}
+
+#[test]
+fn cgroup_programs_report_only_what_no_watched_interface_sees() {
+    let host = ep(identity::HOST, endpoint_flags::LOCAL);
+    let pod_here = ep(1000, POD_HERE);
+    let pod_elsewhere = ep(1001, 0);
+    let world = None;
+    // A pod's own socket: TC reports it at the pod's veth.
+    assert_eq!(cgroup_role(pod_here, world, false), CgroupRole::Skip);
+    assert_eq!(cgroup_role(pod_here, pod_here, false), CgroupRole::Skip);
+    // A socket with another node's pod address (agents sharing a kernel).
+    assert_eq!(cgroup_role(pod_elsewhere, host, false), CgroupRole::Skip);
+    // A host process talking to a pod watched here: TC reports it there,
+    // with the process's cgroup.
+    assert_eq!(cgroup_role(host, pod_here, false), CgroupRole::NameForTc);
+    assert_eq!(cgroup_role(None, pod_here, false), CgroupRole::NameForTc);
+    // Host traffic no watched interface sees.
+    assert_eq!(cgroup_role(host, world, false), CgroupRole::Report);
+    assert_eq!(cgroup_role(host, pod_elsewhere, false), CgroupRole::Report);
+    assert_eq!(cgroup_role(None, None, false), CgroupRole::Report);
+    // Every point on: everything.
+    for (l, p) in [(pod_here, world), (host, pod_here), (pod_elsewhere, host)] {
+        assert_eq!(cgroup_role(l, p, true), CgroupRole::Report);
+    }
+}
+
+#[test]
+fn each_l7_message_is_copied_at_one_interface_per_node() {
+    use point::{TC_EGRESS, TC_INGRESS};
+    let here = ep(1000, POD_HERE);
+    let remote = ep(1001, 0);
+    let copied = |point, reply, server| !l7_elsewhere(point, reply, server, false);
+    // Client and server on this node: at the server's interface, the
+    // request entering it and the response leaving it.
+    assert!(copied(TC_EGRESS, false, here));
+    assert!(copied(TC_INGRESS, true, here));
+    assert!(
+        !copied(TC_INGRESS, false, here),
+        "request leaving the client"
+    );
+    assert!(
+        !copied(TC_EGRESS, true, here),
+        "response entering the client"
+    );
+    // The server elsewhere (another node, the world): at the client's.
+    for server in [remote, None] {
+        assert!(copied(TC_INGRESS, false, server));
+        assert!(copied(TC_EGRESS, true, server));
+    }
+    // Every point on: everywhere.
+    assert!(!l7_elsewhere(TC_INGRESS, false, here, true));
+    assert!(!l7_elsewhere(point::CGROUP_EGRESS, false, here, false));
+}
+
+/// Policy maps as plain lists, for the shared decision.
+#[derive(Default)]
+struct Maps {
+    endpoints: Vec<(Addr, EndpointInfo)>,
+    cidrs: Vec<(Addr, u32, u32)>,
+    rules: Vec<PolicyKey>,
+}
+
+impl PolicyRules for Maps {
+    fn has_rule(&self, key: &PolicyKey) -> bool {
+        self.rules.contains(key)
+    }
+}
+
+impl PolicyMaps for Maps {
+    fn endpoint(&self, addr: &Addr) -> Option<EndpointInfo> {
+        self.endpoints
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map(|(_, e)| *e)
+    }
+
+    fn cidr_identity(&self, addr: &Addr) -> Option<u32> {
+        let bits = u128::from_be_bytes(*addr);
+        self.cidrs
+            .iter()
+            .filter(|(net, len, _)| {
+                let mask = if *len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                bits & mask == u128::from_be_bytes(*net) & mask
+            })
+            .max_by_key(|(_, len, _)| *len)
+            .map(|(_, _, id)| *id)
+    }
+}
+
+#[test]
+fn policy_is_decided_for_the_isolated_end_at_its_interface() {
+    let (web, db) = (v4_mapped([10, 0, 0, 1]), v4_mapped([10, 0, 0, 2]));
+    let outside = v4_mapped([192, 0, 2, 7]);
+    let mut m = Maps::default();
+    m.endpoints.push((
+        web,
+        EndpointInfo {
+            identity: 100,
+            flags: POD_HERE,
+        },
+    ));
+    m.endpoints.push((
+        db,
+        EndpointInfo {
+            identity: 200,
+            flags: POD_HERE | endpoint_flags::INGRESS_ISOLATED,
+        },
+    ));
+    // db may hear from web on 5432/TCP only; the CIDR 192.0.2.0/24 is
+    // identity 300, which may reach db on any TCP port.
+    m.rules.push(PolicyKey {
+        subject: 200,
+        peer: 100,
+        port: 5432,
+        proto: IPPROTO_TCP,
+        dir: dir::INGRESS,
+    });
+    m.cidrs.push((v4_mapped([192, 0, 2, 0]), 96 + 24, 300));
+    m.rules.push(PolicyKey {
+        subject: 200,
+        peer: 300,
+        port: 0,
+        proto: IPPROTO_TCP,
+        dir: dir::INGRESS,
+    });
+    let key = |src, dst, dport, proto, point| FlowKey {
+        src,
+        dst,
+        sport: 40000,
+        dport,
+        proto,
+        point,
+        _pad: [0; 2],
+    };
+    use point::{CGROUP_EGRESS, TC_EGRESS, TC_INGRESS};
+    assert!(policy_allows(
+        &m,
+        &key(web, db, 5432, IPPROTO_TCP, TC_EGRESS)
+    ));
+    assert!(!policy_allows(
+        &m,
+        &key(web, db, 5433, IPPROTO_TCP, TC_EGRESS)
+    ));
+    assert!(!policy_allows(
+        &m,
+        &key(web, db, 5432, IPPROTO_UDP, TC_EGRESS)
+    ));
+    assert!(policy_allows(
+        &m,
+        &key(outside, db, 22, IPPROTO_TCP, TC_EGRESS)
+    ));
+    assert!(
+        !policy_allows(
+            &m,
+            &key(v4_mapped([8, 8, 8, 8]), db, 22, IPPROTO_TCP, TC_EGRESS)
+        ),
+        "world"
+    );
+    // web is not isolated for egress: leaving it is always allowed; db's
+    // ingress is decided where packets enter db, not where they leave web.
+    assert!(policy_allows(
+        &m,
+        &key(web, db, 5433, IPPROTO_TCP, TC_INGRESS)
+    ));
+    assert!(policy_allows(
+        &m,
+        &key(web, db, 5433, IPPROTO_TCP, CGROUP_EGRESS)
+    ));
+    // A wildcard peer allows everyone.
+    m.rules.push(PolicyKey {
+        subject: 200,
+        peer: identity::ANY,
+        port: 53,
+        proto: IPPROTO_UDP,
+        dir: dir::INGRESS,
+    });
+    assert!(policy_allows(
+        &m,
+        &key(v4_mapped([8, 8, 8, 8]), db, 53, IPPROTO_UDP, TC_EGRESS)
+    ));
 }

@@ -2,7 +2,7 @@
 //! on the node, from the same history GetFlows reads (the flow store, then
 //! the ring), so a relay or `webb top` receives sums, not flows.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use webb_proto::{
@@ -24,15 +24,6 @@ pub struct Analyst {
     pub hub: Arc<Hub>,
     pub store: Option<Arc<FlowStore>>,
     pub node_name: String,
-    /// How far before a window's start flows are read to learn where each
-    /// 5-tuple's counters stood (twice the datapath's flush interval, so
-    /// every active tuple has reported at least once).
-    pub lookback: Duration,
-}
-
-/// `t` minus `d`.
-fn before(t: Timestamp, d: Duration) -> Timestamp {
-    Timestamp::from_nanos(t.as_nanos() - d.as_nanos() as i128)
 }
 
 /// The Top answer over this node's history.
@@ -40,7 +31,6 @@ pub fn top(
     hub: &Hub,
     store: Option<&FlowStore>,
     node_name: &str,
-    lookback: Duration,
     req: &TopRequest,
 ) -> Result<TopResponse, Status> {
     let filters = FlowFilters::compile(&req.whitelist, &req.blacklist)
@@ -59,14 +49,11 @@ pub fn top(
         number: 0,
         first: true,
         follow: false,
-        since: since.map(|s| before(s, lookback)),
+        since,
         until: Some(until),
     };
     let mut agg = Aggregator::new(top::keys(&req.by));
-    let mut visit = |f: &Flow| match (since, f.time) {
-        (Some(s), Some(t)) if t < s => agg.baseline(f),
-        _ => agg.add(f),
-    };
+    let mut visit = |f: &Flow| agg.add(f);
     let selection = hub.select(&query, since);
     let mut gone = selection.overwritten;
     if let Some(store) = store {
@@ -94,13 +81,7 @@ impl Analysis for Analyst {
         // The store reads files and the sums take a while: off the async
         // workers.
         tokio::task::spawn_blocking(move || {
-            top(
-                &this.hub,
-                this.store.as_deref(),
-                &this.node_name,
-                this.lookback,
-                &req,
-            )
+            top(&this.hub, this.store.as_deref(), &this.node_name, &req)
         })
         .await
         .map_err(|e| Status::internal(format!("aggregating: {e}")))?

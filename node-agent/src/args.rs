@@ -153,6 +153,17 @@ pub struct Args {
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_map_size: u32,
 
+    /// Where packets are reported. `default`: once per point as Cilium
+    /// reports them, where a pod's packet leaves the pod (from-endpoint) and
+    /// where it is delivered (to-endpoint), with the cgroup programs adding
+    /// the socket's cgroup to those reports and reporting only traffic that
+    /// crosses no watched interface (host processes, host-network pods; as
+    /// to-stack and from-stack); each DNS message and HTTP head once per
+    /// node. `all`: every program reports every flow it sees, and L7 at
+    /// every point (for debugging the datapath).
+    #[arg(long, value_enum, default_value_t = TracePoints::Default)]
+    pub trace_points: TracePoints,
+
     /// Report a busy flow again after this long (e.g. 10s, 500ms; 0 disables).
     #[arg(long, default_value = "10s")]
     pub flush_interval: HumanDuration,
@@ -262,6 +273,12 @@ pub enum KubernetesMode {
     Auto,
     On,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracePoints {
+    Default,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

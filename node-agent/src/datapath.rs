@@ -53,6 +53,9 @@ pub struct Options {
     /// Payload bytes copied for L7 records (0: none).
     pub l7_capture: u32,
     pub dns_ports: Vec<u16>,
+    /// Every program reports every packet at its own point (`--trace-points
+    /// all`) instead of once per point as Cilium reports it.
+    pub trace_all: bool,
 }
 
 /// The TC programs and where each attaches.
@@ -143,6 +146,8 @@ impl Datapath {
             policy_audit: u32::from(opts.policy_audit),
             l7_capture: opts.l7_capture.min(node_agent_ebpf::MAX_CAPTURE as u32),
             kfree_shared_kernel: u32::from(opts.shared_kernel),
+            trace_all: u32::from(opts.trace_all),
+            cgroup_names: u32::from(opts.cgroup.is_some() && !opts.trace_all),
             ..Config::default()
         };
         for (slot, reason) in config_value.kfree_skip.iter_mut().zip(&opts.kfree_skip) {
@@ -303,16 +308,6 @@ fn kfree_skb_setup(cfg: &mut Config, skb: kernel::SkbOffsets) -> anyhow::Result<
     Ok(tracefs)
 }
 
-/// Per-CPU counters summed.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DatapathCounters {
-    pub ring_full: u64,
-    pub malformed: u64,
-    pub not_ip: u64,
-    pub packets: u64,
-    pub policy_drops: u64,
-}
-
 impl KernelMaps {
     fn write_config(&mut self) -> anyhow::Result<()> {
         self.config
@@ -320,19 +315,22 @@ impl KernelMaps {
             .context("writing the datapath config map")
     }
 
-    pub fn counters(&self) -> DatapathCounters {
+    /// The kernel's per-CPU counters, summed.
+    pub fn counters(&self) -> SourceCounters {
         let sum = |i: u32| -> u64 {
             self.counters
                 .get(&i, 0)
                 .map(|v| v.iter().sum())
                 .unwrap_or(0)
         };
-        DatapathCounters {
+        SourceCounters {
             ring_full: sum(counter::RING_FULL),
             malformed: sum(counter::MALFORMED),
             not_ip: sum(counter::NOT_IP),
             packets: sum(counter::PACKETS),
             policy_drops: sum(counter::POLICY_DROPS),
+            events: sum(counter::EVENTS),
+            left_to_tc: sum(counter::LEFT_TO_TC),
         }
     }
 
@@ -476,13 +474,6 @@ impl RecordSource for KernelRing {
     }
 
     fn counters(&mut self) -> SourceCounters {
-        let c = self.maps.lock().map(|m| m.counters()).unwrap_or_default();
-        SourceCounters {
-            ring_full: c.ring_full,
-            malformed: c.malformed,
-            not_ip: c.not_ip,
-            packets: c.packets,
-            policy_drops: c.policy_drops,
-        }
+        self.maps.lock().map(|m| m.counters()).unwrap_or_default()
     }
 }

@@ -232,15 +232,22 @@ impl Decoder {
         let mut destination = table.endpoint_for(&dst).clone();
         // A socket's own end is named with the pod its cgroup belongs to
         // when its address does not say (a host-network pod: the node's).
+        // At TC the cgroup, when there is one, is the host socket's that
+        // the cgroup programs noted: the end that is not the pod. A
+        // loopback address is the socket's own too.
         if let Some(pod) = table.by_cgroup_id.get(&ev.cgroup_id) {
             let mine = match key.point {
-                point::CGROUP_EGRESS => Some(&mut source),
-                point::CGROUP_INGRESS => Some(&mut destination),
+                point::CGROUP_EGRESS | point::TC_EGRESS => Some(&mut source),
+                point::CGROUP_INGRESS | point::TC_INGRESS => Some(&mut destination),
                 _ => None,
+            };
+            let own_ip = match key.point {
+                point::CGROUP_EGRESS | point::TC_EGRESS => &src,
+                _ => &dst,
             };
             if let Some(end) = mine
                 && end.pod_name.is_empty()
-                && end.identity == node_agent_ebpf::identity::HOST
+                && (end.identity == node_agent_ebpf::identity::HOST || own_ip.is_loopback())
             {
                 *end = pod.proto.clone();
             }

@@ -64,11 +64,16 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub workload: Option<WorkloadSpec>,
+    #[serde(default)]
     pub ips: Vec<IpAddr>,
     #[serde(default)]
     pub interface: Option<String>,
     #[serde(default)]
     pub cgroup: Option<std::path::PathBuf>,
+    /// A pod on the node's network (its addresses are `host_ips`), named
+    /// by its `cgroup` alone.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -419,7 +424,18 @@ impl EndpointsFile {
                 anyhow::bail!("endpoints[{i}]: namespace and pod must not be empty");
             }
             let name = format!("{}/{}", spec.namespace, spec.pod);
-            if spec.ips.is_empty() {
+            if spec.host_network {
+                if !spec.ips.is_empty() || spec.interface.is_some() {
+                    anyhow::bail!(
+                        "endpoints[{i}] ({name}): a host_network pod has the node's addresses (host_ips) and no interface of its own; remove ips and interface"
+                    );
+                }
+                if spec.cgroup.is_none() {
+                    anyhow::bail!(
+                        "endpoints[{i}] ({name}): a host_network pod is known by its cgroup: cgroup is required"
+                    );
+                }
+            } else if spec.ips.is_empty() {
                 anyhow::bail!("endpoints[{i}] ({name}): ips: at least one address");
             }
             for ip in &spec.ips {

@@ -36,8 +36,14 @@ pub struct SourceCounters {
     pub ring_full: u64,
     pub malformed: u64,
     pub not_ip: u64,
+    /// Packets the TC and cgroup programs ran on (a packet seen at two
+    /// points counts twice).
     pub packets: u64,
     pub policy_drops: u64,
+    /// Events the kernel wrote to the ring: flow reports and L7 records.
+    pub events: u64,
+    /// Packets the cgroup programs left to TC (see `cgroup_role`).
+    pub left_to_tc: u64,
 }
 
 /// Where records come from.
@@ -158,6 +164,13 @@ impl Pipeline {
             Decoded::Undecodable => *undecodable += 1,
         });
         let node = &self.decoder.ctx.node_name;
+        let (packets, bytes) = self
+            .flows
+            .iter()
+            .fold((0, 0), |(p, b), f| (p + f.webb_packets, b + f.webb_bytes));
+        let c = &self.hub.counters;
+        c.flow_packets.fetch_add(packets, Ordering::Relaxed);
+        c.flow_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.items
             .extend(self.flows.drain(..).map(|f| flow_item(f, node)));
         self.flush_items();
@@ -197,6 +210,8 @@ impl Pipeline {
         c.non_ip_packets.store(now.not_ip, Ordering::Relaxed);
         c.packets.store(now.packets, Ordering::Relaxed);
         c.policy_drops.store(now.policy_drops, Ordering::Relaxed);
+        c.kernel_events.store(now.events, Ordering::Relaxed);
+        c.left_to_tc.store(now.left_to_tc, Ordering::Relaxed);
         self.last = now;
     }
 

@@ -7,9 +7,13 @@
 //! L3/L4 flows. It runs on the ingest thread, so it needs no locks; what it
 //! counts is shared through [`Counters`].
 //!
-//! Pairing is per vantage point: the same request seen leaving the client's
-//! veth and entering the server's is two records, each paired with the
-//! response seen at its own point, as Hubble shows an L7 flow per proxy.
+//! The kernel copies each message once per node (where it leaves a pod
+//! watched here, else where it enters one, else at the host socket), so
+//! pairing is per node: a request seen leaving the client's veth pairs with
+//! the response seen leaving the server's. With every trace point on
+//! (`--trace-points all`) the same message is copied at each point, and
+//! pairing is per vantage point: each copy pairs with the response seen at
+//! its own point.
 
 pub mod dns;
 pub mod http;
@@ -134,8 +138,8 @@ impl Counters {
     }
 }
 
-/// One side of a connection as seen at one vantage point: the interface for
-/// TC points, the cgroup for cgroup points.
+/// A connection, as seen on this node (scope 0) or at one vantage point:
+/// the interface for TC points, the cgroup for cgroup points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
     scope: u64,
@@ -148,9 +152,10 @@ struct ConnKey {
 impl ConnKey {
     /// The connection of an event; `from_client` says the packet goes from
     /// client to server.
-    fn new(ev: &FlowEvent, from_client: bool) -> Self {
+    fn new(ev: &FlowEvent, from_client: bool, per_point: bool) -> Self {
         let k = &ev.key;
         let scope = match k.point {
+            _ if !per_point => 0,
             point::CGROUP_EGRESS | point::CGROUP_INGRESS => ev.cgroup_id | 1 << 63,
             _ => u64::from(ev.ifindex),
         };
@@ -214,6 +219,9 @@ pub struct Tracker {
     conns: HashMap<ConnKey, Conn>,
     pub names: NameCache,
     pub counters: std::sync::Arc<Counters>,
+    /// Pair per vantage point, not per node: the kernel copies each
+    /// message at every point (`--trace-points all`).
+    pub per_point: bool,
 }
 
 impl Tracker {
@@ -224,6 +232,7 @@ impl Tracker {
             conns: HashMap::new(),
             names: NameCache::default(),
             counters,
+            per_point: false,
         }
     }
 
@@ -260,7 +269,7 @@ impl Tracker {
         cut: bool,
     ) -> Result<Record, Count> {
         let m = dns::parse(payload, tcp, cut).map_err(Count::Error)?;
-        let key = (ConnKey::new(ev, !m.response), m.id);
+        let key = (ConnKey::new(ev, !m.response, self.per_point), m.id);
         let qtypes = m.qtypes.join(",");
         let mut latency_ns = 0;
         let summary = if m.response {
@@ -328,7 +337,7 @@ impl Tracker {
         let parsed = http::parse(payload).map_err(Count::Error)?;
         let truncated = parsed.truncated || hdr.captured < hdr.payload_len;
         let response = matches!(parsed.head, http::Head::Response { .. });
-        let key = ConnKey::new(ev, !response);
+        let key = ConnKey::new(ev, !response, self.per_point);
         let side = usize::from(response);
         if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
             self.sweep(ev.ts_ns);

@@ -165,6 +165,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         policy_audit: args.policy_mode == PolicyMode::Audit,
         l7_capture: args.l7_capture_bytes,
         dns_ports: args.dns_ports.clone(),
+        trace_all: args.trace_points == args::TracePoints::All,
     })?;
     let ring = dp.take_ring()?;
     // Shared with the reconciler, which attaches to pod interfaces; the Ebpf
@@ -238,6 +239,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
             .unwrap_or_else(|e| e.into_inner().clone()),
     );
     decoder.l7 = l7::Tracker::new(args.redaction(), hub.counters.l7.clone());
+    decoder.l7.per_point = args.trace_points == args::TracePoints::All;
     let pipeline = ingest::Pipeline::new(decoder, hub.clone(), sinks)
         .starting_at(first_seq)
         .with_updates(ingest::ContextUpdates {
@@ -295,7 +297,6 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         hub: hub.clone(),
         store: flow_store.clone(),
         node_name: node_name.clone(),
-        lookback: 2 * std::time::Duration::from(args.flush_interval),
     };
     let service = Service {
         hub,

@@ -49,6 +49,14 @@ pub struct Counters {
     pub non_ip_packets: AtomicU64,
     pub packets: AtomicU64,
     pub policy_drops: AtomicU64,
+    /// Events the kernel wrote to its ring (flow reports, L7 records).
+    pub kernel_events: AtomicU64,
+    /// Packets the cgroup programs left to TC.
+    pub left_to_tc: AtomicU64,
+    /// Packets and bytes the flows carried (`webb_packets`, `webb_bytes`):
+    /// each report's counts since the flow's last one, summed.
+    pub flow_packets: AtomicU64,
+    pub flow_bytes: AtomicU64,
     /// Shared with the ingest thread's L7 tracker.
     pub l7: Arc<crate::l7::Counters>,
 }

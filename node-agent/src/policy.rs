@@ -364,6 +364,24 @@ impl From<PolicyKeyOrd> for PolicyKey {
     }
 }
 
+impl From<PolicyKey> for PolicyKeyOrd {
+    fn from(k: PolicyKey) -> Self {
+        PolicyKeyOrd {
+            subject: k.subject,
+            peer: k.peer,
+            port: k.port,
+            proto: k.proto,
+            dir: k.dir,
+        }
+    }
+}
+
+impl node_agent_ebpf::PolicyRules for CompiledPolicy {
+    fn has_rule(&self, key: &PolicyKey) -> bool {
+        self.keys.contains(&PolicyKeyOrd::from(*key))
+    }
+}
+
 impl CompiledPolicy {
     pub fn denied_by(&self, subject: u32, direction: u8) -> &[webb_proto::flow::Policy] {
         self.isolating
@@ -371,7 +389,9 @@ impl CompiledPolicy {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The same check the kernel makes, for tests and `--policy-check`.
+    /// The kernel's decision (`node_agent_ebpf::rules_allow`, the very code
+    /// the kernel runs) for a subject and peer identity, with the subject's
+    /// isolation as compiled.
     pub fn allows(&self, subject: u32, peer: u32, port: u16, proto: u8, direction: u8) -> bool {
         let bit = if direction == dir::INGRESS {
             endpoint_flags::INGRESS_ISOLATED
@@ -381,19 +401,7 @@ impl CompiledPolicy {
         if self.isolation.get(&subject).copied().unwrap_or(0) & bit == 0 {
             return true;
         }
-        [peer, identity::ANY].iter().any(|&p| {
-            [(port, proto), (0, proto), (0, 0)]
-                .iter()
-                .any(|&(port, proto)| {
-                    self.keys.contains(&PolicyKeyOrd {
-                        subject,
-                        peer: p,
-                        port,
-                        proto,
-                        dir: direction,
-                    })
-                })
-        })
+        node_agent_ebpf::rules_allow(self, subject, peer, port, proto, direction)
     }
 
     /// The identity the kernel's LPM lookup yields for an address outside

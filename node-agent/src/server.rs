@@ -383,6 +383,9 @@ impl Observer for Service {
             webb_store_bytes: store_bytes,
             webb_store_not_stored: not_stored,
             webb_store_corrupt_blocks: corrupt,
+            webb_kernel_events: c.kernel_events.load(Ordering::Relaxed),
+            webb_flow_packets: c.flow_packets.load(Ordering::Relaxed),
+            webb_flow_bytes: c.flow_bytes.load(Ordering::Relaxed),
         }))
     }
 }

@@ -9,19 +9,17 @@
 //!
 //! A pair is oriented as its connection: the initiator is the source, the
 //! responder the destination; a reply (`is_reply`) and an L7 response count
-//! with their request. Packets and bytes are the growth of the datapath's
-//! per-5-tuple counters (`webb_packets`, `webb_bytes`, cumulative per
-//! observation point), kept apart by direction and by the side that saw the
-//! packet (sent: from-endpoint, to-stack; delivered: to-endpoint,
-//! from-stack), so that a packet seen leaving one pod and entering another,
-//! on one node or two, is not counted twice: [`Figures`] takes the larger
-//! side per direction.
+//! with their request. Packets and bytes are the sums of the counts each
+//! report carries (`webb_packets`, `webb_bytes`: the flow's traffic at its
+//! observation point since its previous report), kept apart by direction
+//! and by the side that saw the packet (sent: from-endpoint, to-stack;
+//! delivered: to-endpoint, from-stack), so that a packet seen leaving one
+//! pod and entering another, on one node or two, is not counted twice:
+//! [`Figures`] takes the larger side per direction. (With the agent's
+//! `--trace-points all`, a debugging mode, TC and the cgroup programs both
+//! report a pod's packets, and a side counts them twice.)
 
-use std::{
-    collections::HashMap,
-    fmt::Write as _,
-    hash::{BuildHasher as _, Hash as _, Hasher as _},
-};
+use std::{collections::HashMap, fmt::Write as _};
 
 use crate::{
     analysis::{TopCounts, TopKey, TopPair, TopRequest, TopResponse, TopValue},
@@ -35,8 +33,6 @@ use crate::{
 /// The most pairs one answer holds; flows of further pairs are counted as
 /// left out. A cluster's distinct pairs by workload are far fewer.
 pub const MAX_PAIRS: usize = 100_000;
-/// The most 5-tuples whose counters are tracked at once.
-pub const MAX_TUPLES: usize = 1 << 20;
 
 /// Histogram buckets per power of two (relative error under 1/16).
 const SUB: u32 = 16;
@@ -88,29 +84,15 @@ struct Acc {
     latency: HashMap<u32, u64>,
 }
 
-/// One side (sent or delivered) of a 5-tuple on one node.
-#[derive(Default)]
-struct Side {
-    /// The last cumulative (packets, bytes) of its TC point and of its
-    /// cgroup point.
-    points: [(u64, u64); 2],
-    /// What has been counted of the side so far.
-    counted: (u64, u64),
-}
-
 /// Sums flows into pairs; see the module docs.
 pub struct Aggregator {
     by: Vec<TopKey>,
     pairs: HashMap<String, Acc>,
-    /// A 5-tuple's side on a node (hashed) -> where its counters stood.
-    tuples: HashMap<u64, Side, foldhash::fast::FixedState>,
-    hasher: foldhash::fast::FixedState,
     key: String,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
     counted: u64,
     flows_left_out: u64,
-    tuples_untracked: u64,
 }
 
 /// Which of a pair's four counters a packet report adds to.
@@ -234,84 +216,12 @@ impl Aggregator {
         Self {
             by,
             pairs: HashMap::new(),
-            tuples: HashMap::default(),
-            hasher: foldhash::fast::FixedState::with_seed(0x7765_6262),
             key: String::with_capacity(128),
             first: None,
             last: None,
             counted: 0,
             flows_left_out: 0,
-            tuples_untracked: 0,
         }
-    }
-
-    /// The growth of the flow's 5-tuple counters on its side (sent or
-    /// delivered) since the side's last report: all of them the first time,
-    /// or after the datapath started the tuple over. A side has two points,
-    /// TC's (from/to-endpoint: frames) and the cgroup programs' (to/from-
-    /// stack: IP packets) that may both see one packet; the side counts the
-    /// larger of the two, so a packet both saw counts once.
-    fn growth(&mut self, flow: &Flow) -> Option<(u64, u64)> {
-        if flow.webb_packets == 0 && flow.webb_bytes == 0 {
-            return None;
-        }
-        let point = flow.trace_observation_point;
-        let delivered = point == TraceObservationPoint::ToEndpoint as i32
-            || point == TraceObservationPoint::FromStack as i32;
-        let cgroup = point == TraceObservationPoint::ToStack as i32
-            || point == TraceObservationPoint::FromStack as i32;
-        let mut h = self.hasher.build_hasher();
-        flow.node_name.hash(&mut h);
-        if let Some(ip) = &flow.ip {
-            ip.source.hash(&mut h);
-            ip.destination.hash(&mut h);
-        }
-        match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
-            Some(layer4::Protocol::Tcp(t)) => (6u8, t.source_port, t.destination_port).hash(&mut h),
-            Some(layer4::Protocol::Udp(u)) => {
-                (17u8, u.source_port, u.destination_port).hash(&mut h)
-            }
-            Some(layer4::Protocol::Sctp(s)) => {
-                (132u8, s.source_port, s.destination_port).hash(&mut h)
-            }
-            Some(layer4::Protocol::IcmPv4(i)) => (1u8, i.r#type).hash(&mut h),
-            Some(layer4::Protocol::IcmPv6(i)) => (58u8, i.r#type).hash(&mut h),
-            _ => 0u8.hash(&mut h),
-        }
-        delivered.hash(&mut h);
-        let id = h.finish();
-        let now = (flow.webb_packets, flow.webb_bytes);
-        if self.tuples.len() >= MAX_TUPLES && !self.tuples.contains_key(&id) {
-            self.tuples_untracked += 1;
-            return Some(now);
-        }
-        let side = self.tuples.entry(id).or_default();
-        let at = &mut side.points[usize::from(cgroup)];
-        if now.0 < at.0 || now.1 < at.1 {
-            // The datapath forgot the tuple and counts it anew: all of it
-            // is new, and the side starts over from here.
-            *side = Side::default();
-            side.points[usize::from(cgroup)] = now;
-            side.counted = now;
-            return Some(now);
-        }
-        *at = now;
-        let top = (
-            side.points[0].0.max(side.points[1].0),
-            side.points[0].1.max(side.points[1].1),
-        );
-        let grown = (
-            top.0.saturating_sub(side.counted.0),
-            top.1.saturating_sub(side.counted.1),
-        );
-        side.counted = (side.counted.0.max(top.0), side.counted.1.max(top.1));
-        Some(grown)
-    }
-
-    /// A flow from before the window: it only sets where its 5-tuple's
-    /// counters stood.
-    pub fn baseline(&mut self, flow: &Flow) {
-        self.growth(flow);
     }
 
     /// Counts a flow of the window.
@@ -329,7 +239,6 @@ impl Aggregator {
             }
             key.push('\u{1e}');
         }
-        let growth = self.growth(flow);
         if let Some(t) = flow.time {
             self.first = Some(self.first.map_or(t, |f| f.min(t)));
             self.last = Some(self.last.map_or(t, |l| l.max(t)));
@@ -357,12 +266,10 @@ impl Aggregator {
         self.key = key;
         acc.flows += 1;
         // Dropped packets went nowhere: they are drops, not traffic.
-        if let Some((packets, bytes)) = growth
-            && flow.verdict != Verdict::Dropped as i32
-        {
+        if flow.verdict != Verdict::Dropped as i32 {
             let c = &mut acc.counts[counter(reversed, flow.trace_observation_point)];
-            c.packets += packets;
-            c.bytes += bytes;
+            c.packets += flow.webb_packets;
+            c.bytes += flow.webb_bytes;
         }
         if flow.verdict == Verdict::Dropped as i32 {
             acc.drops += 1;
@@ -416,7 +323,6 @@ impl Aggregator {
             last: self.last,
             flows_counted: self.counted,
             flows_left_out: self.flows_left_out,
-            tuples_untracked: self.tuples_untracked,
             ..Default::default()
         }
     }
@@ -461,7 +367,6 @@ pub fn merge(answers: impl IntoIterator<Item = TopResponse>) -> TopResponse {
         out.flows_counted += a.flows_counted;
         out.flows_gone += a.flows_gone;
         out.flows_left_out += a.flows_left_out;
-        out.tuples_untracked += a.tuples_untracked;
         out.nodes.extend(a.nodes);
         out.unavailable_nodes.extend(a.unavailable_nodes);
         for p in a.pairs {

@@ -63,6 +63,9 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
                 s.webb_store_bytes += st.webb_store_bytes;
                 s.webb_store_not_stored += st.webb_store_not_stored;
                 s.webb_store_corrupt_blocks += st.webb_store_corrupt_blocks;
+                s.webb_kernel_events += st.webb_kernel_events;
+                s.webb_flow_packets += st.webb_flow_packets;
+                s.webb_flow_bytes += st.webb_flow_bytes;
                 for (k, v) in &st.webb_sources {
                     s.webb_sources.insert(format!("{}/{k}", n.name), v.clone());
                 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Datapath overhead: iperf3 between two lab pods with webb-agent detached and
 # attached, in interleaved pairs within one run (ABBA order), TCP throughput
-# and UDP 64-byte packets/s; then ns per packet of the TC programs from
-# bpf_stats (enabled only for that last step, and restored).
+# and UDP 64-byte packets/s; then ns per run of each program from bpf_stats
+# (enabled only for that last step, and restored). The pods' processes run
+# in their cgroups, under the agent's --cgroup, so every packet meets the TC
+# programs twice (leaving one pod, entering the other) and the cgroup
+# programs twice (its two sockets), as on a node.
 #
 # Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http|kube]
 #
@@ -45,9 +48,20 @@ lab_pid=$!
 for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$state/lab.env"
-ip netns exec "$CART_NETNS" iperf3 -s -D >/dev/null
+# Runs a command in a pod: its network namespace and, as a pod's processes
+# are, its cgroup (so the cgroup programs see its sockets, as on a node).
+in_pod() {
+  local pod="$1"; shift
+  local ns_var="${pod^^}_NETNS"
+  if [ -n "${LAB_CGROUP:-}" ]; then
+    sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$LAB_CGROUP/$pod" ip netns exec "${!ns_var}" "$@"
+  else
+    ip netns exec "${!ns_var}" "$@"
+  fi
+}
+in_pod cart iperf3 -s -D >/dev/null
 if [ "$mode_http" = http ]; then
-  ip netns exec "$CART_NETNS" python3 tests/data/http_server.py 8080 --delay-ms 0 &
+  in_pod cart python3 tests/data/http_server.py 8080 --delay-ms 0 &
 fi
 sleep 0.5
 
@@ -63,18 +77,18 @@ start_agent() {
 stop_agent() { kill -TERM "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=; }
 
 tcp_run() {
-  ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -t "$secs" -J \
+  in_pod frontend iperf3 -c "$CART_IP" -t "$secs" -J \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'
 }
 # TCP throughput while HTTP load runs beside it; sets $http_count.
 tcp_http_run() {
-  ip netns exec "$FRONTEND_NETNS" python3 scripts/bench/http_load.py "$CART_IP" 8080 "$secs" "${HTTP_RATE:-1000}" > "$state/http.count" &
+  in_pod frontend python3 scripts/bench/http_load.py "$CART_IP" 8080 "$secs" "${HTTP_RATE:-1000}" > "$state/http.count" &
   local load=$!
   tcp_run
   wait "$load"
 }
 udp_run() {
-  ip netns exec "$FRONTEND_NETNS" iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
+  in_pod frontend iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
     | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; s=e.get("sum_received", e["sum"]); print((s["packets"]-s["lost_packets"])/s["seconds"])'
 }
 

@@ -99,18 +99,33 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], listening on `addr` (the lab host's
     /// address, where an EndpointSlice may name it: not loopback).
     pub fn start_at(lab: &Lab, node_name: &str, addr: &str, extra: &[&str]) -> Self {
-        let mut agent = Self::spawn(lab, node_name, addr, extra);
+        let mut agent = Self::spawn(lab, node_name, addr, &lab.endpoints_path(), extra);
         agent.wait_ready(Duration::from_secs(20));
         agent
     }
 
-    fn spawn(lab: &Lab, node_name: &str, addr: &str, extra: &[&str]) -> Self {
+    /// Like [`AgentProcess::start`], reading another endpoints file than the
+    /// lab's (a node that runs some of the lab's pods and knows the others
+    /// as another node's).
+    pub fn start_with_endpoints(
+        lab: &Lab,
+        node_name: &str,
+        endpoints: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut agent = Self::spawn(lab, node_name, &addr, endpoints, extra);
+        agent.wait_ready(Duration::from_secs(20));
+        agent
+    }
+
+    fn spawn(lab: &Lab, node_name: &str, addr: &str, endpoints: &Path, extra: &[&str]) -> Self {
         let addr = addr.to_owned();
         let log = lab.dir.join(format!("agent-{node_name}.log"));
         let mut cmd = Command::new(binary("webb-agent"));
         cmd.args(["--listen", &addr, "--node-name", node_name])
             .arg("--endpoints")
-            .arg(lab.endpoints_path())
+            .arg(endpoints)
             .args(extra)
             .env("WEBB_LOG", "info")
             .stdin(Stdio::null())
@@ -131,7 +146,13 @@ impl AgentProcess {
     /// certificate); readiness is the port accepting connections.
     pub fn start_tls(lab: &Lab, node_name: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let mut agent = Self::spawn(lab, node_name, &format!("127.0.0.1:{port}"), extra);
+        let mut agent = Self::spawn(
+            lab,
+            node_name,
+            &format!("127.0.0.1:{port}"),
+            &lab.endpoints_path(),
+            extra,
+        );
         if let Some(child) = agent.child.as_mut() {
             wait_listening(
                 child,

@@ -501,43 +501,123 @@ fn garbage_frames_are_counted_and_the_agent_keeps_serving() {
     });
 }
 
+/// A cgroup made for a test under the lab's, removed (empty) when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 #[test]
-fn cgroup_programs_attribute_flows_to_the_pods_cgroup() {
+fn cgroup_programs_report_host_sockets_and_name_them_at_a_pods_interface() {
     let Some(_g) = privileged() else { return };
     let lab = two_pods();
-    let Some(cg) = lab.pod("client").cgroup.clone() else {
+    let Some(parent) = lab.cgroup_parent.clone() else {
         eprintln!(
             "skipped: no cgroup v2 hierarchy at {}",
             webb_tests::lab::CGROUP2_ROOT
         );
         return;
     };
+    // A host-network pod: a process of the host's network namespace in a
+    // cgroup of its own, which the endpoints file names.
+    let host_pod = TestCgroup(parent.join("node-exporter"));
+    std::fs::create_dir(&host_pod.0).expect("host pod cgroup");
+    let host_cgroup_id = std::fs::metadata(&host_pod.0).expect("cgroup dir").ino();
+    let mut y = lab.endpoints_yaml();
+    y.push_str(&format!(
+        "  - namespace: monitoring\n    pod: node-exporter\n    labels: {{app: node-exporter}}\n    host_network: true\n    cgroup: {}\n",
+        host_pod.0.display()
+    ));
+    lab.write_endpoints(&y);
     let agent = AgentProcess::start(&lab, "lab-node-1", &[]);
     let (c, s) = (lab.pod("client"), lab.pod("server"));
     let _listener = listen_tcp(s, 8081);
+    // A pod's socket: reported at its veth by TC, never by the cgroup
+    // programs.
     assert!(tcp_send(c, &s.ip.to_string(), 8081, 3));
-    let cgroup_id = std::fs::metadata(&cg).expect("cgroup dir").ino();
+    // The host pod to a pod: reported where it enters the pod, named by
+    // the host socket's cgroup.
+    let host_send = |ip: &str, port: u16| {
+        let out = webb_tests::lab::in_cgroup(Some(&host_pod.0), "socat")
+            .args([
+                "-u",
+                "OPEN:/dev/null",
+                &format!("TCP:{ip}:{port},connect-timeout=3"),
+            ])
+            .output()
+            .expect("socat");
+        assert!(out.status.success(), "host socat: {out:?}");
+    };
+    host_send(&s.ip.to_string(), 8081);
+    // The host pod to something no watched interface sees: reported by the
+    // cgroup programs themselves.
+    let _local = Background(
+        Command::new("socat")
+            .args([
+                "-u",
+                "TCP-LISTEN:18082,bind=127.0.0.1,reuseaddr",
+                "OPEN:/dev/null",
+            ])
+            .spawn()
+            .expect("loopback listener"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    host_send("127.0.0.1", 18082);
     block_on(async {
-        let f = FlowFilter {
-            destination_port: vec!["8081".into()],
+        let f = |port: &str| FlowFilter {
+            destination_port: vec![port.into()],
             ..Default::default()
         };
-        let flows = client::wait_for(&agent.addr, vec![f], Duration::from_secs(5), |fl| {
-            fl.iter()
-                .any(|f| point(f) == TraceObservationPoint::ToStack)
-        })
+        let flows = client::wait_for(
+            &agent.addr,
+            vec![f("8081"), f("18082")],
+            Duration::from_secs(5),
+            |fl| {
+                fl.iter()
+                    .any(|f| point(f) == TraceObservationPoint::ToStack)
+                    && fl.iter().any(|f| {
+                        f.cgroup_id == host_cgroup_id
+                            && point(f) == TraceObservationPoint::ToEndpoint
+                    })
+            },
+        )
         .await;
+        let from_host_pod = |f: &Flow| {
+            f.source
+                .as_ref()
+                .is_some_and(|e| e.pod_name == "node-exporter")
+        };
+        // Nothing from a pod's socket at a cgroup point.
+        assert!(
+            !flows.iter().any(|f| matches!(
+                point(f),
+                TraceObservationPoint::ToStack | TraceObservationPoint::FromStack
+            ) && !from_host_pod(f)),
+            "{flows:#?}"
+        );
+        // The host pod's connection to the server, at the server's veth.
+        let named = flows
+            .iter()
+            .find(|f| {
+                point(f) == TraceObservationPoint::ToEndpoint && f.cgroup_id == host_cgroup_id
+            })
+            .expect("the host pod's SYN entering the server");
+        assert!(from_host_pod(named), "{named:#?}");
+        assert_eq!(named.source.as_ref().unwrap().namespace, "monitoring");
+        assert_eq!(named.destination.as_ref().unwrap().pod_name, "server");
+        // Its loopback connection, at the socket.
         let sock = flows
             .iter()
             .find(|f| point(f) == TraceObservationPoint::ToStack)
-            .unwrap();
-        assert_eq!(
-            sock.cgroup_id, cgroup_id,
-            "flow attributed to the client's cgroup"
-        );
-        assert_eq!(sock.source.as_ref().unwrap().pod_name, "client");
+            .expect("the loopback SYN at the host pod's socket");
+        assert_eq!(sock.cgroup_id, host_cgroup_id, "{sock:#?}");
+        assert!(from_host_pod(sock), "{sock:#?}");
         assert_eq!(sock.traffic_direction, TrafficDirection::Egress as i32);
     });
+    drop(agent);
 }
 
 fn bpftool(args: &[&str]) -> String {

@@ -129,6 +129,21 @@ pub fn status_text(via: &str, healthy: bool, s: &ServerStatusResponse) -> String
             thousands(s.webb_lost_events)
         ));
     }
+    if s.webb_kernel_events > 0 {
+        out.push_str(&format!(
+            "Kernel events: {} ({:.4} per packet)
+",
+            thousands(s.webb_kernel_events),
+            s.webb_kernel_events as f64 / s.webb_packets.max(1) as f64
+        ));
+    }
+    if s.webb_flow_packets > 0 || s.webb_flow_bytes > 0 {
+        out.push_str(&format!(
+            "Traffic on flows: {} packets, {}\n",
+            thousands(s.webb_flow_packets),
+            crate::top::human_bytes(s.webb_flow_bytes as f64)
+        ));
+    }
     if s.webb_l7_flows > 0 || !s.webb_l7_counts.is_empty() {
         out.push_str(&format!("L7 flows: {}\n", thousands(s.webb_l7_flows)));
         if !s.webb_l7_counts.is_empty() {

@@ -326,7 +326,7 @@ fn ranked(a: &TopResponse, sort: SortBy) -> Vec<(Figures, usize)> {
 }
 
 /// 1536 -> `1.5 KiB`.
-fn human_bytes(b: f64) -> String {
+pub(crate) fn human_bytes(b: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b;
     let mut unit = 0;
@@ -393,12 +393,6 @@ fn warnings(a: &TopResponse) -> Vec<String> {
         w.push(format!(
             "{} flows of pairs past the limit left out",
             thousands(a.flows_left_out)
-        ));
-    }
-    if a.tuples_untracked > 0 {
-        w.push(format!(
-            "{} reports with untracked counters",
-            thousands(a.tuples_untracked)
         ));
     }
     w

@@ -2,7 +2,7 @@
 //! the sockets in that cgroup, with the cgroup id for per-container
 //! attribution. Packets here start at the IP header.
 
-use aya_ebpf::{helpers::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext};
+use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
 use node_agent_ebpf::{Packet, point};
 
 use super::{Meta, handle_packet, load_direct};
@@ -39,22 +39,20 @@ pub fn webb_cgroup_egress(ctx: SkBuffContext) -> i32 {
 #[inline(always)]
 fn cgroup(ctx: &SkBuffContext, point: u8) -> i32 {
     let skb = ctx.skb.skb;
-    // SAFETY: the context's skb pointer is valid for the program's run, and
-    // bpf_skb_cgroup_id is allowed for cgroup_skb programs.
-    let (len, ifindex, protocol, cgroup_id) = unsafe {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let (len, ifindex, protocol) = unsafe {
         (
             (*skb).len,
             (*skb).ifindex,
             u16::from_be((*skb).protocol as u16),
-            bpf_skb_cgroup_id(skb),
         )
     };
     let meta = Meta {
         point,
         len,
         ifindex,
-        cgroup_id,
         enforce: false,
+        cgroup: true,
         skb: skb.cast(),
     };
     handle_packet(&SkbPacket(ctx), false, protocol, &meta);

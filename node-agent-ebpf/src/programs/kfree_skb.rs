@@ -3,11 +3,9 @@
 //! with the kernel's reason number. Userspace names the reason from BTF.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
-use node_agent_ebpf::{
-    FlowKey, FlowState, Packet, Parsed, emit, endpoint_flags, kind, parse_packet, point,
-};
+use node_agent_ebpf::{FlowKey, Packet, Parsed, emit, endpoint_flags, kind, parse_packet, point};
 
-use super::{ENDPOINTS, Meta, config, flow_kind, lookup, send};
+use super::{ENDPOINTS, Meta, Report, config, flow_kind, lookup, send_report};
 
 /// `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` are not drops.
 const FIRST_DROP_REASON: u32 = 2;
@@ -94,21 +92,22 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     key.point = point::KFREE_SKB;
-    let st = FlowState {
-        packets: 1,
-        kind: kind::KERNEL_DROP,
-        ..FlowState::default()
-    };
     let meta = Meta {
         point: point::KFREE_SKB,
         len: 0,
         ifindex: 0,
-        cgroup_id: 0,
         enforce: false,
+        cgroup: false,
         skb: core::ptr::null_mut(),
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    send(&key, &st, &parsed, &meta, emit::DROP, now, reason);
+    let report = Report {
+        packets: 1,
+        bytes: 0,
+        kind: kind::KERNEL_DROP,
+        flags: 0,
+        emit: emit::DROP,
+        drop_reason: reason,
+    };
+    send_report(&key, &report, &parsed, &meta, cfg);
     Ok(())
 }

@@ -40,10 +40,8 @@ fn tc(ctx: &TcContext, point: u8) -> i32 {
         point,
         len,
         ifindex,
-        // Packets crossing a veth have left their socket's namespace: the
-        // agent attributes them to the endpoint that owns the interface.
-        cgroup_id: 0,
         enforce: true,
+        cgroup: false,
         skb: ctx.skb.skb.cast(),
     };
     if handle_packet(&TcPacket(ctx), true, 0, &meta) {

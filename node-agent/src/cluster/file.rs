@@ -29,7 +29,7 @@ pub fn updates_of(file: EndpointsFile) -> Vec<Update> {
             node: None,
             owner: None,
             workload: spec.workload.map(|w| (w.kind, w.name)),
-            host_network: false,
+            host_network: spec.host_network,
             created: 0,
             interface: spec.interface,
             cgroup: spec.cgroup,

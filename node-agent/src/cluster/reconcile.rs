@@ -33,6 +33,33 @@ pub struct KernelState {
     pub policy_enabled: bool,
 }
 
+/// The maps as the kernel's policy decision reads them: a [`KernelState`]
+/// answers `node_agent_ebpf::policy_allows` exactly as the kernel holding
+/// it does, so host tests and replays run the kernel's own decision.
+impl node_agent_ebpf::PolicyRules for KernelState {
+    fn has_rule(&self, key: &node_agent_ebpf::PolicyKey) -> bool {
+        self.policy.contains(&PolicyKeyOrd::from(*key))
+    }
+}
+
+impl node_agent_ebpf::PolicyMaps for KernelState {
+    fn endpoint(&self, addr: &node_agent_ebpf::Addr) -> Option<node_agent_ebpf::EndpointInfo> {
+        let ip = IpAddr::V6(std::net::Ipv6Addr::from(*addr)).to_canonical();
+        self.endpoints
+            .get(&ip)
+            .map(|&(identity, flags)| node_agent_ebpf::EndpointInfo { identity, flags })
+    }
+
+    fn cidr_identity(&self, addr: &node_agent_ebpf::Addr) -> Option<u32> {
+        let ip = IpAddr::V6(std::net::Ipv6Addr::from(*addr)).to_canonical();
+        self.cidrs
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, id)| *id)
+    }
+}
+
 /// The changes that turn one [`KernelState`] into another: what the kernel
 /// is asked to do, and nothing more.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -738,6 +765,24 @@ impl Reconciler {
                 out.insert(id, info.clone());
             }
         }
+        // Host-network pods a file names by their cgroup.
+        let owners = self.state.owners.merged();
+        for pod in self.state.pods.values() {
+            if pod.host_network
+                && let Some(path) = &pod.cgroup
+                && let Some(id) = super::cgroups::cgroup_id(path)
+            {
+                let info = EndpointInfo::new(
+                    pod,
+                    reserved::HOST,
+                    ClusterState::workload_of(pod, &owners),
+                    Vec::new(),
+                    true,
+                    None,
+                );
+                out.insert(id, Arc::new(info));
+            }
+        }
         out
     }
 
@@ -746,7 +791,7 @@ impl Reconciler {
         if let Some(e) = self.table.by_ip(ip) {
             let mut flags = self.policy.isolation.get(&e.identity).copied().unwrap_or(0);
             if e.local && e.interface.is_some() {
-                flags |= endpoint_flags::L7_AT_TC;
+                flags |= endpoint_flags::AT_TC;
             }
             if e.local {
                 flags |= endpoint_flags::LOCAL;

@@ -244,8 +244,8 @@ fn local_pods_remote_pods_and_nodes() {
             .unwrap()
             .2
     };
-    use node_agent_ebpf::endpoint_flags::{L7_AT_TC, LOCAL};
-    assert_eq!(flags("10.3.0.2") & (LOCAL | L7_AT_TC), LOCAL | L7_AT_TC);
+    use node_agent_ebpf::endpoint_flags::{AT_TC, LOCAL};
+    assert_eq!(flags("10.3.0.2") & (LOCAL | AT_TC), LOCAL | AT_TC);
     assert_eq!(flags("10.3.1.2") & LOCAL, 0);
     // The pod goes: its interface is no longer watched.
     pods(&mut r, Change::Delete("shop/here".into()));

@@ -120,15 +120,13 @@ fn buckets_hold_their_values_within_a_sixteenth() {
 }
 
 #[test]
-fn counters_count_their_growth_per_tuple_and_point() {
+fn reports_add_up_per_direction_and_side() {
     use TraceObservationPoint::*;
     let mut a = Aggregator::new(vec![TopKey::Workload]);
-    // Before the window: 3 packets already counted.
-    a.baseline(&tcp(1, false, FromEndpoint, 5, 3, 300));
-    // In it: the tuple grows to 10 packets at the client's veth and is
-    // delivered (10 packets) at the server's; the server's replies grow
-    // from nothing to 8.
-    a.add(&tcp(2, false, FromEndpoint, 5, 10, 1000));
+    // The request direction: 3 then 7 packets reported leaving the client's
+    // veth, 10 at once entering the server's; the replies: 8 each side.
+    a.add(&tcp(1, false, FromEndpoint, 5, 3, 300));
+    a.add(&tcp(2, false, FromEndpoint, 5, 7, 700));
     a.add(&tcp(2, false, ToEndpoint, 6, 10, 1000));
     a.add(&tcp(3, true, FromEndpoint, 6, 8, 800));
     a.add(&tcp(3, true, ToEndpoint, 5, 8, 800));
@@ -143,29 +141,33 @@ fn counters_count_their_growth_per_tuple_and_point() {
         }],
         "replies count with their request's pair, initiator first"
     );
-    assert_eq!(p.flows, 4);
-    assert_eq!(p.forward_sent.as_ref().map(|c| c.packets), Some(7));
+    assert_eq!(p.flows, 5);
+    assert_eq!(p.forward_sent.as_ref().map(|c| c.packets), Some(10));
     assert_eq!(p.forward_delivered.as_ref().map(|c| c.packets), Some(10));
+    assert_eq!(p.reverse_sent.as_ref().map(|c| c.bytes), Some(800));
     let f = Figures::of(p);
     // Sent and delivered are the same packets: the larger side, per
     // direction, counts once.
     assert_eq!((f.packets, f.bytes), (10 + 8, 1000 + 800));
-    assert_eq!(r.flows_counted, 4);
+    assert_eq!(r.flows_counted, 5);
     assert_eq!(
         (r.first.map(|t| t.seconds), r.last.map(|t| t.seconds)),
-        (Some(2), Some(3))
+        (Some(1), Some(3))
     );
 }
 
 #[test]
-fn a_counter_that_starts_over_counts_from_zero() {
+fn a_side_seen_on_two_nodes_counts_once() {
     use TraceObservationPoint::*;
-    let mut a = Aggregator::new(vec![TopKey::Pod]);
-    a.add(&tcp(1, false, FromEndpoint, 5, 100, 10_000));
-    // The datapath forgot the tuple (LRU) and saw it anew.
-    a.add(&tcp(2, false, FromEndpoint, 5, 2, 200));
-    let f = Figures::of(only(&a.finish()));
-    assert_eq!((f.packets, f.bytes), (102, 10_200));
+    // One node reports the packets leaving the client, the other the same
+    // packets entering the server, each in its own answer.
+    let mut sender = Aggregator::new(vec![TopKey::Pod]);
+    sender.add(&tcp(1, false, FromEndpoint, 5, 100, 10_000));
+    let mut receiver = Aggregator::new(vec![TopKey::Pod]);
+    receiver.add(&tcp(1, false, ToEndpoint, 6, 99, 9_900));
+    let merged = merge([sender.finish(), receiver.finish()]);
+    let f = Figures::of(only(&merged));
+    assert_eq!((f.packets, f.bytes), (100, 10_000));
 }
 
 #[test]
@@ -306,16 +308,18 @@ fn keys_default_to_workload_and_skip_unknown_numbers() {
 }
 
 #[test]
-fn a_packet_seen_by_tc_and_by_the_cgroup_program_counts_once() {
+fn host_traffic_the_cgroup_programs_report_counts_on_its_sides() {
     use TraceObservationPoint::*;
     let mut a = Aggregator::new(vec![TopKey::Workload]);
-    // TC counts frames (14 bytes more each), the cgroup program IP packets.
+    // A host process's packets: sent (to-stack) in two reports, the
+    // replies received (from-stack).
     a.add(&tcp(1, false, ToStack, 0, 10, 1000));
-    a.add(&tcp(1, false, FromEndpoint, 5, 10, 1140));
     a.add(&tcp(2, false, ToStack, 0, 20, 2000));
-    a.add(&tcp(2, false, FromEndpoint, 5, 20, 2280));
-    // Host traffic only the cgroup programs see still counts.
     a.add(&tcp(3, true, FromStack, 0, 4, 400));
-    let f = Figures::of(only(&a.finish()));
-    assert_eq!((f.packets, f.bytes), (20 + 4, 2280 + 400));
+    let p = a.finish();
+    let p = only(&p);
+    assert_eq!(p.forward_sent.map(|c| c.packets), Some(30));
+    assert_eq!(p.reverse_delivered.map(|c| c.packets), Some(4));
+    let f = Figures::of(p);
+    assert_eq!((f.packets, f.bytes), (30 + 4, 3000 + 400));
 }
