@@ -66,8 +66,11 @@ pub struct Args {
     #[arg(long = "interface", short = 'i', value_name = "IFACE")]
     pub interface: Vec<String>,
 
-    /// cgroup v2 directory to watch with cgroup_skb programs (covers its
-    /// sub-cgroups); flows carry the socket's cgroup id.
+    /// cgroup v2 directory whose sockets the cgroup_skb programs watch (its
+    /// sub-cgroups included); flows carry the socket's cgroup id. The
+    /// programs are attached only where no watched interface covers the
+    /// pods: a pod with a watched veth is reported by TC, and its cgroup is
+    /// left alone.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
 

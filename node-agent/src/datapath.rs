@@ -8,10 +8,10 @@
 //! object, so closing it leaves no program, link, qdisc or pin behind.
 
 use std::{
-    collections::{BTreeSet, HashMap as StdHashMap},
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
     fs::File,
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -22,10 +22,12 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType,
-        TracePoint, tc::SchedClassifierLinkId,
+        TracePoint, cgroup_skb::CgroupSkbLinkId, tc::SchedClassifierLinkId,
     },
 };
 use node_agent_ebpf::{Addr, Config, EndpointInfo, FlowKey, FlowState, PolicyKey, counter, kind};
+
+mod cgroups;
 
 use crate::{
     cluster::{Kernel, KernelDiff},
@@ -64,8 +66,17 @@ const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("webb_tc_egress", TcAttachType::Egress),
 ];
 
+/// The cgroup programs and where each attaches.
+const CGROUP_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("webb_cgroup_ingress", CgroupSkbAttachType::Ingress),
+    ("webb_cgroup_egress", CgroupSkbAttachType::Egress),
+];
+
 /// The TC links on one interface, by program.
 type TcLinks = Vec<(&'static str, SchedClassifierLinkId)>;
+
+/// The cgroup links on one cgroup, by program.
+type CgroupLinks = Vec<(&'static str, CgroupSkbLinkId)>;
 
 /// The attached programs and the maps userspace writes.
 pub struct Datapath {
@@ -76,6 +87,13 @@ pub struct Datapath {
     /// has a new index and is attached again. The link ids detach it when
     /// its pod goes.
     interfaces: StdHashMap<String, (u32, TcLinks)>,
+    /// `--cgroup`, and the cgroups below it the cgroup programs are
+    /// attached to (see `cgroups::attach_points`).
+    cgroup_root: Option<PathBuf>,
+    cgroups: BTreeMap<PathBuf, CgroupLinks>,
+    /// The covered cgroups of the last walk, and when it was.
+    cgroups_walked: Option<(BTreeSet<u64>, std::time::Instant)>,
+    trace_all: bool,
     _tracefs: Option<Tracefs>,
 }
 
@@ -188,20 +206,10 @@ impl Datapath {
             let p: &mut SchedClassifier = program(&mut ebpf, prog)?.try_into()?;
             p.load().with_context(|| format!("verifying {prog}"))?;
         }
-        if let Some(cg) = &opts.cgroup {
-            for (prog, attach) in [
-                ("webb_cgroup_ingress", CgroupSkbAttachType::Ingress),
-                ("webb_cgroup_egress", CgroupSkbAttachType::Egress),
-            ] {
+        if opts.cgroup.is_some() {
+            for (prog, _) in CGROUP_PROGRAMS {
                 let p: &mut CgroupSkb = program(&mut ebpf, prog)?.try_into()?;
                 p.load().with_context(|| format!("verifying {prog}"))?;
-                let f =
-                    File::open(cg).with_context(|| format!("opening cgroup {}", cg.display()))?;
-                // bpf_link attachments always coexist with other programs;
-                // the kernel rejects an explicit ALLOW_MULTI flag on them.
-                p.attach(f, attach, CgroupAttachMode::default())
-                    .with_context(|| format!("attaching {prog} to {}", cg.display()))?;
-                attached.push(format!("cgroup_skb/{attach:?}/{}", cg.display()).to_lowercase());
             }
         }
         if tracefs.is_some() {
@@ -215,11 +223,18 @@ impl Datapath {
             ebpf,
             attached,
             interfaces: StdHashMap::new(),
+            cgroup_root: opts.cgroup.clone(),
+            cgroups: BTreeMap::new(),
+            cgroups_walked: None,
+            trace_all: opts.trace_all,
             _tracefs: tracefs,
         };
         for iface in &opts.interfaces {
             dp.watch_interface(iface)?;
         }
+        // Until the reconciler says which pods TC covers: the whole tree,
+        // so that nothing is missed.
+        dp.watch_cgroups(&BTreeSet::new())?;
         Ok((dp, maps))
     }
 
@@ -267,6 +282,101 @@ impl Datapath {
     /// The interfaces watched now.
     pub fn watched_interfaces(&self) -> impl Iterator<Item = &String> {
         self.interfaces.keys()
+    }
+
+    /// Puts the cgroup programs on the cgroups under `--cgroup` whose
+    /// sockets no watched interface sees, given the cgroups (by id) of the
+    /// pods TC covers: new places are attached before old ones are
+    /// detached, so a socket is never unwatched in between. With every
+    /// trace point on, the whole tree.
+    pub fn watch_cgroups(&mut self, covered: &BTreeSet<u64>) -> anyhow::Result<()> {
+        let Some(root) = self.cgroup_root.clone() else {
+            return Ok(());
+        };
+        // The walk reads the cgroup tree: not again for the same pods
+        // within a cgroup rescan, however often the reconciler runs. A new
+        // cgroup below an attached one is watched already; one beside a
+        // covered pod (a new host-network pod) comes with a rescan's update.
+        if let Some((last, at)) = &self.cgroups_walked
+            && last == covered
+            && at.elapsed() < crate::cluster::cgroups::RESCAN
+        {
+            return Ok(());
+        }
+        self.cgroups_walked = Some((covered.clone(), std::time::Instant::now()));
+        let none = BTreeSet::new();
+        let wanted: BTreeSet<PathBuf> =
+            cgroups::attach_points(&root, if self.trace_all { &none } else { covered })
+                .into_iter()
+                .collect();
+        let have: BTreeSet<PathBuf> = self.cgroups.keys().cloned().collect();
+        if wanted == have {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for cg in wanted.difference(&have) {
+            match self.attach_cgroup(cg) {
+                Ok(links) => {
+                    self.cgroups.insert(cg.clone(), links);
+                }
+                // A cgroup that went away between the walk and the attach is
+                // walked again on the next change.
+                Err(e) => {
+                    tracing::debug!("cgroup programs not attached: {e:#}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for cg in have.difference(&wanted) {
+            if let Some(links) = self.cgroups.remove(cg) {
+                for (prog, link) in links {
+                    if let Ok(p) = program(&mut self.ebpf, prog)
+                        && let Ok(p) = <&mut CgroupSkb>::try_from(p)
+                    {
+                        let _ = p.detach(link);
+                    }
+                }
+            }
+        }
+        self.attached.retain(|a| !a.starts_with("cgroup_skb/"));
+        for cg in self.cgroups.keys() {
+            self.attached.push(format!("cgroup_skb/{}", cg.display()));
+        }
+        tracing::info!(
+            cgroups = self.cgroups.len(),
+            "cgroup programs on the cgroups no watched interface covers: {:?}",
+            self.cgroups.keys().collect::<Vec<_>>()
+        );
+        // Nothing attached where something was wanted: say why.
+        match first_error {
+            Some(e) if self.cgroups.is_empty() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn attach_cgroup(&mut self, cg: &Path) -> anyhow::Result<CgroupLinks> {
+        let mut links = CgroupLinks::new();
+        for (prog, attach) in CGROUP_PROGRAMS {
+            let f = File::open(cg).with_context(|| format!("opening cgroup {}", cg.display()))?;
+            let p: &mut CgroupSkb = program(&mut self.ebpf, prog)?.try_into()?;
+            // bpf_link attachments always coexist with other programs; the
+            // kernel rejects an explicit ALLOW_MULTI flag on them.
+            match p.attach(f, attach, CgroupAttachMode::default()) {
+                Ok(link) => links.push((prog, link)),
+                Err(e) => {
+                    for (prog, link) in links {
+                        if let Ok(p) = program(&mut self.ebpf, prog)
+                            && let Ok(p) = <&mut CgroupSkb>::try_from(p)
+                        {
+                            let _ = p.detach(link);
+                        }
+                    }
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("attaching {prog} to {}", cg.display()));
+                }
+            }
+        }
+        Ok(links)
     }
 
     /// `(program, run time ns, runs)` for every loaded program, as the
@@ -408,6 +518,15 @@ pub struct DatapathKernel {
 }
 
 impl Kernel for DatapathKernel {
+    fn watch_cgroups(&mut self, covered: &BTreeSet<u64>) {
+        let Ok(mut dp) = self.datapath.lock() else {
+            return;
+        };
+        if let Err(e) = dp.watch_cgroups(covered) {
+            tracing::warn!("cgroup programs: {e:#}");
+        }
+    }
+
     fn apply(&mut self, diff: &KernelDiff) -> anyhow::Result<()> {
         self.maps
             .lock()

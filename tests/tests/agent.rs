@@ -636,6 +636,13 @@ fn shutdown_detaches_everything() {
         return;
     }
     let lab = two_pods();
+    // A cgroup of host processes beside the pods': the cgroup programs are
+    // attached there (a pod's cgroup is left to TC).
+    let _host = lab.cgroup_parent.as_ref().map(|p| {
+        let c = TestCgroup(p.join("host-processes"));
+        std::fs::create_dir(&c.0).expect("host cgroup");
+        c
+    });
     let tracefs_before = std::path::Path::new("/sys/kernel/tracing/events").exists();
     let agent = AgentProcess::start(&lab, "lab-node-1", &[]);
     // bpftool 7.1 lists TCX links without their interface: find webb's
@@ -685,7 +692,7 @@ fn shutdown_detaches_everything() {
         );
     }
     if let Some(cg) = &lab.cgroup_parent {
-        let cgs = bpftool(&["cgroup", "show", cg.to_str().unwrap()]);
+        let cgs = bpftool(&["cgroup", "tree", cg.to_str().unwrap()]);
         assert!(!cgs.contains("webb"), "cgroup programs left: {cgs}");
     }
     let progs = bpftool(&["prog", "show"]);

@@ -153,6 +153,12 @@ pub trait Kernel {
     /// returns the ones newly watched. One that does not exist yet is tried
     /// again on the next call.
     fn watch(&mut self, interfaces: &BTreeSet<String>) -> Vec<String>;
+    /// Keeps the cgroup programs off the cgroups (by id) of the pods whose
+    /// interfaces TC watches (they report those pods' packets), and on
+    /// every other cgroup under `--cgroup`.
+    fn watch_cgroups(&mut self, covered: &BTreeSet<u64>) {
+        let _ = covered;
+    }
 }
 
 /// What a rebuild did, for the log, `webb status` and the benchmarks.
@@ -339,6 +345,16 @@ impl Reconciler {
                 ));
             }
         }
+        // The cgroups of the pods whose interfaces TC watches: the cgroup
+        // programs stay off them.
+        let covered: BTreeSet<u64> = self
+            .table
+            .by_cgroup_id
+            .iter()
+            .filter(|(_, e)| e.local && e.interface.as_ref().is_some_and(|i| wanted.contains(i)))
+            .map(|(id, _)| *id)
+            .collect();
+        kernel.watch_cgroups(&covered);
         self.watched = wanted;
         if let Some(sink) = &self.events
             && !self.pending.is_empty()
