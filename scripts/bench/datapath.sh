@@ -7,7 +7,12 @@
 # programs twice (leaving one pod, entering the other) and the cgroup
 # programs twice (its two sockets), as on a node.
 #
-# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http|kube]
+# Usage: sudo bash scripts/bench/datapath.sh [PAIRS (default 5)] [SECONDS per run (default 5)] [http|kube|floor]
+#
+# With `floor`, no agent: empty programs (scripts/bench/empty_programs.py)
+# on TC of the two pods' veths, and on those and the lab's cgroup, against
+# nothing attached, UDP only: what merely having a program at these hooks
+# costs, the floor under any datapath's ratio.
 #
 # With `http`, an HTTP server (tests/data/http_server.py) runs in the cart pod
 # and 4 keep-alive clients (scripts/bench/http_load.py) in the frontend pod
@@ -35,6 +40,7 @@ bin=target/release
 state="$(mktemp -d /tmp/webb-bench.XXXXXX)"
 cleanup() {
   [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "${empty_pid:-}" ] && kill -TERM "$empty_pid" 2>/dev/null && wait "$empty_pid" 2>/dev/null || true
   [ -n "${double_pid:-}" ] && kill -TERM "$double_pid" 2>/dev/null && wait "$double_pid" 2>/dev/null || true
   [ -n "${CART_NETNS:-}" ] && ip netns pids "$CART_NETNS" 2>/dev/null | xargs -r kill 2>/dev/null || true
   [ -n "${lab_pid:-}" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null || true
@@ -91,6 +97,33 @@ udp_run() {
   in_pod frontend iperf3 -c "$CART_IP" -u -l 64 -b 0 -t "$secs" -J \
     | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; s=e.get("sum_received", e["sum"]); print((s["packets"]-s["lost_packets"])/s["seconds"])'
 }
+
+if [ "$mode_http" = floor ]; then
+  read -r -a ifs <<< "$LAB_INTERFACES"
+  frontend_if="${ifs[0]}" cart_if="${ifs[1]}"
+  declare -a u_off u_tc u_all
+  for i in $(seq "$pairs"); do
+    for mode in $( [ $((i % 2)) -eq 0 ] && echo "all tc off" || echo "off tc all"); do
+      cgroup_arg=-
+      [ "$mode" = all ] && cgroup_arg="${LAB_CGROUP:--}"
+      if [ "$mode" != off ]; then
+        python3 scripts/bench/empty_programs.py attach "$frontend_if,$cart_if" "$cgroup_arg" $((secs + 3)) > "$state/empty.out" &
+        empty_pid=$!
+        for _ in $(seq 50); do grep -q attached "$state/empty.out" && break; sleep 0.1; done
+      fi
+      u=$(udp_run)
+      [ "$mode" != off ] && { kill "$empty_pid" 2>/dev/null; wait "$empty_pid" 2>/dev/null || true; }
+      case $mode in off) u_off+=("$u");; tc) u_tc+=("$u");; all) u_all+=("$u");; esac
+      printf 'pair %d %-4s udp %8.0f pkt/s\n' "$i" "$mode" "$u"
+    done
+  done
+  python3 - "${u_off[*]}" "${u_tc[*]}" "${u_all[*]}" <<'PY'
+import statistics as st, sys
+o, t, a = ([float(x) for x in s.split()] for s in sys.argv[1:4])
+print(f"UDP 64-byte, empty programs: nothing attached median {st.median(o):.0f} pkt/s; on TC {st.median(t):.0f} (ratio {st.median(t)/st.median(o):.3f}); on TC and the pods' cgroups {st.median(a):.0f} (ratio {st.median(a)/st.median(o):.3f})")
+PY
+  exit 0
+fi
 
 if [ "$mode_http" = kube ]; then
   "$bin/webb-kube-double" --kubeconfig "$state/kubeconfig" --pods "${KUBE_PODS:-5000}" \
