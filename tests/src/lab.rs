@@ -10,13 +10,88 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Once,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 /// cgroup v2 mount on these machines (see shared/ebpf-toolchain.md).
 pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup/unified";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// Removes what labs of test processes that no longer run left behind (a
+/// killed run): their ids are reused, and two labs with one subnet make an
+/// agent find the wrong pods' interfaces. A lab's directory names its owner.
+fn sweep_stale_labs() {
+    let alive = |id: u32| {
+        std::fs::read_to_string(std::env::temp_dir().join(format!("webb-lab-{id}/owner")))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let id_after = |name: &str, prefix: &str| -> Option<u32> {
+        let digits: String = name
+            .strip_prefix(prefix)?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let mut stale = std::collections::BTreeSet::new();
+    for link in std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = link.file_name().to_string_lossy().into_owned();
+        if let Some(id) = id_after(&name, "wbr") {
+            stale.insert(id);
+        }
+    }
+    let netns = Command::new("ip").args(["netns", "list"]).output();
+    let netns = netns.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for line in netns.iter().flat_map(|s| s.lines()) {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if let Some(id) = id_after(name, "webb").filter(|_| name.contains('-')) {
+            stale.insert(id);
+        }
+    }
+    stale.retain(|&id| !alive(id));
+    for id in stale {
+        eprintln!("removing lab {id}, left by a test process that no longer runs");
+        for line in netns.iter().flat_map(|s| s.lines()) {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if name.starts_with(&format!("webb{id}-")) {
+                let _ = Command::new("ip").args(["netns", "del", name]).output();
+            }
+        }
+        for link in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = link.file_name().to_string_lossy().into_owned();
+            let ours = [format!("wbr{id}"), format!("wr{id}")].contains(&name)
+                || name.starts_with(&format!("wl{id}p"));
+            if ours {
+                let _ = Command::new("ip").args(["link", "del", &name]).output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("webb-lab-{id}")));
+        if let Some(root) = cgroup2_root() {
+            let parent = root.join(format!("webb-lab-{id}"));
+            for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if pod.path().is_dir() {
+                    let _ = std::fs::remove_dir(pod.path());
+                }
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
 
 /// One pod of a lab.
 #[derive(Debug, Clone)]
@@ -111,6 +186,7 @@ impl Lab {
     /// Builds a lab with the given pods on one bridge. The subnet is
     /// 10.213.N.0/24 with N unique per lab in this process.
     pub fn new(pods: &[PodSpec]) -> Self {
+        SWEEP.call_once(sweep_stale_labs);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // Unique across concurrently running test binaries too.
         let id = (std::process::id() % 200) * 50 + n % 50;
@@ -120,6 +196,7 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("webb-lab-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("lab directory");
+        std::fs::write(dir.join("owner"), std::process::id().to_string()).expect("lab owner");
         let cgroup_parent = cgroup2_root().map(|root| root.join(format!("webb-lab-{id}")));
         if let Some(cg) = &cgroup_parent {
             let _ = std::fs::create_dir(cg);
