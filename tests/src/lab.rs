@@ -22,16 +22,67 @@ pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup/unified";
 static NEXT: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
-/// Removes what labs of test processes that no longer run left behind (a
-/// killed run): their ids are reused, and two labs with one subnet make an
-/// agent find the wrong pods' interfaces. A lab's directory names its owner.
+/// Lab ids (and so subnets, 10.213.id+1.0/24) go from 0 to this.
+const LAB_IDS: u32 = 250;
+
+/// Takes lab id `id` for this process, if no running process has it: an
+/// exclusive lock on its file, released when the process ends however it
+/// ends. Whatever a killed process left under the id is then removed.
+fn take_lab_id(id: u32) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = std::env::temp_dir().join(format!("webb-lab-{id}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("lab lock {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return None;
+    }
+    remove_lab_leftovers(id);
+    Some(file)
+}
+
+/// Removes the network namespaces, links, directory and cgroups named for
+/// lab `id` (a killed test process's; the caller holds the id).
+fn remove_lab_leftovers(id: u32) {
+    let netns = Command::new("ip").args(["netns", "list"]).output();
+    let netns = netns.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for line in netns.iter().flat_map(|s| s.lines()) {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(&format!("webb{id}-")) {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+    for link in std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = link.file_name().to_string_lossy().into_owned();
+        let ours = [format!("wbr{id}"), format!("wr{id}")].contains(&name)
+            || name.starts_with(&format!("wl{id}p"));
+        if ours {
+            let _ = Command::new("ip").args(["link", "del", &name]).output();
+        }
+    }
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("webb-lab-{id}")));
+    if let Some(root) = cgroup2_root() {
+        let parent = root.join(format!("webb-lab-{id}"));
+        for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if pod.path().is_dir() {
+                let _ = std::fs::remove_dir(pod.path());
+            }
+        }
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// Removes every lab no running process holds (what killed runs left: an
+/// agent would find their interfaces among a new lab's).
 fn sweep_stale_labs() {
-    let alive = |id: u32| {
-        std::fs::read_to_string(std::env::temp_dir().join(format!("webb-lab-{id}/owner")))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    };
     let id_after = |name: &str, prefix: &str| -> Option<u32> {
         let digits: String = name
             .strip_prefix(prefix)?
@@ -40,55 +91,33 @@ fn sweep_stale_labs() {
             .collect();
         digits.parse().ok()
     };
-    let mut stale = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
     for link in std::fs::read_dir("/sys/class/net")
         .into_iter()
         .flatten()
         .flatten()
     {
-        let name = link.file_name().to_string_lossy().into_owned();
-        if let Some(id) = id_after(&name, "wbr") {
-            stale.insert(id);
-        }
+        ids.extend(id_after(&link.file_name().to_string_lossy(), "wbr"));
     }
     let netns = Command::new("ip").args(["netns", "list"]).output();
-    let netns = netns.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    for line in netns.iter().flat_map(|s| s.lines()) {
+    for line in netns.iter().flat_map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .into_owned()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    }) {
         let name = line.split_whitespace().next().unwrap_or("");
-        if let Some(id) = id_after(name, "webb").filter(|_| name.contains('-')) {
-            stale.insert(id);
+        if name.contains('-') {
+            ids.extend(id_after(name, "webb"));
         }
     }
-    stale.retain(|&id| !alive(id));
-    for id in stale {
-        eprintln!("removing lab {id}, left by a test process that no longer runs");
-        for line in netns.iter().flat_map(|s| s.lines()) {
-            let name = line.split_whitespace().next().unwrap_or("");
-            if name.starts_with(&format!("webb{id}-")) {
-                let _ = Command::new("ip").args(["netns", "del", name]).output();
-            }
-        }
-        for link in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = link.file_name().to_string_lossy().into_owned();
-            let ours = [format!("wbr{id}"), format!("wr{id}")].contains(&name)
-                || name.starts_with(&format!("wl{id}p"));
-            if ours {
-                let _ = Command::new("ip").args(["link", "del", &name]).output();
-            }
-        }
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("webb-lab-{id}")));
-        if let Some(root) = cgroup2_root() {
-            let parent = root.join(format!("webb-lab-{id}"));
-            for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if pod.path().is_dir() {
-                    let _ = std::fs::remove_dir(pod.path());
-                }
-            }
-            let _ = std::fs::remove_dir(parent);
+    for id in ids {
+        if id >= LAB_IDS {
+            // Numbered as no running lab is (an older test binary's).
+            remove_lab_leftovers(id);
+        } else {
+            drop(take_lab_id(id));
         }
     }
 }
@@ -137,6 +166,8 @@ pub struct Lab {
     pub cgroup_parent: Option<PathBuf>,
     made_netns: Vec<String>,
     made_links: Vec<String>,
+    /// Holds the id (see `take_lab_id`); released after `Drop` cleans up.
+    _id_lock: std::fs::File,
 }
 
 /// Runs a command, panicking with its output when it fails: lab setup has no
@@ -184,19 +215,22 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 
 impl Lab {
     /// Builds a lab with the given pods on one bridge. The subnet is
-    /// 10.213.N.0/24 with N unique per lab in this process.
+    /// 10.213.N.0/24 with N unique among the labs of running processes.
     pub fn new(pods: &[PodSpec]) -> Self {
         SWEEP.call_once(sweep_stale_labs);
+        // Unique among the labs of every running test process: a locked id.
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // Unique across concurrently running test binaries too.
-        let id = (std::process::id() % 200) * 50 + n % 50;
-        let subnet = (id % 250) as u8 + 1;
+        let first = (std::process::id() * 7 + n) % LAB_IDS;
+        let (id, lock) = (0..LAB_IDS)
+            .map(|k| (first + k) % LAB_IDS)
+            .find_map(|id| take_lab_id(id).map(|lock| (id, lock)))
+            .expect("a free lab id: 250 labs are running");
+        let subnet = id as u8 + 1;
         let bridge = format!("wbr{id}");
         let host_ip = Ipv4Addr::new(10, 213, subnet, 1);
         let dir = std::env::temp_dir().join(format!("webb-lab-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("lab directory");
-        std::fs::write(dir.join("owner"), std::process::id().to_string()).expect("lab owner");
         let cgroup_parent = cgroup2_root().map(|root| root.join(format!("webb-lab-{id}")));
         if let Some(cg) = &cgroup_parent {
             let _ = std::fs::create_dir(cg);
@@ -210,6 +244,7 @@ impl Lab {
             cgroup_parent,
             made_netns: Vec::new(),
             made_links: Vec::new(),
+            _id_lock: lock,
         };
         // A stale lab from a killed run with the same id goes first.
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
