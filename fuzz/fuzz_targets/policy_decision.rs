@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
 use node_agent_ebpf::{
-    Addr, EndpointInfo, FlowKey, PolicyKey, PolicyMaps, PolicyRules, dir, endpoint_flags,
-    identity, point, policy_allows, v4_mapped,
+    EndpointInfo, FlowKey, PolicyKey, PolicyMaps, dir, endpoint_flags, identity, point,
+    policy_allows, testing::ListMaps, v4_mapped,
 };
 use webb_agent::{cluster::KernelState, policy::PolicyKeyOrd};
 
@@ -22,46 +22,14 @@ fn ip(b: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, b >> 4, b & 0x0f)
 }
 
-#[derive(Default)]
-struct Lists {
-    endpoints: Vec<(Addr, EndpointInfo)>,
-    cidrs: Vec<(Addr, u32, u32)>,
-    rules: Vec<PolicyKey>,
-}
-
-impl PolicyRules for Lists {
-    fn has_rule(&self, key: &PolicyKey) -> bool {
-        self.rules.contains(key)
-    }
-}
-
-impl PolicyMaps for Lists {
-    fn endpoint(&self, addr: &Addr) -> Option<EndpointInfo> {
-        self.endpoints.iter().rev().find(|(a, _)| a == addr).map(|(_, e)| *e)
-    }
-
-    fn cidr_identity(&self, addr: &Addr) -> Option<u32> {
-        let bits = u128::from_be_bytes(*addr);
-        self.cidrs
-            .iter()
-            .rev()
-            .filter(|(net, len, _)| {
-                let mask = if *len == 0 { 0 } else { u128::MAX << (128 - len) };
-                bits & mask == u128::from_be_bytes(*net) & mask
-            })
-            .max_by_key(|(_, len, _)| *len)
-            .map(|(_, _, id)| *id)
-    }
-}
-
-fn both_allow(l: &Lists, k: &KernelState, key: &FlowKey) -> bool {
+fn both_allow(l: &ListMaps, k: &KernelState, key: &FlowKey) -> bool {
     let a = policy_allows(l, key);
     assert_eq!(a, policy_allows(k, key), "lists and KernelState disagree on {key:?}");
     a
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut lists = Lists::default();
+    let mut lists = ListMaps::default();
     let mut state = KernelState::default();
     let mut bytes = data.chunks_exact(4);
     let mut flows = Vec::new();

@@ -861,5 +861,11 @@ pub fn looks_like_client_hello(head: [u8; 6]) -> bool {
     head[0] == 22 && head[1] == 3 && head[2] <= 4 && head[5] == 1
 }
 
+#[cfg(any(test, feature = "testing"))]
+extern crate std;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 #[cfg(test)]
 mod tests;

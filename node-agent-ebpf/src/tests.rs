@@ -322,50 +322,11 @@ fn each_l7_message_is_copied_at_one_interface_per_node() {
     assert!(!l7_elsewhere(point::CGROUP_EGRESS, false, here, false));
 }
 
-/// Policy maps as plain lists, for the shared decision.
-#[derive(Default)]
-struct Maps {
-    endpoints: Vec<(Addr, EndpointInfo)>,
-    cidrs: Vec<(Addr, u32, u32)>,
-    rules: Vec<PolicyKey>,
-}
-
-impl PolicyRules for Maps {
-    fn has_rule(&self, key: &PolicyKey) -> bool {
-        self.rules.contains(key)
-    }
-}
-
-impl PolicyMaps for Maps {
-    fn endpoint(&self, addr: &Addr) -> Option<EndpointInfo> {
-        self.endpoints
-            .iter()
-            .find(|(a, _)| a == addr)
-            .map(|(_, e)| *e)
-    }
-
-    fn cidr_identity(&self, addr: &Addr) -> Option<u32> {
-        let bits = u128::from_be_bytes(*addr);
-        self.cidrs
-            .iter()
-            .filter(|(net, len, _)| {
-                let mask = if *len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                bits & mask == u128::from_be_bytes(*net) & mask
-            })
-            .max_by_key(|(_, len, _)| *len)
-            .map(|(_, _, id)| *id)
-    }
-}
-
 #[test]
 fn policy_is_decided_for_the_isolated_end_at_its_interface() {
     let (web, db) = (v4_mapped([10, 0, 0, 1]), v4_mapped([10, 0, 0, 2]));
     let outside = v4_mapped([192, 0, 2, 7]);
-    let mut m = Maps::default();
+    let mut m = crate::testing::ListMaps::default();
     m.endpoints.push((
         web,
         EndpointInfo {

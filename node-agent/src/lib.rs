@@ -297,6 +297,7 @@ pub async fn run(args: Args, after_startup: impl FnOnce()) -> anyhow::Result<()>
         hub: hub.clone(),
         store: flow_store.clone(),
         node_name: node_name.clone(),
+        context: context.clone(),
     };
     let service = Service {
         hub,

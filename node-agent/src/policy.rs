@@ -340,6 +340,9 @@ pub struct CompiledPolicy {
     /// The policies that isolate an identity in a direction, for attributing
     /// denials.
     pub isolating: HashMap<(u32, u8), Vec<webb_proto::flow::Policy>>,
+    /// What was compiled, for compiling it again with more (`webb policy
+    /// what-if`).
+    pub sources: Vec<NetworkPolicy>,
 }
 
 /// `PolicyKey` with an order, for deterministic map contents.
@@ -425,7 +428,10 @@ enum PeerSet {
 }
 
 pub fn compile(policies: &[NetworkPolicy], table: &EndpointTable) -> CompiledPolicy {
-    let mut out = CompiledPolicy::default();
+    let mut out = CompiledPolicy {
+        sources: policies.to_vec(),
+        ..CompiledPolicy::default()
+    };
 
     // CIDR identities: one per distinct prefix (cidrs and excepts).
     let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();

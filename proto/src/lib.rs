@@ -18,6 +18,7 @@ pub mod names;
 pub mod top;
 pub mod transport;
 pub mod undecoded;
+pub mod whatif;
 pub mod wkt;
 
 #[cfg(test)]

@@ -108,6 +108,22 @@ fn end_ip(flow: &Flow, source: bool) -> &str {
         .map_or("", |ip| if source { &ip.source } else { &ip.destination })
 }
 
+/// A flow's end as `webb top --by workload` names it: namespace/workload,
+/// else namespace/pod, else the address.
+pub fn workload_name(flow: &Flow, source: bool) -> String {
+    let mut out = String::new();
+    write_end(&mut out, TopKey::Workload, flow, source);
+    out
+}
+
+/// The flow's responder port, `5432/TCP` (`ICMPv4` for ICMP); `reversed`
+/// when the flow is the connection's reply.
+pub fn port_name(flow: &Flow, reversed: bool) -> String {
+    let mut out = String::new();
+    write_pair(&mut out, TopKey::Port, flow, reversed);
+    out
+}
+
 /// The end's name for `key`, written into `out`.
 fn write_end(out: &mut String, key: TopKey, flow: &Flow, source: bool) {
     let ep: Option<&Endpoint> = if source {

@@ -361,4 +361,54 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
         merged.unavailable_nodes.sort();
         Ok(Response::new(merged))
     }
+
+    /// Every connected node decides its own connections; candidates that do
+    /// not parse are the caller's error, said once. A node without the
+    /// service (a Hubble agent) cannot decide as webb's datapath does and is
+    /// listed as unavailable.
+    async fn what_if(
+        &self,
+        request: Request<webb_proto::analysis::WhatIfRequest>,
+    ) -> Result<Response<webb_proto::analysis::WhatIfResponse>, Status> {
+        use webb_proto::analysis::{WhatIfResponse, analysis_client::AnalysisClient};
+        let req = request.into_inner();
+        FlowFilters::compile(&req.whitelist, &req.blacklist)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let nodes = self.pool.nodes();
+        let (connected, down): (Vec<_>, Vec<_>) = nodes
+            .into_iter()
+            .partition(|n| n.state == NodeState::NodeConnected);
+        let req = &req;
+        let calls = connected.into_iter().map(|n| async move {
+            let asked = AnalysisClient::new(n.channel.clone())
+                .what_if(req.clone())
+                .await;
+            (n.name, asked)
+        });
+        let mut answers = Vec::new();
+        for (name, asked) in futures::future::join_all(calls).await {
+            match asked {
+                Ok(a) => {
+                    let mut a = a.into_inner();
+                    a.nodes = vec![name];
+                    answers.push(a);
+                }
+                Err(e) if e.code() == tonic::Code::InvalidArgument => return Err(e),
+                Err(e) => {
+                    tracing::warn!(node = %name, "WhatIf: {}", e.message());
+                    answers.push(WhatIfResponse {
+                        unavailable_nodes: vec![name],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let mut merged = webb_proto::whatif::merge(answers);
+        merged
+            .unavailable_nodes
+            .extend(down.into_iter().map(|n| n.name));
+        merged.nodes.sort();
+        merged.unavailable_nodes.sort();
+        Ok(Response::new(merged))
+    }
 }

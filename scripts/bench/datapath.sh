@@ -32,12 +32,8 @@ cd "$(dirname "$0")/../.."
 pairs="${1:-5}"
 secs="${2:-5}"
 mode_http="${3:-}"
-[ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
-bin_dir="$(bash scripts/setup.sh)"; export PATH="$bin_dir:$PATH"
-cargo build --release --bins --quiet
-bin=target/release
-
-state="$(mktemp -d /tmp/webb-bench.XXXXXX)"
+# shellcheck source=scripts/bench/lab.sh
+source scripts/bench/lab.sh
 cleanup() {
   [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [ -n "${empty_pid:-}" ] && kill -TERM "$empty_pid" 2>/dev/null && wait "$empty_pid" 2>/dev/null || true
@@ -45,15 +41,10 @@ cleanup() {
   [ -n "${CART_NETNS:-}" ] && ip netns pids "$CART_NETNS" 2>/dev/null | xargs -r kill 2>/dev/null || true
   [ -n "${lab_pid:-}" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null || true
   [ -n "${stats_before:-}" ] && sysctl -qw kernel.bpf_stats_enabled="$stats_before" || true
-  rm -rf "$state"
+  [ -n "${state:-}" ] && rm -rf "$state"
 }
 trap cleanup EXIT INT TERM
-
-"$bin/webb-lab" up "$state" >/dev/null &
-lab_pid=$!
-for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$state/lab.env"
+bench_lab webb-bench
 # Runs a command in a pod: its network namespace and, as a pod's processes
 # are, its cgroup (so the cgroup programs see its sockets, as on a node).
 in_pod() {

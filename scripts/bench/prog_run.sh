@@ -10,24 +10,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repeat="${1:-500000}"
-[ "$(id -u)" -eq 0 ] || { echo "needs root" >&2; exit 1; }
-bin_dir="$(bash scripts/setup.sh)"; export PATH="$bin_dir:$PATH"
-cargo build --release --bins --quiet
-bin=target/release
-
-state="$(mktemp -d /tmp/webb-progrun.XXXXXX)"
+# shellcheck source=scripts/bench/lab.sh
+source scripts/bench/lab.sh
 cleanup() {
   [ -n "${agent_pid:-}" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [ -n "${lab_pid:-}" ] && kill -TERM "$lab_pid" 2>/dev/null && wait "$lab_pid" 2>/dev/null || true
-  rm -rf "$state"
+  [ -n "${state:-}" ] && rm -rf "$state"
 }
 trap cleanup EXIT INT TERM
-
-"$bin/webb-lab" up "$state" >/dev/null &
-lab_pid=$!
-for _ in $(seq 100); do [ -f "$state/lab.env" ] && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$state/lab.env"
+bench_lab webb-progrun
 cg=()
 [ -n "${LAB_CGROUP:-}" ] && cg=(--cgroup "$LAB_CGROUP")
 "$bin/webb-agent" --listen 127.0.0.1:0 --node-name bench --endpoints "$state/endpoints.yaml" "${cg[@]}" --kubernetes off 2>"$state/agent.log" &

@@ -16,6 +16,7 @@ pub mod time;
 pub mod top;
 pub mod ui;
 pub mod watch;
+pub mod whatif;
 
 /// What `webb version` prints, in the shape of `hubble version`'s line.
 pub const VERSION: &str = concat!(

@@ -1,8 +1,8 @@
 //! `webb`: the command line for webb and Hubble servers.
 //!
 //! `observe` (Hubble's flags, filters and printers, from a server or a
-//! file), `ui` (the dashboard), `status`, `top`, `list nodes`,
-//! `list namespaces`, `watch peers`, `config`, `version`.
+//! file), `ui` (the dashboard), `status`, `top`, `policy what-if`,
+//! `list nodes`, `list namespaces`, `watch peers`, `config`, `version`.
 
 use webb_tui::{agent_events, conn, debug_events, observe, status, ui, watch};
 
@@ -46,6 +46,9 @@ enum Command {
     /// Pairs are workloads by default (or pods, namespaces, nodes, ports,
     /// DNS names, drop reasons: --by), summed on the nodes that saw them.
     Top(Box<webb_tui::top::TopArgs>),
+    /// Try NetworkPolicies against recorded traffic before applying them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
     List(ListCommand),
@@ -57,6 +60,19 @@ enum Command {
     Config(webb_tui::config::ConfigCmd),
     /// Print the version of this webb.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Which recorded connections candidate policies would drop or let
+    /// through, decided on the nodes as their datapath decides.
+    ///
+    /// Each agent replays its history of the window through its policy
+    /// compiler and its datapath's decision, with the policies in force and
+    /// with the candidates added, and lists the connections whose verdict
+    /// would change, per pair, with the policies that decide.
+    #[command(name = "what-if")]
+    WhatIf(Box<webb_tui::whatif::WhatIfArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ui(a) => ui::run(*a, &config).await,
         Command::Status(a) => status::status(&a, &config).await,
         Command::Top(a) => webb_tui::top::run(*a, &config).await,
+        Command::Policy(PolicyCommand::WhatIf(a)) => webb_tui::whatif::run(*a, &config).await,
         Command::List(ListCommand::Nodes(a)) => {
             status::list_nodes(&a.server, &config, a.output).await
         }

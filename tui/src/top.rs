@@ -133,7 +133,7 @@ pub struct TopArgs {
     pub output: TopFormat,
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     time::parse_time(s, Utc::now())
         .ok_or_else(|| format!("{s:?} is not a time; use {}", time::FORMATS_HELP))
 }
@@ -146,7 +146,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn ts(t: DateTime<Utc>) -> Timestamp {
+pub(crate) fn ts(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,

@@ -10,7 +10,7 @@ use std::{
 use ipnet::IpNet;
 use node_agent_ebpf::{endpoint_flags, identity as reserved};
 
-use super::{ClusterState, Dirty, Pod, Source, Update, identity};
+use super::{ClusterState, Dirty, Owner, Pod, Source, Update, identity};
 use crate::agent_events::{self, AgentEvents};
 use crate::{
     decode::Context,
@@ -58,6 +58,65 @@ impl node_agent_ebpf::PolicyMaps for KernelState {
             .max_by_key(|(net, _)| net.prefix_len())
             .map(|(_, id)| *id)
     }
+}
+
+/// What the kernel's endpoint map holds for one address, given the
+/// endpoint table and the compiled policy: identity and flags (isolation,
+/// AT_TC, LOCAL).
+pub fn kernel_entry(
+    table: &EndpointTable,
+    policy: &CompiledPolicy,
+    ip: &IpAddr,
+) -> Option<(u32, u32)> {
+    if let Some(e) = table.by_ip(ip) {
+        let mut flags = policy.isolation.get(&e.identity).copied().unwrap_or(0);
+        if e.local && e.interface.is_some() {
+            flags |= endpoint_flags::AT_TC;
+        }
+        if e.local {
+            flags |= endpoint_flags::LOCAL;
+        }
+        Some((e.identity, flags))
+    } else if table.host_ips.contains(ip) {
+        Some((reserved::HOST, endpoint_flags::LOCAL))
+    } else {
+        None
+    }
+}
+
+impl KernelState {
+    /// The maps as the agent writes them for this table and policy.
+    pub fn of(table: &EndpointTable, policy: &CompiledPolicy, policy_enabled: bool) -> Self {
+        let mut s = KernelState {
+            policy_enabled,
+            ..KernelState::default()
+        };
+        for ip in table
+            .host_ips
+            .iter()
+            .chain(table.endpoints.iter().flat_map(|e| e.ips.iter()))
+        {
+            if let Some(v) = kernel_entry(table, policy, ip) {
+                s.endpoints.insert(*ip, v);
+            }
+        }
+        s.cidrs = policy.cidrs.iter().copied().collect();
+        s.policy = policy.keys.clone();
+        s
+    }
+}
+
+/// A host-network pod's name for its sockets: identity `host`, no address
+/// or interface of its own.
+fn host_network_info(pod: &Pod, owners: &BTreeMap<&str, &Arc<Owner>>) -> Arc<EndpointInfo> {
+    Arc::new(EndpointInfo::new(
+        pod,
+        reserved::HOST,
+        ClusterState::workload_of(pod, owners),
+        Vec::new(),
+        true,
+        None,
+    ))
 }
 
 /// The changes that turn one [`KernelState`] into another: what the kernel
@@ -747,22 +806,15 @@ impl Reconciler {
     fn cgroup_table(&self) -> HashMap<u64, Arc<EndpointInfo>> {
         let mut out = HashMap::new();
         let mut by_uid: HashMap<&str, Arc<EndpointInfo>> = HashMap::new();
+        let owners = self.state.owners.merged();
         if !self.state.cgroups.is_empty() {
-            let owners = self.state.owners.merged();
             for pod in self.state.pods.values() {
                 if pod.uid.is_empty() || pod.node.as_deref() != Some(self.node_name.as_str()) {
                     continue;
                 }
                 let info = match self.entries.get(&pod.key()).and_then(|e| e.info.clone()) {
                     Some(info) => info,
-                    None if pod.host_network => Arc::new(EndpointInfo::new(
-                        pod,
-                        reserved::HOST,
-                        ClusterState::workload_of(pod, &owners),
-                        Vec::new(),
-                        true,
-                        None,
-                    )),
+                    None if pod.host_network => host_network_info(pod, &owners),
                     None => continue,
                 };
                 by_uid.insert(pod.uid.as_str(), info);
@@ -782,21 +834,12 @@ impl Reconciler {
             }
         }
         // Host-network pods a file names by their cgroup.
-        let owners = self.state.owners.merged();
         for pod in self.state.pods.values() {
             if pod.host_network
                 && let Some(path) = &pod.cgroup
                 && let Some(id) = super::cgroups::cgroup_id(path)
             {
-                let info = EndpointInfo::new(
-                    pod,
-                    reserved::HOST,
-                    ClusterState::workload_of(pod, &owners),
-                    Vec::new(),
-                    true,
-                    None,
-                );
-                out.insert(id, Arc::new(info));
+                out.insert(id, host_network_info(pod, &owners));
             }
         }
         out
@@ -804,20 +847,7 @@ impl Reconciler {
 
     /// What the kernel's endpoint map should hold for one address.
     fn kernel_entry(&self, ip: &IpAddr) -> Option<(u32, u32)> {
-        if let Some(e) = self.table.by_ip(ip) {
-            let mut flags = self.policy.isolation.get(&e.identity).copied().unwrap_or(0);
-            if e.local && e.interface.is_some() {
-                flags |= endpoint_flags::AT_TC;
-            }
-            if e.local {
-                flags |= endpoint_flags::LOCAL;
-            }
-            Some((e.identity, flags))
-        } else if self.table.host_ips.contains(ip) {
-            Some((reserved::HOST, endpoint_flags::LOCAL))
-        } else {
-            None
-        }
+        kernel_entry(&self.table, &self.policy, ip)
     }
 
     /// The endpoint map changes for these addresses alone (policy and CIDRs
@@ -853,23 +883,7 @@ impl Reconciler {
     }
 
     pub(super) fn kernel_state(&self) -> KernelState {
-        let mut s = KernelState {
-            policy_enabled: self.policy_enabled,
-            ..KernelState::default()
-        };
-        for ip in self
-            .table
-            .host_ips
-            .iter()
-            .chain(self.table.endpoints.iter().flat_map(|e| e.ips.iter()))
-        {
-            if let Some(v) = self.kernel_entry(ip) {
-                s.endpoints.insert(*ip, v);
-            }
-        }
-        s.cidrs = self.policy.cidrs.iter().copied().collect();
-        s.policy = self.policy.keys.clone();
-        s
+        KernelState::of(&self.table, &self.policy, self.policy_enabled)
     }
 
     /// Every other node's agent, as (node name, address): the node's first
