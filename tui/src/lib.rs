@@ -2,6 +2,7 @@
 //! can drive them: the connection (`conn`), Hubble's filters (`filters`),
 //! `observe` and its printers, `status`, `top`, and the dashboard (`ui`).
 
+pub mod advise;
 pub mod agent_events;
 pub mod config;
 pub mod conn;

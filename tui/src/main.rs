@@ -2,7 +2,8 @@
 //!
 //! `observe` (Hubble's flags, filters and printers, from a server or a
 //! file), `ui` (the dashboard), `status`, `top`, `policy what-if`,
-//! `list nodes`, `list namespaces`, `watch peers`, `config`, `version`.
+//! `advise policy`, `list nodes`, `list namespaces`, `watch peers`,
+//! `config`, `version`.
 
 use webb_tui::{agent_events, conn, debug_events, observe, status, ui, watch};
 
@@ -49,6 +50,9 @@ enum Command {
     /// Try NetworkPolicies against recorded traffic before applying them.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Write NetworkPolicies from what the cluster was seen doing.
+    #[command(subcommand)]
+    Advise(AdviseCommand),
     /// List the nodes or namespaces a server knows.
     #[command(subcommand)]
     List(ListCommand),
@@ -73,6 +77,21 @@ enum PolicyCommand {
     /// would change, per pair, with the policies that decide.
     #[command(name = "what-if")]
     WhatIf(Box<webb_tui::whatif::WhatIfArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdviseCommand {
+    /// NetworkPolicies (one per workload of a namespace) that allow exactly
+    /// the traffic seen, with what was seen as comments.
+    ///
+    /// Reads the window's flows to and from the namespace (only the fields
+    /// it needs), counts each connection once, and prints
+    /// networking.k8s.io/v1 YAML: per workload, ingress and egress rules
+    /// with pod and namespace selectors from the peers' labels, ipBlocks for
+    /// addresses outside the cluster, ports and protocols, and DNS to
+    /// kube-dns kept open. Applied, the traffic seen passes and other
+    /// traffic to or from those pods is dropped.
+    Policy(Box<webb_tui::advise::AdviseArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => status::status(&a, &config).await,
         Command::Top(a) => webb_tui::top::run(*a, &config).await,
         Command::Policy(PolicyCommand::WhatIf(a)) => webb_tui::whatif::run(*a, &config).await,
+        Command::Advise(AdviseCommand::Policy(a)) => webb_tui::advise::run(*a, &config).await,
         Command::List(ListCommand::Nodes(a)) => {
             status::list_nodes(&a.server, &config, a.output).await
         }
