@@ -73,7 +73,7 @@ pub fn keys(req: &[i32]) -> Vec<TopKey> {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Acc {
     keys: Vec<TopValue>,
     flows: u64,
@@ -329,6 +329,18 @@ impl Aggregator {
                 }
             })
             .collect()
+    }
+
+    /// The answer so far, the aggregator counting on (a dashboard's view).
+    pub fn snapshot(&self) -> TopResponse {
+        TopResponse {
+            pairs: self.pairs.values().cloned().map(Acc::into_pair).collect(),
+            first: self.first,
+            last: self.last,
+            flows_counted: self.counted,
+            flows_left_out: self.flows_left_out,
+            ..Default::default()
+        }
     }
 
     /// The answer: every pair's sums.

@@ -84,6 +84,29 @@ pub enum SortBy {
     Latency,
 }
 
+impl SortBy {
+    /// In the order of the table's columns.
+    pub const ALL: [SortBy; 6] = [
+        SortBy::Flows,
+        SortBy::Bytes,
+        SortBy::Packets,
+        SortBy::Drops,
+        SortBy::Errors,
+        SortBy::Latency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortBy::Flows => "flows",
+            SortBy::Bytes => "bytes",
+            SortBy::Packets => "packets",
+            SortBy::Drops => "drops",
+            SortBy::Errors => "errors",
+            SortBy::Latency => "p95 latency",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TopFormat {
     Table,
@@ -299,7 +322,7 @@ impl Span {
 
 /// The answer's pairs, largest first by `sort` (ties by flows, then by
 /// name, so the order is stable between refreshes).
-fn ranked(a: &TopResponse, sort: SortBy) -> Vec<(Figures, usize)> {
+pub(crate) fn ranked(a: &TopResponse, sort: SortBy) -> Vec<(Figures, usize)> {
     let mut rows: Vec<(Figures, usize)> = a
         .pairs
         .iter()
@@ -341,7 +364,7 @@ pub(crate) fn human_bytes(b: f64) -> String {
     }
 }
 
-fn latency(us: Option<u64>) -> String {
+pub(crate) fn latency(us: Option<u64>) -> String {
     match us {
         None => "-".into(),
         Some(us) if us < 1000 => format!("{us}µs"),
@@ -350,7 +373,7 @@ fn latency(us: Option<u64>) -> String {
     }
 }
 
-fn rate(n: u64, secs: f64) -> String {
+pub(crate) fn rate(n: u64, secs: f64) -> String {
     let r = n as f64 / secs;
     if r >= 100.0 || r == 0.0 {
         format!("{r:.0}")

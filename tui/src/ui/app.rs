@@ -5,17 +5,19 @@ use std::{collections::VecDeque, sync::Arc};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use webb_proto::{
+    analysis::TopKey,
     endpoint::Interner,
     filter::FlowFilters,
     flow::{Flow, Verdict},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+    top::{Aggregator, Figures},
 };
 
 use super::{
     graph::{Focus, Graph, Step},
     stats::Stats,
 };
-use crate::filters::FilterArgs;
+use crate::{filters::FilterArgs, top::SortBy};
 
 /// Buffered flows counted again per frame after a filter change (about
 /// 10 ms of work).
@@ -43,16 +45,18 @@ pub enum Tab {
     Dns,
     Http,
     Nodes,
+    Top,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Flows,
         Tab::Graph,
         Tab::Drops,
         Tab::Dns,
         Tab::Http,
         Tab::Nodes,
+        Tab::Top,
     ];
 
     pub fn title(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Tab {
             Tab::Dns => "DNS",
             Tab::Http => "HTTP",
             Tab::Nodes => "Nodes",
+            Tab::Top => "Top",
         }
     }
 
@@ -138,6 +143,12 @@ pub struct App {
     /// only).
     pub graph: Graph,
     pub stats: Stats,
+    /// The Top tab: the same flows summed per workload pair, as `webb top`
+    /// sums them, and its view (taken when the tab is drawn), largest first
+    /// by `top_sort`.
+    pub top: Aggregator,
+    pub top_sort: SortBy,
+    pub top_view: TopView,
     /// The part of the graph the table is narrowed to.
     pub focus: Option<Focus>,
     /// The node list, when the server is a relay (None: it has none).
@@ -189,6 +200,9 @@ impl App {
             tab: Tab::Flows,
             graph: Graph::default(),
             stats: Stats::default(),
+            top: Aggregator::new(vec![TopKey::Workload]),
+            top_sort: SortBy::Bytes,
+            top_view: TopView::default(),
             focus: None,
             node_list: None,
             panel_row: 0,
@@ -234,6 +248,7 @@ impl App {
     fn count(&mut self, f: &Flow) {
         self.graph.add(f);
         self.stats.add(f);
+        self.top.add(f);
     }
 
     /// Starts counting the buffer again after the filter changed. The
@@ -244,6 +259,7 @@ impl App {
     fn recount(&mut self) {
         self.graph.clear_counts();
         self.stats = Stats::default();
+        self.top = Aggregator::new(vec![TopKey::Workload]);
         self.recounting = Some((self.base, self.base + self.flows.len() as u64));
     }
 
@@ -335,7 +351,11 @@ impl App {
         if self.tab == Tab::Graph {
             self.graph.prepare();
         }
+        if self.tab == Tab::Top {
+            self.top_view = TopView::of(&self.top, self.top_sort);
+        }
         let rows = match self.tab {
+            Tab::Top => self.top_view.rows.len(),
             Tab::Drops => self.stats.drops.reasons.len(),
             Tab::Dns => self.stats.dns.names.len(),
             Tab::Http => self.stats.http.services.len(),
@@ -478,6 +498,7 @@ impl App {
         match self.tab {
             Tab::Flows => self.on_table_key(key, page),
             Tab::Graph => self.on_graph_key(key),
+            Tab::Top => self.on_top_key(key, page),
             _ => self.on_panel_key(key, page),
         }
         Action::None
@@ -549,6 +570,32 @@ impl App {
         }
     }
 
+    fn on_top_key(&mut self, key: KeyEvent, page: usize) {
+        match key.code {
+            // The sort column: o to the right, O to the left.
+            KeyCode::Char('o') | KeyCode::Char('O') => {
+                let all = SortBy::ALL;
+                let i = all.iter().position(|s| *s == self.top_sort).unwrap_or(0);
+                let n = all.len();
+                let next = if key.code == KeyCode::Char('o') {
+                    i + 1
+                } else {
+                    i + n - 1
+                };
+                self.top_sort = all[next % n];
+                self.top_view = TopView::of(&self.top, self.top_sort);
+            }
+            KeyCode::Enter => {
+                if let Some(row) = self.top_view.rows.get(self.panel_row) {
+                    let focus = Focus::Pair(row.source.clone(), row.destination.clone());
+                    self.set_focus(Some(focus));
+                    self.tab = Tab::Flows;
+                }
+            }
+            _ => self.on_panel_key(key, page),
+        }
+    }
+
     fn on_panel_key(&mut self, key: KeyEvent, page: usize) {
         match key.code {
             KeyCode::Char('j') | KeyCode::Down => self.panel_row += 1,
@@ -606,6 +653,63 @@ impl App {
                 Action::None
             }
             _ => Action::None,
+        }
+    }
+}
+
+/// One row of the Top tab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopRow {
+    pub source: String,
+    pub destination: String,
+    pub figures: Figures,
+}
+
+/// What the Top tab shows: the pairs, largest first, and the span their
+/// rates are over (the counted flows' first to last time).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopView {
+    pub rows: Vec<TopRow>,
+    pub seconds: f64,
+    pub counted: u64,
+    pub left_out: u64,
+}
+
+impl TopView {
+    pub fn of(top: &Aggregator, sort: SortBy) -> Self {
+        let answer = top.snapshot();
+        let seconds = match (answer.first, answer.last) {
+            (Some(f), Some(l)) => {
+                let ns = (l.seconds - f.seconds) as f64 * 1e9 + f64::from(l.nanos - f.nanos);
+                (ns / 1e9).max(1.0)
+            }
+            _ => 1.0,
+        };
+        let rows = crate::top::ranked(&answer, sort)
+            .into_iter()
+            .map(|(figures, i)| {
+                let keys = &answer.pairs[i].keys;
+                let end = |source: bool| {
+                    keys.first().map_or_else(String::new, |k| {
+                        if source {
+                            k.source.clone()
+                        } else {
+                            k.destination.clone()
+                        }
+                    })
+                };
+                TopRow {
+                    source: end(true),
+                    destination: end(false),
+                    figures,
+                }
+            })
+            .collect();
+        Self {
+            rows,
+            seconds,
+            counted: answer.flows_counted,
+            left_out: answer.flows_left_out,
         }
     }
 }

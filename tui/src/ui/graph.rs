@@ -426,6 +426,9 @@ impl Graph {
 pub enum Focus {
     Node(String),
     Edge(String, String),
+    /// A Top row: initiator and responder as `webb top` names them (either
+    /// direction: replies too).
+    Pair(String, String),
 }
 
 impl Focus {
@@ -438,13 +441,18 @@ impl Focus {
                 (peer_matches(a, src, scratch) && peer_matches(b, dst, scratch))
                     || (peer_matches(b, src, scratch) && peer_matches(a, dst, scratch))
             }
+            Focus::Pair(a, b) => {
+                use webb_proto::top::workload_name;
+                let (s, d) = (workload_name(f, true), workload_name(f, false));
+                (&s == a && &d == b) || (&s == b && &d == a)
+            }
         }
     }
 
     pub fn text(&self) -> String {
         match self {
             Focus::Node(n) => n.clone(),
-            Focus::Edge(a, b) => format!("{a} <-> {b}"),
+            Focus::Edge(a, b) | Focus::Pair(a, b) => format!("{a} <-> {b}"),
         }
     }
 }

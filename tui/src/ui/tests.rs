@@ -544,3 +544,48 @@ fn buffered_flows_share_their_endpoints() {
     assert!(same.len() > 1, "the lab repeats its endpoints");
     assert!(same.iter().all(|e| e.ptr_eq(&first)));
 }
+
+#[test]
+fn the_top_tab_sums_pairs_sorts_by_column_and_narrows_the_table() {
+    let theme = Theme::built_in("dark").unwrap();
+    let mut app = lab_app();
+    let all = app.visible_len();
+    app.on_key(KeyCode::F(7).into(), 10);
+    assert_eq!(app.tab, super::app::Tab::Top);
+    app.prepare(10);
+    let rows = &app.top_view.rows;
+    // No byte counts in these flows: ties go to the most flows. DNS
+    // answers count against frontend -> coredns, as `webb top` counts them.
+    assert_eq!(
+        (rows[0].source.as_str(), rows[0].destination.as_str()),
+        ("shop/frontend", "kube-system/coredns")
+    );
+    assert_eq!(rows[0].figures.flows, 24);
+    assert_eq!(rows[0].figures.errors, 4);
+    let cart = rows
+        .iter()
+        .find(|r| r.destination == "shop/cart")
+        .expect("frontend -> cart");
+    assert_eq!((cart.figures.flows, cart.figures.errors), (20, 2));
+    insta::assert_snapshot!("ui_top", screen(&mut app, &theme, 120, 20).backend());
+    // o: bytes -> packets -> drops; the most dropped pair comes first.
+    app.on_key(key('o'), 10);
+    app.on_key(key('o'), 10);
+    assert_eq!(app.top_sort, crate::top::SortBy::Drops);
+    let first = app.top_view.rows[0].clone();
+    assert_eq!(first.figures.drops, 10);
+    app.on_key(key('O'), 10);
+    assert_eq!(app.top_sort, crate::top::SortBy::Packets);
+    app.on_key(key('o'), 10);
+    // Enter shows the pair's flows in the table; x shows all again.
+    app.on_key(KeyCode::Enter.into(), 10);
+    assert_eq!(app.tab, super::app::Tab::Flows);
+    assert_eq!(app.visible_len(), 10);
+    app.on_key(key('x'), 10);
+    assert_eq!(app.visible_len(), all);
+    // A filter counts it again, as the other panels.
+    app.apply_filter("--namespace monitoring");
+    app.show_tab(super::app::Tab::Top);
+    app.prepare(10);
+    assert_eq!(app.top_view.rows.len(), 1);
+}

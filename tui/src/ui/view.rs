@@ -74,6 +74,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         Tab::Dns => panels::dns(frame, app, theme, main),
         Tab::Http => panels::http(frame, app, theme, main),
         Tab::Nodes => panels::nodes(frame, app, theme, main),
+        Tab::Top => panels::top(frame, app, theme, main),
     }
     frame.render_widget(footer_line(app, theme, footer.width), footer);
     if app.mode == Mode::Help {
@@ -401,6 +402,15 @@ fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
             ("c/C", "collapse ns/all"),
             ("?", "help"),
         ],
+        Tab::Top => &[
+            ("q", "quit"),
+            ("Tab", "next view"),
+            ("j/k", "select"),
+            ("o/O", "sort column"),
+            ("Enter", "show its flows"),
+            ("/", "filter"),
+            ("?", "help"),
+        ],
         _ => &[
             ("q", "quit"),
             ("Tab", "next view"),
@@ -435,8 +445,8 @@ fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
 const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (the terminal is restored)"),
     (
-        "Tab, F1-F6",
-        "views: flows, graph, drops, DNS, HTTP, nodes (or click a tab)",
+        "Tab, F1-F7",
+        "views: flows, graph, drops, DNS, HTTP, nodes, top (or click a tab)",
     ),
     ("space", "pause / resume following"),
     ("j k, Down Up", "select the next older / newer flow"),
@@ -467,7 +477,11 @@ const HELP: &[(&str, &str)] = &[
         "graph: c / C",
         "collapse or expand the selected namespace / every namespace",
     ),
-    ("x", "clear the graph focus of the flow table"),
+    (
+        "top: o / O",
+        "sort by the next / previous column; Enter shows the pair's flows",
+    ),
+    ("x", "clear the graph or top focus of the flow table"),
     ("?", "this help; any key closes it"),
 ];
 

@@ -1,4 +1,4 @@
-//! The Drops, DNS, HTTP and Nodes tabs.
+//! The Drops, DNS, HTTP, Nodes and Top tabs.
 
 use ratatui::{
     Frame,
@@ -55,7 +55,7 @@ fn spark_text(values: &[u64], max: u64) -> String {
 fn list_area(tab: Tab, main: Rect) -> Rect {
     match tab {
         Tab::Drops => drops_layout(main).1,
-        Tab::Dns | Tab::Nodes => {
+        Tab::Dns | Tab::Nodes | Tab::Top => {
             let [_, list] =
                 Layout::vertical([Constraint::Length(4), Constraint::Fill(1)]).areas(main);
             list
@@ -556,5 +556,100 @@ pub fn nodes(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .block(block(" nodes ".into(), theme)),
         list,
         &mut stateful(app.panel_row.min(nodes.len().saturating_sub(1))),
+    );
+}
+
+pub fn top(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    use crate::top::{SortBy, human_bytes, latency, rate};
+    let [head, _] = Layout::vertical([Constraint::Length(4), Constraint::Fill(1)]).areas(area);
+    let list = list_area(Tab::Top, area);
+    let view = &app.top_view;
+    let mut summary = format!(
+        " {} flows over {:.0}s of flow time, {} pairs, by {} (o/O: sort; Enter: the pair's flows)",
+        view.counted,
+        view.seconds,
+        view.rows.len(),
+        app.top_sort.name(),
+    );
+    if view.left_out > 0 {
+        summary.push_str(&format!(
+            "; {} flows of pairs past the limit not itemized",
+            view.left_out
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(summary)
+            .style(theme.style(Role::Text))
+            .wrap(Wrap { trim: true })
+            .block(block(
+                " top talkers: the filtered flows, summed per workload pair ".into(),
+                theme,
+            )),
+        head,
+    );
+    let secs = view.seconds;
+    let rows: Vec<Row> = view
+        .rows
+        .iter()
+        .map(|r| {
+            let f = &r.figures;
+            let drops = Cell::from(f.drops.to_string()).style(theme.style(if f.drops > 0 {
+                Role::Critical
+            } else {
+                Role::Text
+            }));
+            let errors = Cell::from(f.errors.to_string()).style(theme.style(if f.errors > 0 {
+                Role::Warning
+            } else {
+                Role::Text
+            }));
+            Row::new(vec![
+                Cell::from(r.source.clone()),
+                Cell::from(r.destination.clone()),
+                Cell::from(rate(f.flows, secs)),
+                Cell::from(format!("{}/s", human_bytes(f.bytes as f64 / secs))),
+                Cell::from(f.packets.to_string()),
+                drops,
+                errors,
+                Cell::from(latency(f.p95_us)),
+            ])
+            .style(theme.style(Role::Text))
+        })
+        .collect();
+    let columns = [
+        ("FLOWS/S", Some(SortBy::Flows)),
+        ("BYTES/S", Some(SortBy::Bytes)),
+        ("PACKETS", Some(SortBy::Packets)),
+        ("DROPS", Some(SortBy::Drops)),
+        ("ERRORS", Some(SortBy::Errors)),
+        ("P95", Some(SortBy::Latency)),
+    ];
+    let mut header = vec![Cell::from("SOURCE"), Cell::from("DESTINATION")];
+    for (name, sort) in columns {
+        header.push(if sort == Some(app.top_sort) {
+            Cell::from(format!("{name}▼")).style(theme.style(Role::Key))
+        } else {
+            Cell::from(name)
+        });
+    }
+    frame.render_stateful_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+                Constraint::Length(9),
+                Constraint::Length(13),
+                Constraint::Length(9),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(9),
+            ],
+        )
+        .header(Row::new(header).style(theme.style(Role::Title)))
+        .row_highlight_style(theme.style(Role::Selection))
+        .block(block(" pairs ".into(), theme)),
+        list,
+        &mut stateful(app.panel_row.min(view.rows.len().saturating_sub(1))),
     );
 }
