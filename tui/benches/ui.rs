@@ -256,7 +256,14 @@ fn main() {
     println!(
         "frames: {frames} per tab, {per_frame} flows arriving per frame (50,000/s at 30 fps), 200x50"
     );
-    for tab in [Tab::Flows, Tab::Graph, Tab::Drops, Tab::Dns, Tab::Http] {
+    for tab in [
+        Tab::Flows,
+        Tab::Graph,
+        Tab::Drops,
+        Tab::Dns,
+        Tab::Http,
+        Tab::Top,
+    ] {
         app.show_tab(tab);
         let mut renders = Vec::with_capacity(frames);
         let mut ingest = Vec::with_capacity(frames);

@@ -65,7 +65,7 @@ impl Tab {
             Tab::Graph => "Graph",
             Tab::Drops => "Drops",
             Tab::Dns => "DNS",
-            Tab::Http => "HTTP",
+            Tab::Http => "L7",
             Tab::Nodes => "Nodes",
             Tab::Top => "Top",
         }

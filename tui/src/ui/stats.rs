@@ -471,6 +471,18 @@ pub struct ServiceStats {
     pub requests: u64,
     /// By `METHOD /path` with ids folded (`GET /users/:id`).
     pub routes: FxHashMap<String, RouteStats>,
+    /// TLS ClientHellos to it (webb's extension: no decryption).
+    pub tls: u64,
+    /// Their server names (SNI; `-` for none) and highest offered versions.
+    pub tls_names: FxHashMap<String, TlsName>,
+}
+
+#[derive(Default)]
+pub struct TlsName {
+    pub hellos: u64,
+    /// The newest hello's highest offered version and ALPN protocols.
+    pub version: String,
+    pub alpn: String,
 }
 
 impl ServiceStats {
@@ -479,8 +491,8 @@ impl ServiceStats {
     }
 }
 
-/// HTTP: status classes by service (the server's workload), latency by
-/// route.
+/// HTTP and TLS (the L7 tab): status classes by service (the server's
+/// workload), latency by route, ClientHellos by server name.
 #[derive(Default)]
 pub struct Http {
     pub services: FxHashMap<String, ServiceStats>,
@@ -511,6 +523,24 @@ pub fn route(url: &str) -> String {
 }
 
 impl Http {
+    fn add_tls(&mut self, server: &str, hello: &webb_proto::flow::WebbTlsClientHello) {
+        let service = match self.services.get_mut(server) {
+            Some(s) => s,
+            None => self.services.entry(server.to_owned()).or_default(),
+        };
+        service.tls += 1;
+        let name = if hello.server_name.is_empty() {
+            "-".to_owned()
+        } else {
+            hello.server_name.clone()
+        };
+        if let Some(n) = bounded_entry(&mut service.tls_names, name, &mut self.routes_not_kept) {
+            n.hellos += 1;
+            n.version.clone_from(&hello.version);
+            n.alpn = hello.alpn.join(",");
+        }
+    }
+
     fn add(&mut self, server: &str, http: &webb_proto::flow::Http, kind: L7FlowType, latency: u64) {
         let service = match self.services.get_mut(server) {
             Some(s) => s,
@@ -557,6 +587,12 @@ impl Stats {
             self.drops.add(f, sec, &mut self.scratch);
         }
         let Some(l7) = &f.l7 else { return };
+        if let Some(hello) = &l7.webb_tls {
+            let (_, server) = client_server(f);
+            peer(server, &mut self.scratch);
+            self.http.add_tls(&self.scratch, hello);
+            return;
+        }
         let kind = L7FlowType::try_from(l7.r#type).unwrap_or_default();
         match &l7.record {
             Some(Record::Dns(d)) => self.dns.add(d, kind, l7.latency_ns),

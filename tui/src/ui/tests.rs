@@ -589,3 +589,89 @@ fn the_top_tab_sums_pairs_sorts_by_column_and_narrows_the_table() {
     app.prepare(10);
     assert_eq!(app.top_view.rows.len(), 1);
 }
+
+/// The lab's flows and, after them, TLS ClientHellos from frontend to an
+/// outside API (two names) and to cart, which also serves HTTP.
+fn lab_with_tls() -> App {
+    use webb_proto::flow::{
+        EndpointData, Flow, FlowType, L7FlowType, Layer7, WebbTlsClientHello, Workload,
+    };
+    let mut app = lab_app();
+    let pod = |app: &str, id: u32| {
+        EndpointData {
+            id,
+            identity: 1000 + id,
+            namespace: "shop".into(),
+            labels: vec![format!("k8s:app={app}")],
+            pod_name: format!("{app}-{id}"),
+            workloads: vec![Workload {
+                name: app.into(),
+                kind: "Deployment".into(),
+            }],
+            ..Default::default()
+        }
+        .into()
+    };
+    let world = EndpointData {
+        identity: 2,
+        labels: vec!["reserved:world".into()],
+        ..Default::default()
+    }
+    .into();
+    let hellos = [
+        ("api.example.com", &world, "TLS 1.3"),
+        ("api.example.com", &world, "TLS 1.3"),
+        ("cdn.example.com", &world, "TLS 1.2"),
+        ("cart.shop.svc", &pod("cart", 2), "TLS 1.3"),
+    ];
+    for (i, (sni, dst, version)) in hellos.into_iter().enumerate() {
+        let flow = Flow {
+            time: Some(webb_proto::wkt::Timestamp {
+                seconds: 1_704_164_650 + i as i64,
+                nanos: 0,
+            }),
+            verdict: Verdict::Forwarded as i32,
+            r#type: FlowType::L7 as i32,
+            source: Some(pod("frontend", 1)),
+            destination: Some(dst.clone()),
+            l7: Some(Box::new(Layer7 {
+                r#type: L7FlowType::Request as i32,
+                webb_tls: Some(WebbTlsClientHello {
+                    server_name: sni.into(),
+                    alpn: vec!["h2".into(), "http/1.1".into()],
+                    version: version.into(),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        app.push(GetFlowsResponse {
+            response_types: Some(ResponseTypes::Flow(Box::new(flow))),
+            ..Default::default()
+        });
+    }
+    app
+}
+
+#[test]
+fn the_l7_tab_counts_tls_hellos_by_server_name_beside_http() {
+    let theme = Theme::built_in("dark").unwrap();
+    let mut app = lab_with_tls();
+    let world = &app.stats.http.services["world"];
+    assert_eq!(world.tls, 3);
+    assert_eq!(world.tls_names["api.example.com"].hellos, 2);
+    assert_eq!(world.tls_names["cdn.example.com"].version, "TLS 1.2");
+    let cart = &app.stats.http.services["shop/cart"];
+    assert_eq!((cart.requests, cart.tls), (10, 1));
+    app.show_tab(super::app::Tab::Http);
+    let t = screen(&mut app, &theme, 140, 24);
+    let shown = text(&t);
+    assert!(shown.contains("F5 L7"), "{shown}");
+    assert!(
+        shown.contains("3 api.example.com TLS 1.3 (+1 names)"),
+        "{shown}"
+    );
+    // A TLS-only service lists its server names below.
+    app.panel_row = 1;
+    insta::assert_snapshot!("ui_l7_tls", screen(&mut app, &theme, 140, 24).backend());
+}

@@ -446,7 +446,7 @@ const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (the terminal is restored)"),
     (
         "Tab, F1-F7",
-        "views: flows, graph, drops, DNS, HTTP, nodes, top (or click a tab)",
+        "views: flows, graph, drops, DNS, L7 (HTTP, TLS), nodes, top (or click)",
     ),
     ("space", "pause / resume following"),
     ("j k, Down Up", "select the next older / newer flow"),

@@ -11,8 +11,9 @@ use webb_themes::{Role, Theme};
 use super::super::{
     app::{App, Hit, Tab},
     explain::explain,
-    stats::{Histogram, rcode_name, top_n},
+    stats::{Histogram, ServiceStats, rcode_name, top_n},
 };
+use crate::status::printable;
 
 /// A latency for people: `850µs`, `12.5ms`, `1.20s`.
 pub fn duration(ns: u64) -> String {
@@ -370,7 +371,10 @@ pub fn http(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let [_, routes_area] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area);
     let services = top_n(http.services.iter(), http.services.len(), |(k, v)| {
-        (v.responses() + v.requests, std::cmp::Reverse(k.as_str()))
+        (
+            v.responses() + v.requests + v.tls,
+            std::cmp::Reverse(k.as_str()),
+        )
     });
     let rows: Vec<Row> = services
         .iter()
@@ -392,6 +396,7 @@ pub fn http(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                     },
                 )),
             );
+            cells.push(Cell::from(tls_text(v)));
             Row::new(cells).style(theme.style(Role::Text))
         })
         .collect();
@@ -408,17 +413,19 @@ pub fn http(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 Constraint::Length(6),
                 Constraint::Length(6),
                 Constraint::Length(7),
+                Constraint::Fill(1),
             ],
         )
         .header(
             Row::new([
-                "SERVICE", "REQUESTS", "1XX", "2XX", "3XX", "4XX", "5XX", "5XX %",
+                "SERVICE", "REQUESTS", "1XX", "2XX", "3XX", "4XX", "5XX", "5XX %", "TLS",
             ])
             .style(theme.style(Role::Title)),
         )
         .row_highlight_style(theme.style(Role::Selection))
         .block(block(
-            " HTTP by service (j/k selects; ids in paths fold to :id) ".into(),
+            " L7 by service: HTTP, and TLS ClientHellos (j/k selects; ids in paths fold to :id) "
+                .into(),
             theme,
         )),
         list,
@@ -426,13 +433,17 @@ pub fn http(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     );
     let Some((name, service)) = services.get(selected) else {
         frame.render_widget(
-            Paragraph::new(" no HTTP among the flows that pass the filter")
+            Paragraph::new(" no HTTP or TLS among the flows that pass the filter")
                 .style(theme.style(Role::Muted))
                 .block(block(" routes ".into(), theme)),
             routes_area,
         );
         return;
     };
+    if service.routes.is_empty() && service.tls > 0 {
+        tls_names(frame, name, service, theme, routes_area);
+        return;
+    }
     let routes = top_n(
         service.routes.iter(),
         usize::from(routes_area.height),
@@ -651,5 +662,64 @@ pub fn top(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .block(block(" pairs ".into(), theme)),
         list,
         &mut stateful(app.panel_row.min(view.rows.len().saturating_sub(1))),
+    );
+}
+
+/// A service's TLS column: hellos, and the server name most asked for.
+fn tls_text(v: &ServiceStats) -> String {
+    if v.tls == 0 {
+        return "-".into();
+    }
+    let top = top_n(v.tls_names.iter(), 1, |(k, n)| {
+        (n.hellos, std::cmp::Reverse(k.as_str()))
+    });
+    match top.first() {
+        Some((sni, n)) if v.tls_names.len() > 1 => format!(
+            "{} {} {} (+{} names)",
+            v.tls,
+            printable(sni),
+            n.version,
+            v.tls_names.len() - 1
+        ),
+        Some((sni, n)) => format!("{} {} {}", v.tls, printable(sni), n.version),
+        None => v.tls.to_string(),
+    }
+}
+
+/// The selected service's TLS server names, when it has no HTTP routes.
+fn tls_names(frame: &mut Frame, name: &str, service: &ServiceStats, theme: &Theme, area: Rect) {
+    let names = top_n(
+        service.tls_names.iter(),
+        usize::from(area.height),
+        |(k, n)| (n.hellos, std::cmp::Reverse(k.as_str())),
+    );
+    let rows: Vec<Row> = names
+        .iter()
+        .map(|(sni, n)| {
+            Row::new(vec![
+                Cell::from(printable(sni)),
+                Cell::from(n.hellos.to_string()),
+                Cell::from(n.version.clone()),
+                Cell::from(printable(&n.alpn)),
+            ])
+            .style(theme.style(Role::Text))
+        })
+        .collect();
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(2),
+                Constraint::Length(8),
+                Constraint::Length(9),
+                Constraint::Fill(1),
+            ],
+        )
+        .header(
+            Row::new(["SERVER NAME (SNI)", "HELLOS", "VERSION", "ALPN"])
+                .style(theme.style(Role::Title)),
+        )
+        .block(block(format!(" TLS to {name} "), theme)),
+        area,
     );
 }
