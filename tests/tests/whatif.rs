@@ -173,6 +173,26 @@ fn a_candidate_policy_lists_exactly_the_connections_it_would_drop_then_does() {
         "{table}"
     );
 
+    // The dashboard marks the same: the flows of frontend -> db in the
+    // table, the edge on the graph.
+    if webb_tests::lab::which("tmux").is_some() {
+        let cmd = format!(
+            "TERM=xterm-256color {} ui --server {} --what-if {} --log-file {}; sleep 30",
+            binary("webb").display(),
+            relay.addr,
+            candidate.display(),
+            lab.dir.join("ui.log").display(),
+        );
+        let t = webb_tests::tmux::Tmux::start(&cmd, 160, 40);
+        let s = t.wait_for("the what-if answer", |s| {
+            s.contains("1 connections would drop, 0 allow")
+        });
+        assert!(s.contains("✂ WOULD DROP"), "{s}");
+        t.keys(&["F2"]);
+        t.wait_for("the cut edge", |s| s.contains("what-if: 1 cut"));
+        t.keys(&["q"]);
+    }
+
     // Applied, the candidate does what it said: frontend is dropped
     // entering db, cart is not.
     std::fs::write(&policy, DB_ALLOW_CART).expect("policy in force");

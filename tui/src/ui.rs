@@ -21,6 +21,7 @@ use crossterm::event::{Event, EventStream, KeyEventKind, MouseButton, MouseEvent
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use webb_proto::{
+    analysis::{WhatIfRequest, WhatIfResponse, analysis_client::AnalysisClient},
     observer::{
         GetFlowsRequest, GetFlowsResponse, GetNodesRequest, ServerStatusRequest,
         get_flows_response::ResponseTypes, observer_client::ObserverClient,
@@ -71,6 +72,11 @@ pub struct UiArgs {
     /// WEBB_LOG sets the level (default info).
     #[arg(long, value_name = "FILE", help_heading = "Dashboard")]
     pub log_file: Option<PathBuf>,
+    /// Try these NetworkPolicy files against the buffered connections (as
+    /// `webb policy what-if`; W changes them): the graph and the flow table
+    /// mark what they would cut
+    #[arg(long, value_name = "FILE", help_heading = "Dashboard")]
+    pub what_if: Vec<PathBuf>,
 }
 
 /// What the sources send the event loop.
@@ -80,6 +86,41 @@ enum Feed {
     /// Connected and unavailable nodes, and the node list (None when the
     /// server has none: a node agent).
     Nodes(u32, u32, Option<Vec<NodeInfo>>),
+    /// The server's what-if answer, or why there is none.
+    WhatIf(Result<WhatIfResponse, String>),
+}
+
+/// How often what-if is asked again while candidates are loaded (new flows
+/// arrive; the policies in force may change).
+const WHAT_IF_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads candidate policy files: their text, or what went wrong.
+fn read_policies(files: &[String]) -> Result<Vec<String>, String> {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).map_err(|e| format!("what-if: {f}: {e}")))
+        .collect()
+}
+
+/// Asks the server what candidates would change over [since, now].
+async fn ask_what_if(server: Server, req: WhatIfRequest, tx: mpsc::Sender<Feed>) {
+    let answer = async {
+        let channel = server.connect().await.map_err(|e| format!("{e:#}"))?;
+        let mut client = AnalysisClient::new(channel).max_decoding_message_size(64 << 20);
+        match tokio::time::timeout(server.request_timeout, client.what_if(req)).await {
+            Err(_) => Err(format!(
+                "no what-if answer within {:?}",
+                server.request_timeout
+            )),
+            Ok(Ok(a)) => Ok(a.into_inner()),
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Err(
+                "the server has no webb Analysis service (a Hubble server?): what-if needs webb-agent's policy compiler".into(),
+            ),
+            Ok(Err(s)) => Err(s.message().to_owned()),
+        }
+    }
+    .await;
+    let _ = tx.send(Feed::WhatIf(answer)).await;
 }
 
 fn default_log_file() -> Option<PathBuf> {
@@ -169,10 +210,21 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
 
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
     app.message = read_note.or(log_note);
+    if !args.what_if.is_empty() {
+        let files: Vec<String> = args
+            .what_if
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        let texts = read_policies(&files).map_err(Usage)?;
+        app.start_what_if(files, texts);
+    }
     tracing::info!(source = %app.source, buffer = args.buffer, "webb ui started");
 
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let what_if_tx = tx.clone();
+    let what_if_server = server.clone();
     let result = event_loop(
         &mut terminal,
         &mut app,
@@ -182,6 +234,18 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
             if let Some(s) = &server {
                 source.abort();
                 source = tokio::spawn(follow(s.clone(), filters, resume, tx.clone()));
+            }
+        },
+        |req| match &what_if_server {
+            Some(s) => {
+                tokio::spawn(ask_what_if(s.clone(), req, what_if_tx.clone()));
+            }
+            None => {
+                let tx = what_if_tx.clone();
+                tokio::spawn(async move {
+                    let why = "what-if asks a server (webb-agent or webb-relay): its policy compiler decides; a file has none".to_owned();
+                    let _ = tx.send(Feed::WhatIf(Err(why))).await;
+                });
             }
         },
     )
@@ -200,8 +264,10 @@ async fn event_loop(
     theme: &Theme,
     rx: &mut mpsc::Receiver<Feed>,
     mut resubscribe: impl FnMut(FilterArgs, Resume),
+    mut ask_what_if: impl FnMut(WhatIfRequest),
 ) -> anyhow::Result<()> {
     let mut events = EventStream::new();
+    let mut what_if_tick = tokio::time::interval(WHAT_IF_EVERY);
     let mut frame_tick = tokio::time::interval(Duration::from_millis(33));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut dirty = true;
@@ -243,6 +309,16 @@ async fn event_loop(
                         tracing::info!("{m}");
                         app.message = Some(m);
                     }
+                    Action::WhatIf(files) => match read_policies(&files) {
+                        Ok(texts) => {
+                            tracing::info!(?files, "what-if");
+                            app.start_what_if(files, texts);
+                            if let Some(req) = what_if_request(app) {
+                                ask_what_if(req);
+                            }
+                        }
+                        Err(e) => app.message = Some(e),
+                    },
                     Action::None => {}
                 }
                 // A key is answered at once, not at the next frame tick.
@@ -270,6 +346,12 @@ async fn event_loop(
                         app.nodes = (up, down);
                         app.node_list = list;
                     }
+                    Some(Feed::WhatIf(answer)) => {
+                        if let Err(e) = &answer {
+                            tracing::warn!("what-if: {e}");
+                        }
+                        app.what_if_answer(answer);
+                    }
                     None => {}
                 }
                 dirty = true;
@@ -287,9 +369,26 @@ async fn event_loop(
                     dirty = false;
                 }
             }
+            _ = what_if_tick.tick() => {
+                if let Some(req) = what_if_request(app) {
+                    ask_what_if(req);
+                }
+            }
             _ = term.recv() => return Ok(()),
         }
     }
+}
+
+/// The what-if question over the buffered window, if candidates are loaded.
+fn what_if_request(app: &App) -> Option<WhatIfRequest> {
+    let w = app.what_if.as_ref()?;
+    Some(WhatIfRequest {
+        policies: w.texts.clone(),
+        since: app.flows.front().and_then(|f| f.time),
+        until: None,
+        whitelist: app.filter_args.allowlist.clone(),
+        blacklist: app.filter_args.denylist.clone(),
+    })
 }
 
 fn redraw(

@@ -4,13 +4,14 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use rustc_hash::FxHashMap;
 use webb_proto::{
-    analysis::TopKey,
+    analysis::{TopKey, WhatIfChange, WhatIfResponse},
     endpoint::Interner,
     filter::FlowFilters,
     flow::{Flow, Verdict},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
-    top::{Aggregator, Figures},
+    top::{Aggregator, Figures, port_name, workload_name},
 };
 
 use super::{
@@ -92,6 +93,8 @@ pub enum Mode {
     Help,
     /// Typing into the filter bar.
     Filter,
+    /// Typing candidate policy files for what-if (W).
+    WhatIfFiles,
 }
 
 /// What the event loop must do after a key.
@@ -105,6 +108,9 @@ pub enum Action {
     Save {
         all: bool,
     },
+    /// Decide the buffered connections with these candidate policy files
+    /// (none: stop showing what-if).
+    WhatIf(Vec<String>),
 }
 
 /// What a mouse click landed on (worked out by the view, which knows where
@@ -188,6 +194,60 @@ pub struct App {
     /// Flows/s over the last second, for the header.
     pub rate: f64,
     pub message: Option<String>,
+    /// Candidate policies being tried, and what the server decided.
+    pub what_if: Option<WhatIf>,
+}
+
+/// What-if in the dashboard: candidate policy files, and the server's
+/// answer (webb.analysis.Analysis/WhatIf over the buffered window) turned
+/// into the connections it would change, which the graph and the flow
+/// table mark.
+#[derive(Debug, Default)]
+pub struct WhatIf {
+    /// The files as given, and their text.
+    pub files: Vec<String>,
+    pub texts: Vec<String>,
+    pub answer: Option<WhatIfResponse>,
+    pub error: Option<String>,
+    /// (initiator, responder, port) as `webb top` names them.
+    changes: FxHashMap<(String, String, String), WhatIfChange>,
+}
+
+impl WhatIf {
+    /// What the candidates would do to the connection a flow belongs to.
+    pub fn change(&self, f: &Flow) -> Option<WhatIfChange> {
+        if self.changes.is_empty() {
+            return None;
+        }
+        let reply = super::stats::is_reply(f);
+        let key = (
+            workload_name(f, !reply),
+            workload_name(f, reply),
+            port_name(f, reply),
+        );
+        self.changes.get(&key).copied()
+    }
+
+    fn take(&mut self, answer: Result<WhatIfResponse, String>) {
+        match answer {
+            Ok(a) => {
+                self.changes = a
+                    .pairs
+                    .iter()
+                    .filter_map(|p| {
+                        let change = WhatIfChange::try_from(p.change).ok()?;
+                        Some((
+                            (p.source.clone(), p.destination.clone(), p.port.clone()),
+                            change,
+                        ))
+                    })
+                    .collect();
+                self.answer = Some(a);
+                self.error = None;
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
 }
 
 impl App {
@@ -227,6 +287,7 @@ impl App {
             nodes: (0, 0),
             rate: 0.0,
             message: None,
+            what_if: None,
         })
     }
 
@@ -446,6 +507,7 @@ impl App {
         }
         match self.mode {
             Mode::Filter => return self.on_filter_key(key),
+            Mode::WhatIfFiles => return self.on_what_if_key(key),
             Mode::Help => {
                 self.mode = Mode::Table;
                 return Action::None;
@@ -479,6 +541,15 @@ impl App {
             KeyCode::Char('/') => {
                 self.input = self.filter_text.clone();
                 self.mode = Mode::Filter;
+                return Action::None;
+            }
+            KeyCode::Char('W') => {
+                self.input = self
+                    .what_if
+                    .as_ref()
+                    .map(|w| w.files.join(" "))
+                    .unwrap_or_default();
+                self.mode = Mode::WhatIfFiles;
                 return Action::None;
             }
             KeyCode::Char('x') if self.focus.is_some() => {
@@ -627,6 +698,59 @@ impl App {
             }
             Hit::PanelRow(r) => self.panel_row = r,
         }
+    }
+
+    fn on_what_if_key(&mut self, key: KeyEvent) -> Action {
+        match key.code {
+            KeyCode::Esc => {
+                self.mode = Mode::Table;
+                Action::None
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Table;
+                match shell_words::split(&self.input) {
+                    Ok(files) => Action::WhatIf(files),
+                    Err(e) => {
+                        self.message = Some(format!("what-if files: {e}"));
+                        Action::None
+                    }
+                }
+            }
+            KeyCode::Backspace => {
+                self.input.pop();
+                Action::None
+            }
+            KeyCode::Char(c) => {
+                self.input.push(c);
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// Starts trying candidate policies (their files' text), or stops (none).
+    pub fn start_what_if(&mut self, files: Vec<String>, texts: Vec<String>) {
+        self.graph.model.cut.clear();
+        self.what_if = (!files.is_empty()).then(|| WhatIf {
+            files,
+            texts,
+            ..WhatIf::default()
+        });
+    }
+
+    /// Takes the server's what-if answer: the graph marks the edges whose
+    /// connections would be dropped.
+    pub fn what_if_answer(&mut self, answer: Result<WhatIfResponse, String>) {
+        let Some(w) = self.what_if.as_mut() else {
+            return;
+        };
+        w.take(answer);
+        let w = self.what_if.as_ref().expect("set above");
+        let cut = self
+            .flows
+            .iter()
+            .filter(|f| w.change(f) == Some(WhatIfChange::WhatIfWouldDrop));
+        self.graph.model.mark_cut(cut);
     }
 
     fn on_filter_key(&mut self, key: KeyEvent) -> Action {

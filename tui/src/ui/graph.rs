@@ -46,6 +46,8 @@ pub struct ServiceGraph {
     pub now: i64,
     /// Changes whenever a node or an edge is added.
     pub generation: u64,
+    /// Edges with connections candidate policies would drop (what-if).
+    pub cut: rustc_hash::FxHashSet<EdgeIndex>,
     client: String,
     server: String,
 }
@@ -104,6 +106,27 @@ impl ServiceGraph {
                     .add(l7.latency_ns);
             }
         }
+    }
+
+    /// Marks the edges of these flows as cut (and no others).
+    pub fn mark_cut<'a>(&mut self, flows: impl Iterator<Item = &'a std::sync::Arc<Flow>>) {
+        self.cut.clear();
+        let (mut c, mut s) = (String::new(), String::new());
+        for f in flows {
+            let (client, server) = client_server(f);
+            peer(client, &mut c);
+            peer(server, &mut s);
+            if let (Some(a), Some(b)) = (self.nodes.get(c.as_str()), self.nodes.get(s.as_str()))
+                && let Some(e) = self.edges.get(&(*a, *b))
+            {
+                self.cut.insert(*e);
+            }
+        }
+    }
+
+    /// Whether candidate policies would cut a drawn edge.
+    pub fn is_cut(&self, e: &ViewEdge) -> bool {
+        !self.cut.is_empty() && e.members.iter().any(|m| self.cut.contains(m))
     }
 
     pub fn node_count(&self) -> usize {

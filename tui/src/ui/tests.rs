@@ -675,3 +675,76 @@ fn the_l7_tab_counts_tls_hellos_by_server_name_beside_http() {
     app.panel_row = 1;
     insta::assert_snapshot!("ui_l7_tls", screen(&mut app, &theme, 140, 24).backend());
 }
+
+#[test]
+fn what_if_marks_the_edges_and_flows_candidates_would_cut() {
+    use webb_proto::analysis::{WhatIfChange, WhatIfPair, WhatIfResponse};
+    let theme = Theme::built_in("dark").unwrap();
+    let mut app = lab_app();
+    // W opens the file prompt; Enter hands the files to the event loop.
+    app.on_key(key('W'), 10);
+    assert_eq!(app.mode, Mode::WhatIfFiles);
+    for c in "db-policy.yaml 'other file.yaml'".chars() {
+        app.on_key(key(c), 10);
+    }
+    assert_eq!(
+        app.on_key(KeyCode::Enter.into(), 10),
+        Action::WhatIf(vec!["db-policy.yaml".into(), "other file.yaml".into()])
+    );
+    app.start_what_if(
+        vec!["db-policy.yaml".into()],
+        vec!["kind: NetworkPolicy".into()],
+    );
+    let t = screen(&mut app, &theme, 120, 24);
+    assert!(
+        text(&t).contains("what-if db-policy.yaml: asking..."),
+        "{}",
+        text(&t)
+    );
+    app.what_if_answer(Ok(WhatIfResponse {
+        pairs: vec![WhatIfPair {
+            change: WhatIfChange::WhatIfWouldDrop as i32,
+            source: "shop/cart".into(),
+            destination: "shop/db".into(),
+            port: "5432/TCP".into(),
+            connections: 10,
+            policies: vec!["shop/db-allow-nobody".into()],
+            direction: "INGRESS".into(),
+            ..Default::default()
+        }],
+        connections_decided: 40,
+        ..Default::default()
+    }));
+    assert_eq!(app.graph.model.cut.len(), 1);
+    let w = app.what_if.as_ref().unwrap();
+    let cut: Vec<_> = app
+        .flows
+        .iter()
+        .filter(|f| w.change(f) == Some(WhatIfChange::WhatIfWouldDrop))
+        .collect();
+    assert_eq!(cut.len(), 10, "cart -> db's flows, and only them");
+    assert!(
+        cut.iter()
+            .all(|f| f.destination.as_ref().unwrap().pod_name == "db-3")
+    );
+    let t = screen(&mut app, &theme, 140, 30);
+    let shown = text(&t);
+    assert!(
+        shown.contains("10 connections would drop, 0 allow, of 40"),
+        "{shown}"
+    );
+    assert!(shown.contains("✂ WOULD DROP"), "{shown}");
+    app.show_tab(super::app::Tab::Graph);
+    app.graph.selected = Some("shop/cart".into());
+    insta::assert_snapshot!(
+        "ui_graph_what_if",
+        screen(&mut app, &theme, 140, 32).backend()
+    );
+    // An error is shown, and the last answer's marks stay.
+    app.what_if_answer(Err("no what-if answer within 10s".into()));
+    let shown = text(&screen(&mut app, &theme, 140, 30));
+    assert!(shown.contains("no what-if answer within 10s"), "{shown}");
+    // No files: what-if stops.
+    app.start_what_if(Vec::new(), Vec::new());
+    assert!(app.what_if.is_none() && app.graph.model.cut.is_empty());
+}

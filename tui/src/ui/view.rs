@@ -12,13 +12,17 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap},
 };
 use webb_proto::{
+    analysis::WhatIfChange,
     flow::{Flow, Verdict},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 use webb_themes::{Role, Theme};
 
 use super::app::{App, Hit, Link, Mode, Tab, VERDICT_KEYS};
-use crate::printer::{self, Format, Printer};
+use crate::{
+    printer::{self, Format, Printer},
+    status::printable,
+};
 
 /// Rows of the flow table (or of a panel's list) the current terminal
 /// shows, for PgUp/PgDn.
@@ -220,6 +224,42 @@ fn chip_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
         spans.push(Span::styled(f.text(), theme.style(Role::Key)));
         spans.push(Span::styled(" (x clears)", theme.style(Role::Muted)));
     }
+    if let Some(w) = &app.what_if {
+        spans.push(Span::styled(" what-if ", theme.style(Role::Muted)));
+        spans.push(Span::styled(
+            printable(&w.files.join(" ")),
+            theme.style(Role::Key),
+        ));
+        let (text, role) = match (&w.error, &w.answer) {
+            (Some(e), _) => (format!(": {}", printable(e)), Role::Critical),
+            (None, None) => (": asking...".to_owned(), Role::Muted),
+            (None, Some(a)) => {
+                let count = |c: WhatIfChange| {
+                    a.pairs
+                        .iter()
+                        .filter(|p| p.change == c as i32)
+                        .map(|p| p.connections)
+                        .sum::<u64>()
+                };
+                let (drop, allow) = (
+                    count(WhatIfChange::WhatIfWouldDrop),
+                    count(WhatIfChange::WhatIfWouldAllow),
+                );
+                (
+                    format!(
+                        ": {drop} connections would drop, {allow} allow, of {} (W changes)",
+                        a.connections_decided
+                    ),
+                    if drop > 0 {
+                        Role::Critical
+                    } else {
+                        Role::Healthy
+                    },
+                )
+            }
+        };
+        spans.push(Span::styled(text, theme.style(role)));
+    }
     Paragraph::new(Line::from(spans))
 }
 
@@ -265,7 +305,23 @@ fn flow_table(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 cells.push(Cell::from(printer::flow_type_short(f)));
             }
             cells.push(Cell::from(printer::verdict_text(f)).style(verdict_style(theme, f)));
-            cells.push(Cell::from(printer::summary(f)));
+            let change = app.what_if.as_ref().and_then(|w| w.change(f));
+            cells.push(match change {
+                Some(c) => Cell::from(Line::from(vec![
+                    Span::styled(
+                        match c {
+                            WhatIfChange::WhatIfWouldDrop => "✂ WOULD DROP ",
+                            _ => "✓ WOULD ALLOW ",
+                        },
+                        theme.style(match c {
+                            WhatIfChange::WhatIfWouldDrop => Role::Critical,
+                            _ => Role::Healthy,
+                        }),
+                    ),
+                    Span::raw(printer::summary(f)),
+                ])),
+                None => Cell::from(printer::summary(f)),
+            });
             let row = Row::new(cells);
             if n == app.selected {
                 row.style(theme.style(Role::Selection))
@@ -378,6 +434,17 @@ fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
         }
         return Paragraph::new(Line::from(spans));
     }
+    if app.mode == Mode::WhatIfFiles {
+        return Paragraph::new(Line::from(vec![
+            Span::styled(" what-if policy files: ", theme.style(Role::Key)),
+            Span::styled(app.input.clone(), theme.style(Role::Text)),
+            Span::styled("_", theme.style(Role::Key)),
+            Span::styled(
+                "   (Enter tries them; empty stops; Esc cancels)",
+                theme.style(Role::Muted),
+            ),
+        ]));
+    }
     if let Some(m) = &app.message {
         return Paragraph::new(Span::styled(format!(" {m}"), theme.style(Role::Muted)));
     }
@@ -480,6 +547,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "top: o / O",
         "sort by the next / previous column; Enter shows the pair's flows",
+    ),
+    (
+        "W",
+        "what-if: NetworkPolicy files to try; the graph and table mark what they cut",
     ),
     ("x", "clear the graph or top focus of the flow table"),
     ("?", "this help; any key closes it"),

@@ -182,8 +182,13 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let (g, side) = split(area);
     let model = &app.graph.model;
     let collapsed = app.graph.collapse.all || !app.graph.collapse.toggled.is_empty();
+    let cut = if app.what_if.is_some() {
+        format!(", what-if: {} cut ✂", model.cut.len())
+    } else {
+        String::new()
+    };
     let title = format!(
-        " service graph: {} workloads, {} edges, {} namespaces{} ",
+        " service graph: {} workloads, {} edges, {} namespaces{}{cut} ",
         model.node_count(),
         model.edge_count(),
         model.namespaces(),
@@ -224,6 +229,8 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .map(|(i, e)| {
             if Some(i) == selected_edge {
                 3
+            } else if model.is_cut(e) {
+                2
             } else {
                 match model.summary(e, false).health() {
                     Health::Healthy => 0,
@@ -289,12 +296,14 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         put(p.x + p.w - 1, p.y, '↺', theme.style(Role::Warning));
     }
     for a in &d.layout.arrows {
-        put(
-            a.x,
-            a.y,
-            if a.right { '▶' } else { '◀' },
-            level_style(theme, levels[a.edge]),
-        );
+        let glyph = if model.is_cut(&d.view.edges[a.edge]) {
+            '✂'
+        } else if a.right {
+            '▶'
+        } else {
+            '◀'
+        };
+        put(a.x, a.y, glyph, level_style(theme, levels[a.edge]));
     }
     edges_panel(frame, app, theme, side);
 }
@@ -377,6 +386,11 @@ fn edges_panel(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 format!("{:.1}%", 100.0 * s.http_errors as f64 / s.http as f64)
             } else {
                 "-".into()
+            };
+            let arrow = if graph.model.is_cut(edge) {
+                if arrow == "->" { "✂>" } else { "<✂" }
+            } else {
+                arrow
             };
             let row = Row::new(vec![
                 Cell::from(arrow),
