@@ -50,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // flows holds each endpoint's names and labels once.
         .extern_path(".flow.Endpoint", "crate::endpoint::Endpoint")
         .type_attribute(".shared.EndpointData", "#[derive(Eq, Hash)]")
+        // A handful of buckets per pair, merged across 100 nodes' answers:
+        // a small ordered map costs less than a SipHash table.
+        .btree_map(".webb.analysis.TopPair.latency_buckets")
         .compile_fds(fds.clone())?;
 
     let descriptors = std::fs::read(&descriptor_path)?;

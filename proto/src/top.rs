@@ -81,7 +81,7 @@ struct Acc {
     drops: u64,
     errors: u64,
     responses: u64,
-    latency: HashMap<u32, u64>,
+    latency: std::collections::BTreeMap<u32, u64>,
 }
 
 /// Sums flows into pairs; see the module docs.
@@ -384,9 +384,27 @@ fn add_counts(into: &mut Option<TopCounts>, from: &Option<TopCounts>) {
 
 /// Several nodes' answers as one: pairs with equal keys summed.
 pub fn merge(answers: impl IntoIterator<Item = TopResponse>) -> TopResponse {
-    let mut out = TopResponse::default();
-    let mut index: HashMap<Vec<TopValue>, usize> = HashMap::new();
+    let mut m = Merger::default();
     for a in answers {
+        m.add(a);
+    }
+    m.finish()
+}
+
+/// [`merge`], one answer at a time (the relay merges each node's answer as
+/// it arrives, while slower nodes are still answering).
+#[derive(Default)]
+pub struct Merger {
+    out: TopResponse,
+    /// By the keys' hash, to the pairs of `out` with it: keys are compared,
+    /// never copied (a 100-node answer has hundreds of thousands).
+    index: HashMap<u64, Vec<usize>, rustc_hash::FxBuildHasher>,
+}
+
+impl Merger {
+    pub fn add(&mut self, a: TopResponse) {
+        use std::hash::BuildHasher as _;
+        let out = &mut self.out;
         out.first = match (out.first, a.first) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
@@ -398,8 +416,10 @@ pub fn merge(answers: impl IntoIterator<Item = TopResponse>) -> TopResponse {
         out.nodes.extend(a.nodes);
         out.unavailable_nodes.extend(a.unavailable_nodes);
         for p in a.pairs {
-            match index.get(&p.keys) {
-                Some(&i) => {
+            let h = rustc_hash::FxBuildHasher.hash_one(&p.keys);
+            let slot = self.index.entry(h).or_default();
+            match slot.iter().copied().find(|&i| out.pairs[i].keys == p.keys) {
+                Some(i) => {
                     let q = &mut out.pairs[i];
                     q.flows += p.flows;
                     add_counts(&mut q.forward_sent, &p.forward_sent);
@@ -414,13 +434,16 @@ pub fn merge(answers: impl IntoIterator<Item = TopResponse>) -> TopResponse {
                     }
                 }
                 None => {
-                    index.insert(p.keys.clone(), out.pairs.len());
+                    slot.push(out.pairs.len());
                     out.pairs.push(p);
                 }
             }
         }
     }
-    out
+
+    pub fn finish(self) -> TopResponse {
+        self.out
+    }
 }
 
 /// The Top answer of a server that has no Analysis service (a Hubble agent
@@ -506,7 +529,7 @@ impl Figures {
 }
 
 /// The `q` quantile of a latency histogram, in microseconds.
-pub fn quantile(buckets: &HashMap<u32, u64>, q: f64) -> Option<u64> {
+pub fn quantile(buckets: &std::collections::BTreeMap<u32, u64>, q: f64) -> Option<u64> {
     let total: u64 = buckets.values().sum();
     if total == 0 {
         return None;

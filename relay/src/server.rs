@@ -352,8 +352,13 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
                 }
             }
         });
-        let answers = futures::future::join_all(calls).await;
-        let mut merged = webb_proto::top::merge(answers);
+        // Each answer is merged as it arrives, while slower nodes answer.
+        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
+        let mut merger = webb_proto::top::Merger::default();
+        while let Some(answer) = pending.next().await {
+            merger.add(answer);
+        }
+        let mut merged = merger.finish();
         merged
             .unavailable_nodes
             .extend(down.into_iter().map(|n| n.name));

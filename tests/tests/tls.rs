@@ -349,7 +349,7 @@ fn the_manifests_mutual_tls_works_with_the_documented_certificates() {
             "--tls-ca-cert-files".to_owned(),
             s(ours.join("webb-agent-tls/ca.crt")),
             "--timeout".to_owned(),
-            "3s".to_owned(),
+            "10s".to_owned(),
         ];
         if client_cert {
             args.extend([
