@@ -155,6 +155,10 @@ pub struct App {
     pub top: Aggregator,
     pub top_sort: SortBy,
     pub top_view: TopView,
+    /// When `top_view` was taken: it is taken again twice a second (a
+    /// snapshot of thousands of pairs each frame would cost more than the
+    /// other tabs' whole frame), and at once after a change of filter or tab.
+    top_taken: Option<std::time::Instant>,
     /// The part of the graph the table is narrowed to.
     pub focus: Option<Focus>,
     /// The node list, when the server is a relay (None: it has none).
@@ -263,6 +267,7 @@ impl App {
             top: Aggregator::new(vec![TopKey::Workload]),
             top_sort: SortBy::Bytes,
             top_view: TopView::default(),
+            top_taken: None,
             focus: None,
             node_list: None,
             panel_row: 0,
@@ -321,6 +326,7 @@ impl App {
         self.graph.clear_counts();
         self.stats = Stats::default();
         self.top = Aggregator::new(vec![TopKey::Workload]);
+        self.top_taken = None;
         self.recounting = Some((self.base, self.base + self.flows.len() as u64));
     }
 
@@ -412,8 +418,13 @@ impl App {
         if self.tab == Tab::Graph {
             self.graph.prepare();
         }
-        if self.tab == Tab::Top {
+        if self.tab == Tab::Top
+            && self
+                .top_taken
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500))
+        {
             self.top_view = TopView::of(&self.top, self.top_sort);
+            self.top_taken = Some(std::time::Instant::now());
         }
         let rows = match self.tab {
             Tab::Top => self.top_view.rows.len(),
@@ -579,6 +590,7 @@ impl App {
         if tab != self.tab {
             self.tab = tab;
             self.panel_row = 0;
+            self.top_taken = None;
             if self.mode == Mode::Detail {
                 self.mode = Mode::Table;
             }

@@ -599,9 +599,15 @@ pub fn top(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         head,
     );
     let secs = view.seconds;
+    // Only the rows on screen are built: a cluster has thousands of pairs.
+    let selected = app.panel_row.min(view.rows.len().saturating_sub(1));
+    let offset = list_offset(list, selected);
+    let shown = usize::from(list.height.saturating_sub(3)).max(1);
     let rows: Vec<Row> = view
         .rows
         .iter()
+        .skip(offset)
+        .take(shown)
         .map(|r| {
             let f = &r.figures;
             let drops = Cell::from(f.drops.to_string()).style(theme.style(if f.drops > 0 {
@@ -661,7 +667,7 @@ pub fn top(frame: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         .row_highlight_style(theme.style(Role::Selection))
         .block(block(" pairs ".into(), theme)),
         list,
-        &mut stateful(app.panel_row.min(view.rows.len().saturating_sub(1))),
+        &mut stateful(selected - offset),
     );
 }
 
