@@ -34,7 +34,7 @@ use crate::{
     conn::{ConfigFile, Server, ServerArgs, Usage},
     filters::FilterArgs,
 };
-use app::{Action, App, Link, NodeInfo};
+use app::{Action, App, Link, NodeInfo, Window};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UiArgs {
@@ -77,6 +77,14 @@ pub struct UiArgs {
     /// mark what they would cut
     #[arg(long, value_name = "FILE", help_heading = "Dashboard")]
     pub what_if: Vec<PathBuf>,
+    /// Show a window of history instead of the live stream: flows since this
+    /// time (a duration before now or a time, as `observe --since`); [ and ]
+    /// move the window, { and } narrow and widen it, L goes live
+    #[arg(long, value_name = "TIME", value_parser = crate::top::parse_time, help_heading = "Dashboard")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --since: the window's end [default: now]
+    #[arg(long, value_name = "TIME", value_parser = crate::top::parse_time, requires = "since", help_heading = "Dashboard")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What the sources send the event loop.
@@ -177,6 +185,22 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
     if args.replay_speed < 0.0 || !args.replay_speed.is_finite() {
         return Err(Usage("--replay-speed must be 0 or more".into()).into());
     }
+    let window = match (args.since, args.until) {
+        (Some(since), until) => {
+            let until = until.unwrap_or_else(chrono::Utc::now);
+            if since >= until {
+                return Err(Usage("--since must be before --until".into()).into());
+            }
+            if args.input_file.is_some() {
+                return Err(Usage(
+                    "--since is a window of a server's history; with --input-file, filter the file with webb observe --since first".into(),
+                )
+                .into());
+            }
+            Some(Window { since, until })
+        }
+        (None, _) => None,
+    };
     let theme = theme(&args)?;
     let log_note = init_log(args.log_file.as_deref());
     // A file is read whole before the terminal is taken, so that a bad file
@@ -195,12 +219,15 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
         None => {
             let (s, forward) = Server::resolve_forwarded(&args.server, config).await?;
             forwarded = forward;
-            let task = tokio::spawn(follow(
-                s.clone(),
-                args.filters.clone(),
-                Resume::default(),
-                tx.clone(),
-            ));
+            let task = match window {
+                Some(w) => tokio::spawn(history(s.clone(), args.filters.clone(), w, tx.clone())),
+                None => tokio::spawn(follow(
+                    s.clone(),
+                    args.filters.clone(),
+                    Resume::default(),
+                    tx.clone(),
+                )),
+            };
             (s.address.to_string(), Some(s), task)
         }
     };
@@ -209,6 +236,7 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
     }
 
     let mut app = App::new(source_name, args.buffer, args.filters.clone())?;
+    app.window = window;
     app.message = read_note.or(log_note);
     if !args.what_if.is_empty() {
         let files: Vec<String> = args
@@ -230,10 +258,13 @@ pub async fn run(args: UiArgs, config: &ConfigFile) -> anyhow::Result<()> {
         &mut app,
         &theme,
         &mut rx,
-        |filters, resume| {
+        |filters, resume, window| {
             if let Some(s) = &server {
                 source.abort();
-                source = tokio::spawn(follow(s.clone(), filters, resume, tx.clone()));
+                source = match window {
+                    Some(w) => tokio::spawn(history(s.clone(), filters, w, tx.clone())),
+                    None => tokio::spawn(follow(s.clone(), filters, resume, tx.clone())),
+                };
             }
         },
         |req| match &what_if_server {
@@ -263,7 +294,7 @@ async fn event_loop(
     app: &mut App,
     theme: &Theme,
     rx: &mut mpsc::Receiver<Feed>,
-    mut resubscribe: impl FnMut(FilterArgs, Resume),
+    mut resubscribe: impl FnMut(FilterArgs, Resume, Option<Window>),
     mut ask_what_if: impl FnMut(WhatIfRequest),
 ) -> anyhow::Result<()> {
     let mut events = EventStream::new();
@@ -302,7 +333,18 @@ async fn event_loop(
                     Action::Quit => return Ok(()),
                     Action::Resubscribe(f) => {
                         tracing::info!(filter = %app.filter_text, "filter changed; subscribing again");
-                        resubscribe(f, Resume::from_app(app));
+                        match app.window {
+                            // A window is read again whole, with the new filter.
+                            Some(w) => {
+                                app.show_window(Some(w));
+                                resubscribe(f, Resume::default(), Some(w));
+                            }
+                            None => resubscribe(f, Resume::from_app(app), None),
+                        }
+                    }
+                    Action::Window(w) => {
+                        tracing::info!(window = ?w, "window");
+                        resubscribe(app.filter_args.clone(), Resume::default(), w);
                     }
                     Action::Save { all } => {
                         let m = save(app, all);
@@ -563,6 +605,60 @@ impl Resume {
     fn repeats(&self, time: Option<Timestamp>, uuid: &str) -> bool {
         self.since.is_some() && self.since == time && self.seen.iter().any(|u| u == uuid)
     }
+}
+
+/// Reads a window of a server's history (every flow of it, from the
+/// nodes' rings and stores), then stops: nothing live is added.
+async fn history(server: Server, filters: FilterArgs, window: Window, tx: mpsc::Sender<Feed>) {
+    let _ = tx.send(Feed::Link(Link::Loading)).await;
+    let read = async {
+        let channel = server.connect().await?;
+        let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let ts = |t: chrono::DateTime<chrono::Utc>| Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        };
+        let mut stream = client
+            .get_flows(GetFlowsRequest {
+                since: Some(ts(window.since)),
+                until: Some(ts(window.until)),
+                // 0 with since: every flow of the window.
+                number: 0,
+                whitelist: filters.allowlist.clone(),
+                blacklist: filters.denylist.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| server.call_error("GetFlows", &s))?
+            .into_inner();
+        let mut batch = Vec::with_capacity(1024);
+        while let Some(r) = stream.next().await {
+            batch.push(r.map_err(|s| server.call_error("GetFlows stream", &s))?);
+            if batch.len() >= 1024
+                && tx
+                    .send(Feed::Flows(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(Feed::Flows(batch)).await;
+        }
+        anyhow::Ok(())
+    };
+    let link = match read.await {
+        Ok(()) => Link::Window,
+        Err(e) => Link::Down(
+            format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+    };
+    let _ = tx.send(Feed::Link(link)).await;
 }
 
 /// Follows a server: history first (or, after a reconnect or a filter

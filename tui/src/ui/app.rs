@@ -111,6 +111,9 @@ pub enum Action {
     /// Decide the buffered connections with these candidate policy files
     /// (none: stop showing what-if).
     WhatIf(Vec<String>),
+    /// Show this window of history (the buffer was cleared for it), or
+    /// follow live again (None).
+    Window(Option<Window>),
 }
 
 /// What a mouse click landed on (worked out by the view, which knows where
@@ -137,6 +140,48 @@ pub enum Link {
     Done,
     /// Lost; retrying after the message.
     Down(String),
+    /// Reading a window of history from the server.
+    Loading,
+    /// The window is read (history: nothing more comes).
+    Window,
+}
+
+/// A window of history shown instead of the live stream (`--since`, and
+/// the time cursor's keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+impl Window {
+    pub fn width(&self) -> chrono::Duration {
+        self.until - self.since
+    }
+
+    /// The window moved by `steps` of its width (negative: earlier), never
+    /// past `now`.
+    pub fn moved(&self, steps: i32, now: chrono::DateTime<chrono::Utc>) -> Window {
+        let w = self.width();
+        let mut until = self.until + w * steps;
+        if until > now {
+            until = now;
+        }
+        Window {
+            since: until - w,
+            until,
+        }
+    }
+
+    /// The window `factor` times as wide (at least a second), ending where
+    /// it ends.
+    pub fn scaled(&self, factor: f64) -> Window {
+        let ms = ((self.width().num_milliseconds() as f64 * factor) as i64).max(1000);
+        Window {
+            since: self.until - chrono::Duration::milliseconds(ms),
+            until: self.until,
+        }
+    }
 }
 
 pub struct App {
@@ -200,6 +245,8 @@ pub struct App {
     pub message: Option<String>,
     /// Candidate policies being tried, and what the server decided.
     pub what_if: Option<WhatIf>,
+    /// The window of history shown, instead of the live stream.
+    pub window: Option<Window>,
 }
 
 /// What-if in the dashboard: candidate policy files, and the server's
@@ -293,6 +340,7 @@ impl App {
             rate: 0.0,
             message: None,
             what_if: None,
+            window: None,
         })
     }
 
@@ -554,6 +602,26 @@ impl App {
                 self.mode = Mode::Filter;
                 return Action::None;
             }
+            // The time cursor: the window earlier / later by its width,
+            // narrower / wider; L goes back to live.
+            KeyCode::Char(c @ ('[' | ']' | '{' | '}')) if self.window.is_some() => {
+                let w = self.window.expect("checked");
+                let next = match c {
+                    '[' => w.moved(-1, chrono::Utc::now()),
+                    ']' => w.moved(1, chrono::Utc::now()),
+                    '{' => w.scaled(0.5),
+                    _ => w.scaled(2.0),
+                };
+                if next == w {
+                    return Action::None;
+                }
+                self.show_window(Some(next));
+                return Action::Window(Some(next));
+            }
+            KeyCode::Char('L') if self.window.is_some() => {
+                self.show_window(None);
+                return Action::Window(None);
+            }
             KeyCode::Char('W') => {
                 self.input = self
                     .what_if
@@ -738,6 +806,27 @@ impl App {
             }
             _ => Action::None,
         }
+    }
+
+    /// Shows a window of history (or live flows again): the buffer and
+    /// every count start empty; the filters, focus and what-if stay.
+    pub fn show_window(&mut self, window: Option<Window>) {
+        self.window = window;
+        self.flows.clear();
+        self.base = 0;
+        self.visible.clear();
+        self.evicted = 0;
+        self.lost_events = 0;
+        self.selected = 0;
+        self.offset = 0;
+        self.paused = false;
+        self.recounting = None;
+        self.graph.clear_counts();
+        self.graph.model.cut.clear();
+        self.stats = Stats::default();
+        self.top = Aggregator::new(vec![TopKey::Workload]);
+        self.top_taken = None;
+        self.link = Link::Connecting;
     }
 
     /// Starts trying candidate policies (their files' text), or stops (none).

@@ -748,3 +748,78 @@ fn what_if_marks_the_edges_and_flows_candidates_would_cut() {
     app.start_what_if(Vec::new(), Vec::new());
     assert!(app.what_if.is_none() && app.graph.model.cut.is_empty());
 }
+
+#[test]
+fn the_time_cursor_moves_narrows_and_widens_the_window_and_l_goes_live() {
+    use super::app::Window;
+    use chrono::{TimeZone as _, Utc};
+    let theme = Theme::built_in("dark").unwrap();
+    let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 12, 7, h, m, 0).unwrap();
+    let w = Window {
+        since: at(20, 0),
+        until: at(21, 0),
+    };
+    // Never past now.
+    assert_eq!(
+        w.moved(1, at(21, 30)),
+        Window {
+            since: at(20, 30),
+            until: at(21, 30)
+        }
+    );
+    assert_eq!(
+        w.moved(-1, at(22, 0)),
+        Window {
+            since: at(19, 0),
+            until: at(20, 0)
+        }
+    );
+    assert_eq!(
+        w.scaled(0.5),
+        Window {
+            since: at(20, 30),
+            until: at(21, 0)
+        }
+    );
+    assert_eq!(
+        w.scaled(2.0),
+        Window {
+            since: at(19, 0),
+            until: at(21, 0)
+        }
+    );
+
+    let mut app = lab_app();
+    // Without a window the keys do nothing.
+    assert_eq!(app.on_key(key('['), 10), Action::None);
+    app.window = Some(w);
+    app.link = Link::Window;
+    let t = screen(&mut app, &theme, 140, 24);
+    assert!(
+        text(&t).contains(
+            "WINDOW  0 flows/s  buffered 89/1000  2026-12-07 20:00:00 .. 21:00:00 UTC (1h"
+        ),
+        "{}",
+        text(&t)
+    );
+    assert!(text(&t).contains("[ ] earlier/later"), "{}", text(&t));
+    let earlier = Window {
+        since: at(19, 0),
+        until: at(20, 0),
+    };
+    assert_eq!(app.on_key(key('['), 10), Action::Window(Some(earlier)));
+    // The buffer and the counts start again for the new window.
+    assert_eq!((app.flows.len(), app.visible_len()), (0, 0));
+    assert_eq!(app.stats.drops.total, 0);
+    assert_eq!(app.graph.model.node_count(), 0);
+    assert_eq!(app.window, Some(earlier));
+    assert_eq!(
+        app.on_key(key('{'), 10),
+        Action::Window(Some(Window {
+            since: at(19, 30),
+            until: at(20, 0)
+        }))
+    );
+    assert_eq!(app.on_key(key('L'), 10), Action::Window(None));
+    assert_eq!(app.window, None);
+}

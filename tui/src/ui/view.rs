@@ -161,6 +161,8 @@ fn header_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
         (Link::Done, _) => ("END OF FILE".to_owned(), t(Role::Muted)),
         (Link::Connecting, _) => ("CONNECTING".to_owned(), t(Role::Warning)),
         (Link::Down(why), _) => (format!("DISCONNECTED: {why}"), t(Role::Critical)),
+        (Link::Loading, _) => ("LOADING WINDOW".to_owned(), t(Role::Warning)),
+        (Link::Window, _) => ("WINDOW".to_owned(), t(Role::Key)),
     };
     let mut spans = vec![
         Span::styled(" webb ", t(Role::Title)),
@@ -191,7 +193,24 @@ fn header_line<'a>(app: &'a App, theme: &Theme) -> Paragraph<'a> {
             t(Role::Muted),
         ));
     }
-    if app.lost_events > 0 {
+    if let Some(w) = &app.window {
+        let format = "%Y-%m-%d %H:%M:%S";
+        spans.push(Span::styled(
+            format!(
+                "  {} .. {} UTC ({})",
+                w.since.format(format),
+                w.until.format("%H:%M:%S"),
+                crate::time::age(w.width().to_std().unwrap_or_default()),
+            ),
+            t(Role::Key),
+        ));
+        if app.lost_events > 0 {
+            spans.push(Span::styled(
+                format!("  {} flows of it no longer held", app.lost_events),
+                t(Role::Warning),
+            ));
+        }
+    } else if app.lost_events > 0 {
         spans.push(Span::styled(
             format!("  LOST {}", app.lost_events),
             t(Role::Critical),
@@ -448,6 +467,20 @@ fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
     if let Some(m) = &app.message {
         return Paragraph::new(Span::styled(format!(" {m}"), theme.style(Role::Muted)));
     }
+    if app.window.is_some() && app.tab == Tab::Flows {
+        let keys = [
+            ("q", "quit"),
+            ("[ ]", "earlier/later"),
+            ("{ }", "narrower/wider"),
+            ("L", "live"),
+            ("Tab", "next view"),
+            ("j/k", "move"),
+            ("Enter", "details"),
+            ("/", "filter"),
+            ("?", "help"),
+        ];
+        return hints(&keys, theme, width);
+    }
     let keys: &[(&str, &str)] = match app.tab {
         Tab::Flows => &[
             ("q", "quit"),
@@ -486,6 +519,11 @@ fn footer_line<'a>(app: &'a App, theme: &Theme, width: u16) -> Paragraph<'a> {
             ("?", "help"),
         ],
     };
+    hints(keys, theme, width)
+}
+
+/// Key hints, as many as fit in `width`, the last always.
+fn hints<'a>(keys: &[(&str, &str)], theme: &Theme, width: u16) -> Paragraph<'a> {
     let hint_width = |(k, what): &(&str, &str)| k.chars().count() + what.chars().count() + 3;
     let Some((help, rest)) = keys.split_last() else {
         return Paragraph::new("");
@@ -550,7 +588,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "W",
-        "what-if: NetworkPolicy files to try; the graph and table mark what they cut",
+        "what-if: NetworkPolicy files to try; the graph and table mark cuts",
+    ),
+    (
+        "[ ] { } L",
+        "with --since: window earlier / later, narrower / wider; L: live",
     ),
     ("x", "clear the graph or top focus of the flow table"),
     ("?", "this help; any key closes it"),
