@@ -193,11 +193,16 @@ fn hand_written_formatters_match_std() {
     let v6: IpAddr = "fd00::1:2".parse().unwrap();
     assert_eq!(ip_string(&v6), "fd00::1:2");
     let u = uuid_string();
-    assert_eq!(
-        uuid::Uuid::parse_str(&u).unwrap().hyphenated().to_string(),
-        u
-    );
+    let parsed = uuid::Uuid::parse_str(&u).unwrap();
+    assert_eq!(parsed.hyphenated().to_string(), u);
     assert_eq!(u.len(), 36);
+    assert_eq!(parsed.get_version_num(), 8);
+    assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+    // Unique: one process prefix, a counter after it.
+    let next = uuid::Uuid::parse_str(&uuid_string()).unwrap();
+    assert_ne!(next, parsed);
+    assert_eq!(next.as_u64_pair().0, parsed.as_u64_pair().0);
+    assert!(next.as_u64_pair().1 > parsed.as_u64_pair().1);
     let f = TcpFlags {
         syn: true,
         ack: true,
