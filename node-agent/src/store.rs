@@ -240,8 +240,12 @@ struct Inner {
     lock: Mutex<File>,
     /// The last segment reference read (scans go segment by segment):
     /// its segment, its first block's payload CRC, and the bytes.
-    reference: Mutex<Option<(PathBuf, u32, Arc<Vec<u8>>)>>,
+    reference: ReferenceCache,
 }
+
+/// The last segment reference read: its segment, its first block's payload
+/// CRC, and the bytes.
+type ReferenceCache = Mutex<Option<(PathBuf, u32, Arc<Vec<u8>>)>>;
 
 pub struct FlowStore {
     inner: Arc<Inner>,
@@ -1000,10 +1004,7 @@ pub(crate) fn same_file(f: &File, path: &Path) -> bool {
 
 /// Segment `path`'s reference: the start of its first block's items,
 /// which must check (else its referenced blocks cannot be read).
-fn segment_reference(
-    path: &Path,
-    cache: &Mutex<Option<(PathBuf, u32, Arc<Vec<u8>>)>>,
-) -> anyhow::Result<Arc<Vec<u8>>> {
+fn segment_reference(path: &Path, cache: &ReferenceCache) -> anyhow::Result<Arc<Vec<u8>>> {
     let f = File::open(path)?;
     let offset = SEGMENT_MAGIC.len() as u64;
     let mut h = [0u8; HEADER];
@@ -1047,7 +1048,7 @@ fn read_block(
     b: &BlockMeta,
     filters: &FlowFilters,
     counters: &Counters,
-    reference: &Mutex<Option<(PathBuf, u32, Arc<Vec<u8>>)>>,
+    reference: &ReferenceCache,
 ) -> anyhow::Result<Vec<(u64, Item)>> {
     let f = File::open(path)?;
     let mut h = [0u8; HEADER];
