@@ -83,6 +83,17 @@ pub fn aggregate_status(nodes: &[crate::pool::NodeInfo], uptime_ns: u64) -> Serv
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl Relay {
+    /// The nodes an Analysis call asks (connected ones), and the names of
+    /// the rest, which the answer lists as unavailable.
+    fn analysis_nodes(&self) -> (Vec<crate::pool::NodeInfo>, Vec<String>) {
+        let (connected, down): (Vec<_>, Vec<_>) = self
+            .pool
+            .nodes()
+            .into_iter()
+            .partition(|n| n.state == NodeState::NodeConnected);
+        (connected, down.into_iter().map(|n| n.name).collect())
+    }
+
     /// GetFlows with the responses still encoded, as the relay forwards them.
     pub fn get_flows_raw(
         &self,
@@ -321,10 +332,7 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
         {
             return Err(Status::invalid_argument("since is after until"));
         }
-        let nodes = self.pool.nodes();
-        let (connected, down): (Vec<_>, Vec<_>) = nodes
-            .into_iter()
-            .partition(|n| n.state == NodeState::NodeConnected);
+        let (connected, down) = self.analysis_nodes();
         let req = &req;
         let calls = connected.into_iter().map(|n| async move {
             let asked = AnalysisClient::new(n.channel.clone())
@@ -359,9 +367,7 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
             merger.add(answer);
         }
         let mut merged = merger.finish();
-        merged
-            .unavailable_nodes
-            .extend(down.into_iter().map(|n| n.name));
+        merged.unavailable_nodes.extend(down);
         merged.nodes.sort();
         merged.unavailable_nodes.sort();
         Ok(Response::new(merged))
@@ -379,10 +385,7 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
         let req = request.into_inner();
         FlowFilters::compile(&req.whitelist, &req.blacklist)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let nodes = self.pool.nodes();
-        let (connected, down): (Vec<_>, Vec<_>) = nodes
-            .into_iter()
-            .partition(|n| n.state == NodeState::NodeConnected);
+        let (connected, down) = self.analysis_nodes();
         let req = &req;
         let calls = connected.into_iter().map(|n| async move {
             let asked = AnalysisClient::new(n.channel.clone())
@@ -409,9 +412,7 @@ impl webb_proto::analysis::analysis_server::Analysis for Relay {
             }
         }
         let mut merged = webb_proto::whatif::merge(answers);
-        merged
-            .unavailable_nodes
-            .extend(down.into_iter().map(|n| n.name));
+        merged.unavailable_nodes.extend(down);
         merged.nodes.sort();
         merged.unavailable_nodes.sort();
         Ok(Response::new(merged))

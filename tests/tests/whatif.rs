@@ -24,33 +24,26 @@ fn lab() -> Lab {
     ])
 }
 
-const DB_ALLOW_CART: &str = "apiVersion: networking.k8s.io/v1
+/// db-allow-cart: only pods of these apps may reach db, on 5432/TCP.
+fn db_allow(apps: &[&str]) -> String {
+    let from: String = apps
+        .iter()
+        .map(|a| format!("        - podSelector: {{matchLabels: {{app: {a}}}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: db-allow-cart, namespace: shop}
+metadata: {{name: db-allow-cart, namespace: shop}}
 spec:
-  podSelector: {matchLabels: {app: db}}
+  podSelector: {{matchLabels: {{app: db}}}}
   policyTypes: [Ingress]
   ingress:
     - from:
-        - podSelector: {matchLabels: {app: cart}}
-      ports:
-        - {protocol: TCP, port: 5432}
-";
-
-/// db-allow-cart, changed to let frontend in too.
-const DB_ALLOW_CART_AND_FRONTEND: &str = "apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-allow-cart, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  policyTypes: [Ingress]
-  ingress:
-    - from:
-        - podSelector: {matchLabels: {app: cart}}
-        - podSelector: {matchLabels: {app: frontend}}
-      ports:
-        - {protocol: TCP, port: 5432}
-";
+{from}      ports:
+        - {{protocol: TCP, port: 5432}}
+"
+    )
+}
 
 fn what_if(server: &str, file: &std::path::Path) -> serde_json::Value {
     let out = webb_ok(&[
@@ -139,7 +132,7 @@ fn a_candidate_policy_lists_exactly_the_connections_it_would_drop_then_does() {
     wait_for_connection_starts(&agent, 6);
 
     let candidate = lab.dir.join("candidate.yaml");
-    std::fs::write(&candidate, DB_ALLOW_CART).expect("candidate");
+    std::fs::write(&candidate, db_allow(&["cart"])).expect("candidate");
     for server in [&agent.addr, &relay.addr] {
         let v = what_if(server, &candidate);
         assert_eq!(
@@ -195,7 +188,7 @@ fn a_candidate_policy_lists_exactly_the_connections_it_would_drop_then_does() {
 
     // Applied, the candidate does what it said: frontend is dropped
     // entering db, cart is not.
-    std::fs::write(&policy, DB_ALLOW_CART).expect("policy in force");
+    std::fs::write(&policy, db_allow(&["cart"])).expect("policy in force");
     std::thread::sleep(Duration::from_secs(2));
     assert!(!tcp_send(fe, &db_ip, 5432, 1), "frontend is denied");
     assert!(tcp_send(cart, &db_ip, 5432, 3), "cart still reaches db");
@@ -220,7 +213,8 @@ fn a_candidate_policy_lists_exactly_the_connections_it_would_drop_then_does() {
             .any(|p| p.0 == "WOULD_DROP" && p.1 == "shop/cart"),
         "{v}"
     );
-    std::fs::write(&candidate, DB_ALLOW_CART_AND_FRONTEND).expect("candidate");
+    // db-allow-cart, changed to let frontend in too.
+    std::fs::write(&candidate, db_allow(&["cart", "frontend"])).expect("candidate");
     let v = what_if(&relay.addr, &candidate);
     let allowed = pairs(&v);
     assert!(

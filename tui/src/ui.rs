@@ -21,7 +21,7 @@ use crossterm::event::{Event, EventStream, KeyEventKind, MouseButton, MouseEvent
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use webb_proto::{
-    analysis::{WhatIfRequest, WhatIfResponse, analysis_client::AnalysisClient},
+    analysis::{WhatIfRequest, WhatIfResponse},
     observer::{
         GetFlowsRequest, GetFlowsResponse, GetNodesRequest, ServerStatusRequest,
         get_flows_response::ResponseTypes, observer_client::ObserverClient,
@@ -112,22 +112,9 @@ fn read_policies(files: &[String]) -> Result<Vec<String>, String> {
 
 /// Asks the server what candidates would change over [since, now].
 async fn ask_what_if(server: Server, req: WhatIfRequest, tx: mpsc::Sender<Feed>) {
-    let answer = async {
-        let channel = server.connect().await.map_err(|e| format!("{e:#}"))?;
-        let mut client = AnalysisClient::new(channel).max_decoding_message_size(64 << 20);
-        match tokio::time::timeout(server.request_timeout, client.what_if(req)).await {
-            Err(_) => Err(format!(
-                "no what-if answer within {:?}",
-                server.request_timeout
-            )),
-            Ok(Ok(a)) => Ok(a.into_inner()),
-            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Err(
-                "the server has no webb Analysis service (a Hubble server?): what-if needs webb-agent's policy compiler".into(),
-            ),
-            Ok(Err(s)) => Err(s.message().to_owned()),
-        }
-    }
-    .await;
+    let answer = crate::whatif::ask(&server, req)
+        .await
+        .map_err(|e| format!("{e:#}"));
     let _ = tx.send(Feed::WhatIf(answer)).await;
 }
 
@@ -614,14 +601,10 @@ async fn history(server: Server, filters: FilterArgs, window: Window, tx: mpsc::
     let read = async {
         let channel = server.connect().await?;
         let mut client = ObserverClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        let ts = |t: chrono::DateTime<chrono::Utc>| Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        };
         let mut stream = client
             .get_flows(GetFlowsRequest {
-                since: Some(ts(window.since)),
-                until: Some(ts(window.until)),
+                since: Some(crate::top::ts(window.since)),
+                until: Some(crate::top::ts(window.until)),
                 // 0 with since: every flow of the window.
                 number: 0,
                 whitelist: filters.allowlist.clone(),

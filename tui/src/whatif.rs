@@ -59,7 +59,6 @@ pub async fn run(args: WhatIfArgs, config: &ConfigFile) -> anyhow::Result<()> {
         policies.push(text);
     }
     let (server, _forward) = Server::resolve_forwarded(&args.server, config).await?;
-    let channel = server.connect().await?;
     let req = WhatIfRequest {
         policies,
         since: args.since.map(ts),
@@ -67,29 +66,37 @@ pub async fn run(args: WhatIfArgs, config: &ConfigFile) -> anyhow::Result<()> {
         whitelist: filters.allowlist.clone(),
         blacklist: filters.denylist.clone(),
     };
-    let mut client = AnalysisClient::new(channel).max_decoding_message_size(64 << 20);
-    let answer = match tokio::time::timeout(server.request_timeout, client.what_if(req)).await {
-        Err(_) => anyhow::bail!(
-            "WhatIf on {}: no answer within {:?} (--request-timeout)",
-            server.address,
-            server.request_timeout
-        ),
-        Ok(Ok(a)) => a.into_inner(),
-        Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
-            return Err(Usage(s.message().to_owned()).into());
-        }
-        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => anyhow::bail!(
-            "{} has no webb Analysis service (a Hubble server?): what-if needs webb-agent's policy compiler",
-            server.address
-        ),
-        Ok(Err(s)) => return Err(server.call_error("WhatIf", &s)),
-    };
+    let answer = ask(&server, req).await?;
     let out = match args.output {
         WhatIfFormat::Table => table(&answer, args.since, args.until),
         WhatIfFormat::Json => json(&answer),
     };
     print!("{out}");
     Ok(())
+}
+
+/// Asks `server` what candidates would change: the answer, a usage error
+/// (the server refused the candidates or the filters), or why there is
+/// none. `webb policy what-if` and the dashboard's what-if both ask here.
+pub async fn ask(server: &Server, req: WhatIfRequest) -> anyhow::Result<WhatIfResponse> {
+    let channel = server.connect().await?;
+    let mut client = AnalysisClient::new(channel).max_decoding_message_size(64 << 20);
+    match tokio::time::timeout(server.request_timeout, client.what_if(req)).await {
+        Err(_) => anyhow::bail!(
+            "WhatIf on {}: no answer within {:?} (--request-timeout)",
+            server.address,
+            server.request_timeout
+        ),
+        Ok(Ok(a)) => Ok(a.into_inner()),
+        Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
+            Err(Usage(s.message().to_owned()).into())
+        }
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => anyhow::bail!(
+            "{} has no webb Analysis service (a Hubble server?): what-if needs webb-agent's policy compiler",
+            server.address
+        ),
+        Ok(Err(s)) => Err(server.call_error("WhatIf", &s)),
+    }
 }
 
 fn change_name(c: i32) -> &'static str {

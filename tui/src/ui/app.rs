@@ -604,8 +604,7 @@ impl App {
             }
             // The time cursor: the window earlier / later by its width,
             // narrower / wider; L goes back to live.
-            KeyCode::Char(c @ ('[' | ']' | '{' | '}')) if self.window.is_some() => {
-                let w = self.window.expect("checked");
+            KeyCode::Char(c @ ('[' | ']' | '{' | '}')) if let Some(w) = self.window => {
                 let next = match c {
                     '[' => w.moved(-1, chrono::Utc::now()),
                     ']' => w.moved(1, chrono::Utc::now()),
@@ -796,16 +795,20 @@ impl App {
                     }
                 }
             }
+            _ => self.type_into_input(key),
+        }
+    }
+
+    /// A key typed into the input bar (the filter's or what-if's).
+    fn type_into_input(&mut self, key: KeyEvent) -> Action {
+        match key.code {
             KeyCode::Backspace => {
                 self.input.pop();
-                Action::None
             }
-            KeyCode::Char(c) => {
-                self.input.push(c);
-                Action::None
-            }
-            _ => Action::None,
+            KeyCode::Char(c) => self.input.push(c),
+            _ => {}
         }
+        Action::None
     }
 
     /// Shows a window of history (or live flows again): the buffer and
@@ -846,7 +849,7 @@ impl App {
             return;
         };
         w.take(answer);
-        let w = self.what_if.as_ref().expect("set above");
+        let w = &*w;
         let cut = self
             .flows
             .iter()
@@ -869,15 +872,7 @@ impl App {
                 }
                 action
             }
-            KeyCode::Backspace => {
-                self.input.pop();
-                Action::None
-            }
-            KeyCode::Char(c) => {
-                self.input.push(c);
-                Action::None
-            }
-            _ => Action::None,
+            _ => self.type_into_input(key),
         }
     }
 }
