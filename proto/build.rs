@@ -118,13 +118,14 @@ fn mask_schema(fds: &prost_types::FileDescriptorSet) -> String {
 /// Makes pbjson's generated readers read as Hubble's reader does
 /// (`crate::json::open`): an enum field takes any number and, by name, an
 /// unknown name is noted and left at zero; an unknown field is noted and
-/// skipped. The generated code is pbjson-build 0.9's; the build fails if
+/// skipped. And its writers write an enum number without a name as the
+/// number, as protojson does. The generated code is pbjson-build 0.9's; the build fails if
 /// its shape changes and nothing was rewritten.
 fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = String::with_capacity(text.len() + 4096);
     let mut field = String::new();
-    let (mut enums, mut unknown) = (0, 0);
+    let (mut enums, mut unknown, mut written) = (0, 0, 0);
     for line in text.lines() {
         if let Some(rest) = line.split("duplicate_field(\"").nth(1) {
             field = rest.split('"').next().unwrap_or_default().to_owned();
@@ -145,6 +146,25 @@ fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
                 "{indent}{lhs}= Some(crate::json::open::enum_values::<{ty}, _>(&mut map_, \"{field}\")?);\n"
             ));
             enums += 1;
+        } else if let Some(rest) = trimmed
+            .strip_prefix(".map_err(|_| serde::ser::Error::custom(format!(\"Invalid variant {}\", ")
+            && let Some(value) = rest
+                .strip_suffix(")))?;")
+                .or_else(|| rest.strip_suffix(")))"))
+        {
+            // Writing: an enum number this build has no name for is written
+            // as the number, as protojson writes it (not an error).
+            let end = if rest.ends_with('?') || rest.ends_with(";") {
+                ";"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "{indent}.map_or_else(|_| crate::json::open::EnumOut::Number({value}), crate::json::open::EnumOut::Name){end}\n"
+            ));
+            written += 1;
+        } else if trimmed == "}).collect::<std::result::Result<Vec<_>, _>>()?;" {
+            out.push_str(&format!("{indent}}}).collect::<Vec<_>>();\n"));
         } else if trimmed == "_ => Ok(GeneratedField::__SkipField__)," {
             out.push_str(&format!(
                 "{indent}_ => {{ crate::json::open::unknown_field(value); Ok(GeneratedField::__SkipField__) }}\n"
@@ -158,6 +178,9 @@ fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
     let name = path.display();
     if text.contains(" as i32") && enums == 0 {
         return Err(format!("{name}: no enum field rewritten; pbjson's output changed").into());
+    }
+    if text.contains("Invalid variant") && written == 0 {
+        return Err(format!("{name}: no enum writer rewritten; pbjson's output changed").into());
     }
     if text.contains("__SkipField__") && unknown == 0 {
         return Err(

@@ -19,8 +19,8 @@ use regex::Regex;
 mod cel;
 
 use crate::flow::{
-    Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags, Workload,
-    layer4, layer7,
+    Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags, Verdict,
+    Workload, layer4, layer7,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -49,6 +49,9 @@ pub enum FilterError {
     BadProtocol { value: String },
     #[error("experimental.cel_expression: {value:?}: {reason}")]
     BadCel { value: String, reason: String },
+    /// What Hubble's filter refuses beyond one value's syntax.
+    #[error("{field}: {reason}")]
+    Refused { field: &'static str, reason: String },
 }
 
 /// A compiled whitelist/blacklist pair.
@@ -83,11 +86,19 @@ impl FlowFilters {
     /// Whether a response that is not a flow (lost events, node status)
     /// passes, as Hubble's file reader decides: it filters such a record as
     /// a missing flow, which every getter reads as empty (so `--not
-    /// --verdict X` or `--to-label '!app'` let it through) except the IP
-    /// version filter, which refuses a missing flow.
+    /// --verdict X` or `--to-label '!app'` let it through), except the
+    /// filters that refuse a missing flow outright: IP version, verdict,
+    /// traffic direction and UUID (so `--not --verdict VERDICT_UNKNOWN`
+    /// keeps them too).
     pub fn matches_non_flow(&self) -> bool {
         let empty = Flow::default();
-        let nil = |f: &CompiledFilter| f.ip_version.is_empty() && f.matches(&empty);
+        let nil = |f: &CompiledFilter| {
+            f.ip_version.is_empty()
+                && f.verdict.is_empty()
+                && f.traffic_direction.is_empty()
+                && f.uuid.is_empty()
+                && f.matches(&empty)
+        };
         (self.whitelist.is_empty() || self.whitelist.iter().any(nil))
             && !self.blacklist.iter().any(nil)
     }
@@ -261,6 +272,44 @@ impl FlowFilters {
     }
 }
 
+/// What Hubble's filter builders refuse in a filter whose values each
+/// parse: an HTTP field beside an event type filter that cannot match L7
+/// (129) events, and empty pod, service and cluster names.
+fn check_as_hubble(f: &FlowFilter) -> Result<(), FilterError> {
+    let l7_ok = f.event_type.is_empty() || f.event_type.iter().any(|t| t.r#type == 129);
+    for (field, set) in [
+        ("http_status_code", !f.http_status_code.is_empty()),
+        ("http_method", !f.http_method.is_empty()),
+        ("http_path", !f.http_path.is_empty()),
+        ("http_url", !f.http_url.is_empty()),
+        ("http_header", !f.http_header.is_empty()),
+    ] {
+        if set && !l7_ok {
+            return Err(FilterError::Refused {
+                field,
+                reason: "filtering by it requires the event type filter to only match 'l7' events"
+                    .into(),
+            });
+        }
+    }
+    for (field, names) in [
+        ("source_pod", &f.source_pod),
+        ("destination_pod", &f.destination_pod),
+        ("source_service", &f.source_service),
+        ("destination_service", &f.destination_service),
+        ("source_cluster_name", &f.source_cluster_name),
+        ("destination_cluster_name", &f.destination_cluster_name),
+    ] {
+        if names.iter().any(String::is_empty) {
+            return Err(FilterError::Refused {
+                field,
+                reason: "invalid filter, name must not be empty".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl CompiledFilter {
     fn may_match_key(&self, k: &ItemKey) -> bool {
         let pods = |m: &[PodMatch], hash: u16| {
@@ -372,6 +421,7 @@ fn any_of<T>(alternatives: &[T], mut f: impl FnMut(&T) -> bool) -> bool {
 
 impl CompiledFilter {
     fn new(f: &FlowFilter) -> Result<Self, FilterError> {
+        check_as_hubble(f)?;
         let exprs = f
             .experimental
             .as_ref()
@@ -513,7 +563,9 @@ impl CompiledFilter {
             })
             && any_of(&self.traffic_direction, |d| *d == flow.traffic_direction)
             && any_of(&self.verdict, |v| *v == flow.verdict)
-            && any_of(&self.drop_reason_desc, |r| *r == flow.drop_reason_desc)
+            && any_of(&self.drop_reason_desc, |r| {
+                flow.verdict == Verdict::Dropped as i32 && *r == flow.drop_reason_desc
+            })
             && any_of(&self.interface, |i| {
                 flow.interface.as_ref().is_some_and(|fi| {
                     (i.index == 0 || i.index == fi.index)
@@ -522,7 +574,8 @@ impl CompiledFilter {
             })
             && any_of(&self.event_type, |t| {
                 flow.event_type.as_ref().is_some_and(|et| {
-                    et.r#type == t.r#type && (!t.match_sub_type || et.sub_type == t.sub_type)
+                    (t.r#type == 0 || et.r#type == t.r#type)
+                        && (!t.match_sub_type || et.sub_type == t.sub_type)
                 })
             })
             && any_of(&self.http_status_code, |s| {
@@ -531,8 +584,10 @@ impl CompiledFilter {
             && any_of(&self.protocol, |p| p.matches(flow))
             && any_of(&self.source_port, |p| sport == Some(*p))
             && any_of(&self.destination_port, |p| dport == Some(*p))
-            && any_of(&self.reply, |r| {
-                flow.is_reply.is_some_and(|v| v.value == *r)
+            // No is_reply is not a reply, but only on a drop.
+            && any_of(&self.reply, |r| match flow.is_reply {
+                Some(v) => v.value == *r,
+                None => flow.verdict == Verdict::Dropped as i32 && !*r,
             })
             && any_of(&self.dns_query, |r| {
                 dns.is_some_and(|d| r.is_match(&d.query))
@@ -547,7 +602,7 @@ impl CompiledFilter {
                 http.is_some_and(|h| h.method.eq_ignore_ascii_case(m))
             })
             && any_of(&self.http_path, |r| {
-                http.is_some_and(|h| r.is_match(url_path(&h.url)))
+                http.is_some_and(|h| url_path(&h.url).is_some_and(|p| r.is_match(&p)))
             })
             && any_of(&self.http_url, |r| http.is_some_and(|h| r.is_match(&h.url)))
             && any_of(&self.http_header, |want| {
@@ -560,17 +615,21 @@ impl CompiledFilter {
             && any_of(&self.tcp_flags, |want| {
                 tcp_flags(flow).is_some_and(|got| flags_contain(got, want))
             })
-            && any_of(&self.node_name, |r| r.is_match(&flow.node_name))
+            && any_of(&self.node_name, |r| {
+                !flow.node_name.is_empty() && r.is_match(&cluster_node_name(&flow.node_name))
+            })
             && any_of(&self.node_labels, |s| s.matches(&flow.node_labels))
             && any_of(&self.ip_version, |v| ip.map_or(0, |ip| ip.ip_version) == *v)
+            // A flow without them has the empty trace ID and IP trace 0.
             && any_of(&self.trace_id, |t| {
                 flow.trace_context
                     .as_ref()
                     .and_then(|c| c.parent.as_ref())
-                    .is_some_and(|p| p.trace_id == *t)
+                    .map_or("", |p| &p.trace_id)
+                    == t
             })
             && any_of(&self.ip_trace_id, |t| {
-                flow.ip_trace_id.as_ref().is_some_and(|i| i.trace_id == *t)
+                flow.ip_trace_id.as_ref().map_or(0, |i| i.trace_id) == *t
             })
             && any_of(&self.encrypted, |e| ip.is_some_and(|ip| ip.encrypted) == *e)
             && self.cel.as_ref().is_none_or(|c| c.matches(flow))
@@ -589,10 +648,15 @@ fn ports(field: &'static str, values: &[String]) -> Result<Vec<u16>, FilterError
     values
         .iter()
         .map(|v| {
-            v.trim().parse::<u16>().map_err(|_| FilterError::BadPort {
-                field,
-                value: v.clone(),
-            })
+            // Go's ParseUint(v, 10, 16): digits only, no sign or space.
+            v.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.parse::<u16>().ok())
+                .flatten()
+                .ok_or_else(|| FilterError::BadPort {
+                    field,
+                    value: v.clone(),
+                })
         })
         .collect()
 }
@@ -634,72 +698,118 @@ fn tls_version_name(v: &str) -> String {
     }
 }
 
+/// FQDN patterns as Hubble's filter reads them: trimmed, one trailing dot
+/// dropped, lowercased; then only `-0-9_a-z`, `.` and `*` (any run of
+/// `-.0-9a-z`) are allowed, and the whole name must match, case and all.
 fn fqdns(field: &'static str, values: &[String]) -> Result<Vec<Regex>, FilterError> {
     values
         .iter()
-        .map(|v| {
-            let pattern = v.trim().trim_end_matches('.').to_ascii_lowercase();
-            let body = pattern
-                .split('*')
-                .map(regex::escape)
-                .collect::<Vec<_>>()
-                .join("[-a-z0-9_]*");
-            Regex::new(&format!("(?i)^{body}\\.?$")).map_err(|e| FilterError::BadRegex {
-                field,
-                value: v.clone(),
-                reason: e.to_string(),
-            })
-        })
+        .map(|v| anchored(field, v, fqdn_pattern(v)))
         .collect()
 }
 
-/// Node name patterns: `*` matches any run of characters; a pattern without a
-/// cluster part (`cluster/`) matches the node name in any cluster.
-fn glob(field: &'static str, value: &str) -> Result<Regex, FilterError> {
-    let body = value
-        .split('*')
-        .map(regex::escape)
-        .collect::<Vec<_>>()
-        .join(".*");
-    let re = if value.contains('/') {
-        format!("^{body}$")
-    } else {
-        format!("^(?:[^/]*/)?{body}$")
-    };
-    Regex::new(&re).map_err(|e| FilterError::BadRegex {
-        field,
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
+/// One FQDN pattern as a regex body, or why Hubble refuses it.
+fn fqdn_pattern(pattern: &str) -> Result<String, String> {
+    let p = pattern.trim();
+    let p = p.strip_suffix('.').unwrap_or(p).to_lowercase();
+    if p.is_empty() {
+        return Err("empty pattern".into());
+    }
+    if p.ends_with('.') {
+        return Err("multiple trailing dots in pattern".into());
+    }
+    let mut re = String::with_capacity(p.len() * 2);
+    for c in p.chars() {
+        match c {
+            '.' => re.push_str("\\."),
+            '*' => re.push_str("[-.0-9a-z]*"),
+            '-' | '0'..='9' | '_' | 'a'..='z' => re.push(c),
+            _ => return Err(format!("{c:?}: invalid rune in pattern")),
+        }
+    }
+    Ok(re)
 }
 
+/// Node name patterns as Hubble's filter reads them: `[CLUSTER/]NODE`,
+/// each part an FQDN pattern, an empty or missing part matching any name;
+/// matched against `cluster/node`, a node name without a cluster being in
+/// Cilium's default cluster (`default`).
+fn glob(field: &'static str, value: &str) -> Result<Regex, FilterError> {
+    const ANY: &str = "(?:[-0-9_a-z]+(?:\\.[-0-9_a-z]+)*)";
+    let body = (|| {
+        if value.is_empty() {
+            return Err("empty pattern".to_owned());
+        }
+        let (cluster, node) = match value.split('/').collect::<Vec<_>>()[..] {
+            [node] => ("", node),
+            [cluster, node] => (cluster, node),
+            _ => return Err("too many slashes in pattern".to_owned()),
+        };
+        let part = |p: &str| {
+            if p.is_empty() {
+                Ok(ANY.to_owned())
+            } else {
+                fqdn_pattern(p)
+            }
+        };
+        Ok(format!("{}/{}", part(cluster)?, part(node)?))
+    })();
+    anchored(field, value, body)
+}
+
+/// The node name a node name pattern is matched against.
+fn cluster_node_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('/') {
+        name.into()
+    } else {
+        format!("default/{name}").into()
+    }
+}
+
+/// A pattern's regex body, matched against the whole text.
+fn anchored(
+    field: &'static str,
+    value: &str,
+    body: Result<String, String>,
+) -> Result<Regex, FilterError> {
+    let bad = |reason: String| FilterError::BadRegex {
+        field,
+        value: value.to_owned(),
+        reason,
+    };
+    Regex::new(&format!("^(?:{})$", body.map_err(bad)?)).map_err(|e| bad(e.to_string()))
+}
+
+/// An IP filter as Hubble's: with a `/` a prefix, else an address, which
+/// matches the flow's address as written (Hubble compares the strings).
 #[derive(Debug, Clone)]
 enum IpMatch {
-    Exact(IpAddr),
+    Exact(String),
     Net(IpNet),
 }
 
 impl IpMatch {
     fn parse(field: &'static str, value: &str) -> Result<Self, FilterError> {
-        let v = value.trim();
-        if let Ok(ip) = v.parse::<IpAddr>() {
-            return Ok(Self::Exact(ip));
+        let bad = || FilterError::BadIp {
+            field,
+            value: value.to_owned(),
+        };
+        if value.contains('/') {
+            value
+                .parse::<IpNet>()
+                .map(|n| Self::Net(n.trunc()))
+                .map_err(|_| bad())
+        } else {
+            value.parse::<IpAddr>().map_err(|_| bad())?;
+            Ok(Self::Exact(value.to_owned()))
         }
-        v.parse::<IpNet>()
-            .map(|n| Self::Net(n.trunc()))
-            .map_err(|_| FilterError::BadIp {
-                field,
-                value: value.to_owned(),
-            })
     }
 
     fn matches(&self, ip: &str) -> bool {
-        let Ok(ip) = ip.parse::<IpAddr>() else {
-            return false;
-        };
         match self {
-            Self::Exact(want) => *want == ip,
-            Self::Net(net) => net.contains(&ip),
+            _ if ip.is_empty() => false,
+            Self::Exact(want) => want == ip,
+            Self::Net(net) => ip.parse::<IpAddr>().is_ok_and(|ip| net.contains(&ip)),
         }
     }
 }
@@ -745,7 +855,7 @@ impl PodMatch {
 fn workload_matches(want: &Workload, e: &Endpoint) -> bool {
     e.workloads.iter().any(|w| {
         (want.name.is_empty() || want.name == w.name)
-            && (want.kind.is_empty() || want.kind.eq_ignore_ascii_case(&w.kind))
+            && (want.kind.is_empty() || want.kind == w.kind)
     })
 }
 
@@ -757,21 +867,19 @@ enum StatusMatch {
 }
 
 impl StatusMatch {
+    /// Hubble's two forms: `[1-5][0-9][0-9]`, or `[1-5][0-9]?+`.
     fn parse(value: &str) -> Result<Self, FilterError> {
-        let bad = || FilterError::BadStatus {
-            value: value.to_owned(),
-        };
-        let v = value.trim();
-        if let Some(prefix) = v.strip_suffix('+') {
-            if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(bad());
+        let b = value.as_bytes();
+        let class = |i: usize| b.get(i).is_some_and(|c| (b'1'..=b'5').contains(c));
+        let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+        match b.len() {
+            3 if class(0) && digit(1) && digit(2) => Ok(Self::Exact(value.parse().unwrap_or(0))),
+            2 | 3 if class(0) && value.ends_with('+') && (b.len() == 2 || digit(1)) => {
+                Ok(Self::Prefix(value[..b.len() - 1].to_owned()))
             }
-            return Ok(Self::Prefix(prefix.to_owned()));
-        }
-        match v.parse::<u32>() {
-            Ok(code) if (100..=999).contains(&code) => Ok(Self::Exact(code)),
-            _ => Err(bad()),
+            _ => Err(FilterError::BadStatus {
+                value: value.to_owned(),
+            }),
         }
     }
 
@@ -782,7 +890,8 @@ impl StatusMatch {
         }
         match self {
             Self::Exact(want) => *want == code,
-            Self::Prefix(p) => code.to_string().starts_with(p.as_str()),
+            // Hubble compares with the code written as %03d.
+            Self::Prefix(p) => format!("{code:03}").starts_with(p.as_str()),
         }
     }
 }
@@ -849,7 +958,8 @@ impl Protocol {
 }
 
 fn l4_ports(flow: &Flow) -> (Option<u16>, Option<u16>) {
-    let port = |p: u32| u16::try_from(p).ok();
+    // As Hubble reads them: the low 16 bits.
+    let port = |p: u32| Some(p as u16);
     match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
         Some(layer4::Protocol::Tcp(t)) => (port(t.source_port), port(t.destination_port)),
         Some(layer4::Protocol::Udp(u)) => (port(u.source_port), port(u.destination_port)),
@@ -881,17 +991,117 @@ fn flags_contain(got: &TcpFlags, want: &TcpFlags) -> bool {
     pairs.iter().all(|&(w, g)| !w || g)
 }
 
-/// The path of an HTTP URL (`http://host:port/a/b?q` -> `/a/b`); a URL that is
-/// already a path is returned without its query.
-fn url_path(url: &str) -> &str {
-    let rest = match url.find("://") {
-        Some(i) => {
-            let after = &url[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
+/// The path an HTTP path filter matches: the URL read as Go's
+/// `url.ParseRequestURI` reads it (Hubble's filter does), its path
+/// percent-decoded (`http://host:80/a%20b?q` -> `/a b`). None when Go
+/// refuses the URL (a control character, no scheme and no leading `/`, a
+/// bad host or port, a bad `%` escape): such a flow matches no path, as in
+/// Hubble. A URL with a scheme and no `/` after it has the empty path.
+fn url_path(url: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if url.is_empty() || url.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    if url == "*" {
+        return Some("*".into());
+    }
+    // Go's getScheme: letters, then digits, `+`, `-`, `.`, up to a `:`.
+    let mut scheme = "";
+    let mut rest = url;
+    for (i, c) in url.bytes().enumerate() {
+        match c {
+            b'a'..=b'z' | b'A'..=b'Z' => {}
+            b'0'..=b'9' | b'+' | b'-' | b'.' if i > 0 => {}
+            b':' if i == 0 => return None,
+            b':' => {
+                (scheme, rest) = (&url[..i], &url[i + 1..]);
+                break;
+            }
+            _ => break,
         }
-        None => url,
+    }
+    let rest = match rest.strip_suffix('?') {
+        Some(r) if !r.contains('?') => r,
+        _ => rest.split_once('?').map_or(rest, |(p, _)| p),
     };
-    rest.split(['?', '#']).next().unwrap_or(rest)
+    if !rest.starts_with('/') {
+        // A rootless URL with a scheme is opaque: it has no path.
+        return (!scheme.is_empty()).then(|| "".into());
+    }
+    let mut path = rest;
+    if !scheme.is_empty()
+        && let Some(after) = rest.strip_prefix("//")
+    {
+        let (authority, p) = after.find('/').map_or((after, ""), |i| after.split_at(i));
+        if !valid_authority(authority) {
+            return None;
+        }
+        path = p;
+    }
+    percent_decode(path)
+}
+
+/// Go's parseAuthority, as far as it refuses: userinfo before the last `@`,
+/// then a host (`[v6]` or a name) with an optional `:digits` port, whose
+/// characters Go allows in a host.
+fn valid_authority(authority: &str) -> bool {
+    let host = match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let ok = |c: u8| c.is_ascii_alphanumeric() || b"-._:~!$&'()*+,;=%@".contains(&c);
+            if !user.bytes().all(ok) || percent_decode(user).is_none() {
+                return false;
+            }
+            host
+        }
+        None => authority,
+    };
+    let port_ok = |p: &str| {
+        p.is_empty()
+            || p.strip_prefix(':')
+                .is_some_and(|d| d.bytes().all(|c| c.is_ascii_digit()))
+    };
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        let Some(i) = v6.rfind(']') else {
+            return false;
+        };
+        if !port_ok(&v6[i + 1..]) {
+            return false;
+        }
+        &v6[..i]
+    } else {
+        if let Some(i) = host.rfind(':')
+            && !port_ok(&host[i..])
+        {
+            return false;
+        }
+        host
+    };
+    let allowed =
+        |c: u8| c >= 0x80 || c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]<>\"%".contains(&c);
+    name.bytes().all(allowed) && percent_decode(name).is_some()
+}
+
+/// Go's unescape of a path: `%XX` decoded (invalid UTF-8 as U+FFFD), None on
+/// a `%` without two hex digits after it.
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(s.into());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned().into())
 }
 
 /// A Kubernetes-style label selector over Cilium label strings

@@ -76,7 +76,8 @@ impl LineWriter {
 /// for byte sees no difference.
 pub fn to_go_writer<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
     let mut ser = serde_json::Serializer::with_formatter(&mut *buf, GoFormatter);
-    // Generated types serialize into memory without failing.
+    // Generated types serialize into memory without failing (build.rs
+    // makes an enum number without a name a number, not an error).
     let _ = v.serialize(&mut ser);
 }
 

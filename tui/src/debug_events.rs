@@ -223,6 +223,7 @@ mod tests {
             last: None,
             follow: false,
             since: None,
+            until_arg: None,
             until: None,
         };
         assert_eq!(request(&s).number, 20);

@@ -15,10 +15,7 @@
 //! Every value is checked here, so a bad value is a usage error (exit 2)
 //! before any connection is made.
 
-use std::net::IpAddr;
-
 use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches, error::ErrorKind};
-use ipnet::IpNet;
 use webb_proto::{
     filter::FlowFilters,
     flow::{
@@ -644,11 +641,18 @@ impl clap::Args for FilterArgs {
             arg = if s.value.is_empty() {
                 // Appended (an empty value each time) so that every
                 // occurrence keeps its position; a count keeps only the last.
-                arg.num_args(0)
+                // As Hubble's (pflag's NoOptDefVal), `--flag=VALUE` is taken
+                // too, and its value ignored: `--encrypted=false` is
+                // `--encrypted`.
+                arg.num_args(0..=1)
+                    .require_equals(true)
                     .default_missing_value("")
                     .action(ArgAction::Append)
             } else {
-                arg.action(ArgAction::Append).value_name(s.value)
+                // A value may start with `-`, as pflag takes any next word.
+                arg.action(ArgAction::Append)
+                    .value_name(s.value)
+                    .allow_hyphen_values(true)
             };
             cmd = cmd.arg(arg);
         }
@@ -683,12 +687,9 @@ impl FromArgMatches for FilterArgs {
                 "trailing --not found in the arguments\n",
             ));
         }
-        let out = b.finish();
-        // Compile once here, so regex and selector errors are usage errors too.
-        out.compile().map_err(|e| {
-            clap::Error::raw(ErrorKind::ValueValidation, format!("invalid filter: {e}\n"))
-        })?;
-        Ok(out)
+        // Values are compiled (IPs, ports, patterns, selectors, CEL) when
+        // the command runs, after --print-raw-filters, as Hubble does.
+        Ok(b.finish())
     }
 
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
@@ -1025,25 +1026,15 @@ impl Builder {
 }
 
 fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String> {
-    let v = value.trim();
+    // As given: Hubble trims nothing.
+    let v = value;
     match family {
-        F::Ip => {
-            if v.parse::<IpAddr>().is_err() && v.parse::<IpNet>().is_err() {
-                return Err(format!(
-                    "{flag}: {value:?} is not an IP address or CIDR (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/64)"
-                ));
-            }
-            Ok(Value::Str(v.to_owned()))
-        }
-        F::Port => match v.parse::<u16>() {
-            Ok(_) => Ok(Value::Str(v.to_owned())),
-            Err(_) => Err(format!("{flag}: {value:?} is not a port number (0-65535)")),
-        },
+        // Checked when the filter is compiled, as Hubble checks them.
+        F::Ip | F::Port => Ok(Value::Str(v.to_owned())),
         // A number, or a reserved identity's name (`world`, `host`, ...).
-        F::Identity => v
-            .parse::<u32>()
-            .ok()
-            .or_else(|| (0..=255).find(|&i| names::reserved_identity_name(i) == Some(v)))
+        F::Identity => (0..=255)
+            .find(|&i| names::reserved_identity_name(i) == Some(v))
+            .or_else(|| go_uint32(v))
             .map(Value::Id)
             .ok_or_else(|| {
                 format!(
@@ -1052,29 +1043,52 @@ fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String
                 )
             }),
         // KIND/NAME, KIND/ (any workload of a kind) or NAME.
+        // KIND/NAME, KIND/ (any workload of a kind) or NAME; empty is any
+        // workload.
         F::Workload => {
-            let (kind, name) = match v.split_once('/') {
-                Some((k, n)) => (k, n),
-                None => ("", v),
-            };
-            if name.is_empty() && kind.is_empty() {
-                return Err(format!(
-                    "{flag}: the value is empty (use NAME or KIND/NAME)"
-                ));
-            }
+            let (kind, name) = v.split_once('/').unwrap_or(("", v));
             Ok(Value::Workload(Workload {
                 name: name.to_owned(),
                 kind: kind.to_owned(),
             }))
         }
         F::Namespace | F::AllNamespaces => unreachable!("namespaces are kept apart"),
-        F::Pod | F::Fqdn | F::Label | F::Service | F::Cluster => {
-            if v.is_empty() {
-                return Err(format!("{flag}: the value is empty"));
-            }
-            Ok(Value::Str(v.to_owned()))
-        }
+        F::Pod | F::Fqdn | F::Label | F::Service | F::Cluster => Ok(Value::Str(v.to_owned())),
     }
+}
+
+/// Go's `strconv.ParseUint(s, 0, 32)`: decimal, or `0x`/`0o`/`0b`/`0`
+/// prefixed, with `_` between digits when prefixed.
+fn go_uint32(s: &str) -> Option<u32> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, radix) = if let Some(d) = lower.strip_prefix("0x") {
+        (d, 16)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (d, 8)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (d, 2)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (&lower[1..], 8)
+    } else {
+        return lower
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| lower.parse().ok())
+            .flatten();
+    };
+    let digits = digits.strip_prefix('_').unwrap_or(digits);
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let clean: String = digits.chars().filter(|&c| c != '_').collect();
+    if !clean.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(&clean, radix).ok()
 }
 
 type Update = Box<dyn Fn(&mut FlowFilter)>;
@@ -1084,7 +1098,7 @@ fn choices<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
-    let v = value.trim().to_owned();
+    let v = value.to_owned();
     let u: Update = match p {
         P::Verdict => {
             // Hubble's names, in capitals (VERDICT_UNKNOWN too).
@@ -1114,45 +1128,12 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
             })?;
             Box::new(move |f| f.event_type.push(filter))
         }
-        P::Protocol => {
-            const VALID: &[&str] = &[
-                "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "vrrp", "igmp", "dns", "http",
-                "kafka",
-            ];
-            let lower = v.to_ascii_lowercase();
-            if !VALID.contains(&lower.as_str()) {
-                return Err(format!(
-                    "{flag}: {value:?} is not a protocol; valid: {}",
-                    VALID.join(", ")
-                ));
-            }
-            Box::new(move |f| f.protocol.push(v.clone()))
-        }
-        P::HttpStatus => {
-            let ok = match v.strip_suffix('+') {
-                Some(prefix) => {
-                    !prefix.is_empty()
-                        && prefix.len() < 3
-                        && prefix.bytes().all(|b| b.is_ascii_digit())
-                }
-                None => v.len() == 3 && v.parse::<u16>().is_ok_and(|c| (100..600).contains(&c)),
-            };
-            if !ok {
-                return Err(format!(
-                    "{flag}: {value:?} is not a status code (100-599) or a prefix like 5+ or 40+"
-                ));
-            }
-            Box::new(move |f| f.http_status_code.push(v.clone()))
-        }
-        P::HttpMethod => {
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(format!(
-                    "{flag}: {value:?} is not an HTTP method (GET, POST, ...)"
-                ));
-            }
-            // As given: the match ignores case.
-            Box::new(move |f| f.http_method.push(v.clone()))
-        }
+        // Checked when the filter is compiled, as Hubble checks them (so
+        // --print-raw-filters prints them as given).
+        P::Protocol => Box::new(move |f| f.protocol.push(v.clone())),
+        P::HttpStatus => Box::new(move |f| f.http_status_code.push(v.clone())),
+        // Any text, as Hubble takes it: the match ignores case.
+        P::HttpMethod => Box::new(move |f| f.http_method.push(v.clone())),
         P::HttpPath => Box::new(move |f| f.http_path.push(v.clone())),
         P::HttpUrl => Box::new(move |f| f.http_url.push(v.clone())),
         P::HttpHeader => {
@@ -1199,12 +1180,7 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
         P::TraceId => Box::new(move |f| f.trace_id.push(v.clone())),
         P::Ipv4 => Box::new(|f| f.ip_version.push(IpVersion::IPv4 as i32)),
         P::Ipv6 => Box::new(|f| f.ip_version.push(IpVersion::IPv6 as i32)),
-        P::SnatIp => {
-            if v.parse::<IpAddr>().is_err() && v.parse::<IpNet>().is_err() {
-                return Err(format!("{flag}: {value:?} is not an IP address or CIDR"));
-            }
-            Box::new(move |f| f.source_ip_xlated.push(v.clone()))
-        }
+        P::SnatIp => Box::new(move |f| f.source_ip_xlated.push(v.clone())),
         // Hubble's spellings; anything else means flows without IP.
         P::IpVersion => {
             let version = match v.to_ascii_lowercase().as_str() {
@@ -1225,9 +1201,14 @@ fn parse_plain(flag: &str, p: Plain, value: &str) -> Result<Update, String> {
         P::Encrypted => Box::new(|f| f.encrypted.push(true)),
         P::Unencrypted => Box::new(|f| f.encrypted.push(false)),
         P::IpTraceId => {
-            let id = v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                format!("{flag}: {value:?} is not an IP trace ID (a number greater than 0)")
-            })?;
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            let id = digits
+                .then(|| v.parse::<u64>().ok())
+                .flatten()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!("{flag}: {value:?} is not an IP trace ID (a number greater than 0)")
+                })?;
             Box::new(move |f| f.ip_trace_id.push(id))
         }
     };

@@ -151,10 +151,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Observe(a) => {
             let run = async {
                 match a.kind {
-                    Some(ObserveKind::AgentEvents(e)) => agent_events::run(*e, &config).await,
-                    Some(ObserveKind::DebugEvents(e)) => debug_events::run(*e, &config).await,
-                    Some(ObserveKind::Flows(f)) => observe::run(*f, &config).await,
-                    None => observe::run(a.flows, &config).await,
+                    Some(ObserveKind::AgentEvents(mut e)) => {
+                        e.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        agent_events::run(*e, &config).await
+                    }
+                    Some(ObserveKind::DebugEvents(mut e)) => {
+                        e.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        debug_events::run(*e, &config).await
+                    }
+                    Some(ObserveKind::Flows(mut f)) => {
+                        f.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        observe::run(*f, &config).await
+                    }
+                    None => {
+                        let mut f = a.flows;
+                        f.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        observe::run(f, &config).await
+                    }
                 }
             };
             tokio::select! {

@@ -61,15 +61,36 @@ pub struct Selectors {
     #[arg(short, long, help_heading = "Selectors")]
     pub follow: bool,
     /// Flows since this time: a duration before now (3s, 4m, 1h43m) or a
-    /// time (RFC 3339, 2024-01-02T03:04, 2024-01-02, Unix seconds)
-    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selectors")]
+    /// time (2024-01-02, 2024-01-02T03Z, 2024-01-02T03:04Z, RFC 3339,
+    /// RFC1123Z)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true,
+          help_heading = "Selectors")]
     pub since: Option<DateTime<Utc>>,
-    /// Flows until this time (same forms as --since)
-    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selectors")]
+    /// Flows until this time (same forms as --since); ignored, and not
+    /// read, with --follow, as Hubble ignores it
+    #[arg(
+        long = "until",
+        value_name = "TIME",
+        allow_hyphen_values = true,
+        help_heading = "Selectors"
+    )]
+    pub until_arg: Option<String>,
+    /// `--until` as read by [`Selectors::resolve`]: none when following.
+    #[arg(skip)]
     pub until: Option<DateTime<Utc>>,
 }
 
 impl Selectors {
+    /// Reads `--until`, unless following: Hubble reads it only then, so
+    /// `--until junk --follow` is not an error.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        self.until = match &self.until_arg {
+            Some(s) if !self.follow => Some(parse_time(s)?),
+            _ => None,
+        };
+        Ok(())
+    }
+
     /// The request's `number` and `first`: every record, the first or last
     /// N, or the last 20 when nothing else selects (Hubble's default).
     pub fn number_and_first(&self) -> (u64, bool) {
@@ -147,7 +168,12 @@ pub struct OutputArgs {
     #[arg(long, help_heading = "Output")]
     pub print_policy_names: bool,
     /// Silent: write nothing on stderr (node status, warnings)
-    #[arg(short = 's', long, help_heading = "Output")]
+    #[arg(
+        short = 's',
+        long,
+        visible_alias = "silent-errors",
+        help_heading = "Output"
+    )]
     pub silent: bool,
     /// Debug: log the request sent and every node status change on stderr
     #[arg(short = 'D', long, help_heading = "Output")]
@@ -362,6 +388,12 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
         print!("{}", filters::raw_listing(&args.filters));
         return Ok(());
     }
+    // A value the filter engine refuses (a bad IP, port, pattern, selector
+    // or CEL expression) fails here, before any connection, as Hubble's
+    // reader and server refuse it.
+    args.filters
+        .compile()
+        .map_err(|e| anyhow::anyhow!(Usage(format!("invalid filter: {e}"))))?;
     if args.output.debug || config.debug {
         log_request(&args);
     }

@@ -1,20 +1,23 @@
 //! Times as `--since` and `--until` take them, and as the printers show them.
 //!
-//! Accepted, like Hubble: a relative duration in Go's syntax (`3s`, `4m`,
-//! `1h43m`, `1.5h`, `250ms`), meaning that long before now; RFC 3339 with any
-//! fraction and offset (`2024-01-02T03:04:05.123Z`, `...+02:00`); and the
-//! shorter forms `2024-01-02T03:04:05`, `2024-01-02T03:04`, `2024-01-02`,
-//! `2024-01-02 03:04:05` (UTC when no offset is given); and a Unix time in
-//! seconds (`1704164645` or `1704164645.5`).
+//! Accepted exactly as Hubble accepts them (hubble/pkg/time's FromString):
+//! a Go duration (`3s`, `4m`, `1h43m`, `1.5h`, `-5m`), meaning that long
+//! before now (a negative one is after now); or a time in one of Hubble's
+//! layouts, read as Go's time.Parse reads them: YearMonthDay
+//! (`2024-01-02`), YearMonthDayHour (`2024-01-02T03Z`,
+//! `2024-01-02T03+01:00`), YearMonthDayHourMinute (`2024-01-02T03:04Z`),
+//! RFC 3339 with any fraction (`2024-01-02T03:04:05.123Z`) and RFC1123Z
+//! (`Tue, 02 Jan 2024 03:04:05 +0000`). Anything else Hubble rejects, and so
+//! does webb.
 
 use std::sync::OnceLock;
 
 use chrono::{
-    DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc,
+    DateTime, NaiveDate, TimeDelta, Utc,
     format::{Item, StrftimeItems},
 };
 
-pub const FORMATS_HELP: &str = "a duration before now (3s, 4m, 1h43m) or a time (RFC 3339 like 2024-01-02T03:04:05Z, 2024-01-02T03:04, 2024-01-02, or Unix seconds)";
+pub const FORMATS_HELP: &str = "a duration before now (3s, 4m, 1h43m) or a time (2024-01-02, 2024-01-02T03Z, 2024-01-02T03:04Z, RFC 3339 like 2024-01-02T03:04:05.123+01:00, or RFC1123Z like Tue, 02 Jan 2024 03:04:05 +0000)";
 
 /// Parses a Go duration with an optional sign (`1h43m`, `-3s`, `1.5h`).
 pub fn parse_duration(s: &str) -> Option<TimeDelta> {
@@ -22,44 +25,266 @@ pub fn parse_duration(s: &str) -> Option<TimeDelta> {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    if rest.starts_with(['-', '+']) {
+    if rest.starts_with(['-', '+']) || rest.trim() != rest {
         return None;
     }
     let d = TimeDelta::from_std(webb_proto::duration::parse(rest)?).ok()?;
     Some(if neg { -d } else { d })
 }
 
-/// Parses a `--since`/`--until` value relative to `now`.
+/// Parses a `--since`/`--until` value relative to `now`, as Hubble does: a
+/// duration is subtracted from now (so `-5m` is five minutes ahead), else
+/// the first of Hubble's layouts that reads the whole value wins.
 pub fn parse_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let s = s.trim();
     if let Some(d) = parse_duration(s) {
-        return now.checked_sub_signed(d.abs());
+        return now.checked_sub_signed(d);
     }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+    const LAYOUTS: &[&[Elem]] = &[
+        &[
+            Elem::Year,
+            Elem::Lit("-"),
+            Elem::Month,
+            Elem::Lit("-"),
+            Elem::Day,
+        ],
+        &[
+            Elem::Year,
+            Elem::Lit("-"),
+            Elem::Month,
+            Elem::Lit("-"),
+            Elem::Day,
+            Elem::Lit("T"),
+            Elem::Hour,
+            Elem::ColonZone,
+        ],
+        &[
+            Elem::Year,
+            Elem::Lit("-"),
+            Elem::Month,
+            Elem::Lit("-"),
+            Elem::Day,
+            Elem::Lit("T"),
+            Elem::Hour,
+            Elem::Lit(":"),
+            Elem::Minute,
+            Elem::ColonZone,
+        ],
+        &[
+            Elem::Year,
+            Elem::Lit("-"),
+            Elem::Month,
+            Elem::Lit("-"),
+            Elem::Day,
+            Elem::Lit("T"),
+            Elem::Hour,
+            Elem::Lit(":"),
+            Elem::Minute,
+            Elem::Lit(":"),
+            Elem::Second,
+            Elem::ColonZone,
+        ],
+        &[
+            Elem::WeekdayName,
+            Elem::Lit(", "),
+            Elem::Day,
+            Elem::Lit(" "),
+            Elem::MonthName,
+            Elem::Lit(" "),
+            Elem::Year,
+            Elem::Lit(" "),
+            Elem::Hour,
+            Elem::Lit(":"),
+            Elem::Minute,
+            Elem::Lit(":"),
+            Elem::Second,
+            Elem::Lit(" "),
+            Elem::NumZone,
+        ],
+    ];
+    LAYOUTS.iter().find_map(|l| go_parse(l, s))
+}
+
+/// One element of a Go time layout, as far as Hubble's layouts use them.
+#[derive(Debug, Clone, Copy)]
+enum Elem {
+    /// Text that must be there; a space matches one or more spaces.
+    Lit(&'static str),
+    /// `2006`: four digits.
+    Year,
+    /// `01`: two digits, 1 to 12.
+    Month,
+    /// `Jan`: a month's short name, in any case.
+    MonthName,
+    /// `Mon`: a weekday's short name, in any case; read and not checked.
+    WeekdayName,
+    /// `02`: two digits, a day of that month.
+    Day,
+    /// `15`: one or two digits, 0 to 23.
+    Hour,
+    /// `04`: two digits, 0 to 59.
+    Minute,
+    /// `05`: two digits, 0 to 59, then an optional fraction (`.` or `,`
+    /// and any number of digits; Go keeps nine).
+    Second,
+    /// `Z07:00`: `Z`, or a sign, two digits, `:`, two digits.
+    ColonZone,
+    /// `-0700`: a sign and four digits.
+    NumZone,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// Go's getnum: one or two leading digits (exactly two when `fixed`).
+fn go_num(v: &str, fixed: bool) -> Option<(u32, &str)> {
+    let b = v.as_bytes();
+    let digit = |i: usize| {
+        b.get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| u32::from(c - b'0'))
+    };
+    let first = digit(0)?;
+    match digit(1) {
+        Some(second) => Some((first * 10 + second, &v[2..])),
+        None if fixed => None,
+        None => Some((first, &v[1..])),
     }
-    for layout in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, layout) {
-            return Some(t.and_utc());
+}
+
+/// A short name from `names` at the start of `v`, compared without case.
+fn go_name<'a>(names: &[&str], v: &'a str) -> Option<(usize, &'a str)> {
+    names
+        .iter()
+        .position(|n| v.get(..n.len()).is_some_and(|p| p.eq_ignore_ascii_case(n)))
+        .map(|i| (i, &v[names[i].len()..]))
+}
+
+/// A zone offset `+hh:mm` (colon) or `+hhmm` at the start of `v`, in
+/// seconds east of UTC; Go takes hours up to 24 and minutes up to 60.
+fn go_zone(v: &str, colon: bool) -> Option<(i32, &str)> {
+    let len = if colon { 6 } else { 5 };
+    let z = v.get(..len)?;
+    let sign = match z.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (hh, mm) = if colon {
+        if z.as_bytes()[3] != b':' {
+            return None;
+        }
+        (&z[1..3], &z[4..6])
+    } else {
+        (&z[1..3], &z[3..5])
+    };
+    let (h, _) = go_num(hh, true)?;
+    let (m, _) = go_num(mm, true)?;
+    if h > 24 || m > 60 {
+        return None;
+    }
+    Some((sign * (h as i32 * 3600 + m as i32 * 60), &v[len..]))
+}
+
+/// Go's time.Parse of `value` by `layout`, for the elements above; the
+/// whole value must be read.
+fn go_parse(layout: &[Elem], value: &str) -> Option<DateTime<Utc>> {
+    let (mut year, mut month, mut day) = (None, None, None);
+    let (mut hour, mut minute, mut second, mut nanos, mut offset) = (0, 0, 0, 0u32, 0i32);
+    let mut v = value;
+    for e in layout {
+        match *e {
+            Elem::Lit(lit) => {
+                let mut l = lit;
+                while let Some(c) = l.chars().next() {
+                    if c == ' ' {
+                        if !v.is_empty() && !v.starts_with(' ') {
+                            return None;
+                        }
+                        l = l.trim_start_matches(' ');
+                        v = v.trim_start_matches(' ');
+                        continue;
+                    }
+                    v = v.strip_prefix(c)?;
+                    l = &l[c.len_utf8()..];
+                }
+            }
+            Elem::Year => {
+                let y = v
+                    .get(..4)
+                    .filter(|y| y.bytes().all(|c| c.is_ascii_digit()))?;
+                year = Some(y.parse::<i32>().ok()?);
+                v = &v[4..];
+            }
+            Elem::Month => {
+                let (m, rest) = go_num(v, true)?;
+                if !(1..=12).contains(&m) {
+                    return None;
+                }
+                month = Some(m);
+                v = rest;
+            }
+            Elem::MonthName => {
+                let (i, rest) = go_name(&MONTHS, v)?;
+                month = Some(i as u32 + 1);
+                v = rest;
+            }
+            Elem::WeekdayName => v = go_name(&WEEKDAYS, v)?.1,
+            Elem::Day => {
+                let (d, rest) = go_num(v, true)?;
+                day = Some(d);
+                v = rest;
+            }
+            Elem::Hour => {
+                let (h, rest) = go_num(v, false)?;
+                if h > 23 {
+                    return None;
+                }
+                hour = h;
+                v = rest;
+            }
+            Elem::Minute | Elem::Second => {
+                let (n, rest) = go_num(v, true)?;
+                if n > 59 {
+                    return None;
+                }
+                v = rest;
+                if matches!(e, Elem::Minute) {
+                    minute = n;
+                    continue;
+                }
+                second = n;
+                let b = v.as_bytes();
+                if b.len() >= 2 && matches!(b[0], b'.' | b',') && b[1].is_ascii_digit() {
+                    let digits = b[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    let mut frac: String = v[1..1 + digits].chars().take(9).collect();
+                    while frac.len() < 9 {
+                        frac.push('0');
+                    }
+                    nanos = frac.parse().ok()?;
+                    v = &v[1 + digits..];
+                }
+            }
+            Elem::ColonZone => {
+                if let Some(rest) = v.strip_prefix('Z') {
+                    v = rest;
+                } else {
+                    (offset, v) = go_zone(v, true)?;
+                }
+            }
+            Elem::NumZone => (offset, v) = go_zone(v, false)?,
         }
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    if !v.is_empty() {
+        return None;
     }
-    if let Ok(secs) = s.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        let whole = secs.trunc() as i64;
-        let nanos = ((secs - secs.trunc()) * 1e9).round() as u32;
-        return DateTime::from_timestamp(whole, nanos);
-    }
-    None
+    // Go checks the day against the month (in that year).
+    let date = NaiveDate::from_ymd_opt(year?, month?, day?)?;
+    let t = date
+        .and_hms_nano_opt(hour, minute, second, nanos)?
+        .and_utc();
+    t.checked_sub_signed(TimeDelta::seconds(i64::from(offset)))
 }
 
 /// `--time-format`: Hubble's names, matched without regard to case; a name
@@ -212,28 +437,59 @@ mod tests {
     fn times() {
         let t = |s| parse_time(s, now()).map(|t| t.to_rfc3339());
         assert_eq!(t("4m").as_deref(), Some("2024-01-02T03:00:05+00:00"));
+        // Hubble subtracts the duration, so a negative one is ahead of now.
+        assert_eq!(t("-4m").as_deref(), Some("2024-01-02T03:08:05+00:00"));
         assert_eq!(
             t("2024-01-01T00:00:00.5+01:00").as_deref(),
             Some("2023-12-31T23:00:00.500+00:00")
         );
         assert_eq!(
-            t("2024-01-01T10:11").as_deref(),
+            t("2024-01-01T00:00:00,25Z").as_deref(),
+            Some("2024-01-01T00:00:00.250+00:00")
+        );
+        assert_eq!(
+            t("2024-01-01T10:11Z").as_deref(),
             Some("2024-01-01T10:11:00+00:00")
         );
         assert_eq!(
-            t("2024-01-01 10:11:12").as_deref(),
-            Some("2024-01-01T10:11:12+00:00")
+            t("2024-01-01T10-02:00").as_deref(),
+            Some("2024-01-01T12:00:00+00:00")
+        );
+        assert_eq!(
+            t("2024-01-01T9:11:12Z").as_deref(),
+            Some("2024-01-01T09:11:12+00:00")
         );
         assert_eq!(
             t("2024-01-01").as_deref(),
             Some("2024-01-01T00:00:00+00:00")
         );
         assert_eq!(
-            t("1704164645").as_deref(),
-            Some("2024-01-02T03:04:05+00:00")
+            t("wed, 03 jan 2024 10:11:12 -0130").as_deref(),
+            Some("2024-01-03T11:41:12+00:00")
         );
-        assert_eq!(t("yesterday"), None);
-        assert_eq!(t("2024-13-01"), None);
+        assert_eq!(
+            t("Mon,   03 Jan 2024 10:11:12 +0000").as_deref(),
+            Some("2024-01-03T10:11:12+00:00")
+        );
+        // What Go's time.Parse refuses for every one of Hubble's layouts.
+        for bad in [
+            "yesterday",
+            "2024-13-01",
+            "2024-02-30",
+            "2024-01-01T10:11",
+            "2024-01-01 10:11:12",
+            "1704164645",
+            " 5m",
+            "2024-01-01T24Z",
+            "2024-01-01T10:11:12+0100",
+            "2024-01-01t10:11:12Z",
+            "24-01-01",
+            "2024-1-01",
+            "2024-01-01T10:11:12.Z",
+            "Mar 14 21:40:30.000",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 
     #[test]

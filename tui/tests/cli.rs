@@ -227,7 +227,7 @@ fn bad_values_are_usage_errors_before_any_connection() {
         ),
         (
             &["observe", "--to-ip", "10.0.0.0/33"][..],
-            "--to-ip: \"10.0.0.0/33\" is not an IP address or CIDR",
+            "invalid filter: destination_ip: \"10.0.0.0/33\" is not an IP address or CIDR",
         ),
         (
             &["observe", "--since", "yesterday"][..],

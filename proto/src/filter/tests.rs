@@ -344,9 +344,15 @@ fn table() {
             [true, false, false, false],
         ),
         (
-            "fqdn star is one label",
+            // Hubble's `*` is any run of `-.0-9a-z`: it spans labels.
+            "fqdn star spans labels",
             ff!(destination_fqdn: s(&["*.svc.cluster.local"])),
-            [false, false, false, false],
+            [true, false, false, false],
+        ),
+        (
+            "fqdn pattern lowercased, name matched as it is",
+            ff!(destination_fqdn: s(&[" Cart.Shop.svc.cluster.local. "])),
+            [true, false, false, false],
         ),
         (
             "http status prefix",
@@ -509,6 +515,17 @@ fn bad_filters_are_errors() {
         (ff!(http_path: s(&["("])), "http_path"),
         (ff!(protocol: s(&["quic"])), "protocol"),
         (ff!(source_label: s(&["app in (a"])), "source_label"),
+        // Hubble's FQDN and node name patterns: only `-.0-9_a-z*`.
+        (ff!(source_fqdn: s(&["a,b"])), "invalid rune"),
+        (
+            ff!(destination_fqdn: s(&["x\u{1b}[31m.com"])),
+            "invalid rune",
+        ),
+        (ff!(destination_fqdn: s(&[" . "])), "empty pattern"),
+        (ff!(destination_fqdn: s(&["a.."])), "multiple trailing dots"),
+        (ff!(node_name: s(&[""])), "empty pattern"),
+        (ff!(node_name: s(&["a/b/c"])), "too many slashes"),
+        (ff!(node_name: s(&["kind:worker"])), "invalid rune"),
         (
             ff!(experimental: Some(crate::flow::flow_filter::Experimental { cel_expression: s(&["_flow.verdict =="]) })),
             "cel_expression",
@@ -525,7 +542,47 @@ fn bad_filters_are_errors() {
 
 #[test]
 fn url_path_extraction() {
-    assert_eq!(url_path("http://a:80/x/y?z=1"), "/x/y");
-    assert_eq!(url_path("http://a"), "/");
-    assert_eq!(url_path("/p#frag"), "/p");
+    // As Go's url.ParseRequestURI reads them, in Hubble's path filter.
+    let path = |u| url_path(u).map(|p| p.into_owned());
+    assert_eq!(path("http://a:80/x/y?z=1").as_deref(), Some("/x/y"));
+    assert_eq!(path("http://a").as_deref(), Some(""));
+    assert_eq!(path("/p#frag").as_deref(), Some("/p#frag"));
+    assert_eq!(path("/a%20b?").as_deref(), Some("/a b"));
+    assert_eq!(path("http:/x").as_deref(), Some("/x"));
+    assert_eq!(path("mailto:x@y").as_deref(), Some(""));
+    assert_eq!(path("*").as_deref(), Some("*"));
+    assert_eq!(path("https://u:p@[::1]:8443/v6").as_deref(), Some("/v6"));
+    for refused in [
+        "",
+        "x/y",
+        ":x",
+        "http://evil/\u{1b}[2J",
+        "/a\rb",
+        "/bad%zz",
+        "/bad%4",
+        "http://h:80x/p",
+        "http://h h/p",
+        "http://[::1/p",
+    ] {
+        assert_eq!(path(refused), None, "{refused:?}");
+    }
+}
+
+#[test]
+fn non_flows_pass_as_in_hubbles_reader() {
+    // A lost event or node status is filtered as a missing flow: the
+    // filters that refuse a missing flow outright never match it, so in a
+    // denylist they let it through; the others read it as empty.
+    let deny = |f: FlowFilter| FlowFilters::compile(&[], &[f]).unwrap().matches_non_flow();
+    let allow = |f: FlowFilter| FlowFilters::compile(&[f], &[]).unwrap().matches_non_flow();
+    assert!(deny(ff!(verdict: vec![Verdict::Unknown as i32])));
+    assert!(deny(ff!(traffic_direction: vec![0])));
+    assert!(deny(ff!(uuid: s(&[""]))));
+    assert!(deny(ff!(ip_version: vec![0])));
+    assert!(!deny(ff!(destination_label: s(&["!app"]))));
+    assert!(!deny(ff!(trace_id: s(&[""]))));
+    assert!(!deny(ff!(encrypted: vec![false])));
+    assert!(!allow(ff!(verdict: vec![Verdict::Unknown as i32])));
+    assert!(allow(ff!(encrypted: vec![false])));
+    assert!(!allow(ff!(reply: vec![false])));
 }

@@ -146,3 +146,20 @@ impl<'de, T: DeserializeOwned + Into<i32>> Visitor<'de> for Enums<T> {
         Ok(Vec::new())
     }
 }
+
+/// An enum value as protojson writes it: its name, or its number when this
+/// build has no name for it (a value from a newer Hubble). build.rs makes
+/// pbjson's generated writers use it.
+pub(crate) enum EnumOut<T> {
+    Name(T),
+    Number(i32),
+}
+
+impl<T: serde::Serialize> serde::Serialize for EnumOut<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Name(t) => t.serialize(s),
+            Self::Number(n) => s.serialize_i32(*n),
+        }
+    }
+}

@@ -58,6 +58,23 @@ fn unknown_enum_values_are_numbers_as_protojson_writes_them() {
         ..Default::default()
     };
     assert_eq!(ours(&f), r#"{"verdict":77}"#);
+    // The generated writers too (lost events, node status, L7, filters):
+    // a whole line, never a broken one.
+    let line = r#"{"lost_events":{"source":80,"num_events_lost":"1","cpu":-1},"node_name":"n","time":"2025-03-14T21:40:00.100Z"}"#;
+    let r = json::read_lines(line.as_bytes())
+        .next()
+        .expect("a line")
+        .expect("parses");
+    assert_eq!(json::to_line(&r).trim_end(), line);
+    let filter = crate::flow::FlowFilter {
+        verdict: vec![1, 99],
+        traffic_direction: vec![42],
+        ..Default::default()
+    };
+    assert_eq!(
+        json::to_go_string(&filter),
+        r#"{"traffic_direction":[42],"verdict":["FORWARDED",99]}"#
+    );
 }
 
 /// Endpoints shared by the decoder are written once and copied after: the
