@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out_dir.join("webb_descriptor.bin");
     std::fs::write(&descriptor_path, fds.encode_to_vec())?;
     std::fs::write(out_dir.join("mask_schema.rs"), mask_schema(&fds))?;
+    std::fs::write(out_dir.join("cel_schema.rs"), cel_schema(&fds))?;
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -109,6 +110,133 @@ fn mask_schema(fds: &prost_types::FileDescriptorSet) -> String {
     for file in &fds.file {
         for m in &file.message_type {
             walk(file.package(), m, &mut out);
+        }
+    }
+    out.push_str("];\n");
+    out
+}
+
+/// Every message's fields with their CEL type, for the CEL filter's type
+/// check and values (`crate::filter::cel`): `bool`, `int`, `enum:NAME`, `uint`,
+/// `double`, `string`, `bytes`, `timestamp`, `duration`, `dyn`, `map`,
+/// `wrapper:T` (google.protobuf.*Value), `msg:NAME`, and `list:` before any
+/// of them for a repeated field.
+fn cel_schema(fds: &prost_types::FileDescriptorSet) -> String {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    fn walk(
+        prefix: &str,
+        m: &prost_types::DescriptorProto,
+        maps: &std::collections::HashSet<String>,
+        out: &mut String,
+    ) {
+        let name = format!("{prefix}.{}", m.name());
+        out.push_str(&format!("    ({name:?}, &[\n"));
+        for f in &m.field {
+            let type_name = f.type_name().trim_start_matches('.');
+            let t = match f.r#type() {
+                Type::Double | Type::Float => "double".to_owned(),
+                Type::Int32
+                | Type::Int64
+                | Type::Sint32
+                | Type::Sint64
+                | Type::Sfixed32
+                | Type::Sfixed64 => "int".to_owned(),
+                Type::Enum => format!("enum:{type_name}"),
+                Type::Uint32 | Type::Uint64 | Type::Fixed32 | Type::Fixed64 => "uint".to_owned(),
+                Type::Bool => "bool".to_owned(),
+                Type::String => "string".to_owned(),
+                Type::Bytes => "bytes".to_owned(),
+                Type::Message | Type::Group => match type_name {
+                    "google.protobuf.BoolValue" => "wrapper:bool".to_owned(),
+                    "google.protobuf.Int32Value" | "google.protobuf.Int64Value" => {
+                        "wrapper:int".to_owned()
+                    }
+                    "google.protobuf.UInt32Value" | "google.protobuf.UInt64Value" => {
+                        "wrapper:uint".to_owned()
+                    }
+                    "google.protobuf.FloatValue" | "google.protobuf.DoubleValue" => {
+                        "wrapper:double".to_owned()
+                    }
+                    "google.protobuf.StringValue" => "wrapper:string".to_owned(),
+                    "google.protobuf.BytesValue" => "wrapper:bytes".to_owned(),
+                    "google.protobuf.Timestamp" => "timestamp".to_owned(),
+                    "google.protobuf.Duration" => "duration".to_owned(),
+                    "google.protobuf.Any" | "google.protobuf.Value" => "dyn".to_owned(),
+                    "google.protobuf.Struct" => "map".to_owned(),
+                    t if maps.contains(t) => "map".to_owned(),
+                    t => format!("msg:{t}"),
+                },
+            };
+            let repeated = f.label() == Label::Repeated && !t.starts_with("map");
+            let t = if repeated { format!("list:{t}") } else { t };
+            out.push_str(&format!("        ({:?}, {t:?}),\n", f.name()));
+        }
+        out.push_str("    ]),\n");
+        for nested in &m.nested_type {
+            walk(&name, nested, maps, out);
+        }
+    }
+    fn map_entries(
+        prefix: &str,
+        m: &prost_types::DescriptorProto,
+        out: &mut std::collections::HashSet<String>,
+    ) {
+        let name = format!("{prefix}.{}", m.name());
+        if m.options.as_ref().is_some_and(|o| o.map_entry()) {
+            out.insert(name.clone());
+        }
+        for nested in &m.nested_type {
+            map_entries(&name, nested, out);
+        }
+    }
+    let mut maps = std::collections::HashSet::new();
+    for file in &fds.file {
+        for m in &file.message_type {
+            map_entries(file.package(), m, &mut maps);
+        }
+    }
+    let mut out = String::from(
+        "/// (message, [(field, CEL type)])\n\
+         pub(crate) static CEL_SCHEMA: &[(&str, &[(&str, &str)])] = &[\n",
+    );
+    for file in &fds.file {
+        for m in &file.message_type {
+            walk(file.package(), m, &maps, &mut out);
+        }
+    }
+    out.push_str("];\n");
+    // Enums, top-level and nested, with their value names.
+    fn enums(prefix: &str, m: &prost_types::DescriptorProto, out: &mut String) {
+        let name = format!("{prefix}.{}", m.name());
+        for e in &m.enum_type {
+            enum_line(&name, e, out);
+        }
+        for nested in &m.nested_type {
+            enums(&name, nested, out);
+        }
+    }
+    fn enum_line(prefix: &str, e: &prost_types::EnumDescriptorProto, out: &mut String) {
+        let values: Vec<String> = e
+            .value
+            .iter()
+            .map(|v| format!("({:?}, {})", v.name(), v.number()))
+            .collect();
+        out.push_str(&format!(
+            "    (\"{prefix}.{}\", &[{}]),\n",
+            e.name(),
+            values.join(", ")
+        ));
+    }
+    out.push_str(
+        "/// (enum, [(value name, number)])\n\
+         pub(crate) static CEL_ENUMS: &[(&str, &[(&str, i32)])] = &[\n",
+    );
+    for file in &fds.file {
+        for e in &file.enum_type {
+            enum_line(file.package(), e, &mut out);
+        }
+        for m in &file.message_type {
+            enums(file.package(), m, &mut out);
         }
     }
     out.push_str("];\n");

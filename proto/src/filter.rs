@@ -1104,10 +1104,13 @@ fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
     Some(String::from_utf8_lossy(&out).into_owned().into())
 }
 
-/// A Kubernetes-style label selector over Cilium label strings
-/// (`source:key=value`, e.g. `k8s:app=frontend`): comma-separated requirements,
-/// each `key`, `!key`, `key=v`, `key==v`, `key!=v`, `key in (a,b)` or
-/// `key notin (a,b)`. A key without a source (`app`) matches any source.
+/// A label selector as Hubble reads one (its filter translates the keys,
+/// then Kubernetes' selector parser reads the result): comma-separated
+/// requirements `key`, `!key`, `key=v`, `key==v`, `key!=v`, `key in (a,b)`,
+/// `key notin (a,b)`, `key>1`, `key<1`, over Cilium label strings
+/// (`source:key=value`, e.g. `k8s:app=frontend`). A key without a source
+/// (`app`) matches any source. Keys and values are checked as Kubernetes
+/// checks label keys and values.
 #[derive(Debug, Clone)]
 struct Selector {
     requirements: Vec<Requirement>,
@@ -1115,7 +1118,8 @@ struct Selector {
 
 #[derive(Debug, Clone)]
 struct Requirement {
-    source: Option<String>,
+    /// `any` matches every source.
+    source: String,
     key: String,
     op: Op,
 }
@@ -1126,118 +1130,445 @@ enum Op {
     NotExists,
     In(Vec<String>),
     NotIn(Vec<String>),
+    Gt(i64),
+    Lt(i64),
+}
+
+/// The selector lexer's tokens (Kubernetes' labels package).
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    End,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    Greater,
+    Ident(String),
+    In,
+    Less,
+    NotEquals,
+    NotIn,
+    OpenPar,
+    Error(String),
+}
+
+impl Tok {
+    fn keyword(s: &str) -> Option<Tok> {
+        Some(match s {
+            ")" => Tok::ClosedPar,
+            "," => Tok::Comma,
+            "!" => Tok::DoesNotExist,
+            "==" => Tok::DoubleEquals,
+            "=" => Tok::Equals,
+            ">" => Tok::Greater,
+            "in" => Tok::In,
+            "<" => Tok::Less,
+            "!=" => Tok::NotEquals,
+            "notin" => Tok::NotIn,
+            "(" => Tok::OpenPar,
+            _ => return None,
+        })
+    }
+
+    /// How the parser names the token in its errors.
+    fn text(&self) -> String {
+        match self {
+            Tok::End => String::new(),
+            Tok::ClosedPar => ")".into(),
+            Tok::Comma => ",".into(),
+            Tok::DoesNotExist => "!".into(),
+            Tok::DoubleEquals => "==".into(),
+            Tok::Equals => "=".into(),
+            Tok::Greater => ">".into(),
+            Tok::Ident(s) | Tok::Error(s) => s.clone(),
+            Tok::In => "in".into(),
+            Tok::Less => "<".into(),
+            Tok::NotEquals => "!=".into(),
+            Tok::NotIn => "notin".into(),
+            Tok::OpenPar => "(".into(),
+        }
+    }
+
+    /// In a value position `in` and `notin` are plain words.
+    fn into_value(self) -> Tok {
+        match self {
+            Tok::In => Tok::Ident("in".into()),
+            Tok::NotIn => Tok::Ident("notin".into()),
+            t => t,
+        }
+    }
+}
+
+fn lex(s: &str) -> Vec<Tok> {
+    let b = s.as_bytes();
+    let special = |c: u8| matches!(c, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<');
+    let space = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < b.len() && space(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() || b[i] == 0 {
+            out.push(Tok::End);
+            return out;
+        }
+        if special(b[i]) {
+            // The longest run of special characters that is a token.
+            let start = i;
+            let mut last: Option<(Tok, usize)> = None;
+            while i < b.len() && special(b[i]) {
+                if let Some(t) = Tok::keyword(&s[start..=i]) {
+                    last = Some((t, i + 1));
+                } else if last.is_some() {
+                    break;
+                }
+                i += 1;
+            }
+            match last {
+                Some((t, end)) => {
+                    i = end;
+                    out.push(t);
+                }
+                None => {
+                    out.push(Tok::Error(format!(
+                        "error expected: keyword found '{}'",
+                        &s[start..i]
+                    )));
+                }
+            }
+        } else {
+            let start = i;
+            while i < b.len() && b[i] != 0 && !special(b[i]) && !space(b[i]) {
+                i += 1;
+            }
+            let w = &s[start..i];
+            out.push(Tok::keyword(w).unwrap_or_else(|| Tok::Ident(w.to_owned())));
+        }
+    }
+}
+
+/// Hubble's key translation: each requirement's key gets its source as a
+/// dotted prefix (`k8s:app` -> `k8s.app`, `app` -> `any.app`).
+fn translate_selector(sel: &str) -> String {
+    let chars: Vec<char> = sel.chars().collect();
+    let mut out = String::with_capacity(sel.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        while i < chars.len() && (chars[i].is_whitespace() || chars[i] == '!') {
+            out.push(chars[i]);
+            i += 1;
+        }
+        let start = i;
+        while i < chars.len() && !(chars[i].is_whitespace() || matches!(chars[i], '=' | '!' | ','))
+        {
+            i += 1;
+        }
+        let key: String = chars[start..i].iter().collect();
+        let key = if key.contains(':') {
+            key
+        } else {
+            format!("any:{key}")
+        };
+        out.push_str(&key.replacen(':', ".", 1));
+        let mut nesting = 0i32;
+        while i < chars.len() {
+            let c = chars[i];
+            out.push(c);
+            i += 1;
+            match c {
+                '(' => nesting += 1,
+                ')' => nesting -= 1,
+                ',' if nesting == 0 => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Kubernetes' IsQualifiedName: `[prefix/]name`, the prefix a DNS-1123
+/// subdomain, the name 1-63 characters of `[-A-Za-z0-9_.]` starting and
+/// ending alphanumeric.
+fn qualified_name_error(k: &str) -> Option<String> {
+    let (prefix, name) = match k.split('/').collect::<Vec<_>>()[..] {
+        [name] => (None, name),
+        [prefix, name] => (Some(prefix), name),
+        _ => {
+            return Some(format!(
+                "{k:?}: a qualified name must be NAME or PREFIX/NAME"
+            ));
+        }
+    };
+    if let Some(p) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if p.is_empty() || p.len() > 253 || !p.split('.').all(label_ok) {
+            return Some(format!("{k:?}: prefix part must be a DNS-1123 subdomain"));
+        }
+    }
+    if name.is_empty() || name.len() > 63 || !label_value_ok(name) {
+        return Some(format!(
+            "{k:?}: name part must be 1-63 characters, alphanumeric, '-', '_' or '.', starting and ending alphanumeric"
+        ));
+    }
+    None
+}
+
+/// Kubernetes' IsValidLabelValue, for a non-empty value: 63 characters at
+/// most, `[-A-Za-z0-9_.]`, starting and ending alphanumeric.
+fn label_value_ok(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 impl Selector {
     fn parse(field: &'static str, value: &str) -> Result<Self, FilterError> {
-        let err = |reason: &str| FilterError::BadSelector {
+        let err = |reason: String| FilterError::BadSelector {
             field,
             value: value.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
+        let toks: Vec<Tok> = lex(&translate_selector(value));
+        let mut pos = 0;
+        let next = |pos: &mut usize| {
+            let t = toks.get(*pos).cloned().unwrap_or(Tok::End);
+            *pos += 1;
+            t.into_value()
+        };
+        let peek = |pos: usize| toks.get(pos).cloned().unwrap_or(Tok::End).into_value();
         let mut requirements = Vec::new();
-        for part in split_requirements(value) {
-            let part = part.trim();
-            if part.is_empty() {
-                return Err(err("empty requirement"));
+        loop {
+            match peek(pos) {
+                Tok::Ident(_) | Tok::DoesNotExist => {}
+                Tok::End => break,
+                t => {
+                    return Err(err(format!(
+                        "found '{}', expected: !, identifier, or 'end of string'",
+                        t.text()
+                    )));
+                }
             }
-            let (key, op) = if let Some(k) = part.strip_prefix('!') {
-                (k.trim(), Op::NotExists)
-            } else if let Some((k, rest)) = split_set_op(part, " notin ") {
-                (
-                    k,
-                    Op::NotIn(parse_set(rest).ok_or_else(|| err("expected (a,b) after notin"))?),
-                )
-            } else if let Some((k, rest)) = split_set_op(part, " in ") {
-                (
-                    k,
-                    Op::In(parse_set(rest).ok_or_else(|| err("expected (a,b) after in"))?),
-                )
-            } else if let Some((k, v)) = part.split_once("!=") {
-                (k.trim(), Op::NotIn(vec![v.trim().to_owned()]))
-            } else if let Some((k, v)) = part.split_once("==") {
-                (k.trim(), Op::In(vec![v.trim().to_owned()]))
-            } else if let Some((k, v)) = part.split_once('=') {
-                (k.trim(), Op::In(vec![v.trim().to_owned()]))
-            } else {
-                (part, Op::Exists)
+            // The requirement: [!]key [op values].
+            let mut negated = false;
+            let mut t = next(&mut pos);
+            if t == Tok::DoesNotExist {
+                negated = true;
+                t = next(&mut pos);
+            }
+            let Tok::Ident(key) = t else {
+                return Err(err(format!("found '{}', expected: identifier", t.text())));
             };
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(err("bad key"));
+            if let Some(e) = qualified_name_error(&key) {
+                return Err(err(e));
             }
-            let (source, key) = split_source(key);
+            let op = if negated || matches!(peek(pos), Tok::End | Tok::Comma) {
+                if negated { Op::NotExists } else { Op::Exists }
+            } else {
+                // The operator is read as a keyword.
+                let op = toks.get(pos).cloned().unwrap_or(Tok::End);
+                pos += 1;
+                let values = match op {
+                    Tok::In | Tok::NotIn => {
+                        let t = next(&mut pos);
+                        if t != Tok::OpenPar {
+                            return Err(err(format!("found '{}' expected: '('", t.text())));
+                        }
+                        let mut set: Vec<String> = Vec::new();
+                        let add = |set: &mut Vec<String>, v: String| {
+                            if !set.contains(&v) {
+                                set.push(v);
+                            }
+                        };
+                        match peek(pos) {
+                            Tok::ClosedPar => {
+                                pos += 1;
+                                add(&mut set, String::new());
+                            }
+                            Tok::Ident(_) | Tok::Comma => {
+                                loop {
+                                    match next(&mut pos) {
+                                        Tok::Ident(v) => {
+                                            add(&mut set, v);
+                                            match peek(pos) {
+                                                Tok::Comma => continue,
+                                                Tok::ClosedPar => break,
+                                                t => {
+                                                    return Err(err(format!(
+                                                        "found '{}', expected: ',' or ')'",
+                                                        t.text()
+                                                    )));
+                                                }
+                                            }
+                                        }
+                                        Tok::Comma => {
+                                            if set.is_empty() {
+                                                add(&mut set, String::new());
+                                            }
+                                            match peek(pos) {
+                                                Tok::ClosedPar => {
+                                                    add(&mut set, String::new());
+                                                    break;
+                                                }
+                                                Tok::Comma => add(&mut set, String::new()),
+                                                _ => {}
+                                            }
+                                        }
+                                        t => {
+                                            return Err(err(format!(
+                                                "found '{}', expected: ',', or identifier",
+                                                t.text()
+                                            )));
+                                        }
+                                    }
+                                }
+                                let t = next(&mut pos);
+                                if t != Tok::ClosedPar {
+                                    return Err(err(format!(
+                                        "found '{}', expected: ')'",
+                                        t.text()
+                                    )));
+                                }
+                            }
+                            t => {
+                                return Err(err(format!(
+                                    "found '{}', expected: ',', ')' or identifier",
+                                    t.text()
+                                )));
+                            }
+                        }
+                        set
+                    }
+                    Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::Greater | Tok::Less => {
+                        match peek(pos) {
+                            Tok::End | Tok::Comma => vec![String::new()],
+                            _ => match next(&mut pos) {
+                                Tok::Ident(v) => vec![v],
+                                t => {
+                                    return Err(err(format!(
+                                        "found '{}', expected: identifier",
+                                        t.text()
+                                    )));
+                                }
+                            },
+                        }
+                    }
+                    t => {
+                        return Err(err(format!(
+                            "found '{}', expected: in, notin, =, ==, !=, gt, lt",
+                            t.text()
+                        )));
+                    }
+                };
+                if let Some(bad) = values.iter().find(|v| !v.is_empty() && !label_value_ok(v)) {
+                    return Err(err(format!(
+                        "{bad:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+                    )));
+                }
+                let int = |values: &[String]| {
+                    values
+                        .first()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            err("for 'Gt', 'Lt' operators, the value must be an integer".into())
+                        })
+                };
+                match op {
+                    Tok::In | Tok::Equals | Tok::DoubleEquals => Op::In(values),
+                    Tok::NotIn | Tok::NotEquals => Op::NotIn(values),
+                    Tok::Greater => Op::Gt(int(&values)?),
+                    _ => Op::Lt(int(&values)?),
+                }
+            };
+            // `source.key`: the source before the first dot.
+            let (source, key) = key.split_once('.').unwrap_or(("", &key));
             requirements.push(Requirement {
-                source: source.map(str::to_owned),
+                source: if source.is_empty() {
+                    "any".into()
+                } else {
+                    source.to_owned()
+                },
                 key: key.to_owned(),
                 op,
             });
+            match next(&mut pos) {
+                Tok::End => break,
+                Tok::Comma => {
+                    let t = peek(pos);
+                    if !matches!(t, Tok::Ident(_) | Tok::DoesNotExist) {
+                        return Err(err(format!(
+                            "found '{}', expected: identifier after ','",
+                            t.text()
+                        )));
+                    }
+                }
+                t => {
+                    return Err(err(format!(
+                        "found '{}', expected: ',' or 'end of string'",
+                        t.text()
+                    )));
+                }
+            }
         }
         Ok(Self { requirements })
     }
 
     fn matches(&self, labels: &[String]) -> bool {
+        if self.requirements.is_empty() {
+            return true;
+        }
+        // Cilium's label array: parsed, sorted by key (the first match wins).
+        let mut parsed: Vec<(&str, &str, &str)> = labels.iter().map(|l| parse_label(l)).collect();
+        parsed.sort_by(|a, b| a.1.cmp(b.1));
         self.requirements.iter().all(|r| {
-            let value = labels.iter().find_map(|l| {
-                let (kv, _) = (l.as_str(), ());
-                let (source, rest) = split_source(kv);
-                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-                let source_ok = match (&r.source, source) {
-                    (None, _) => true,
-                    (Some(want), Some(got)) => want == "any" || want == got,
-                    (Some(want), None) => want == "any",
-                };
-                (source_ok && k == r.key).then_some(v)
-            });
+            let value = parsed
+                .iter()
+                .find(|(src, key, _)| (r.source == "any" || r.source == *src) && *key == r.key)
+                .map(|(_, _, v)| *v);
             match &r.op {
                 Op::Exists => value.is_some(),
                 Op::NotExists => value.is_none(),
                 Op::In(set) => value.is_some_and(|v| set.iter().any(|s| s == v)),
                 Op::NotIn(set) => value.is_none_or(|v| !set.iter().any(|s| s == v)),
+                Op::Gt(n) => value
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v > *n),
+                Op::Lt(n) => value
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v < *n),
             }
         })
     }
 }
 
-/// Splits `source:key` into its parts. Only the first colon separates a
-/// source, and only when what follows is not empty.
-fn split_source(s: &str) -> (Option<&str>, &str) {
-    match s.split_once(':') {
-        Some((src, rest)) if !src.is_empty() && !rest.is_empty() && !src.contains('=') => {
-            (Some(src), rest)
-        }
-        _ => (None, s),
+/// Cilium's ParseLabel: (source, key, value) of `source:key=value`; no
+/// source is `unspec`, `$key` and `reserved.key` are reserved.
+fn parse_label(l: &str) -> (&str, &str, &str) {
+    let (src, next) = if let Some(rest) = l.strip_prefix('$') {
+        ("reserved", rest)
+    } else if let Some((src, rest)) = l.split_once(':') {
+        (src, rest)
+    } else if let Some(rest) = l.strip_prefix("reserved.") {
+        ("reserved", rest)
+    } else {
+        ("", l)
+    };
+    let src = if src.is_empty() { "unspec" } else { src };
+    match next.find('=') {
+        None => (src, next, ""),
+        Some(0) if src == "reserved" => (src, &next[1..], ""),
+        Some(i) => (src, &next[..i], &next[i + 1..]),
     }
-}
-
-/// Splits on commas that are not inside parentheses.
-fn split_requirements(s: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
-}
-
-fn split_set_op<'a>(part: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
-    part.find(op)
-        .map(|i| (part[..i].trim(), part[i + op.len()..].trim()))
-}
-
-fn parse_set(s: &str) -> Option<Vec<String>> {
-    let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
-    (!values.iter().any(String::is_empty)).then_some(values)
 }
 
 #[cfg(test)]

@@ -48,11 +48,11 @@ pub struct Selectors {
     /// The last N flows of the server's buffer (through webb-relay the
     /// cluster's newest N; Hubble's relay gives N per node); 20 when
     /// nothing else selects
-    #[arg(long, value_name = "N", conflicts_with_all = ["first", "all"], help_heading = "Selectors")]
+    #[arg(long, value_name = "N", help_heading = "Selectors")]
     pub last: Option<u64>,
     /// The first N flows of the server's buffer (through webb-relay the
     /// cluster's oldest N; Hubble's relay gives N per node)
-    #[arg(long, value_name = "N", conflicts_with_all = ["all", "follow"], help_heading = "Selectors")]
+    #[arg(long, value_name = "N", help_heading = "Selectors")]
     pub first: Option<u64>,
     /// Every flow in the server's buffer
     #[arg(long, help_heading = "Selectors")]
@@ -83,7 +83,22 @@ pub struct Selectors {
 impl Selectors {
     /// Reads `--until`, unless following: Hubble reads it only then, so
     /// `--until junk --follow` is not an error.
+    /// Also refuses what Hubble refuses together: --first N with --last N,
+    /// --all or --follow, and --last N with --all (N above 0; a 0 is as
+    /// good as not given).
     pub fn resolve(&mut self) -> Result<(), String> {
+        let first = self.first.is_some_and(|n| n > 0);
+        let last = self.last.is_some_and(|n| n > 0);
+        for (both, what) in [
+            (first && last, "--first and --last"),
+            (first && self.all, "--first and --all"),
+            (first && self.follow, "--first and --follow"),
+            (last && self.all, "--last and --all"),
+        ] {
+            if both {
+                return Err(format!("cannot set both {what}"));
+            }
+        }
         self.until = match &self.until_arg {
             Some(s) if !self.follow => Some(parse_time(s)?),
             _ => None,
@@ -94,17 +109,21 @@ impl Selectors {
     /// The request's `number` and `first`: every record, the first or last
     /// N, or the last 20 when nothing else selects (Hubble's default).
     pub fn number_and_first(&self) -> (u64, bool) {
-        if self.all {
-            (u64::MAX, false)
-        } else if let Some(n) = self.first {
-            (n, true)
-        } else if let Some(n) = self.last {
-            (n, false)
-        } else if !self.follow && self.since.is_none() && self.until.is_none() {
-            (20, false)
-        } else {
-            (0, false)
+        // As Hubble's CLI forms its request: --all and the default of 20
+        // apply only without a time window.
+        if let Some(n) = self.first.filter(|&n| n > 0) {
+            return (n, true);
         }
+        let last = self.last.unwrap_or(0);
+        if self.since.is_none() && self.until.is_none() {
+            if self.all {
+                return (u64::MAX, false);
+            }
+            if last == 0 && !self.follow {
+                return (20, false);
+            }
+        }
+        (last, false)
     }
 }
 
@@ -360,7 +379,7 @@ fn log_request(args: &ObserveArgs) {
     let mut req = request(args);
     if args.input_file.is_some() {
         let s = &args.selectors;
-        if !s.all && s.first.is_none() && s.last.is_none() {
+        if !s.all && s.first.unwrap_or(0) == 0 && s.last.unwrap_or(0) == 0 {
             req.number = 0;
         }
         if args.output.default_text_mask() {

@@ -236,7 +236,7 @@ fn bad_values_are_usage_errors_before_any_connection() {
         (&["observe", "-o", "xml"][..], "invalid output format: xml"),
         (
             &["observe", "--first", "1", "--follow"][..],
-            "cannot be used with",
+            "cannot set both --first and --follow",
         ),
         (
             &["observe", "--server", "relay:http"][..],

@@ -11,19 +11,22 @@
 //! `TrafficDirection.INGRESS`, ... An expression that fails at run time, or
 //! is not true, does not match (as in Hubble).
 //!
+//! An expression is type-checked first, as Hubble checks it
+//! ([`check`]): one that Hubble refuses (a field the flow does not have, a
+//! uint port against an int literal, a result that is not a bool) is an
+//! error here too.
+//!
 //! Cost: the flow is converted for every evaluation (tens of microseconds
 //! per flow); the filter is opt-in and says so in `--help`.
+
+mod check;
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use cel::{Context, Program, Value as CelValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::flow::{
-    AuthType, DebugCapturePoint, DropReason, Flow, FlowType, IpVersion, L7FlowType,
-    LostEventSource, SocketTranslationPoint, TraceObservationPoint, TraceReason, TrafficDirection,
-    Verdict,
-};
+use crate::flow::Flow;
 
 /// Hubble's limit on an expression's length.
 const MAX_EXPRESSION: usize = 4096;
@@ -53,7 +56,9 @@ impl CelFilter {
                     e.len()
                 ));
             }
-            programs.push(Program::compile(e).map_err(|err| err.to_string())?);
+            let program = Program::compile(e).map_err(|err| err.to_string())?;
+            check::check(program.expression())?;
+            programs.push(program);
         }
         Ok(Some(Self {
             programs: Arc::new(programs),
@@ -62,9 +67,7 @@ impl CelFilter {
 
     pub(super) fn matches(&self, flow: &Flow) -> bool {
         let mut ctx = Context::default();
-        if ctx.add_variable("_flow", flow_value(flow)).is_err() {
-            return false;
-        }
+        ctx.add_variable_from_value("_flow", flow_value(flow));
         let enums = enums();
         for (name, values) in enums.iter() {
             ctx.add_variable_from_value(*name, values.clone());
@@ -80,142 +83,165 @@ impl CelFilter {
     }
 }
 
-/// `Name -> { VALUE: number }` for every enum a flow carries.
+/// `Name -> { VALUE: number }` for every enum of the `flow` package (nested
+/// ones by their path below it, `Parent.Name`).
 fn enums() -> &'static Vec<(&'static str, CelValue)> {
     static ENUMS: std::sync::OnceLock<Vec<(&'static str, CelValue)>> = std::sync::OnceLock::new();
     ENUMS.get_or_init(|| {
-        fn table(names: impl Iterator<Item = (&'static str, i32)>) -> CelValue {
-            let m: HashMap<String, CelValue> = names
-                .map(|(n, v)| (n.to_owned(), CelValue::Int(i64::from(v))))
-                .collect();
-            m.into()
-        }
-        macro_rules! enum_table {
-            ($t:ty) => {
-                table(
-                    (0..1024).filter_map(|v| <$t>::try_from(v).ok().map(|e| (e.as_str_name(), v))),
-                )
-            };
-        }
-        vec![
-            ("Verdict", enum_table!(Verdict)),
-            ("FlowType", enum_table!(FlowType)),
-            ("TrafficDirection", enum_table!(TrafficDirection)),
-            ("DropReason", enum_table!(DropReason)),
-            ("TraceObservationPoint", enum_table!(TraceObservationPoint)),
-            ("TraceReason", enum_table!(TraceReason)),
-            ("AuthType", enum_table!(AuthType)),
-            ("IPVersion", enum_table!(IpVersion)),
-            ("L7FlowType", enum_table!(L7FlowType)),
-            (
-                "SocketTranslationPoint",
-                enum_table!(SocketTranslationPoint),
-            ),
-            ("DebugCapturePoint", enum_table!(DebugCapturePoint)),
-            ("LostEventSource", enum_table!(LostEventSource)),
-        ]
+        check::schema::CEL_ENUMS
+            .iter()
+            .filter_map(|(name, values)| {
+                let name = name.strip_prefix("flow.")?;
+                let m: HashMap<String, CelValue> = values
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), CelValue::Int(i64::from(*v))))
+                    .collect();
+                Some((name, m.into()))
+            })
+            .collect()
     })
 }
 
-/// The flow as CEL sees it (see the module documentation).
-fn flow_value(flow: &Flow) -> Value {
-    let mut v = serde_json::to_value(flow).unwrap_or(Value::Null);
-    let Value::Object(m) = &mut v else {
-        return Value::Object(Map::new());
-    };
-    enum_to_number(m, "verdict", |s| {
-        Verdict::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "Type", |s| FlowType::from_str_name(s).map(|e| e as i32));
-    enum_to_number(m, "traffic_direction", |s| {
-        TrafficDirection::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "drop_reason_desc", |s| {
-        DropReason::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "trace_observation_point", |s| {
-        TraceObservationPoint::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "trace_reason", |s| {
-        TraceReason::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "auth_type", |s| {
-        AuthType::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "sock_xlate_point", |s| {
-        SocketTranslationPoint::from_str_name(s).map(|e| e as i32)
-    });
-    enum_to_number(m, "debug_capture_point", |s| {
-        DebugCapturePoint::from_str_name(s).map(|e| e as i32)
-    });
-    for (key, zero) in [
-        ("verdict", Value::from(0)),
-        ("drop_reason", Value::from(0)),
-        ("drop_reason_desc", Value::from(0)),
-        ("Type", Value::from(0)),
-        ("traffic_direction", Value::from(0)),
-        ("policy_match_type", Value::from(0)),
-        ("trace_observation_point", Value::from(0)),
-        ("auth_type", Value::from(0)),
-        ("node_name", Value::from("")),
-        ("uuid", Value::from("")),
-        ("source_names", Value::Array(Vec::new())),
-        ("destination_names", Value::Array(Vec::new())),
-        ("Summary", Value::from("")),
-    ] {
-        m.entry(key).or_insert(zero);
+/// The number of an enum value by name (None when the name is unknown).
+fn enum_number(enum_name: &str, value: &str) -> Option<i64> {
+    check::schema::CEL_ENUMS
+        .iter()
+        .find(|(e, _)| *e == enum_name)
+        .and_then(|(_, values)| values.iter().find(|(n, _)| *n == value))
+        .map(|(_, v)| i64::from(*v))
+}
+
+/// The flow as CEL over its protobuf message sees it: Hubble's JSON read
+/// by the schema, so that every scalar and repeated field of a message
+/// that is there has a value (its zero when unset), wrappers are their
+/// value or null, enums and 64-bit integers are numbers, times are
+/// timestamps; a message field that is not set stays absent (`has()` is
+/// false for it), but for the endpoints and the IP header.
+fn flow_value(flow: &Flow) -> CelValue {
+    let mut json = serde_json::to_value(flow).unwrap_or(Value::Null);
+    // The endpoints and the IP header read as empty messages when unset
+    // (`_flow.destination.pod_name == ''` on a flow to the world), as on
+    // the protobuf message; `has()` on them is then true.
+    if let Value::Object(m) = &mut json {
+        for key in ["source", "destination", "IP"] {
+            m.entry(key)
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
     }
-    for side in ["source", "destination"] {
-        let e = m.entry(side).or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(e) = e {
-            for (key, zero) in [
-                ("ID", Value::from(0)),
-                ("identity", Value::from(0)),
-                ("cluster_name", Value::from("")),
-                ("namespace", Value::from("")),
-                ("labels", Value::Array(Vec::new())),
-                ("pod_name", Value::from("")),
-                ("workloads", Value::Array(Vec::new())),
-            ] {
-                e.entry(key).or_insert(zero);
+    message_value(&json, "flow.Flow")
+}
+
+fn message_value(json: &Value, message: &str) -> CelValue {
+    let Some(fields) = check::messages().get(message) else {
+        return json_value(json);
+    };
+    let obj = json.as_object();
+    let mut out: HashMap<String, CelValue> = HashMap::with_capacity(fields.len());
+    for (name, ty) in fields {
+        match obj.and_then(|o| o.get(*name)) {
+            Some(v) if !v.is_null() => {
+                out.insert((*name).to_owned(), typed_value(v, ty));
+            }
+            _ => {
+                if let Some(zero) = zero_value(ty) {
+                    out.insert((*name).to_owned(), zero);
+                }
             }
         }
     }
-    let ip = m.entry("IP").or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(ip) = ip {
-        enum_to_number(ip, "ipVersion", |s| {
-            IpVersion::from_str_name(s).map(|e| e as i32)
-        });
-        for (key, zero) in [
-            ("source", Value::from("")),
-            ("source_xlated", Value::from("")),
-            ("destination", Value::from("")),
-            ("ipVersion", Value::from(0)),
-            ("encrypted", Value::from(false)),
-        ] {
-            ip.entry(key).or_insert(zero);
-        }
-    }
-    if let Some(Value::Object(l7)) = m.get_mut("l7") {
-        enum_to_number(l7, "type", |s| {
-            L7FlowType::from_str_name(s).map(|e| e as i32)
-        });
-    }
-    v
+    out.into()
 }
 
-fn enum_to_number(m: &mut Map<String, Value>, key: &str, parse: impl Fn(&str) -> Option<i32>) {
-    if let Some(Value::String(s)) = m.get(key)
-        && let Some(n) = parse(s)
-    {
-        m.insert(key.to_owned(), Value::from(n));
+/// The value an unset field reads as; None for a message (left out).
+fn zero_value(ty: &str) -> Option<CelValue> {
+    Some(match ty {
+        "bool" => CelValue::Bool(false),
+        "int" => CelValue::Int(0),
+        "uint" => CelValue::UInt(0),
+        "double" => CelValue::Float(0.0),
+        "string" => CelValue::String(Arc::new(String::new())),
+        "bytes" => CelValue::Bytes(Arc::new(Vec::new())),
+        "map" => HashMap::<String, CelValue>::new().into(),
+        t if t.starts_with("enum:") => CelValue::Int(0),
+        t if t.starts_with("list:") => CelValue::List(Arc::new(Vec::new())),
+        t if t.starts_with("wrapper:") => CelValue::Null,
+        _ => return None,
+    })
+}
+
+fn typed_value(v: &Value, ty: &str) -> CelValue {
+    if let Some(elem) = ty.strip_prefix("list:") {
+        let items = v.as_array().map_or(&[][..], Vec::as_slice);
+        return CelValue::List(Arc::new(
+            items.iter().map(|x| typed_value(x, elem)).collect(),
+        ));
+    }
+    if let Some(inner) = ty.strip_prefix("wrapper:") {
+        return typed_value(v, inner);
+    }
+    if let Some(m) = ty.strip_prefix("msg:") {
+        return message_value(v, m);
+    }
+    if let Some(e) = ty.strip_prefix("enum:") {
+        return match v {
+            Value::String(name) => CelValue::Int(enum_number(e, name).unwrap_or(0)),
+            _ => CelValue::Int(v.as_i64().unwrap_or(0)),
+        };
+    }
+    // protojson writes 64-bit integers as strings.
+    let number = |v: &Value| match v {
+        Value::String(s) => s.parse::<f64>().ok(),
+        _ => v.as_f64(),
+    };
+    match ty {
+        "int" => match v {
+            Value::String(s) => CelValue::Int(s.parse().unwrap_or(0)),
+            _ => CelValue::Int(v.as_i64().unwrap_or(0)),
+        },
+        "uint" => match v {
+            Value::String(s) => CelValue::UInt(s.parse().unwrap_or(0)),
+            _ => CelValue::UInt(v.as_u64().unwrap_or(0)),
+        },
+        "double" => CelValue::Float(number(v).unwrap_or(0.0)),
+        "timestamp" => v
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map_or(CelValue::Null, CelValue::Timestamp),
+        "duration" => v
+            .as_str()
+            .and_then(|s| s.strip_suffix('s'))
+            .and_then(|s| s.parse::<f64>().ok())
+            .map_or(CelValue::Null, |secs| {
+                CelValue::Duration(chrono::Duration::nanoseconds((secs * 1e9) as i64))
+            }),
+        _ => json_value(v),
+    }
+}
+
+/// A JSON value with no schema to read it by.
+fn json_value(v: &Value) -> CelValue {
+    match v {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => n
+            .as_i64()
+            .map(CelValue::Int)
+            .or_else(|| n.as_u64().map(CelValue::UInt))
+            .unwrap_or_else(|| CelValue::Float(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(a) => CelValue::List(Arc::new(a.iter().map(json_value).collect())),
+        Value::Object(o) => {
+            let m: HashMap<String, CelValue> =
+                o.iter().map(|(k, v)| (k.clone(), json_value(v))).collect();
+            m.into()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{EndpointData, Ip};
+    use crate::flow::{EndpointData, Ip, Verdict};
 
     fn matches(expr: &str, flow: &Flow) -> bool {
         CelFilter::compile(&[expr.to_owned()])
@@ -256,9 +282,15 @@ mod tests {
             "_flow.traffic_direction == TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN",
             &flow
         ));
-        // A failing or non-boolean expression does not match.
-        assert!(!matches("_flow.nope.deeper == 1", &flow));
-        assert!(!matches("_flow.verdict", &flow));
-        assert!(CelFilter::compile(&["_flow.verdict ==".into()]).is_err());
+        // What Hubble's type check refuses is an error, not a non-match.
+        for bad in [
+            "_flow.nope.deeper == 1",
+            "_flow.verdict",
+            "_flow.verdict ==",
+        ] {
+            assert!(CelFilter::compile(&[bad.into()]).is_err(), "{bad}");
+        }
+        // An expression that fails at run time does not match.
+        assert!(!matches("_flow.source.labels[5] == ''", &flow));
     }
 }

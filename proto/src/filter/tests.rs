@@ -586,3 +586,58 @@ fn non_flows_pass_as_in_hubbles_reader() {
     assert!(allow(ff!(encrypted: vec![false])));
     assert!(!allow(ff!(reply: vec![false])));
 }
+
+#[test]
+fn label_selectors_as_kubernetes_parses_them() {
+    let labels: Vec<String> = [
+        "k8s:app=cart",
+        "k8s:version=3",
+        "reserved:world",
+        "tier=web",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let sel = |s: &str| Selector::parse("source_label", s);
+    for (s, want) in [
+        ("app=cart", true),
+        ("k8s:app==cart", true),
+        ("container:app=cart", false),
+        ("app in (web, cart)", true),
+        ("app notin (cart)", false),
+        ("!app", false),
+        ("!k8s:nope,reserved:world", true),
+        ("tier=web", true),
+        ("unspec:tier=web", true),
+        ("version>2", true),
+        ("version<3", false),
+        ("app in (,)", false),
+        ("app=", false),
+        ("", true),
+    ] {
+        let got = sel(s)
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            .matches(&labels);
+        assert_eq!(got, want, "{s:?}");
+    }
+    // Refused as Kubernetes refuses them (the key is checked with its
+    // source, `any.` when none is given).
+    for s in [
+        "  ",
+        "===",
+        "app=ca rt",
+        "app=-cart",
+        "app=cart!",
+        "app in (cart",
+        ",app",
+        "app,",
+        "reserved:",
+        ":app=cart",
+        "version>x",
+        &format!("{}=b", "a".repeat(64)),
+        &format!("app={}", "x".repeat(64)),
+        "K8S.io/App=x",
+    ] {
+        assert!(sel(s).is_err(), "{s:?} must be refused");
+    }
+}
