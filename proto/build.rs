@@ -246,14 +246,15 @@ fn cel_schema(fds: &prost_types::FileDescriptorSet) -> String {
 /// Makes pbjson's generated readers read as Hubble's reader does
 /// (`crate::json::open`): an enum field takes any number and, by name, an
 /// unknown name is noted and left at zero; an unknown field is noted and
-/// skipped. And its writers write an enum number without a name as the
-/// number, as protojson does. The generated code is pbjson-build 0.9's; the build fails if
+/// skipped; numbers are read as protojson reads them (`GoNumber`). And its
+/// writers write an enum number without a name as the number, as protojson
+/// does. The generated code is pbjson-build 0.9's; the build fails if
 /// its shape changes and nothing was rewritten.
 fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = String::with_capacity(text.len() + 4096);
     let mut field = String::new();
-    let (mut enums, mut unknown, mut written) = (0, 0, 0);
+    let (mut enums, mut unknown, mut written, mut numbers) = (0, 0, 0, 0);
     for line in text.lines() {
         if let Some(rest) = line.split("duplicate_field(\"").nth(1) {
             field = rest.split('"').next().unwrap_or_default().to_owned();
@@ -298,12 +299,22 @@ fn open_reading(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>
                 "{indent}_ => {{ crate::json::open::unknown_field(value); Ok(GeneratedField::__SkipField__) }}\n"
             ));
             unknown += 1;
+        } else if line.contains("::pbjson::private::NumberDeserialize<") {
+            out.push_str(&line.replace(
+                "::pbjson::private::NumberDeserialize<",
+                "crate::json::open::GoNumber<",
+            ));
+            out.push('\n');
+            numbers += 1;
         } else {
             out.push_str(line);
             out.push('\n');
         }
     }
     let name = path.display();
+    if text.contains("NumberDeserialize") && numbers == 0 {
+        return Err(format!("{name}: no number reader rewritten; pbjson's output changed").into());
+    }
     if text.contains(" as i32") && enums == 0 {
         return Err(format!("{name}: no enum field rewritten; pbjson's output changed").into());
     }

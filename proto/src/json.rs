@@ -154,7 +154,7 @@ pub struct Parsed {
 pub fn parse_line_noting(line: &str) -> Result<Parsed, serde_json::Error> {
     let _ = open::take();
     let parsed = serde_json::from_str(line);
-    let unknown = open::take();
+    let unknown = open::take().map(|n| n.describe(line));
     parsed.map(|response| Parsed { response, unknown })
 }
 

@@ -92,6 +92,21 @@ pub fn drop_reason_text(code: u32) -> Option<&'static str> {
     Some(match code {
         0 => "Success",
         2 | 134 => "Invalid packet",
+        // Cilium's table has its notification codes too, and Hubble's
+        // printers name a drop event's sub type from that table.
+        3 => "Interface",
+        4 => "Interface Decrypted",
+        5 => "LB, sock cgroup: No backend slot entry found",
+        6 => "LB, sock cgroup: No backend entry found",
+        7 => "LB, sock cgroup: Reverse entry update failed",
+        8 => "LB, sock cgroup: Reverse entry stale",
+        9 => "Fragmented packet",
+        10 => "Fragmented packet entry update failed",
+        11 => "Missed tail call to custom program",
+        12 => "Interface Decrypting",
+        13 => "Interface Encrypting",
+        14 => "LB: sock cgroup: Reverse entry delete succeeded",
+        15 => "MTU error message",
         130 => "Invalid source mac",
         131 => "Invalid destination mac",
         132 => "Invalid source ip",

@@ -326,8 +326,9 @@ mod prototext;
 /// empty or holding a space, `=`, `"` or an unprintable character.
 fn slog_value(v: &str) -> String {
     if v.is_empty()
-        || v.chars()
-            .any(|c| c == ' ' || c == '=' || c == '"' || c.is_control())
+        || v.chars().any(|c| {
+            c.is_whitespace() || c == '=' || c == '"' || c == '\u{fffd}' || !printer::go_is_print(c)
+        })
     {
         printer::go_quote(v)
     } else {

@@ -408,18 +408,30 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 
     /// The verdict column: Hubble's word, then under `--print-policy-names`
-    /// the policies that decided a policy verdict, in the verdict's colour.
+    /// the policies that decided a policy verdict, in the verdict's colour:
+    /// for ALLOWED (forwarded, redirected) the allowing and for DENIED
+    /// (dropped, error) the denying policies of the flow's direction, as
+    /// Hubble names them (none when the direction is unknown).
     fn verdict(&self, f: &Flow) -> String {
         let mut v = verdict_text(f);
         if self.opts.policy_names
             && f.event_type
                 .is_some_and(|t| t.r#type == names::EVENT_POLICY_VERDICT)
         {
-            let lists = match v.as_str() {
-                "DENIED" => [&f.ingress_denied_by, &f.egress_denied_by],
-                _ => [&f.ingress_allowed_by, &f.egress_allowed_by],
+            let ingress = f.traffic_direction == webb_proto::flow::TrafficDirection::Ingress as i32;
+            let egress = f.traffic_direction == webb_proto::flow::TrafficDirection::Egress as i32;
+            let list = match Verdict::try_from(f.verdict) {
+                Ok(Verdict::Forwarded | Verdict::Redirected) if egress => {
+                    Some(&f.egress_allowed_by)
+                }
+                Ok(Verdict::Forwarded | Verdict::Redirected) if ingress => {
+                    Some(&f.ingress_allowed_by)
+                }
+                Ok(Verdict::Dropped | Verdict::Error) if egress => Some(&f.egress_denied_by),
+                Ok(Verdict::Dropped | Verdict::Error) if ingress => Some(&f.ingress_denied_by),
+                _ => None,
             };
-            let named: Vec<String> = lists
+            let named: Vec<String> = list
                 .into_iter()
                 .flatten()
                 .filter(|p| !p.name.is_empty() && !p.kind.is_empty())
@@ -646,12 +658,32 @@ pub fn go_quote(s: &str) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if !go_is_print(c) && (c as u32) < 0x10000 => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if !go_is_print(c) => out.push_str(&format!("\\U{:08x}", c as u32)),
             c => out.push(c),
         }
     }
     out.push('"');
     out
+}
+
+/// Go's `strconv.IsPrint` for the runes Go's quoting escapes: controls,
+/// format characters (bidi overrides, zero-width ones, BOM), separators
+/// other than the ASCII space, and private use.
+pub(crate) fn go_is_print(c: char) -> bool {
+    let u = c as u32;
+    !(c.is_control()
+        || matches!(u,
+            0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890 | 0x891 | 0x8e2 | 0x180e
+            | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f
+            | 0xfeff | 0xfff9..=0xfffb | 0x110bd | 0x110cd | 0x13430..=0x1343f
+            | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f
+            // Separators (the ASCII space is printable).
+            | 0xa0 | 0x1680 | 0x2000..=0x200a | 0x2028 | 0x2029 | 0x202f | 0x205f | 0x3000
+            // Private use and surrogates.
+            | 0xe000..=0xf8ff | 0xf0000..=0xffffd | 0x100000..=0x10fffd))
 }
 
 /// The colour sequences Hubble's printer itself writes; with colours on,
@@ -774,11 +806,44 @@ fn host_names_with(f: &Flow, translate: bool, color: bool) -> (String, String) {
     (cyan(src), cyan(dst))
 }
 
+/// Go's `path.Join(ns, name)`, which Hubble's printer uses: the non-empty
+/// parts joined by `/` and cleaned (`a//b` is `a/b`, `a/./b` is `a/b`,
+/// `a/x/../b` is `a/b`, no trailing `/`).
 fn join_ns(ns: &str, name: &str) -> String {
-    if ns.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{ns}/{name}")
+    let joined = match (ns.is_empty(), name.is_empty()) {
+        (true, true) => return String::new(),
+        (true, false) => name.to_owned(),
+        (false, true) => ns.to_owned(),
+        (false, false) => format!("{ns}/{name}"),
+    };
+    go_clean_path(&joined)
+}
+
+/// Go's `path.Clean`.
+fn go_clean_path(p: &str) -> String {
+    if !p.contains("//") && !p.ends_with('/') && !p.split('/').any(|e| e == "." || e == "..") {
+        return p.to_owned();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for e in p.split('/') {
+        match e {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            e => out.push(e),
+        }
+    }
+    let body = out.join("/");
+    match (rooted, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => body,
     }
 }
 
@@ -1003,6 +1068,67 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn policy_names_are_the_deciding_direction_s_as_hubble_names_them() {
+        use webb_proto::flow::{CiliumEventType, Policy, TrafficDirection};
+        let policy = |name: &str| Policy {
+            name: name.into(),
+            kind: "CiliumNetworkPolicy".into(),
+            ..Default::default()
+        };
+        let verdict = |verdict: Verdict, direction: TrafficDirection| {
+            let f = Flow {
+                verdict: verdict as i32,
+                traffic_direction: direction as i32,
+                event_type: Some(CiliumEventType {
+                    r#type: names::EVENT_POLICY_VERDICT,
+                    sub_type: 0,
+                }),
+                ingress_allowed_by: vec![policy("in-allow")],
+                egress_allowed_by: vec![policy("out-allow")],
+                ingress_denied_by: vec![policy("in-deny")],
+                egress_denied_by: vec![policy("out-deny")],
+                ..Default::default()
+            };
+            let p = Printer::new(
+                Options {
+                    policy_names: true,
+                    ..Options::default()
+                },
+                io::sink(),
+                io::sink(),
+            );
+            p.verdict(&f)
+        };
+        use TrafficDirection::{Egress, Ingress, Unknown};
+        assert_eq!(
+            verdict(Verdict::Forwarded, Ingress),
+            "ALLOWED BY in-allow (CiliumNetworkPolicy)"
+        );
+        assert_eq!(
+            verdict(Verdict::Redirected, Egress),
+            "ALLOWED BY out-allow (CiliumNetworkPolicy)"
+        );
+        assert_eq!(
+            verdict(Verdict::Error, Egress),
+            "DENIED BY out-deny (CiliumNetworkPolicy)"
+        );
+        assert_eq!(verdict(Verdict::Dropped, Unknown), "DENIED");
+        assert_eq!(verdict(Verdict::Audit, Ingress), "AUDITED");
+    }
+
+    #[test]
+    fn names_join_as_go_path_join() {
+        assert_eq!(join_ns("shop", "cart-1"), "shop/cart-1");
+        assert_eq!(join_ns("", "cart-1"), "cart-1");
+        assert_eq!(join_ns("shop", ""), "shop");
+        assert_eq!(join_ns("http://a", "b"), "http:/a/b");
+        assert_eq!(join_ns("a/./x/..", "b/"), "a/b");
+        assert_eq!(join_ns("..", "b"), "../b");
+        assert_eq!(join_ns("/", "b"), "/b");
+        assert_eq!(join_ns("x", ".."), ".");
     }
 
     #[test]
