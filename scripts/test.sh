@@ -36,7 +36,7 @@ cargo build --workspace --bins
 step "cargo install --path tui (as the README says; reuses this build)"
 install_root="$(mktemp -d)"
 cargo install --path tui --debug --locked --target-dir target --root "$install_root" --quiet
-"$install_root/bin/webb" --version
+"$install_root/bin/webb" version
 rm -rf "$install_root"
 
 step "tests"

@@ -37,10 +37,10 @@ pub struct ServerArgs {
     #[arg(long, value_parser = parse_go_duration, help_heading = "Server")]
     pub request_timeout: Option<Duration>,
     /// Use TLS to the server
-    #[arg(long, help_heading = "Server")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::observe::go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Server")]
     pub tls: bool,
     /// Do not verify the server's certificate (testing only)
-    #[arg(long, help_heading = "Server")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::observe::go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Server")]
     pub tls_allow_insecure: bool,
     /// PEM files of CAs to trust instead of the system's (comma-separated)
     #[arg(
@@ -62,7 +62,7 @@ pub struct ServerArgs {
     /// Reach the relay through a port-forward to its Service
     /// (webb-relay in --kube-namespace), opened through the Kubernetes API
     /// for the life of the command
-    #[arg(short = 'P', long, help_heading = "Server")]
+    #[arg(short = 'P', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::observe::go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Server")]
     pub port_forward: bool,
     /// Local port of --port-forward (0: any free port) [default: 4245]
     #[arg(long, help_heading = "Server")]
@@ -161,25 +161,35 @@ pub fn default_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/webb/config.toml"))
 }
 
-/// Loads the config file: an explicit path must exist; the default one may
-/// be missing.
+/// Loads the config file (`--config`, else the default path). As Hubble
+/// does, a file that is not there is no config (flags and defaults only),
+/// even when named; one that cannot be read or parsed is warned about on
+/// stderr and not used (Hubble ignores it silently).
 pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
-    let (path, required) = match explicit {
-        Some(p) => (p.to_owned(), true),
+    let path = match explicit {
+        Some(p) => p.to_owned(),
         None => match default_config_path() {
-            Some(p) => (p, false),
+            Some(p) => p,
             None => return Ok(ConfigFile::default()),
         },
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(ConfigFile::default());
         }
-        Err(e) => anyhow::bail!("config file {}: {e}", path.display()),
+        Err(e) => {
+            eprintln!("webb: config file {} not used: {e}", path.display());
+            return Ok(ConfigFile::default());
+        }
     };
-    let mut conf: ConfigFile =
-        toml::from_str(&text).map_err(|e| Usage(format!("config file {}: {e}", path.display())))?;
+    let mut conf: ConfigFile = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("webb: config file {} not used: {e}", path.display());
+            return Ok(ConfigFile::default());
+        }
+    };
     // An empty value is an unset one (`webb config reset` writes them).
     let blank = |s: &mut Option<String>| {
         if s.as_deref() == Some("") {
@@ -233,6 +243,21 @@ impl Server {
             ..args.clone()
         };
         Ok((Self::resolve(&forwarded, config)?, Some(pf)))
+    }
+
+    /// What Hubble refuses in the server flags before it reads a file or
+    /// dials: a client certificate without its key, or a key without its
+    /// certificate (flags and config file together).
+    pub fn check(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<()> {
+        let cert = args.tls_client_cert_file.is_some() || config.tls_client_cert_file.is_some();
+        let key = args.tls_client_key_file.is_some() || config.tls_client_key_file.is_some();
+        if cert != key {
+            anyhow::bail!(Usage(
+                "invalid flag(s): certificate and private key are both required, but only one was provided"
+                    .into()
+            ));
+        }
+        Ok(())
     }
 
     pub fn resolve(args: &ServerArgs, config: &ConfigFile) -> anyhow::Result<Self> {

@@ -18,7 +18,7 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// webb: see every flow, DNS query, HTTP request and dropped packet.
 #[derive(Debug, Parser)]
-#[command(name = "webb", version, propagate_version = true)]
+#[command(name = "webb")]
 struct Cli {
     /// Config file with defaults for the server flags
     /// [default: ~/.config/webb/config.toml]
@@ -103,7 +103,7 @@ enum WatchCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 struct ObserveCmd {
     #[command(flatten)]
     flows: observe::ObserveArgs,
@@ -114,12 +114,15 @@ struct ObserveCmd {
 #[derive(Debug, Subcommand)]
 enum ObserveKind {
     /// Observe flows (what `webb observe` alone does)
+    #[command(args_override_self = true)]
     Flows(Box<observe::ObserveArgs>),
     /// Observe what the agents learn and do: endpoints, interfaces, the IP
     /// cache, policies, Services
+    #[command(args_override_self = true)]
     AgentEvents(Box<webb_tui::events::EventsArgs>),
     /// Observe the datapath's debug messages (a Cilium agent writes them;
     /// webb's agent writes none, so from webb this prints nothing)
+    #[command(args_override_self = true)]
     DebugEvents(Box<webb_tui::events::EventsArgs>),
 }
 

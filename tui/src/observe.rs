@@ -38,8 +38,12 @@ pub struct ObserveArgs {
     /// instead of a server; '-' reads stdin
     #[arg(long, value_name = "FILE", help_heading = "Other")]
     pub input_file: Option<PathBuf>,
+    /// Words that are not flags: Hubble's observe ignores them, and so
+    /// does webb (`hubble observe --numeric false` is `--numeric`).
+    #[arg(hide = true)]
+    pub ignored: Vec<String>,
     /// Print the request's allowlist and denylist and exit
-    #[arg(long, help_heading = "Other")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Other")]
     pub print_raw_filters: bool,
 }
 
@@ -55,10 +59,10 @@ pub struct Selectors {
     #[arg(long, value_name = "N", help_heading = "Selectors")]
     pub first: Option<u64>,
     /// Every flow in the server's buffer
-    #[arg(long, help_heading = "Selectors")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Selectors")]
     pub all: bool,
     /// Keep streaming new flows
-    #[arg(short, long, help_heading = "Selectors")]
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Selectors")]
     pub follow: bool,
     /// Flows since this time: a duration before now (3s, 4m, 1h43m) or a
     /// time (2024-01-02, 2024-01-02T03Z, 2024-01-02T03:04Z, RFC 3339,
@@ -127,6 +131,16 @@ impl Selectors {
     }
 }
 
+/// A boolean flag's `=VALUE`, as Go's strconv.ParseBool reads it (pflag's
+/// bool flags take `--flag=false`, never the next word).
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true or false)")),
+    }
+}
+
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     time::parse_time(s, Utc::now())
         .ok_or_else(|| format!("{s:?} is not a time; use {}", time::FORMATS_HELP))
@@ -184,27 +198,29 @@ pub struct OutputArgs {
     pub color: ColorWhen,
     /// Name the policies that allowed or denied a policy verdict
     /// (`ALLOWED BY name (kind)`)
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Output")]
     pub print_policy_names: bool,
     /// Silent: write nothing on stderr (node status, warnings)
     #[arg(
         short = 's',
         long,
         visible_alias = "silent-errors",
+        num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true,
         help_heading = "Output"
     )]
     pub silent: bool,
     /// Debug: log the request sent and every node status change on stderr
-    #[arg(short = 'D', long, help_heading = "Output")]
+    #[arg(short = 'D', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Output")]
     pub debug: bool,
     /// Print the node name of each flow
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Output")]
     pub print_node_name: bool,
     /// Print numbers: IPs instead of names, identities as numbers
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Output")]
     pub numeric: bool,
     /// Show pod and service names instead of IPs (--ip-translation=false to turn off)
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, value_name = "BOOL",
           action = clap::ArgAction::Set, help_heading = "Output")]
     pub ip_translation: bool,
     /// Ask the server for only these fields (comma-separated paths, e.g.
@@ -218,7 +234,8 @@ pub struct OutputArgs {
     pub field_mask: Vec<String>,
     /// Request only visible fields when the output format is compact,
     /// tab, or dict
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, value_name = "BOOL",
           action = clap::ArgAction::Set, help_heading = "Output")]
     pub use_default_field_masks: bool,
 }
@@ -404,6 +421,12 @@ pub async fn run(args: ObserveArgs, config: &ConfigFile) -> anyhow::Result<()> {
     args.output
         .check(args.selectors.follow)
         .map_err(|e| anyhow::anyhow!(Usage(e)))?;
+    crate::conn::Server::check(&args.server, config)?;
+    if args.input_file.is_some() && (args.server.port_forward || config.port_forward) {
+        anyhow::bail!(Usage(
+            "cannot use --input-file and --auto-port-forward together".into()
+        ));
+    }
     if args.print_raw_filters {
         print!("{}", filters::raw_listing(&args.filters));
         return Ok(());
