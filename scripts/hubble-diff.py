@@ -307,6 +307,29 @@ def selector_args(rng):
     return []
 
 
+RISKY = [["-o", "table"], ["-o", "tab"], ["-o", "yaml"], ["-o", ""], ["-f"], ["--follow"],
+         ["--first", "3"], ["--first", "0"], ["--last", "3"], ["--last", "0"], ["--all"],
+         ["--last", "1000001"], ["--last", "-1"], ["--first", "x"], ["--since", "bogus"],
+         ["--until", "bogus"], ["--since", "5m"], ["--until", "1m"], ["--field-mask", "time"],
+         ["--field-mask", "nope"], ["--field-mask", "source.pod_name,verdict"],
+         ["--use-default-field-masks=false"], ["--not"], ["--not", "--not"], ["--color", "x"],
+         ["--time-format", "x"], ["--print-raw-filters"], ["-D"], ["-s"], ["--numeric"],
+         ["--input-file", "missing.jsonl"], ["--timeout", "x"], ["--timeout", "1s"],
+         ["--request-timeout", "-1s"], ["--server", "bad:addr:x"], ["--server", "tls://x:1"],
+         ["--tls-server-name", "x"], ["--kube-namespace", ""], ["--port-forward-port", "70000"],
+         ["--allowlist", "{}"], ["--allowlist", "[]"], ["--allowlist", "{\"x\":1}"],
+         ["--denylist", "{\"verdict\":[\"NOPE\"]}"], ["--allowlist", "{\"verdict\":[1]}"],
+         ["--ip-trace-id", "0"], ["--ip-trace-id", "-1"], ["--identity", "world"],
+         ["--identity", "0x10"], ["--identity", "4294967296"], ["--tcp-flags", "syn,,ack"],
+         ["--tcp-flags", ""], ["--type", ""], ["--type", "trace:"], ["--type", ":1"],
+         ["--type", "99999999999"], ["--verdict", ""], ["--drop-reason-desc", ""],
+         ["--http-header", ":"], ["--traffic-direction", ""], ["--namespace", "a"],
+         ["--pod", "b/x"], ["--from-pod", "x"], ["--to-service", "c/y"], ["-A"],
+         ["--from-namespace", "a"], ["--fqdn", "a.com"], ["--ip", "1.1.1.1"],
+         ["--from-fqdn", "b.com"], ["--to-ip", "2.2.2.2"], ["--encrypted"], ["--unencrypted"],
+         ["--cel-expression", "true"], ["--cel-expression", "1"], ["--workload", ""]]
+
+
 def control(rng):
     return rng.choice(["\x1b[31m", "\r", "\x07", "\x00", "\x9b", "\u202e", "\t", "\n", "\x7f",
                        "\x1b]0;title\x07", "é", "\ufffd", "<>&"])
@@ -479,8 +502,10 @@ def main():
     ap.add_argument("--webb", default=os.path.join(HERE, "..", "target", "debug", "webb"))
     ap.add_argument("--cases", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("-k", "--kind", default="", help="format, filter, raw, valid (inputs changed within Hubble's schema) or mutated (also torn lines and wrong types)")
+    ap.add_argument("-k", "--kind", default="", help="format, filter, raw, error, valid (inputs changed within Hubble's schema) or mutated (also torn lines and wrong types)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--stdout-only", action="store_true",
+                    help="compare stdout and exit codes only (not warning texts)")
     opts = ap.parse_args()
     hubble = os.path.abspath(opts.hubble)
     webb = os.path.abspath(opts.webb)
@@ -514,6 +539,10 @@ def main():
             args = ["observe", "--input-file", rng.choice(INPUTS)] + filter_args(rng, vals) + \
                 (["-o", "json"] if rng.random() < 0.6 else format_args(rng)) + \
                 (["--all"] if rng.random() < 0.8 else selector_args(rng))
+        elif kind == "error":
+            args = ["observe", "--input-file", "flows.jsonl"]
+            for _ in range(rng.randint(1, 4)):
+                args += rng.choice(RISKY)
         elif kind == "raw":
             args = ["observe", "--input-file", "flows.jsonl"] + filter_args(rng, vals) + ["--print-raw-filters"]
         elif kind == "valid":
@@ -524,14 +553,21 @@ def main():
                 (filter_args(rng, vals) if rng.random() < 0.3 else []) + ["--all"]
         if rng.random() < 0.05:
             args.insert(1, "flows")
-        cases.append((kind, args))
+        stdin = None
+        if kind in ("format", "filter") and rng.random() < 0.1:
+            i_file = args.index("--input-file") + 1
+            stdin, args[i_file] = args[i_file], "-"
+        cases.append((kind, args, stdin))
 
     def one(case):
-        kind, args = case
-        h = run(hubble, args, work, home)
-        w = run(webb, args, work, home)
+        kind, args, stdin = case
+        stdin = os.path.join(work, stdin) if stdin else None
+        h = run(hubble, args, work, home, stdin)
+        w = run(webb, args, work, home, stdin)
         if h[2] != 0 and w[2] != 0 and not w[0] and not h[0]:
             return kind, args, h, w, True
+        if opts.stdout_only:
+            return kind, args, h, w, (h[0], h[2]) == (w[0], w[2])
         return kind, args, h, w, h == w
 
     bad = {}

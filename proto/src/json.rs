@@ -150,6 +150,24 @@ pub struct Parsed {
     pub unknown: Option<String>,
 }
 
+/// FlowFilters in JSON, one after another, read as Hubble reads
+/// `--allowlist`/`--denylist` (protojson, strict): a field or enum name
+/// this build does not know is an error, as in Hubble.
+pub fn filters_strict(text: &str) -> Result<Vec<crate::flow::FlowFilter>, String> {
+    let _ = open::take();
+    let mut out = Vec::new();
+    let mut stream =
+        serde_json::Deserializer::from_str(text).into_iter::<crate::flow::FlowFilter>();
+    for f in stream.by_ref() {
+        let f = f.map_err(|e| e.to_string())?;
+        if let Some(note) = open::take() {
+            return Err(format!("proto: {}", note.describe(text)));
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
 /// [`parse_line`], saying what it did not know.
 pub fn parse_line_noting(line: &str) -> Result<Parsed, serde_json::Error> {
     let _ = open::take();

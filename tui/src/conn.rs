@@ -25,16 +25,17 @@ pub struct ServerArgs {
     /// [default: localhost:4245, or `server` in the config file]
     #[arg(
         long,
+        allow_hyphen_values = true,
         env = "WEBB_SERVER",
         hide_env_values = true,
         help_heading = "Server"
     )]
     pub server: Option<String>,
     /// How long to wait for the connection [default: 5s]
-    #[arg(long, value_parser = parse_go_duration, help_heading = "Server")]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_go_duration, help_heading = "Server")]
     pub timeout: Option<Duration>,
     /// How long to wait for a (non-streaming) request [default: 12s]
-    #[arg(long, value_parser = parse_go_duration, help_heading = "Server")]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_go_duration, help_heading = "Server")]
     pub request_timeout: Option<Duration>,
     /// Use TLS to the server
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::observe::go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Server")]
@@ -45,19 +46,35 @@ pub struct ServerArgs {
     /// PEM files of CAs to trust instead of the system's (comma-separated)
     #[arg(
         long,
+        allow_hyphen_values = true,
         value_delimiter = ',',
         value_name = "FILES",
         help_heading = "Server"
     )]
     pub tls_ca_cert_files: Vec<PathBuf>,
     /// Client certificate (PEM) for mutual TLS
-    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "FILE",
+        help_heading = "Server"
+    )]
     pub tls_client_cert_file: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS
-    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "FILE",
+        help_heading = "Server"
+    )]
     pub tls_client_key_file: Option<PathBuf>,
     /// Name to verify the server's certificate against [default: the host]
-    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "NAME",
+        help_heading = "Server"
+    )]
     pub tls_server_name: Option<String>,
     /// Reach the relay through a port-forward to its Service
     /// (webb-relay in --kube-namespace), opened through the Kubernetes API
@@ -65,17 +82,27 @@ pub struct ServerArgs {
     #[arg(short = 'P', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::observe::go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Server")]
     pub port_forward: bool,
     /// Local port of --port-forward (0: any free port) [default: 4245]
-    #[arg(long, help_heading = "Server")]
+    #[arg(long, allow_hyphen_values = true, help_heading = "Server")]
     pub port_forward_port: Option<u16>,
     /// kubeconfig for --port-forward [default: KUBECONFIG, ~/.kube/config]
-    #[arg(long, value_name = "FILE", help_heading = "Server")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "FILE",
+        help_heading = "Server"
+    )]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context for --port-forward [default: its current context]
-    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "NAME",
+        help_heading = "Server"
+    )]
     pub kube_context: Option<String>,
     /// Namespace of the webb-relay Service for --port-forward
     /// [default: kube-system]
-    #[arg(long, help_heading = "Server")]
+    #[arg(long, allow_hyphen_values = true, help_heading = "Server")]
     pub kube_namespace: Option<String>,
 }
 
@@ -102,8 +129,12 @@ impl ServerArgs {
     }
 }
 
+/// A Go duration, signed as Go's are; a negative one is no time at all
+/// (Hubble takes `--timeout -1s`, and times out at once).
 fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    webb_proto::duration::parse(s).ok_or_else(|| webb_proto::duration::error(s))
+    crate::time::parse_duration(s)
+        .map(|d| d.to_std().unwrap_or(Duration::ZERO))
+        .ok_or_else(|| webb_proto::duration::error(s))
 }
 
 /// `~/.config/webb/config.toml`: defaults for the server flags.

@@ -229,6 +229,7 @@ pub(crate) mod tests {
     /// StampMilli times.
     pub(crate) fn printed<E: Event>(format: Format, node: bool, events: &[E]) -> String {
         let o = OutputArgs {
+            output_arg: format.name().to_owned(),
             output: format,
             time_format: TimeFormat::StampMilli,
             color: crate::observe::ColorWhen::Never,

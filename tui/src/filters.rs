@@ -959,14 +959,8 @@ impl Builder {
                 return Ok(());
             }
             Kind::Allowlist | Kind::Denylist => {
-                let mut filters = Vec::new();
-                let mut stream =
-                    serde_json::Deserializer::from_str(value).into_iter::<FlowFilter>();
-                for f in stream.by_ref() {
-                    filters.push(f.map_err(|e| {
-                        format!("invalid {flag} flag: failed to decode '{value}': {e}")
-                    })?);
-                }
+                let filters = webb_proto::json::filters_strict(value)
+                    .map_err(|e| format!("invalid {flag} flag: failed to decode '{value}': {e}"))?;
                 let list = if matches!(spec.kind, Kind::Allowlist) {
                     &mut self.allow
                 } else {

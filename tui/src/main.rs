@@ -156,19 +156,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match a.kind {
                     Some(ObserveKind::AgentEvents(mut e)) => {
                         e.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        e.output.resolve().map_err(anyhow::Error::msg)?;
                         agent_events::run(*e, &config).await
                     }
                     Some(ObserveKind::DebugEvents(mut e)) => {
                         e.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        e.output.resolve().map_err(anyhow::Error::msg)?;
                         debug_events::run(*e, &config).await
                     }
                     Some(ObserveKind::Flows(mut f)) => {
                         f.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        f.output.resolve().map_err(anyhow::Error::msg)?;
                         observe::run(*f, &config).await
                     }
                     None => {
                         let mut f = a.flows;
                         f.selectors.resolve().map_err(anyhow::Error::msg)?;
+                        f.output.resolve().map_err(anyhow::Error::msg)?;
                         observe::run(f, &config).await
                     }
                 }

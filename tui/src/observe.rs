@@ -36,7 +36,12 @@ pub struct ObserveArgs {
     pub output: OutputArgs,
     /// Read flows from this file (`hubble observe -o json` or webb output)
     /// instead of a server; '-' reads stdin
-    #[arg(long, value_name = "FILE", help_heading = "Other")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "FILE",
+        help_heading = "Other"
+    )]
     pub input_file: Option<PathBuf>,
     /// Words that are not flags: Hubble's observe ignores them, and so
     /// does webb (`hubble observe --numeric false` is `--numeric`).
@@ -52,11 +57,21 @@ pub struct Selectors {
     /// The last N flows of the server's buffer (through webb-relay the
     /// cluster's newest N; Hubble's relay gives N per node); 20 when
     /// nothing else selects
-    #[arg(long, value_name = "N", help_heading = "Selectors")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        help_heading = "Selectors"
+    )]
     pub last: Option<u64>,
     /// The first N flows of the server's buffer (through webb-relay the
     /// cluster's oldest N; Hubble's relay gives N per node)
-    #[arg(long, value_name = "N", help_heading = "Selectors")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        help_heading = "Selectors"
+    )]
     pub first: Option<u64>,
     /// Every flow in the server's buffer
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, value_name = "BOOL", hide_default_value = true, help_heading = "Selectors")]
@@ -182,18 +197,28 @@ fn parse_format(v: &str) -> Result<Format, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
     /// Output format: compact, dict, json, jsonpb, table
-    #[arg(short, long, value_name = "FORMAT", default_value = "compact",
-          value_parser = parse_format, help_heading = "Output")]
+    #[arg(
+        short = 'o',
+        allow_hyphen_values = true,
+        long = "output",
+        value_name = "FORMAT",
+        default_value = "compact",
+        help_heading = "Output"
+    )]
+    pub output_arg: String,
+    /// `-o` as read by [`OutputArgs::resolve`]: checked when the command
+    /// runs (the last `-o` counts, as in Hubble).
+    #[arg(skip)]
     pub output: Format,
     /// Time format: YearMonthDay, YearMonthDayHour, YearMonthDayHourMinute,
     /// StampMilli, RFC3339, RFC3339Milli, RFC3339Micro, RFC3339Nano, RFC1123Z
     /// (any case; an unknown name is StampMilli, as in Hubble)
-    #[arg(long, value_name = "NAME", default_value = "StampMilli",
+    #[arg(long, allow_hyphen_values = true, value_name = "NAME", default_value = "StampMilli",
           value_parser = TimeFormat::parse, help_heading = "Output")]
     pub time_format: TimeFormat,
     /// Colour the output: auto (when stdout is a terminal and NO_COLOR is
     /// unset), always or never
-    #[arg(long, value_name = "WHEN", default_value = "auto",
+    #[arg(long, allow_hyphen_values = true, value_name = "WHEN", default_value = "auto",
           value_parser = ColorWhen::parse, help_heading = "Output")]
     pub color: ColorWhen,
     /// Name the policies that allowed or denied a policy verdict
@@ -227,6 +252,7 @@ pub struct OutputArgs {
     /// time,source.pod_name,verdict)
     #[arg(
         long,
+        allow_hyphen_values = true,
         value_delimiter = ',',
         value_name = "PATHS",
         help_heading = "Output"
@@ -241,6 +267,12 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
+    /// Reads `-o`; a name Hubble does not know is refused.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        self.output = parse_format(&self.output_arg)?;
+        Ok(())
+    }
+
     pub fn printer_options(&self) -> printer::Options {
         let color = match self.color {
             ColorWhen::Always => true,
