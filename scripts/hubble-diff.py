@@ -447,12 +447,32 @@ def mutate_valid(rng, obj, enums, strings):
     return obj
 
 
+def crossover(rng, o, lines):
+    """Fields of the flow taken from other recorded flows (or dropped):
+    combinations no recording holds, each part of them real."""
+    f = o.get("flow")
+    if not isinstance(f, dict):
+        return o
+    for _ in range(rng.randint(1, 4)):
+        other = json.loads(rng.choice(lines)).get("flow")
+        if not isinstance(other, dict) or not other:
+            continue
+        key = rng.choice(sorted(set(f) | set(other)))
+        if key in other and rng.random() < 0.85:
+            f[key] = other[key]
+        else:
+            f.pop(key, None)
+    return o
+
+
 def make_valid(rng, src, dst, n, enums, strings):
     lines = open(src, encoding="utf-8").read().splitlines()
     out = []
     for _ in range(n):
         o = json.loads(rng.choice(lines))
-        for _ in range(rng.randint(1, 3)):
+        if rng.random() < 0.5:
+            o = crossover(rng, o, lines)
+        for _ in range(rng.randint(0 if "flow" in o else 1, 3)):
             o = mutate_valid(rng, o, enums, strings)
         out.append(json.dumps(o, ensure_ascii=rng.random() < 0.5))
     with open(dst, "w", encoding="utf-8") as fh:
