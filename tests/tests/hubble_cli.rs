@@ -336,6 +336,32 @@ fn the_real_hubble_cli_reads_webb_as_webb_does() {
             differ.join("\n\n")
         );
         eprintln!("{server}: all {same} cases print the same");
+        // The agent's events (endpoints, policies, IP cache) and the
+        // debug events (webb's agent writes none), as both CLIs print them.
+        for case in [
+            &["agent-events", "--last", "50", "-o", "json"][..],
+            &["agent-events", "--last", "50"],
+            &["agent-events", "--last", "50", "-o", "dict"],
+            &["debug-events", "--last", "5", "-o", "json"],
+        ] {
+            let args = [&["observe"][..], case, &["--server", server]].concat();
+            let (h, w) = (run(&hubble, &args), run(webb, &args));
+            assert_eq!(
+                h.status.code(),
+                w.status.code(),
+                "{case:?}: {}",
+                String::from_utf8_lossy(&h.stderr)
+            );
+            let ht = String::from_utf8_lossy(&h.stdout);
+            if case[0] == "agent-events" {
+                assert!(ht.lines().count() >= 3, "{server} {case:?}: {ht}");
+            }
+            assert_eq!(
+                normalized(&ht),
+                normalized(&String::from_utf8_lossy(&w.stdout)),
+                "{server} {case:?}"
+            );
+        }
     }
     // The exporter's file, read back by both.
     for format in ["json", "compact", "dict"] {

@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(
             out(Format::Dict, false, &[ipcache(), ipcache()]),
             "  TIMESTAMP: Nov 14 22:13:20.123\n       TYPE: IPCACHE_UPSERTED\n    DETAILS: cidr: 10.0.0.7/32, identity: 5001, old identity: 5000, encrypt key: 0\n\
-             ------------\n  TIMESTAMP: Nov 14 22:13:20.123\n       TYPE: IPCACHE_UPSERTED\n    DETAILS: cidr: 10.0.0.7/32, identity: 5001, old identity: 5000, encrypt key: 0\n"
+             ------------  TIMESTAMP: Nov 14 22:13:20.123\n       TYPE: IPCACHE_UPSERTED\n    DETAILS: cidr: 10.0.0.7/32, identity: 5001, old identity: 5000, encrypt key: 0\n"
         );
         let table = out(Format::Table, false, &[ipcache()]);
         assert_eq!(

@@ -109,8 +109,11 @@ impl<W: Write> EventPrinter<W> {
                 writeln!(self.out, "{ts}{node}: {}", E::compact(&fields))?;
             }
             Format::Dict => {
+                // Hubble's agent and debug event printers write the
+                // separator without a newline (so the next record starts on
+                // its line: `------------  TIMESTAMP: ...`); byte for byte.
                 if self.lines != 0 {
-                    self.out.write_all(b"------------\n")?;
+                    self.out.write_all(b"------------")?;
                 }
                 writeln!(self.out, "  TIMESTAMP: {ts}")?;
                 if self.node_name {
