@@ -39,69 +39,16 @@ pub fn parse_time(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if let Some(d) = parse_duration(s) {
         return now.checked_sub_signed(d);
     }
-    const LAYOUTS: &[&[Elem]] = &[
-        &[
-            Elem::Year,
-            Elem::Lit("-"),
-            Elem::Month,
-            Elem::Lit("-"),
-            Elem::Day,
-        ],
-        &[
-            Elem::Year,
-            Elem::Lit("-"),
-            Elem::Month,
-            Elem::Lit("-"),
-            Elem::Day,
-            Elem::Lit("T"),
-            Elem::Hour,
-            Elem::ColonZone,
-        ],
-        &[
-            Elem::Year,
-            Elem::Lit("-"),
-            Elem::Month,
-            Elem::Lit("-"),
-            Elem::Day,
-            Elem::Lit("T"),
-            Elem::Hour,
-            Elem::Lit(":"),
-            Elem::Minute,
-            Elem::ColonZone,
-        ],
-        &[
-            Elem::Year,
-            Elem::Lit("-"),
-            Elem::Month,
-            Elem::Lit("-"),
-            Elem::Day,
-            Elem::Lit("T"),
-            Elem::Hour,
-            Elem::Lit(":"),
-            Elem::Minute,
-            Elem::Lit(":"),
-            Elem::Second,
-            Elem::ColonZone,
-        ],
-        &[
-            Elem::WeekdayName,
-            Elem::Lit(", "),
-            Elem::Day,
-            Elem::Lit(" "),
-            Elem::MonthName,
-            Elem::Lit(" "),
-            Elem::Year,
-            Elem::Lit(" "),
-            Elem::Hour,
-            Elem::Lit(":"),
-            Elem::Minute,
-            Elem::Lit(":"),
-            Elem::Second,
-            Elem::Lit(" "),
-            Elem::NumZone,
-        ],
+    // Hubble's layouts (hubble/pkg/time), in Go's notation. RFC3339Milli,
+    // Micro and Nano parse as RFC3339 does (any fraction after seconds).
+    const LAYOUTS: [&str; 5] = [
+        "2006-01-02",
+        "2006-01-02T15Z07:00",
+        "2006-01-02T15:04Z07:00",
+        "2006-01-02T15:04:05Z07:00",
+        "Mon, 02 Jan 2006 15:04:05 -0700",
     ];
-    LAYOUTS.iter().find_map(|l| go_parse(l, s))
+    LAYOUTS.iter().find_map(|l| go_parse(&layout(l), s))
 }
 
 /// One element of a Go time layout, as far as Hubble's layouts use them.
@@ -130,6 +77,42 @@ enum Elem {
     ColonZone,
     /// `-0700`: a sign and four digits.
     NumZone,
+}
+
+/// A Go layout as its elements: the reference time's parts Hubble's
+/// layouts use, and the text between them.
+fn layout(l: &'static str) -> Vec<Elem> {
+    const PARTS: [(&str, Elem); 10] = [
+        ("2006", Elem::Year),
+        ("Z07:00", Elem::ColonZone),
+        ("-0700", Elem::NumZone),
+        ("Mon", Elem::WeekdayName),
+        ("Jan", Elem::MonthName),
+        ("01", Elem::Month),
+        ("02", Elem::Day),
+        ("15", Elem::Hour),
+        ("04", Elem::Minute),
+        ("05", Elem::Second),
+    ];
+    let mut out = Vec::new();
+    let (mut i, mut lit) = (0, 0);
+    while i < l.len() {
+        match PARTS.iter().find(|(p, _)| l[i..].starts_with(p)) {
+            Some((p, e)) => {
+                if lit < i {
+                    out.push(Elem::Lit(&l[lit..i]));
+                }
+                out.push(*e);
+                i += p.len();
+                lit = i;
+            }
+            None => i += 1,
+        }
+    }
+    if lit < l.len() {
+        out.push(Elem::Lit(&l[lit..]));
+    }
+    out
 }
 
 const MONTHS: [&str; 12] = [
