@@ -524,6 +524,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("-k", "--kind", default="", help="format, filter, raw, error, valid (inputs changed within Hubble's schema) or mutated (also torn lines and wrong types)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--server", default="",
+                    help="ask this server (a webb agent or relay) instead of reading files")
     ap.add_argument("--stdout-only", action="store_true",
                     help="compare stdout and exit codes only (not warning texts)")
     opts = ap.parse_args()
@@ -577,6 +579,10 @@ def main():
         if kind in ("format", "filter") and rng.random() < 0.1:
             i_file = args.index("--input-file") + 1
             stdin, args[i_file] = args[i_file], "-"
+        if opts.server and "--input-file" in args and kind in ("format", "filter", "raw", "error"):
+            i_file = args.index("--input-file")
+            args[i_file:i_file + 2] = ["--server", opts.server]
+            stdin = None
         cases.append((kind, args, stdin))
 
     def one(case):
