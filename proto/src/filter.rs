@@ -1367,6 +1367,174 @@ fn label_value_ok(v: &str) -> bool {
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
+/// Kubernetes' selector parser over the lexed tokens.
+struct SelectorParser {
+    toks: Vec<Tok>,
+    pos: usize,
+}
+
+impl SelectorParser {
+    /// The next token as a value position reads it.
+    fn peek(&self) -> Tok {
+        self.toks
+            .get(self.pos)
+            .cloned()
+            .unwrap_or(Tok::End)
+            .into_value()
+    }
+
+    fn next(&mut self) -> Tok {
+        let t = self.peek();
+        self.pos += 1;
+        t
+    }
+
+    /// The next token read as an operator (`in` and `notin` are keywords).
+    fn next_operator(&mut self) -> Tok {
+        let t = self.toks.get(self.pos).cloned().unwrap_or(Tok::End);
+        self.pos += 1;
+        t
+    }
+
+    /// `[!]key [op values]`.
+    fn requirement(&mut self) -> Result<Requirement, String> {
+        let mut t = self.next();
+        let negated = t == Tok::DoesNotExist;
+        if negated {
+            t = self.next();
+        }
+        let Tok::Ident(key) = t else {
+            return Err(format!("found '{}', expected: identifier", t.text()));
+        };
+        if let Some(e) = qualified_name_error(&key) {
+            return Err(e);
+        }
+        let op = if negated {
+            Op::NotExists
+        } else if matches!(self.peek(), Tok::End | Tok::Comma) {
+            Op::Exists
+        } else {
+            self.operation()?
+        };
+        // `source.key`: the source before the first dot.
+        let (source, key) = key.split_once('.').unwrap_or(("", &key));
+        Ok(Requirement {
+            source: if source.is_empty() {
+                "any".into()
+            } else {
+                source.to_owned()
+            },
+            key: key.to_owned(),
+            op,
+        })
+    }
+
+    /// An operator and its values, checked as Kubernetes checks them.
+    fn operation(&mut self) -> Result<Op, String> {
+        let op = self.next_operator();
+        let values = match op {
+            Tok::In | Tok::NotIn => self.set()?,
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::Greater | Tok::Less => {
+                match self.peek() {
+                    Tok::End | Tok::Comma => vec![String::new()],
+                    _ => match self.next() {
+                        Tok::Ident(v) => vec![v],
+                        t => return Err(format!("found '{}', expected: identifier", t.text())),
+                    },
+                }
+            }
+            t => {
+                return Err(format!(
+                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
+                    t.text()
+                ));
+            }
+        };
+        if let Some(bad) = values.iter().find(|v| !v.is_empty() && !label_value_ok(v)) {
+            return Err(format!(
+                "{bad:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+            ));
+        }
+        let int = || {
+            values
+                .first()
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| "for 'Gt', 'Lt' operators, the value must be an integer".to_owned())
+        };
+        Ok(match op {
+            Tok::In | Tok::Equals | Tok::DoubleEquals => Op::In(values),
+            Tok::NotIn | Tok::NotEquals => Op::NotIn(values),
+            Tok::Greater => Op::Gt(int()?),
+            _ => Op::Lt(int()?),
+        })
+    }
+
+    /// `(a, b, ...)`: `()` is the empty value, and so is an empty place
+    /// between commas.
+    fn set(&mut self) -> Result<Vec<String>, String> {
+        let t = self.next();
+        if t != Tok::OpenPar {
+            return Err(format!("found '{}' expected: '('", t.text()));
+        }
+        let mut set: Vec<String> = Vec::new();
+        let add = |set: &mut Vec<String>, v: String| {
+            if !set.contains(&v) {
+                set.push(v);
+            }
+        };
+        match self.peek() {
+            Tok::ClosedPar => {
+                self.pos += 1;
+                add(&mut set, String::new());
+                return Ok(set);
+            }
+            Tok::Ident(_) | Tok::Comma => {}
+            t => {
+                return Err(format!(
+                    "found '{}', expected: ',', ')' or identifier",
+                    t.text()
+                ));
+            }
+        }
+        loop {
+            match self.next() {
+                Tok::Ident(v) => {
+                    add(&mut set, v);
+                    match self.peek() {
+                        Tok::Comma => continue,
+                        Tok::ClosedPar => break,
+                        t => return Err(format!("found '{}', expected: ',' or ')'", t.text())),
+                    }
+                }
+                Tok::Comma => {
+                    if set.is_empty() {
+                        add(&mut set, String::new());
+                    }
+                    match self.peek() {
+                        Tok::ClosedPar => {
+                            add(&mut set, String::new());
+                            break;
+                        }
+                        Tok::Comma => add(&mut set, String::new()),
+                        _ => {}
+                    }
+                }
+                t => {
+                    return Err(format!(
+                        "found '{}', expected: ',', or identifier",
+                        t.text()
+                    ));
+                }
+            }
+        }
+        let t = self.next();
+        if t != Tok::ClosedPar {
+            return Err(format!("found '{}', expected: ')'", t.text()));
+        }
+        Ok(set)
+    }
+}
+
 impl Selector {
     fn parse(field: &'static str, value: &str) -> Result<Self, FilterError> {
         let err = |reason: String| FilterError::BadSelector {
@@ -1374,17 +1542,13 @@ impl Selector {
             value: value.to_owned(),
             reason,
         };
-        let toks: Vec<Tok> = lex(&translate_selector(value));
-        let mut pos = 0;
-        let next = |pos: &mut usize| {
-            let t = toks.get(*pos).cloned().unwrap_or(Tok::End);
-            *pos += 1;
-            t.into_value()
+        let mut p = SelectorParser {
+            toks: lex(&translate_selector(value)),
+            pos: 0,
         };
-        let peek = |pos: usize| toks.get(pos).cloned().unwrap_or(Tok::End).into_value();
         let mut requirements = Vec::new();
         loop {
-            match peek(pos) {
+            match p.peek() {
                 Tok::Ident(_) | Tok::DoesNotExist => {}
                 Tok::End => break,
                 t => {
@@ -1394,152 +1558,11 @@ impl Selector {
                     )));
                 }
             }
-            // The requirement: [!]key [op values].
-            let mut negated = false;
-            let mut t = next(&mut pos);
-            if t == Tok::DoesNotExist {
-                negated = true;
-                t = next(&mut pos);
-            }
-            let Tok::Ident(key) = t else {
-                return Err(err(format!("found '{}', expected: identifier", t.text())));
-            };
-            if let Some(e) = qualified_name_error(&key) {
-                return Err(err(e));
-            }
-            let op = if negated || matches!(peek(pos), Tok::End | Tok::Comma) {
-                if negated { Op::NotExists } else { Op::Exists }
-            } else {
-                // The operator is read as a keyword.
-                let op = toks.get(pos).cloned().unwrap_or(Tok::End);
-                pos += 1;
-                let values = match op {
-                    Tok::In | Tok::NotIn => {
-                        let t = next(&mut pos);
-                        if t != Tok::OpenPar {
-                            return Err(err(format!("found '{}' expected: '('", t.text())));
-                        }
-                        let mut set: Vec<String> = Vec::new();
-                        let add = |set: &mut Vec<String>, v: String| {
-                            if !set.contains(&v) {
-                                set.push(v);
-                            }
-                        };
-                        match peek(pos) {
-                            Tok::ClosedPar => {
-                                pos += 1;
-                                add(&mut set, String::new());
-                            }
-                            Tok::Ident(_) | Tok::Comma => {
-                                loop {
-                                    match next(&mut pos) {
-                                        Tok::Ident(v) => {
-                                            add(&mut set, v);
-                                            match peek(pos) {
-                                                Tok::Comma => continue,
-                                                Tok::ClosedPar => break,
-                                                t => {
-                                                    return Err(err(format!(
-                                                        "found '{}', expected: ',' or ')'",
-                                                        t.text()
-                                                    )));
-                                                }
-                                            }
-                                        }
-                                        Tok::Comma => {
-                                            if set.is_empty() {
-                                                add(&mut set, String::new());
-                                            }
-                                            match peek(pos) {
-                                                Tok::ClosedPar => {
-                                                    add(&mut set, String::new());
-                                                    break;
-                                                }
-                                                Tok::Comma => add(&mut set, String::new()),
-                                                _ => {}
-                                            }
-                                        }
-                                        t => {
-                                            return Err(err(format!(
-                                                "found '{}', expected: ',', or identifier",
-                                                t.text()
-                                            )));
-                                        }
-                                    }
-                                }
-                                let t = next(&mut pos);
-                                if t != Tok::ClosedPar {
-                                    return Err(err(format!(
-                                        "found '{}', expected: ')'",
-                                        t.text()
-                                    )));
-                                }
-                            }
-                            t => {
-                                return Err(err(format!(
-                                    "found '{}', expected: ',', ')' or identifier",
-                                    t.text()
-                                )));
-                            }
-                        }
-                        set
-                    }
-                    Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::Greater | Tok::Less => {
-                        match peek(pos) {
-                            Tok::End | Tok::Comma => vec![String::new()],
-                            _ => match next(&mut pos) {
-                                Tok::Ident(v) => vec![v],
-                                t => {
-                                    return Err(err(format!(
-                                        "found '{}', expected: identifier",
-                                        t.text()
-                                    )));
-                                }
-                            },
-                        }
-                    }
-                    t => {
-                        return Err(err(format!(
-                            "found '{}', expected: in, notin, =, ==, !=, gt, lt",
-                            t.text()
-                        )));
-                    }
-                };
-                if let Some(bad) = values.iter().find(|v| !v.is_empty() && !label_value_ok(v)) {
-                    return Err(err(format!(
-                        "{bad:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
-                    )));
-                }
-                let int = |values: &[String]| {
-                    values
-                        .first()
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .ok_or_else(|| {
-                            err("for 'Gt', 'Lt' operators, the value must be an integer".into())
-                        })
-                };
-                match op {
-                    Tok::In | Tok::Equals | Tok::DoubleEquals => Op::In(values),
-                    Tok::NotIn | Tok::NotEquals => Op::NotIn(values),
-                    Tok::Greater => Op::Gt(int(&values)?),
-                    _ => Op::Lt(int(&values)?),
-                }
-            };
-            // `source.key`: the source before the first dot.
-            let (source, key) = key.split_once('.').unwrap_or(("", &key));
-            requirements.push(Requirement {
-                source: if source.is_empty() {
-                    "any".into()
-                } else {
-                    source.to_owned()
-                },
-                key: key.to_owned(),
-                op,
-            });
-            match next(&mut pos) {
+            requirements.push(p.requirement().map_err(err)?);
+            match p.next() {
                 Tok::End => break,
                 Tok::Comma => {
-                    let t = peek(pos);
+                    let t = p.peek();
                     if !matches!(t, Tok::Ident(_) | Tok::DoesNotExist) {
                         return Err(err(format!(
                             "found '{}', expected: identifier after ','",

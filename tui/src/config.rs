@@ -193,15 +193,7 @@ fn yaml_string(s: &str) -> String {
 /// flag's type.
 fn parse(kind: Kind, val: &str) -> Result<toml::Value, String> {
     Ok(match kind {
-        Kind::Bool => toml::Value::Boolean(match val {
-            "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
-            "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
-            _ => {
-                return Err(format!(
-                    "strconv.ParseBool: parsing {val:?}: invalid syntax"
-                ));
-            }
-        }),
+        Kind::Bool => toml::Value::Boolean(crate::observe::go_bool(val)?),
         Kind::Duration => {
             webb_proto::duration::parse(val).ok_or_else(|| webb_proto::duration::error(val))?;
             toml::Value::String(val.to_owned())

@@ -1023,8 +1023,6 @@ fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String
     // As given: Hubble trims nothing.
     let v = value;
     match family {
-        // Checked when the filter is compiled, as Hubble checks them.
-        F::Ip | F::Port => Ok(Value::Str(v.to_owned())),
         // A number, or a reserved identity's name (`world`, `host`, ...).
         F::Identity => (0..=255)
             .find(|&i| names::reserved_identity_name(i) == Some(v))
@@ -1047,7 +1045,10 @@ fn parse_family(flag: &str, family: Family, value: &str) -> Result<Value, String
             }))
         }
         F::Namespace | F::AllNamespaces => unreachable!("namespaces are kept apart"),
-        F::Pod | F::Fqdn | F::Label | F::Service | F::Cluster => Ok(Value::Str(v.to_owned())),
+        // Checked when the filter is compiled, as Hubble checks them.
+        F::Ip | F::Port | F::Pod | F::Fqdn | F::Label | F::Service | F::Cluster => {
+            Ok(Value::Str(v.to_owned()))
+        }
     }
 }
 

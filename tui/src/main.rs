@@ -143,6 +143,13 @@ struct ListArgs {
     output: status::ListFormat,
 }
 
+/// What an observe command reads when it runs, as Hubble reads it then:
+/// `--until` (not with `--follow`), the selectors' conflicts, and `-o`.
+fn resolve(s: &mut observe::Selectors, o: &mut observe::OutputArgs) -> anyhow::Result<()> {
+    s.resolve().map_err(anyhow::Error::msg)?;
+    o.resolve().map_err(anyhow::Error::msg)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // `config` reads the file itself: it mends a file the others refuse.
     let config = if matches!(cli.command, Command::Config(_)) {
@@ -155,24 +162,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let run = async {
                 match a.kind {
                     Some(ObserveKind::AgentEvents(mut e)) => {
-                        e.selectors.resolve().map_err(anyhow::Error::msg)?;
-                        e.output.resolve().map_err(anyhow::Error::msg)?;
+                        resolve(&mut e.selectors, &mut e.output)?;
                         agent_events::run(*e, &config).await
                     }
                     Some(ObserveKind::DebugEvents(mut e)) => {
-                        e.selectors.resolve().map_err(anyhow::Error::msg)?;
-                        e.output.resolve().map_err(anyhow::Error::msg)?;
+                        resolve(&mut e.selectors, &mut e.output)?;
                         debug_events::run(*e, &config).await
                     }
                     Some(ObserveKind::Flows(mut f)) => {
-                        f.selectors.resolve().map_err(anyhow::Error::msg)?;
-                        f.output.resolve().map_err(anyhow::Error::msg)?;
+                        resolve(&mut f.selectors, &mut f.output)?;
                         observe::run(*f, &config).await
                     }
                     None => {
                         let mut f = a.flows;
-                        f.selectors.resolve().map_err(anyhow::Error::msg)?;
-                        f.output.resolve().map_err(anyhow::Error::msg)?;
+                        resolve(&mut f.selectors, &mut f.output)?;
                         observe::run(f, &config).await
                     }
                 }

@@ -146,13 +146,14 @@ impl Selectors {
     }
 }
 
-/// A boolean flag's `=VALUE`, as Go's strconv.ParseBool reads it (pflag's
-/// bool flags take `--flag=false`, never the next word).
+/// A boolean as Go's strconv.ParseBool reads it, with its error: a bool
+/// flag's `=VALUE` (pflag's bool flags take `--flag=false`, never the next
+/// word) and `webb config set`'s bool keys.
 pub fn go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (true or false)")),
+        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
     }
 }
 

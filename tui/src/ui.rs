@@ -594,6 +594,15 @@ impl Resume {
     }
 }
 
+/// The first line of an error and its causes, for the header.
+fn first_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Reads a window of a server's history (every flow of it, from the
 /// nodes' rings and stores), then stops: nothing live is added.
 async fn history(server: Server, filters: FilterArgs, window: Window, tx: mpsc::Sender<Feed>) {
@@ -633,13 +642,7 @@ async fn history(server: Server, filters: FilterArgs, window: Window, tx: mpsc::
     };
     let link = match read.await {
         Ok(()) => Link::Window,
-        Err(e) => Link::Down(
-            format!("{e:#}")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
+        Err(e) => Link::Down(first_line(&e)),
     };
     let _ = tx.send(Feed::Link(link)).await;
 }
@@ -654,11 +657,7 @@ async fn follow(server: Server, filters: FilterArgs, mut resume: Resume, tx: mps
         let _ = tx.send(Feed::Link(Link::Connecting)).await;
         let err = match stream_once(&server, &filters, &mut resume, &tx).await {
             Ok(()) => "the server ended the stream".to_owned(),
-            Err(e) => format!("{e:#}")
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            Err(e) => first_line(&e),
         };
         if tx.is_closed() {
             return;

@@ -69,26 +69,28 @@ impl CelFilter {
         let mut ctx = Context::default();
         ctx.add_variable_from_value("_flow", flow_value(flow));
         let enums = enums();
-        for (name, values) in enums.iter() {
+        for (name, values) in &enums.each {
             ctx.add_variable_from_value(*name, values.clone());
         }
-        let container: HashMap<String, CelValue> = enums
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone()))
-            .collect();
-        ctx.add_variable_from_value("flow", container);
+        ctx.add_variable_from_value("flow", enums.container.clone());
         self.programs
             .iter()
             .any(|p| matches!(p.execute(&ctx), Ok(CelValue::Bool(true))))
     }
 }
 
-/// `Name -> { VALUE: number }` for every enum of the `flow` package (nested
-/// ones by their path below it, `Parent.Name`).
-fn enums() -> &'static Vec<(&'static str, CelValue)> {
-    static ENUMS: std::sync::OnceLock<Vec<(&'static str, CelValue)>> = std::sync::OnceLock::new();
+/// The enums of the `flow` package as CEL values, built once: each by
+/// name (`Verdict`, nested ones as `Parent.Name`) as `{ VALUE: number }`,
+/// and all of them in the `flow` container (`flow.Verdict.DROPPED`).
+struct Enums {
+    each: Vec<(&'static str, CelValue)>,
+    container: CelValue,
+}
+
+fn enums() -> &'static Enums {
+    static ENUMS: std::sync::OnceLock<Enums> = std::sync::OnceLock::new();
     ENUMS.get_or_init(|| {
-        check::schema::CEL_ENUMS
+        let each: Vec<(&'static str, CelValue)> = check::schema::CEL_ENUMS
             .iter()
             .filter_map(|(name, values)| {
                 let name = name.strip_prefix("flow.")?;
@@ -98,7 +100,15 @@ fn enums() -> &'static Vec<(&'static str, CelValue)> {
                     .collect();
                 Some((name, m.into()))
             })
-            .collect()
+            .collect();
+        let container: HashMap<String, CelValue> = each
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
+        Enums {
+            each,
+            container: container.into(),
+        }
     })
 }
 
